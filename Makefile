@@ -1,0 +1,38 @@
+# dcube-edge: the README's commands. `make demo` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+EXTRAS ?= train,quant,openvino,dicom,dev
+BIN    := $(VENV)/bin
+DEMO   ?= demo
+
+.PHONY: install demo test test-fast bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/dcube-edge demo-data $(DEMO)/data --per-class 100 --val-per-class 30 --size 64
+	$(BIN)/dcube-edge demo-data $(DEMO)/scans --per-class 2 --size 64 --seed 7
+	$(BIN)/dcube-edge train $(DEMO)/data --out $(DEMO)/run --preset tiny
+	$(BIN)/dcube-edge export $(DEMO)/run --out $(DEMO)/engine-ort-fp32
+	$(BIN)/dcube-edge evaluate $(DEMO)/engine-ort-fp32 $(DEMO)/data/val
+	$(BIN)/dcube-edge classify $(DEMO)/engine-ort-fp32 $(DEMO)/scans/benign $(DEMO)/scans/malignant $(DEMO)/scans/normal
+	$(BIN)/dcube-edge bench $(DEMO)/engine-ort-fp32 --torch $(DEMO)/run --batch-sizes 1,8 --iterations 20
+
+test: install
+	$(BIN)/python -m pytest -q -ra tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+lint: install
+	$(BIN)/python -m pip install -q ruff
+	$(BIN)/ruff check --line-length 120 dcube_edge export calibration runtimes tests
+
+clean:
+	rm -rf $(DEMO) .pytest_cache build *.egg-info

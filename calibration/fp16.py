@@ -1,0 +1,26 @@
+"""FP16 ONNX: float16 compute with overflow-prone ops kept in float32 and float32 I/O, via
+onnxconverter-common's converter with a block list (TensorRT's strongly typed mode reads the types)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from dcube_edge.runtimes.files import atomic_path
+
+# Reductions, normalisations, softmax and transcendental ops overflow or lose too much in fp16.
+KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Exp", "Erf",
+             "Sin", "Cos", "Div", "BatchNormalization", "Resize", "Range", "Sigmoid"]
+
+
+def convert(src: str | Path, dst: str | Path) -> Path:
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src))
+    block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(KEEP_FP32))
+    half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block,
+                                            disable_shape_infer=False)
+    with atomic_path(dst) as tmp:
+        onnx.save(half, str(tmp))
+        onnx.checker.check_model(str(tmp))
+    return Path(dst)

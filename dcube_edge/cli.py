@@ -1,0 +1,376 @@
+"""The ``dcube-edge`` command line. Torch is imported only by the commands that train or export,
+so ``classify``, ``evaluate`` and engine benchmarks run on a workstation without it."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="D-Cube diffusion-feature classifiers for medical images: train, export, classify, bench.")
+out = Console()
+err = Console(stderr=True)
+STATE = {"debug": False}
+
+BACKEND_HELP = "onnxruntime | openvino | tensorrt"
+PRECISION_HELP = "fp32 | fp16 | int8"
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from dcube_edge.runtimes.base import BackendUnavailable
+    from dcube_edge.runtimes.manifest import EngineError
+    from dcube_edge.runtimes.preprocess import ImageError
+
+    errors: list[type[BaseException]] = [BackendUnavailable, EngineError, ImageError, FileNotFoundError,
+                                         PermissionError, FloatingPointError]
+    for mod, name in (("dcube_edge.data", "DataError"), ("dcube_edge.rundir", "RunError"),
+                      ("dcube_edge.export.build", "ExportError")):
+        if mod in sys.modules:
+            errors.append(getattr(sys.modules[mod], name))
+    return tuple(errors)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def emit_json(obj: object, path: Optional[Path]) -> None:
+    """--json: to a file when given a path, '-' for stdout."""
+    from dcube_edge.runtimes.files import write_json
+
+    if path is None:
+        return
+    if str(path) == "-":
+        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    else:
+        write_json(path, obj)
+        err.print(f"wrote {path}")
+
+
+@app.callback()
+def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+    STATE["debug"] = debug
+
+
+@app.command("demo-data")
+def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write <class>/*.png into.")],
+              per_class: Annotated[int, typer.Option(help="Training images per class.")] = 60,
+              val_per_class: Annotated[int, typer.Option(help="If > 0, write train/ and val/ splits.")] = 0,
+              size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+              seed: int = 0) -> None:
+    """Write the built-in synthetic ultrasound phantoms (benign, malignant, normal)."""
+    from dcube_edge.phantoms import write_demo
+
+    counts = write_demo(out_dir, per_class, size, seed, val_per_class)
+    out.print(f"wrote {sum(counts.values())} phantom images to {out_dir} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+
+
+@app.command()
+def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* or <root>/{train,val}/<class>/*.")],
+          out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+          preset: Annotated[str, typer.Option(help="tiny | small | paper")] = "tiny",
+          epochs_diffusion: Annotated[Optional[int], typer.Option(help="Step-1 epochs (preset default).")] = None,
+          epochs_classifier: Annotated[Optional[int], typer.Option(help="Step-2 epochs (preset default).")] = None,
+          batch_size: Annotated[Optional[int], typer.Option(help="Images per step (preset default).")] = None,
+          timesteps: Annotated[Optional[str], typer.Option(help="Fixed step-2 timesteps, e.g. 10,50,100.")] = None,
+          seed: Annotated[int, typer.Option(help="Seed for splits, init and sampling.")] = 0,
+          resnet_weights: Annotated[Optional[Path], typer.Option(help="Local ResNet-50 weights (.safetensors/.pth).")] = None,
+          resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+          json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
+    """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation."""
+    from dcube_edge.config import Config
+    from dcube_edge.train import train as run_train
+
+    if (out_dir / "config.json").exists() and not resume:
+        fail(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    try:
+        cfg = Config.from_preset(preset, epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier,
+                                 batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
+                                 resnet_weights=str(resnet_weights) if resnet_weights else None)
+    except ValueError as e:
+        fail(str(e))
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def report(phase: str, done: int, total: int, scalars: dict) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total, info="")
+            progress.update(tasks[phase], completed=done, total=total,
+                            info=" ".join(f"{k} {v:.3g}" for k, v in scalars.items()))
+
+        metrics = run_train(data, out_dir, cfg, resume=resume, report=report, log=progress.console.print)
+    show_metrics("validation", metrics["validation"])
+    out.print(f"run written to {out_dir} (best epoch {metrics['best_epoch']}; "
+              f"{metrics['seconds']['diffusion']:.0f}s diffusion + {metrics['seconds']['classifier']:.0f}s classifier)")
+    emit_json(metrics, json_out)
+
+
+@app.command()
+def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create.")],
+         preset: Annotated[str, typer.Option(help="tiny | small | paper")] = "paper",
+         classes: Annotated[str, typer.Option(help="Comma-separated class names.")] = "benign,malignant,normal",
+         layers: Annotated[Optional[str], typer.Option(help="Selected layers (default: the reference's breast layers 4,5, clipped to the preset).")] = None,
+         seed: int = 0) -> None:
+    """A run dir with random weights, to rehearse export and benchmarks without training."""
+    from dcube_edge.config import Config
+    from dcube_edge.train import init_run
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip())
+    if len(names) < 2 or len(set(names)) != len(names):
+        fail("--classes needs at least two distinct names")
+    cfg = Config.from_preset(preset, seed=seed, classes=names)
+    chosen = ints(layers) if layers else tuple(i for i in (4, 5) if i < cfg.num_layers) or (cfg.depth,)
+    try:
+        init_run(out_dir, cfg, chosen)
+    except ValueError as e:
+        fail(str(e))
+    out.print(f"random-weight {preset} run written to {out_dir} (layers {list(chosen)}, classes {', '.join(names)})")
+
+
+@app.command()
+def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` or `init`.")],
+           out_dir: Annotated[Path, typer.Option("--out", "-o", help="Engine directory to write.")],
+           backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
+           precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
+           calibration: Annotated[Optional[str], typer.Option(help="INT8: dataset folder or .npz from `calibrate` (default: the run's training data).")] = None,
+           calibration_size: Annotated[int, typer.Option(help="INT8: calibration images.")] = 256,
+           data: Annotated[Optional[Path], typer.Option(help="Parity data (default: the run's validation split).")] = None,
+           max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts.")] = 64,
+           full_trunk: Annotated[bool, typer.Option(help="Keep all trunk blocks (for the truncation benchmark).")] = False,
+           triton_repo: Annotated[Optional[Path], typer.Option(help="Also write a Triton model repository entry here.")] = None,
+           json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
+    """Export a run to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend, with a parity report."""
+    from dcube_edge.export.build import ExportOptions
+    from dcube_edge.export.build import export as run_export
+
+    opts = ExportOptions(backend=backend, precision=precision, calibration=calibration,
+                         calibration_size=calibration_size, data=str(data) if data else None, max_batch=max_batch,
+                         full_trunk=full_trunk, triton_repo=str(triton_repo) if triton_repo else None)
+    with err.status(f"exporting {backend}/{precision} …"):
+        manifest = run_export(run, out_dir, opts, log=err.print)
+    p = manifest["parity"]
+    table = Table(title=f"{out_dir}: {backend} {precision} vs torch fp32 ({p['data']})")
+    for col in ("top-1 agreement", "logit cosine (min)", "max |Δlogit|", "accuracy", "AUC"):
+        table.add_column(col, justify="right")
+    fmt = lambda k: f"{p[k]:.4f}" if k in p else "–"  # noqa: E731
+    table.add_row(fmt("top1_agreement"), fmt("logit_cosine_min"), f"{p['max_abs_logit_diff']:.2e}",
+                  f"{fmt('accuracy_engine')} ({p.get('accuracy_delta', 0):+.4f})" if "accuracy_engine" in p else "–",
+                  f"{fmt('auc_engine')} ({p.get('auc_delta', 0):+.4f})" if "auc_engine" in p else "–")
+    out.print(table)
+    emit_json(manifest, json_out)
+
+
+@app.command()
+def calibrate(run: Annotated[Path, typer.Argument(help="Run directory (gives image size and seed).")],
+              data: Annotated[Path, typer.Argument(help="Dataset folder; its training split is sampled.")],
+              out_file: Annotated[Path, typer.Option("--out", "-o", help="Calibration .npz to write.")],
+              size: Annotated[int, typer.Option(help="Images, stratified by class.")] = 256) -> None:
+    """Build an INT8 calibration set (stratified, seeded, preprocessed like inference)."""
+    from dcube_edge import rundir
+    from dcube_edge.calibration import sets
+    from dcube_edge.data import discover
+    from dcube_edge.runtimes.preprocess import PreprocessSpec
+
+    cfg = rundir.load_config(run)
+    split = discover(data, cfg.val_fraction, cfg.seed).train
+    sets.build(split.paths, split.labels, PreprocessSpec(cfg.image_size), size, cfg.seed, out_file)
+    d = sets.describe(out_file)
+    out.print(f"calibration set {out_file}: {d['size']} images, class counts {d['class_counts']}, sha256 {d['sha256'][:16]}…")
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    from dcube_edge.runtimes.preprocess import list_images
+
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += list_images(p)
+        else:
+            files.append(p)
+    return files
+
+
+@app.command()
+def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from `export`.")],
+             inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+             batch_size: Annotated[int, typer.Option(help="Images per engine call.")] = 32,
+             threads: Annotated[Optional[int], typer.Option(help="CPU threads for the backend.")] = None,
+             json_out: Annotated[Optional[Path], typer.Option("--json", help="Write predictions JSON here ('-' = stdout).")] = None) -> None:
+    """Classify images with an engine (no PyTorch needed). Exit 1 if any file could not be classified."""
+    from dcube_edge import runtimes
+
+    files = expand_inputs(inputs)
+    if not files:
+        fail("no images found in the given inputs")
+    clf = runtimes.load(engine, threads=threads)
+    with clf:
+        preds = list(clf.classify(files, batch_size=batch_size))
+    failed = [p for p in preds if p.error]
+    if json_out is None or str(json_out) != "-":
+        table = Table(title=f"{engine.name}: {clf.manifest.backend} {clf.manifest.precision}")
+        table.add_column("file", overflow="fold")
+        table.add_column("prediction")
+        for c in clf.classes:
+            table.add_column(f"p({c})", justify="right")
+        for p in preds:
+            if p.error:
+                table.add_row(p.path, f"[red]error: {p.error}[/]", *[""] * len(clf.classes))
+            else:
+                table.add_row(p.path, p.label, *[f"{p.probs[c]:.3f}" for c in clf.classes])
+        out.print(table)
+        if failed:
+            err.print(f"[red]{len(failed)} of {len(preds)} file(s) could not be classified[/]")
+    emit_json({"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
+               "classes": clf.classes, "predictions": [p.to_dict() for p in preds]}, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def show_metrics(title: str, m: dict) -> None:
+    table = Table(title=f"{title}: {m['n']} images")
+    for col in ("accuracy", "macro-F1", "AUC"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['auc']:.4f}")
+    out.print(table)
+    recall = Table(title="per-class recall and confusion matrix (rows: true, columns: predicted)")
+    names = list(m["per_class_recall"])
+    recall.add_column("class")
+    recall.add_column("recall", justify="right")
+    for n in names:
+        recall.add_column(n, justify="right")
+    for n, row in zip(names, m["confusion_matrix"]):
+        recall.add_row(n, f"{m['per_class_recall'][n]:.3f}", *map(str, row))
+    out.print(recall)
+
+
+@app.command()
+def evaluate(engine: Annotated[Path, typer.Argument(help="Engine directory.")],
+             data: Annotated[Path, typer.Argument(help="A split folder with one sub-folder per class.")],
+             batch_size: int = 64,
+             threads: Annotated[Optional[int], typer.Option(help="CPU threads for the backend.")] = None,
+             json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
+    """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix."""
+    from dcube_edge import runtimes
+    from dcube_edge.data import read_split
+    from dcube_edge.metrics import classification_report
+
+    clf = runtimes.load(engine, threads=threads)
+    _, split = read_split(data, clf.classes)
+    with clf:
+        preds = list(clf.classify(split.paths, batch_size=batch_size))
+    bad = [p for p in preds if p.error]
+    if bad:
+        fail(f"{len(bad)} image(s) could not be read, e.g. {bad[0].path}: {bad[0].error}")
+    import numpy as np
+
+    probs = np.array([[p.probs[c] for c in clf.classes] for p in preds])
+    report = classification_report(split.labels, probs, clf.classes)
+    report.update(engine=str(engine), backend=clf.manifest.backend, precision=clf.manifest.precision, data=str(data))
+    show_metrics(f"{engine.name} on {data}", report)
+    emit_json(report, json_out)
+
+
+@app.command()
+def bench(engines: Annotated[list[Path], typer.Argument(help="Engine directories to time.")],
+          torch_run: Annotated[Optional[Path], typer.Option("--torch", help="Run dir: time PyTorch eager FP32 as the baseline.")] = None,
+          batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
+          iterations: Annotated[int, typer.Option(help="Timed calls per cell.")] = 30,
+          warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 5,
+          threads: Annotated[Optional[int], typer.Option(help="CPU threads for every backend and torch.")] = None,
+          json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None) -> None:
+    """Latency (p50/p90/p99) and images/s per engine and batch size, with speedup vs torch eager in the same run."""
+    import numpy as np
+
+    from dcube_edge import runtimes
+    from dcube_edge.runtimes.bench import machine_info, peak_rss_mb, time_fn
+
+    sizes = ints(batch_sizes)
+    rows: list[dict] = []
+    manifests = [runtimes.read(e) for e in engines]
+    image_size = manifests[0].preprocess.size if manifests else None
+    if torch_run is not None:
+        import torch
+
+        from dcube_edge import rundir
+
+        if threads:
+            torch.set_num_threads(threads)
+        cfg, model = rundir.load_model(torch_run)
+        image_size = image_size or cfg.image_size
+        for b in sizes:
+            x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 1, cfg.image_size, cfg.image_size)).astype(np.float32))
+            with torch.inference_mode(), err.status(f"torch eager fp32, batch {b} …"):
+                stats = time_fn(lambda: model(x), iterations, warmup)
+            rows.append({"engine": str(torch_run), "backend": "torch-eager", "precision": "fp32", "batch": b, **stats})
+    for path, manifest in zip(engines, manifests):
+        runner = runtimes.make_runner(manifest, threads=threads)
+        with runner:
+            for b in sizes:
+                if b > manifest.max_batch:
+                    continue
+                s = manifest.preprocess.size
+                feed = {manifest.input_name: np.random.default_rng(0).uniform(-1, 1, (b, 1, s, s)).astype(np.float32)}
+                with err.status(f"{manifest.backend} {manifest.precision}, batch {b} …"):
+                    stats = time_fn(lambda: runner.infer(feed), iterations, warmup)
+                size_mb = sum((manifest.dir / f).stat().st_size for f in manifest.data["files"]
+                              if f.startswith("model")) / 2**20
+                rows.append({"engine": str(path), "backend": manifest.backend, "precision": manifest.precision,
+                             "batch": b, "engine_mb": round(size_mb, 2), **stats})
+    for r in rows:
+        r["images_per_s"] = r["batch"] / (r["p50_ms"] / 1e3)
+        base = next((t for t in rows if t["backend"] == "torch-eager" and t["batch"] == r["batch"]), None)
+        r["speedup_vs_torch"] = base["p50_ms"] / r["p50_ms"] if base else None
+    info = machine_info()
+    table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {' '.join(info['isa']) or 'no ISA flags read'})")
+    for col in ("engine", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "speedup"):
+        table.add_column(col, justify="left" if col in ("engine", "backend", "precision") else "right")
+    for r in rows:
+        table.add_row(Path(r["engine"]).name, r["backend"], r["precision"], str(r["batch"]), f"{r['p50_ms']:.2f}",
+                      f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['images_per_s']:.1f}",
+                      f"{r['speedup_vs_torch']:.2f}x" if r["speedup_vs_torch"] else "–")
+    out.print(table)
+    emit_json({"machine": info, "threads": threads, "peak_rss_mb": peak_rss_mb(), "results": rows}, json_out)
+
+
+def main() -> None:
+    """Console entry point: user errors become one red line and exit code 2; --debug shows tracebacks."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 — the single place that turns errors into messages
+        if STATE["debug"]:
+            raise
+        if isinstance(e, user_errors()) or isinstance(e, ValueError):
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            sys.exit(2)
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)",
+                  highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Dataset folders (DESIGN §4): ``<root>/<class>/*`` or ``<root>/{train,val[,test]}/<class>/*``.
+Class order is the sorted folder names; a missing ``val/`` is carved from train, stratified and seeded."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dcube_edge.runtimes.preprocess import IMAGE_SUFFIXES, PreprocessSpec, load
+
+
+class DataError(ValueError):
+    """A dataset layout problem, phrased for the user."""
+
+
+@dataclass
+class Split:
+    paths: list[Path]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self, num_classes: int) -> list[int]:
+        return np.bincount(self.labels, minlength=num_classes).tolist()
+
+    def load(self, spec: PreprocessSpec) -> np.ndarray:
+        """All images preprocessed, (N, 1, S, S) float32."""
+        return np.stack([load(p, spec) for p in self.paths]) if self.paths else np.zeros((0, 1, spec.size, spec.size), np.float32)
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: list[str]
+    train: Split
+    val: Split
+    val_source: str
+
+
+def class_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_split(folder: Path, classes: list[str] | None = None) -> tuple[list[str], Split]:
+    """Read ``folder/<class>/*``; with ``classes`` given, its folders must be among them."""
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder")
+    found = class_folders(folder)
+    if not found:
+        raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<image>.png")
+    if classes is None:
+        classes = found
+    elif set(found) - set(classes):
+        raise DataError(f"{folder} has classes {sorted(set(found) - set(classes))} that the model does not know "
+                        f"(model classes: {', '.join(classes)})")
+    paths, labels = [], []
+    for name in found:
+        files = sorted(p for p in (folder / name).iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",))
+        if not files:
+            raise DataError(f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        paths += files
+        labels += [classes.index(name)] * len(files)
+    return classes, Split(paths, np.asarray(labels, dtype=np.int64))
+
+
+def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Hold out ``fraction`` of each class (at least one image per class), deterministically."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(split.labels):
+        idx = rng.permutation(np.flatnonzero(split.labels == c))
+        n = max(1, int(round(len(idx) * fraction))) if len(idx) > 1 else 0
+        held += idx[:n].tolist()
+        keep += idx[n:].tolist()
+    pick = lambda ids: Split([split.paths[i] for i in sorted(ids)], split.labels[sorted(ids)])  # noqa: E731
+    return pick(keep), pick(held)
+
+
+def discover(root: str | Path, val_fraction: float = 0.15, seed: int = 0) -> Dataset:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    if (root / "train").is_dir():
+        classes, train = read_split(root / "train")
+        if (root / "val").is_dir():
+            val_classes, val = read_split(root / "val")
+            if val_classes != classes:
+                raise DataError(f"train classes {classes} and val classes {val_classes} differ")
+            source = "val/"
+        else:
+            train, val = stratified_split(train, val_fraction, seed)
+            source = f"stratified {val_fraction:.0%} of train/ (seed {seed})"
+    else:
+        classes, train = read_split(root)
+        train, val = stratified_split(train, val_fraction, seed)
+        source = f"stratified {val_fraction:.0%} of the class folders (seed {seed})"
+    if len(classes) < 2:
+        raise DataError(f"{root} has only one class ({classes[0]}): a classifier needs at least two class folders")
+    if len(val) == 0:
+        raise DataError(f"{root}: too few images to hold out a validation split; add images or a val/ folder")
+    return Dataset(root, classes, train, val, source)

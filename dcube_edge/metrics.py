@@ -1,0 +1,34 @@
+"""Classification metrics from probabilities (numpy + scikit-learn, no torch)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score, roc_auc_score
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Binary AUC on the positive (second) class, or macro one-vs-rest AUC; NaN if a class is absent."""
+    if len(np.unique(labels)) < probs.shape[1]:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+
+
+def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    pred = probs.argmax(1)
+    k = len(classes)
+    return {
+        "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, pred)),
+        "macro_f1": float(f1_score(labels, pred, average="macro", labels=range(k), zero_division=0)),
+        "auc": auc(labels, probs),
+        "per_class_recall": dict(zip(classes, map(float, recall_score(
+            labels, pred, average=None, labels=range(k), zero_division=0)))),
+        "confusion_matrix": confusion_matrix(labels, pred, labels=range(k)).tolist(),
+    }

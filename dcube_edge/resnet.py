@@ -1,0 +1,82 @@
+"""The ResNet-50 (bottleneck) guide branch of the D-Cube head, grayscale input.
+
+Module names follow the common torchvision layout, so a local ResNet-50 state dict (safetensors,
+or a tensor-only .pth read with ``weights_only=True``) loads into the ``paper`` preset; RGB stem
+weights are summed over the colour axis. Nothing is ever downloaded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+    def __init__(self, width: int = 64, layers: tuple[int, ...] = (3, 4, 6, 3), stem: str = "imagenet"):
+        super().__init__()
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(1, width, 7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
+        elif stem == "small":
+            self.conv1 = nn.Conv2d(1, width, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            raise ValueError(f"unknown ResNet stem {stem!r}")
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        cin = width
+        for i, n in enumerate(layers):
+            blocks = []
+            for j in range(n):
+                blocks.append(Bottleneck(cin, width * 2 ** i, stride=2 if (j == 0 and i > 0) else 1))
+                cin = width * 2 ** i * Bottleneck.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.num_stages = len(layers)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for i in range(self.num_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return x
+
+    def load_local_weights(self, path: str | Path) -> list[str]:
+        """Load a local ResNet state dict; returns the keys it did not have. Never unpickles objects."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
+        if "conv1.weight" in state and state["conv1.weight"].shape[1] == 3:
+            state["conv1.weight"] = state["conv1.weight"].sum(1, keepdim=True)
+        result = self.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"{path.name} does not fit this ResNet: unexpected keys {result.unexpected_keys[:3]}")
+        return list(result.missing_keys)

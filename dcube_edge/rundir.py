@@ -1,0 +1,74 @@
+"""The run directory (DESIGN §4): config, weights (safetensors), selection, metrics, resume state."""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dcube_edge.runtimes.files import atomic_path, write_json
+
+from . import __version__
+from .config import Config
+from .head import DCube
+
+CONFIG, DIFFUSION, CLASSIFIER, SELECTION, METRICS = (
+    "config.json", "diffusion.safetensors", "classifier.safetensors", "selection.json", "metrics.json")
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used, phrased for the user."""
+
+
+def versions() -> dict[str, str]:
+    return {"dcube_edge": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def save_weights(module: torch.nn.Module, path: Path) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise RunError(f"{path} is not a valid safetensors file ({e})") from None
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise RunError(f"{path} does not match the model in config.json "
+                       f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+
+
+def save_config(cfg: Config, run: Path) -> None:
+    write_json(run / CONFIG, {**cfg.to_dict(), "versions": versions()})
+
+
+def load_config(run: str | Path) -> Config:
+    run = Path(run)
+    if not (run / CONFIG).is_file():
+        raise RunError(f"{run} is not a run directory (no {CONFIG}); create one with `dcube-edge train` or `init`")
+    try:
+        d = json.loads((run / CONFIG).read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{run / CONFIG} is not valid JSON ({e})") from None
+    d.pop("versions", None)
+    return Config.from_dict(d)
+
+
+def load_model(run: str | Path) -> tuple[Config, DCube]:
+    """The trained inference model of a run, in eval mode."""
+    run = Path(run)
+    cfg = load_config(run)
+    for name in (DIFFUSION, CLASSIFIER):
+        if not (run / name).is_file():
+            raise RunError(f"{run} has no {name}: training did not finish (resume with `dcube-edge train ... --resume`)")
+    model = DCube(cfg, len(cfg.classes))
+    load_weights(model.trunk, run / DIFFUSION)
+    load_weights(model.head, run / CLASSIFIER)
+    return cfg, model.eval()

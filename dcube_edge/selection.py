@@ -1,0 +1,66 @@
+"""Gaussianity layer selection (DESIGN §2).
+
+For every trunk layer: the tokens of each image are averaged (over tokens and the fixed timesteps)
+to one width-sized vector; the images' vectors are projected on their first principal component
+and D'Agostino–Pearson's test (``scipy.stats.normaltest``) gives a p-value for that 1-D sample.
+Class structure makes the leading direction multi-modal, so a small p marks an informative layer.
+Layers with p < threshold are kept, the ``max_layers`` smallest if more pass, the single smallest if
+none does."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from .uvit import UViT
+
+
+@torch.no_grad()
+def layer_pvalues(trunk: UViT, images: np.ndarray, timesteps: tuple[int, ...], batch: int = 64) -> np.ndarray:
+    trunk.eval()
+    ts = torch.tensor(timesteps, dtype=torch.long)
+    pooled: list[list[np.ndarray]] = [[] for _ in range(trunk.num_layers)]
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch])
+        b = x.shape[0]
+        outs = trunk.layers(x.repeat(len(ts), 1, 1, 1), ts[:, None].expand(-1, b).reshape(-1))
+        for k, h in enumerate(outs):
+            pooled[k].append(h.mean(1).unflatten(0, (len(ts), b)).mean(0).numpy())
+    pvals = []
+    for feats in pooled:
+        f = np.concatenate(feats).astype(np.float64)
+        f -= f.mean(0)
+        u, s, _ = np.linalg.svd(f, full_matrices=False)
+        pvals.append(float(stats.normaltest(u[:, 0] * s[0]).pvalue))
+    return np.asarray(pvals)
+
+
+def select(pvalues: np.ndarray, threshold: float, max_layers: int) -> tuple[int, ...]:
+    order = np.argsort(pvalues, kind="stable")
+    passing = [int(i) for i in order if pvalues[i] < threshold][:max_layers]
+    return tuple(sorted(passing or [int(order[0])]))
+
+
+def plot(pvalues: np.ndarray, selected: tuple[int, ...], threshold: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    score = -np.log10(np.clip(pvalues, 1e-300, 1.0))
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=120)
+    colors = ["tab:red" if i in selected else "tab:gray" for i in range(len(pvalues))]
+    ax.bar(range(len(pvalues)), score, color=colors)
+    ax.axhline(-np.log10(threshold), ls="--", c="k", lw=1, label=f"p = {threshold}")
+    ax.set_xticks(range(len(pvalues)))
+    ax.set_xlabel("trunk layer (in-blocks, mid, out-blocks)")
+    ax.set_ylabel("-log10 p (normality test)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,255 @@
+"""Training: step 1 (class-conditional U-ViT, DDPM ε loss + margin contrastive loss), Gaussianity
+layer selection, step 2 (frozen trunk at fixed timesteps + fused head, CE + flip consistency, model
+picked on validation). Every epoch ends with an atomic checkpoint, so ``resume=True`` continues."""
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dcube_edge.runtimes.files import atomic_path, write_json
+from dcube_edge.runtimes.preprocess import PreprocessSpec
+
+from . import rundir, selection
+from .config import Config
+from .data import discover
+from .diffusion import Schedule, eps_loss, margin_contrastive
+from .head import DCube
+from .metrics import auc, classification_report, softmax
+from .uvit import UViT
+
+Report = Callable[[str, int, int, dict], None]  # (phase, done, total, scalars)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _save_state(path: Path, **state) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+def pick_partners(labels: np.ndarray, anchors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A partner per anchor: same class with p = 0.5, else another class. Returns (partners, different)."""
+    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    classes = np.array(sorted(by_class))
+    partners, different = np.empty_like(anchors), np.zeros(len(anchors), dtype=bool)
+    for i, a in enumerate(anchors):
+        c = labels[a]
+        if rng.random() >= 0.5 and len(classes) > 1:
+            c = rng.choice(classes[classes != c])
+            different[i] = True
+        partners[i] = rng.choice(by_class[c])
+    return partners, different
+
+
+def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_path: Path,
+                    report: Report, resume: bool) -> tuple[UViT, list[dict]]:
+    trunk = UViT(cfg, len(cfg.classes))
+    opt = torch.optim.AdamW(trunk.parameters(), lr=cfg.lr)
+    schedule, history, start = Schedule(cfg), [], 0
+    if resume and (state := _load_state(state_path)):
+        trunk.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        history, start = list(state["history"]), int(state["epoch"])
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    half = max(1, cfg.batch_size // 2)
+    steps = max(1, len(images) // half)
+    for epoch in range(start, cfg.epochs_diffusion):
+        trunk.train()
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        rng = np.random.default_rng([cfg.seed, epoch])
+        perm = torch.randperm(len(images), generator=g).numpy()
+        totals = {"eps": 0.0, "contrastive": 0.0}
+        for s in range(steps):
+            anchors = perm[s * half:(s + 1) * half]
+            partners, different = pick_partners(labels, anchors, rng)
+            idx = np.concatenate([anchors, partners])
+            x0 = x_all[idx]
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            t = torch.randint(0, schedule.steps, (len(anchors),), generator=g).repeat(2)
+            noise = torch.randn(x0[: len(anchors)].shape, generator=g).repeat(2, 1, 1, 1)
+            drop = torch.rand(len(idx), generator=g) < cfg.p_uncond
+            eps, mid = trunk(schedule.q_sample(x0, t, noise), t, y_all[idx], drop)
+            l_eps = eps_loss(eps, noise)
+            l_con = margin_contrastive(mid[: len(anchors)], mid[len(anchors):],
+                                       torch.from_numpy(different), cfg.margin)
+            loss = l_eps + cfg.contrastive_weight * l_con
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"diffusion loss became {loss.item()} at epoch {epoch + 1}; "
+                                         "the last good checkpoint is kept, lower --lr and resume")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            totals["eps"] += l_eps.item() / steps
+            totals["contrastive"] += l_con.item() / steps
+            report("diffusion", epoch * steps + s + 1, cfg.epochs_diffusion * steps, totals)
+        history.append({"epoch": epoch + 1, **totals})
+        _save_state(state_path, model=trunk.state_dict(), opt=opt.state_dict(), epoch=epoch + 1, history=history)
+    return trunk.eval(), history
+
+
+@torch.no_grad()
+def predict_logits(model: DCube, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(images[i:i + batch])).numpy()
+                           for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def _cached_features(model: DCube, images: np.ndarray, batch: int = 64) -> list[torch.Tensor]:
+    """Selected trunk features (T, N, tokens, width) per layer: the trunk is frozen and t is fixed."""
+    per_layer: list[list[torch.Tensor]] = [[] for _ in model.layers_used]
+    t = model.timesteps.shape[0]
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch])
+        for k, f in enumerate(model.features(x)):
+            per_layer[k].append(f.unflatten(0, (t, x.shape[0])))
+    return [torch.cat(p, dim=1) for p in per_layer]
+
+
+def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np.ndarray,
+                     x_val: np.ndarray, y_val: np.ndarray, state_path: Path, report: Report,
+                     resume: bool) -> tuple[dict, list[dict]]:
+    for p in model.trunk.parameters():
+        p.requires_grad_(False)
+    model.trunk.eval()
+    opt = torch.optim.AdamW(model.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict] = []
+    best: dict = {"auc": -1.0, "epoch": 0, "state": copy.deepcopy(model.head.state_dict())}
+    start = 0
+    if resume and (state := _load_state(state_path)):
+        model.head.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        history, start = list(state["history"]), int(state["epoch"])
+        best = {"auc": float(state["best_auc"]), "epoch": int(state["best_epoch"]), "state": state["best"]}
+    both = np.concatenate([x_train, x_train[..., ::-1]])
+    feats = _cached_features(model, np.ascontiguousarray(both))
+    n, t = len(x_train), model.timesteps.shape[0]
+    x_t, y_t = torch.from_numpy(both), torch.from_numpy(y_train)
+    steps = max(1, -(-n // cfg.batch_size))
+    ce = nn.CrossEntropyLoss()
+    for epoch in range(start, cfg.epochs_classifier):
+        model.head.train()
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + 50_000 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + 70_000 + epoch)  # dropout
+        perm = torch.randperm(n, generator=g)
+        total = 0.0
+        for s in range(steps):
+            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue  # BatchNorm needs two samples
+            idx2 = torch.cat([idx, idx + n])  # image and its horizontal flip
+            f = [layer[:, idx2].flatten(0, 1) for layer in feats]
+            logits = model.head(f, x_t[idx2], t)
+            plain, flipped = logits[: len(idx)], logits[len(idx):]
+            loss = ce(plain, y_t[idx]) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"classifier loss became {loss.item()} at epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() / steps
+            report("classifier", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
+        probs = softmax(predict_logits(model, x_val))
+        val_auc = auc(y_val, probs)
+        val_acc = float((probs.argmax(1) == y_val).mean())
+        score = val_auc if np.isfinite(val_auc) else val_acc
+        history.append({"epoch": epoch + 1, "loss": total, "val_auc": val_auc, "val_accuracy": val_acc})
+        if score > best["auc"]:
+            best = {"auc": score, "epoch": epoch + 1, "state": copy.deepcopy(model.head.state_dict())}
+        _save_state(state_path, model=model.head.state_dict(), opt=opt.state_dict(), epoch=epoch + 1,
+                    history=history, best=best["state"], best_auc=best["auc"], best_epoch=best["epoch"])
+    model.head.load_state_dict(best["state"])
+    return best, history
+
+
+def _quiet(phase: str, done: int, total: int, scalars: dict) -> None:
+    pass
+
+
+def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
+          report: Report = _quiet, log: Callable[[str], None] = print) -> dict:
+    """Train a run from a dataset folder; returns ``metrics.json``'s content."""
+    out = Path(out)
+    state_dir = out / "state"
+    if resume and (out / rundir.CONFIG).is_file():
+        saved = rundir.load_config(out)
+        cfg = saved.replace(epochs_diffusion=cfg.epochs_diffusion, epochs_classifier=cfg.epochs_classifier)
+    seed_all(cfg.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    ds = discover(data, cfg.val_fraction, cfg.seed)
+    cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
+    k = len(ds.classes)
+    log(f"data: {len(ds.train)} train {ds.train.counts(k)}, {len(ds.val)} val {ds.val.counts(k)} "
+        f"({ds.val_source}); classes {', '.join(ds.classes)}")
+    spec = PreprocessSpec(cfg.image_size)
+    x_train, x_val = ds.train.load(spec), ds.val.load(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.save_config(cfg, out)
+
+    t0 = time.perf_counter()
+    trunk, diff_hist = train_diffusion(cfg, x_train, ds.train.labels, state_dir / "diffusion.pt", report, resume)
+    rundir.save_weights(trunk, out / rundir.DIFFUSION)
+    t_diffusion = time.perf_counter() - t0
+
+    rng = np.random.default_rng(cfg.seed)
+    sample = rng.permutation(len(x_train))[: cfg.selection_samples]
+    pvals = selection.layer_pvalues(trunk, x_train[sample], cfg.timesteps)
+    layers = selection.select(pvals, cfg.p_threshold, cfg.max_layers)
+    cfg = cfg.replace(selected_layers=layers)
+    write_json(out / rundir.SELECTION, {
+        "test": "D'Agostino-Pearson (scipy.stats.normaltest) on the first principal component of "
+                "token- and timestep-averaged layer features",
+        "samples": int(len(sample)), "timesteps": list(cfg.timesteps), "threshold": cfg.p_threshold,
+        "max_layers": cfg.max_layers, "p_values": [float(p) for p in pvals], "selected_layers": list(layers)})
+    selection.plot(pvals, layers, cfg.p_threshold, out / "selection.png",
+                   f"Gaussianity selection on {Path(data).name}: layers {list(layers)}")
+    rundir.save_config(cfg, out)
+    log(f"selected layers {list(layers)} (p = {', '.join(f'{pvals[i]:.2g}' for i in layers)})")
+
+    t1 = time.perf_counter()
+    model = DCube(cfg, k)
+    model.trunk.load_state_dict(trunk.state_dict())
+    if cfg.resnet_weights:
+        model.head.resnet.load_local_weights(cfg.resnet_weights)
+    best, cls_hist = train_classifier(cfg, model, x_train, ds.train.labels, x_val, ds.val.labels,
+                                      state_dir / "classifier.pt", report, resume)
+    rundir.save_weights(model.head, out / rundir.CLASSIFIER)
+    t_classifier = time.perf_counter() - t1
+
+    val = classification_report(ds.val.labels, softmax(predict_logits(model, x_val)), list(ds.classes))
+    metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source,
+               "seconds": {"diffusion": round(t_diffusion, 1), "classifier": round(t_classifier, 1)},
+               "threads": torch.get_num_threads(),
+               "history": {"diffusion": diff_hist, "classifier": cls_hist}}
+    write_json(out / rundir.METRICS, metrics)
+    return metrics
+
+
+def init_run(out: str | Path, cfg: Config, layers: tuple[int, ...]) -> None:
+    """A run dir with random weights, for export and benchmark rehearsals."""
+    out = Path(out)
+    if any(not 0 <= i < cfg.num_layers for i in layers):
+        raise ValueError(f"layers {list(layers)} out of range 0..{cfg.num_layers - 1} for preset {cfg.preset}")
+    seed_all(cfg.seed)
+    cfg = cfg.replace(selected_layers=tuple(sorted(layers)), val_source="none (random init)")
+    model = DCube(cfg, len(cfg.classes)).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.save_config(cfg, out)
+    rundir.save_weights(model.trunk, out / rundir.DIFFUSION)
+    rundir.save_weights(model.head, out / rundir.CLASSIFIER)

@@ -1,0 +1,50 @@
+"""OpenVINO IR builder: ``ov.convert_model`` on the ONNX, ``ov.save_model``; INT8 with
+``nncf.quantize`` on the IR (transformer model type, symmetric preset) from the calibration set.
+FP16 is an inference-precision hint chosen for the device and recorded, not a rewritten graph."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dcube_edge.runtimes.base import BackendUnavailable
+
+INSTALL = "OpenVINO is not installed: pip install 'dcube-edge[openvino]' (openvino, nncf)"
+
+
+def require_openvino() -> None:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable(INSTALL) from None
+
+
+def half_precision_hint(device: str = "CPU") -> str:
+    """f16 where the device computes it natively, else bf16 where it has that, else f32."""
+    import openvino as ov
+
+    caps = ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")
+    return "f16" if "FP16" in caps else "bf16" if "BF16" in caps else "f32"
+
+
+def build_ir(onnx_path: Path, work: Path, precision: str, calibration: np.ndarray | None,
+             log: Callable[[str], None]) -> tuple[str, dict]:
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    info: dict = {"inference_precision": "f32"}
+    if precision == "int8":
+        import nncf
+
+        log(f"nncf.quantize on {len(calibration)} calibration images (transformer model type)")
+        dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
+        model = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration))
+        info.update(quantization={"tool": "nncf.quantize", "preset": "performance (symmetric)",
+                                  "model_type": "transformer", "subset_size": int(len(calibration))})
+    elif precision == "fp16":
+        info["inference_precision"] = half_precision_hint()
+    ov.save_model(model, str(work / "model.xml"), compress_to_fp16=False)
+    return "model.xml", info

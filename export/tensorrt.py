@@ -1,0 +1,48 @@
+"""TensorRT plan builder (TensorRT 10.12+/11): the precision's ONNX parsed into a STRONGLY_TYPED
+network (precision comes from the graph's types and Q/DQ nodes; no BuilderFlag.FP16/INT8, no
+calibrator), one optimization profile for the manifest's batch range, a workspace limit, and a
+timing cache kept beside the plan."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dcube_edge.runtimes.trt import import_tensorrt
+
+from .spec import GraphSpec
+
+WORKSPACE_BYTES = 2 << 30
+
+
+def require_tensorrt() -> None:
+    import_tensorrt()
+
+
+def build_plan(onnx_path: Path, work: Path, spec: GraphSpec, log: Callable[[str], None],
+               timing_cache: Path | None = None) -> tuple[str, dict]:
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    profile = builder.create_optimization_profile()
+    for t in spec.inputs:
+        b = spec.batch
+        profile.set_shape(t.name, spec.shape(t, b["min"]), spec.shape(t, b["opt"]), spec.shape(t, b["max"]))
+    config.add_optimization_profile(profile)
+    cache_file = timing_cache or (work / "timing.cache")
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    log(f"building TensorRT plan (strongly typed, batch {spec.batch['min']}..{spec.batch['max']})")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError("TensorRT failed to build the engine; see the messages above")
+    (work / "model.plan").write_bytes(bytes(plan))
+    (work / "timing.cache").write_bytes(bytes(config.get_timing_cache().serialize()))
+    return "model.plan", {"strongly_typed": True, "workspace_bytes": WORKSPACE_BYTES,
+                          "profile": spec.batch, "timing_cache": "timing.cache"}

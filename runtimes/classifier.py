@@ -1,0 +1,90 @@
+"""A loaded engine: preprocessing from the manifest, batching to the engine's batch range, softmax."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .base import Runner
+from .manifest import Manifest
+from .preprocess import ImageError, load
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class NonFiniteOutput(RuntimeError):
+    """The engine produced NaN or Inf logits; the prediction is not to be trusted."""
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str | None = None
+    probs: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "label": self.label, "probs": self.probs, "error": self.error}
+
+
+class Classifier:
+    def __init__(self, manifest: Manifest, runner: Runner):
+        self.manifest, self.runner = manifest, runner
+        self.classes = manifest.classes
+        self.spec = manifest.preprocess
+
+    def __enter__(self) -> "Classifier":
+        self.runner.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.runner.deactivate()
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Preprocessed (N, 1, S, S) float32 → logits (N, classes), in chunks of the engine's max batch."""
+        self.runner.activate()
+        step = self.manifest.max_batch
+        outs = []
+        for i in range(0, len(images), step):
+            feed = {self.manifest.input_name: np.ascontiguousarray(images[i:i + step], dtype=np.float32)}
+            outs.append(self.runner.infer(feed)[self.manifest.output_name])
+        out = np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
+        if not np.isfinite(out).all():
+            raise NonFiniteOutput(f"{self.manifest.backend}/{self.manifest.precision} engine returned NaN/Inf "
+                                  f"logits for {int((~np.isfinite(out)).any(1).sum())} image(s)")
+        return out.astype(np.float32)
+
+    def classify(self, paths: Iterable[str | Path], batch_size: int = 32) -> Iterator[Prediction]:
+        """Predictions in input order; an unreadable file yields a Prediction with ``error`` set."""
+        pending: list[tuple[Prediction, np.ndarray]] = []
+
+        def flush() -> Iterator[Prediction]:
+            good = [(p, a) for p, a in pending if a is not None]
+            if good:
+                try:
+                    probs = softmax(self.logits(np.stack([a for _, a in good])))
+                    for (pred, _), row in zip(good, probs):
+                        pred.label = self.classes[int(row.argmax())]
+                        pred.probs = {c: float(v) for c, v in zip(self.classes, row)}
+                except NonFiniteOutput as e:
+                    for pred, _ in good:
+                        pred.error = str(e)
+            yield from (p for p, _ in pending)
+            pending.clear()
+
+        for path in paths:
+            pred = Prediction(str(path))
+            try:
+                arr = load(path, self.spec)
+            except ImageError as e:
+                pred.error, arr = str(e), None
+            pending.append((pred, arr))
+            if len(pending) >= batch_size:
+                yield from flush()
+        yield from flush()

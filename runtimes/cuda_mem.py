@@ -1,0 +1,143 @@
+"""Device memory behind one small interface, for the TensorRT runner: CUDA streams, device and
+pinned host buffers, async copies. Two implementations — cuda-python (``cuda.bindings``, what
+NVIDIA's TensorRT samples use now) and pycuda — picked by what is installed."""
+from __future__ import annotations
+
+import ctypes
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from .base import BackendUnavailable
+
+
+class DeviceMemory(ABC):
+    name = ""
+
+    @abstractmethod
+    def stream(self) -> int: ...
+    @abstractmethod
+    def sync(self, stream: int) -> None: ...
+    @abstractmethod
+    def destroy_stream(self, stream: int) -> None: ...
+    @abstractmethod
+    def malloc(self, nbytes: int) -> int: ...
+    @abstractmethod
+    def free(self, ptr: int) -> None: ...
+    @abstractmethod
+    def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray: ...
+    @abstractmethod
+    def htod(self, dst: int, src: np.ndarray, stream: int) -> None: ...
+    @abstractmethod
+    def dtoh(self, dst: np.ndarray, src: int, stream: int) -> None: ...
+
+
+class CudaPython(DeviceMemory):
+    name = "cuda-python"
+
+    def __init__(self) -> None:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            try:
+                from cuda import cudart  # cuda-python < 12.6 layout
+            except ImportError:
+                raise BackendUnavailable("cuda-python is not installed: pip install 'dcube-edge[tensorrt]'") from None
+        self.rt = cudart
+        self._pinned: list[int] = []
+
+    def _check(self, result: tuple) -> object:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            _, msg = self.rt.cudaGetErrorString(err)
+            raise RuntimeError(f"CUDA error {int(err)}: {msg.decode() if isinstance(msg, bytes) else msg}")
+        return rest[0] if len(rest) == 1 else rest
+
+    def stream(self) -> int:
+        return int(self._check(self.rt.cudaStreamCreate()))
+
+    def sync(self, stream: int) -> None:
+        self._check(self.rt.cudaStreamSynchronize(stream))
+
+    def destroy_stream(self, stream: int) -> None:
+        self._check(self.rt.cudaStreamDestroy(stream))
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self._check(self.rt.cudaMalloc(max(1, nbytes))))
+
+    def free(self, ptr: int) -> None:
+        self._check(self.rt.cudaFree(ptr))
+
+    def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
+        ptr = int(self._check(self.rt.cudaMallocHost(nbytes)))
+        self._pinned.append(ptr)
+        buf = (ctypes.c_byte * nbytes).from_address(ptr)
+        return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+    def free_pinned(self) -> None:
+        while self._pinned:
+            self._check(self.rt.cudaFreeHost(self._pinned.pop()))
+
+    def htod(self, dst: int, src: np.ndarray, stream: int) -> None:
+        self._check(self.rt.cudaMemcpyAsync(dst, src.ctypes.data, src.nbytes,
+                                            self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+
+    def dtoh(self, dst: np.ndarray, src: int, stream: int) -> None:
+        self._check(self.rt.cudaMemcpyAsync(dst.ctypes.data, src, dst.nbytes,
+                                            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
+
+
+class PyCuda(DeviceMemory):
+    name = "pycuda"
+
+    def __init__(self) -> None:
+        try:
+            import pycuda.autoinit  # noqa: F401  (creates the context)
+            import pycuda.driver as drv
+        except ImportError:
+            raise BackendUnavailable("pycuda is not installed: pip install pycuda") from None
+        self.drv = drv
+        self._live: dict[int, object] = {}
+
+    def stream(self) -> int:
+        s = self.drv.Stream()
+        self._live[s.handle] = s
+        return int(s.handle)
+
+    def sync(self, stream: int) -> None:
+        self._live[stream].synchronize()
+
+    def destroy_stream(self, stream: int) -> None:
+        self._live.pop(stream, None)
+
+    def malloc(self, nbytes: int) -> int:
+        mem = self.drv.mem_alloc(max(1, nbytes))
+        self._live[int(mem)] = mem
+        return int(mem)
+
+    def free(self, ptr: int) -> None:
+        self._live.pop(ptr).free()
+
+    def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return self.drv.pagelocked_empty(shape, dtype)
+
+    def htod(self, dst: int, src: np.ndarray, stream: int) -> None:
+        self.drv.memcpy_htod_async(dst, src, self._live[stream])
+
+    def dtoh(self, dst: np.ndarray, src: int, stream: int) -> None:
+        self.drv.memcpy_dtoh_async(dst, src, self._live[stream])
+
+
+def device_memory(prefer: str | None = None) -> DeviceMemory:
+    """cuda-python if importable (or asked for), else pycuda; a clear error when neither is."""
+    order = [CudaPython, PyCuda] if prefer != "pycuda" else [PyCuda, CudaPython]
+    errors = []
+    for impl in order:
+        try:
+            return impl()
+        except BackendUnavailable as e:
+            errors.append(str(e))
+    raise BackendUnavailable("no CUDA Python binding found: pip install 'dcube-edge[tensorrt]' (cuda-python) "
+                             "or pip install pycuda")

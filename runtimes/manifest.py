@@ -1,0 +1,95 @@
+"""The engine directory contract (DESIGN §4): ``manifest.json`` plus model files. The runtime checks
+format version, backend, and the sha256 of every file before it loads anything."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import sha256
+from .preprocess import PreprocessSpec
+
+MANIFEST = "manifest.json"
+FORMAT = "dcube-edge-engine"
+FORMAT_VERSION = 1
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class EngineError(ValueError):
+    """An engine directory that must not be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    data: dict
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def backend(self) -> str:
+        return self.data["backend"]
+
+    @property
+    def precision(self) -> str:
+        return self.data["precision"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.data["classes"])
+
+    @property
+    def input_name(self) -> str:
+        return self.data["graph"]["inputs"][0]["name"]
+
+    @property
+    def output_name(self) -> str:
+        return self.data["graph"]["outputs"][0]["name"]
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.data["graph"]["batch"]["max"])
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.data["preprocess"])
+
+    @property
+    def model_file(self) -> Path:
+        return self.dir / self.data["model_file"]
+
+
+def read(engine_dir: str | Path, verify: bool = True) -> Manifest:
+    """Read and (by default) verify an engine dir; raise :class:`EngineError` with one clear line."""
+    path = Path(engine_dir) / MANIFEST
+    if not path.is_file():
+        raise EngineError(f"{engine_dir} is not an engine directory (no {MANIFEST}); create one with `dcube-edge export`")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EngineError(f"{path} is not valid JSON ({e}); re-export the engine") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise EngineError(f"{path} is not a dcube-edge engine manifest")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise EngineError(f"{path} has format version {version}; this dcube-edge reads version {FORMAT_VERSION}: "
+                          "re-export with this version or install the matching dcube-edge")
+    if data.get("backend") not in BACKENDS:
+        raise EngineError(f"{path} names unknown backend {data.get('backend')!r}")
+    manifest = Manifest(path, data)
+    if verify:
+        for name, digest in data.get("files", {}).items():
+            f = manifest.dir / name
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise EngineError(f"{path} lists a file outside the engine dir ({name}); refusing it")
+            if not f.is_file():
+                raise EngineError(f"{manifest.dir} is missing {name}; re-export the engine")
+            if sha256(f) != digest:
+                raise EngineError(f"{f} does not match its sha256 in the manifest (modified or corrupted); "
+                                  "re-export the engine")
+        if data["model_file"] not in data.get("files", {}):
+            raise EngineError(f"{path} does not hash its model file {data['model_file']}")
+    return manifest

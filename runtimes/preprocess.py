@@ -1,0 +1,107 @@
+"""Image decoding and preprocessing, implemented once in numpy + Pillow.
+
+Training, export parity checks and every runtime call :func:`preprocess`, so the torch and the
+workstation paths see identical arrays. The spec is a small dict recorded in the run config and
+the engine manifest.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_PIXELS = 64_000_000  # refuse decompression bombs well before Pillow's own limit
+
+
+class ImageError(ValueError):
+    """A file that cannot be turned into a model input; the message says why."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Grayscale, resize to (size, size) with a bilinear filter, scale [0, 1] to [-1, 1]."""
+
+    size: int
+    mode: str = "grayscale"
+    resample: str = "bilinear"
+    range: tuple[float, float] = (-1.0, 1.0)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["range"] = list(self.range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        return cls(size=int(d["size"]), mode=d.get("mode", "grayscale"),
+                   resample=d.get("resample", "bilinear"), range=tuple(d.get("range", (-1.0, 1.0))))
+
+
+def to_unit_gray(img: Image.Image) -> np.ndarray:
+    """Any Pillow image to a float32 (H, W) array in [0, 1], keeping 16-bit depth."""
+    if img.width * img.height > MAX_PIXELS:
+        raise ImageError(f"image is {img.width}x{img.height}, above the {MAX_PIXELS:,}-pixel cap")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return np.clip(arr / top, 0.0, 1.0).astype(np.float32)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)).astype(np.float32)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode one image file to float32 (H, W) in [0, 1]; raise :class:`ImageError` with a reason."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        from .dicom import read_dicom  # optional extra
+
+        return read_dicom(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError("file is empty (0 bytes)")
+        with Image.open(path) as img:
+            img.load()
+            return to_unit_gray(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"refused as a decompression bomb: {e}") from None
+    except PermissionError:
+        raise ImageError("permission denied: the file is not readable") from None
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
+
+
+def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(H, W) in [0, 1] → float32 (1, size, size) in spec.range."""
+    if gray.ndim != 2:
+        raise ImageError(f"expected a 2-D grayscale array, got shape {gray.shape}")
+    img = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32), mode="F")
+    if img.size != (spec.size, spec.size):
+        img = img.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
+    arr = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    lo, hi = spec.range
+    return (arr * (hi - lo) + lo)[None].astype(np.float32)
+
+
+def load(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
+    """Read and preprocess one file to (1, size, size)."""
+    return preprocess(read_image(path), spec)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name (DICOM included)."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",))
