@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,7 +37,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -234,9 +235,9 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
             table.add_column(f"p({c})", justify="right")
         for p in preds:
             if p.error:
-                table.add_row(p.path, f"[red]error: {p.error}[/]", *[""] * len(clf.classes))
+                table.add_row(escape(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(clf.classes))
             else:
-                table.add_row(p.path, p.label, *[f"{p.probs[c]:.3f}" for c in clf.classes])
+                table.add_row(escape(p.path), p.label, *[f"{p.probs[c]:.3f}" for c in clf.classes])
         out.print(table)
         if failed:
             err.print(f"[red]{len(failed)} of {len(preds)} file(s) could not be classified[/]")
@@ -365,9 +366,9 @@ def main() -> None:
         if STATE["debug"]:
             raise
         if isinstance(e, user_errors()) or isinstance(e, ValueError):
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             sys.exit(2)
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)",
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (run with --debug for the traceback)",
                   highlight=False)
         sys.exit(1)
 

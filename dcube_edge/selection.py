@@ -28,13 +28,14 @@ def layer_pvalues(trunk: UViT, images: np.ndarray, timesteps: tuple[int, ...], b
         outs = trunk.layers(x.repeat(len(ts), 1, 1, 1), ts[:, None].expand(-1, b).reshape(-1))
         for k, h in enumerate(outs):
             pooled[k].append(h.mean(1).unflatten(0, (len(ts), b)).mean(0).numpy())
-    pvals = []
-    for feats in pooled:
-        f = np.concatenate(feats).astype(np.float64)
-        f -= f.mean(0)
-        u, s, _ = np.linalg.svd(f, full_matrices=False)
-        pvals.append(float(stats.normaltest(u[:, 0] * s[0]).pvalue))
-    return np.asarray(pvals)
+    return np.asarray([pc1_pvalue(np.concatenate(feats)) for feats in pooled])
+
+
+def pc1_pvalue(features: np.ndarray) -> float:
+    """Normality-test p-value of the (n, d) features' scores on their first principal component."""
+    f = features.astype(np.float64) - features.mean(0)
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    return float(stats.normaltest(u[:, 0] * s[0]).pvalue)
 
 
 def select(pvalues: np.ndarray, threshold: float, max_layers: int) -> tuple[int, ...]:

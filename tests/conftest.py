@@ -1,0 +1,45 @@
+"""Shared fixtures: one tiny model trained on built-in phantoms, exported once per session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data {path} is absent (tests read ../shared/data in place)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    from dcube_edge.phantoms import write_demo
+
+    root = tmp_path_factory.mktemp("phantoms")
+    write_demo(root, per_class=24, size=32, seed=0, val_per_class=8)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(demo_data, tmp_path_factory) -> Path:
+    from dcube_edge.config import Config
+    from dcube_edge.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = Config.from_preset("tiny", epochs_diffusion=2, epochs_classifier=2, batch_size=16, selection_samples=64)
+    train(demo_data, run, cfg, log=lambda *_: None)
+    return run
+
+
+@pytest.fixture(scope="session")
+def ort_engine(tiny_run, tmp_path_factory) -> Path:
+    from dcube_edge.export.build import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("engines") / "tiny-ort-fp32"
+    export(tiny_run, out, ExportOptions(max_batch=16), log=lambda *_: None)
+    return out

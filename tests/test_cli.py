@@ -1,0 +1,88 @@
+"""The console script as users run it: exit codes, one-line errors, --json output."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = Path(sys.executable).with_name("dcube-edge")
+
+
+def cli(*args, check=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    res = subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=600, env=env)
+    if check is not None:
+        assert res.returncode == check, res.stdout + res.stderr
+    return res
+
+
+def test_help_lists_commands():
+    res = cli("--help", check=0)
+    for cmd in ("train", "init", "export", "classify", "evaluate", "bench", "demo-data", "calibrate"):
+        assert cmd in res.stdout
+
+
+def test_classify_json_and_bad_file(ort_engine, demo_data, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_text("this is text, not a PNG")
+    good = sorted((demo_data / "val" / "benign").iterdir())[:2]
+    res = cli("classify", ort_engine, *good, bad, "--json", "-", check=1)
+    out = json.loads(res.stdout)
+    assert [p["error"] is None for p in out["predictions"]] == [True, True, False]
+    assert "not a readable image" in out["predictions"][2]["error"]
+    assert out["classes"] == ["benign", "malignant", "normal"] and "Traceback" not in res.stderr
+
+
+def test_classify_folder_table(ort_engine, demo_data):
+    res = cli("classify", ort_engine, demo_data / "val" / "normal", check=0)
+    assert res.stdout.count("normal_00") == 8
+
+
+def test_evaluate_json(ort_engine, demo_data, tmp_path):
+    cli("evaluate", ort_engine, demo_data / "val", "--json", tmp_path / "m.json", check=0)
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["n"] == 24 and len(m["confusion_matrix"]) == 3 and sum(map(sum, m["confusion_matrix"])) == 24
+    assert set(m["per_class_recall"]) == {"benign", "malignant", "normal"} and 0 <= m["auc"] <= 1
+
+
+def test_bench_structure(ort_engine, tiny_run, tmp_path):
+    cli("bench", ort_engine, "--torch", tiny_run, "--batch-sizes", "1,2", "--iterations", "2", "--warmup", "1",
+        "--json", tmp_path / "b.json", check=0)
+    b = json.loads((tmp_path / "b.json").read_text())
+    rows = b["results"]
+    assert {(r["backend"], r["batch"]) for r in rows} == {("torch-eager", 1), ("torch-eager", 2),
+                                                         ("onnxruntime", 1), ("onnxruntime", 2)}
+    for r in rows:
+        assert r["p50_ms"] > 0 and r["p50_ms"] <= r["p99_ms"] and r["images_per_s"] > 0
+        assert r["speedup_vs_torch"] is not None
+    assert b["machine"]["cpu_count"] >= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (("classify", "/nonexistent-engine", "x.png"), "not an engine directory"),
+    (("train", "/nonexistent-data", "--out", "/tmp/dcube-never"), "does not exist"),
+    (("export", "/nonexistent-run", "--out", "/tmp/dcube-never"), "not a run directory"),
+    (("init", "/tmp/dcube-never", "--classes", "one"), "at least two"),
+])
+def test_user_errors_are_one_line_exit_2(args, message):
+    res = cli(*args, check=2)
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_export_unknown_backend_and_missing_tensorrt(tiny_run, tmp_path):
+    res = cli("export", tiny_run, "--out", tmp_path / "e", "--backend", "coreml", check=2)
+    assert "unknown backend" in res.stderr
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        res = cli("export", tiny_run, "--out", tmp_path / "t", "--backend", "tensorrt", check=2)
+        assert "pip install 'dcube-edge[tensorrt]'" in res.stderr
+        assert not (tmp_path / "t").exists()
+
+
+def test_train_refuses_to_overwrite_a_run(tiny_run):
+    res = cli("train", "/tmp", "--out", tiny_run, check=2)
+    assert "--resume" in res.stderr

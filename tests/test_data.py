@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from dcube_edge.data import DataError, discover, stratified_split
+from dcube_edge.phantoms import CLASSES, write_demo
+from dcube_edge.runtimes.preprocess import PreprocessSpec
+from tests.conftest import shared
+
+
+def test_flat_layout_gets_stratified_val(tmp_path):
+    write_demo(tmp_path, per_class=10, size=16)
+    ds = discover(tmp_path, val_fraction=0.2, seed=0)
+    assert ds.classes == sorted(CLASSES)
+    assert ds.val.counts(3) == [2, 2, 2] and ds.train.counts(3) == [8, 8, 8]
+    assert not set(ds.train.paths) & set(ds.val.paths)
+    again = discover(tmp_path, val_fraction=0.2, seed=0)
+    assert again.val.paths == ds.val.paths  # deterministic
+    assert "stratified" in ds.val_source
+
+
+def test_split_layout_uses_val_folder(tmp_path):
+    write_demo(tmp_path, per_class=5, size=16, val_per_class=3)
+    ds = discover(tmp_path)
+    assert ds.val_source == "val/" and len(ds.val) == 9 and len(ds.train) == 15
+
+
+def test_one_class_is_refused(tmp_path):
+    (tmp_path / "only").mkdir()
+    write_demo(tmp_path / "x", per_class=2, size=8)
+    (tmp_path / "x" / "benign").rename(tmp_path / "only" / "benign")
+    with pytest.raises(DataError, match="only one class"):
+        discover(tmp_path / "only")
+
+
+def test_train_val_class_mismatch(tmp_path):
+    write_demo(tmp_path, per_class=3, size=8, val_per_class=2)
+    for f in (tmp_path / "val" / "normal").iterdir():
+        f.unlink()
+    (tmp_path / "val" / "normal").rmdir()
+    with pytest.raises(DataError, match="differ"):
+        discover(tmp_path)
+
+
+def test_empty_class_folder(tmp_path):
+    write_demo(tmp_path, per_class=3, size=8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        discover(tmp_path)
+
+
+def test_stratified_split_keeps_every_class(tmp_path):
+    write_demo(tmp_path, per_class=4, size=8)
+    ds = discover(tmp_path, 0.15)
+    tr, va = stratified_split(ds.train, 0.5, 1)
+    assert set(va.labels.tolist()) == {0, 1, 2}
+
+
+def test_breastmnist_layout():
+    ds = discover(shared("breastmnist"))
+    assert ds.classes == ["malignant", "normal_benign"]
+    assert ds.train.counts(2) == [147, 399] and ds.val.counts(2) == [21, 57]
+    x = ds.val.load(PreprocessSpec(32))
+    assert x.shape == (78, 1, 32, 32) and -1 <= x.min() < x.max() <= 1
+    assert np.isfinite(x).all()
