@@ -10,7 +10,7 @@ from dcube_edge.runtimes.files import atomic_path
 
 # Reductions, normalisations, softmax and transcendental ops overflow or lose too much in fp16.
 KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Exp", "Erf",
-             "Sin", "Cos", "Div", "BatchNormalization", "Resize", "Range", "Sigmoid"]
+             "Div", "BatchNormalization", "Resize", "Sigmoid"]
 
 
 def convert(src: str | Path, dst: str | Path) -> Path:

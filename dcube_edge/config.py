@@ -10,7 +10,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Same architecture as `paper`, shrunk so the demo and the tests train on 2 CPU cores in about a minute.
     "tiny": dict(image_size=32, patch_size=4, width=64, depth=2, heads=4,
                  resnet_width=8, resnet_layers=(1, 1, 1, 1), resnet_stem="small",
-                 epochs_diffusion=6, epochs_classifier=6, batch_size=32, timesteps=(10, 50, 100)),
+                 epochs_diffusion=10, epochs_classifier=10, batch_size=32, timesteps=(10, 50, 100)),
     # 28-64 px data on a CPU: all 13 layers (same indices as the paper), narrower.
     "small": dict(image_size=32, patch_size=4, width=96, depth=6, heads=4,
                   resnet_width=16, resnet_layers=(3, 4, 6, 3), resnet_stem="small",

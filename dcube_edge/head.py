@@ -46,7 +46,10 @@ class Head(nn.Module):
         guide = self.guide(self.resnet(image))
         if guide.shape[-1] != g:
             guide = nn.functional.interpolate(guide, size=(g, g), mode="bilinear", align_corners=False)
-        score = torch.sigmoid(self.score(guide).sum(dim=(2, 3), keepdim=True))  # global sum pooling
+        # Class score by global sum pooling, divided by the grid area: a raw sum over g·g positions
+        # saturates the sigmoid, the gated map's variance then falls under BatchNorm's eps and the
+        # head outputs a constant (seen on BreastMNIST: validation AUC 0.5 at every epoch).
+        score = torch.sigmoid(self.score(guide).sum(dim=(2, 3), keepdim=True) / (g * g))
         guide = guide.repeat(num_timesteps, 1, 1, 1)
         score = score.repeat(num_timesteps, 1, 1, 1)
         fused = self.fuse(torch.cat([trunk_map, guide], dim=1)) * score
@@ -67,6 +70,14 @@ class DCube(nn.Module):
         self.head = Head(cfg, len(self.layers_used), num_classes)
         self.register_buffer("timesteps", torch.tensor(cfg.timesteps, dtype=torch.long), persistent=False)
         self.truncate_after = max(self.layers_used)
+        self.time_tokens: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def bake_timesteps(self) -> "DCube":
+        """Precompute the T fixed time tokens, so an exported graph holds them as one constant
+        (no timestep embedding, casts or sin/cos at inference). Call again after changing weights."""
+        self.time_tokens = self.trunk.time_token(self.timesteps).detach()
+        return self
 
     def features(self, x: torch.Tensor, timesteps: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Selected layer outputs for the unconditional trunk on the clean images, timestep-major.
@@ -74,9 +85,13 @@ class DCube(nn.Module):
         ``timesteps`` is (T,) shared by all images, or (T, B) per image (the reference's random t)."""
         ts = self.timesteps if timesteps is None else timesteps
         b = x.shape[0]
-        t = (ts[:, None].expand(-1, b) if ts.dim() == 1 else ts).reshape(-1)
         xb = x.repeat(ts.shape[0], 1, 1, 1)
-        outs = self.trunk.layers(xb, t, upto=self.truncate_after)
+        if timesteps is None and self.time_tokens is not None:
+            time = self.time_tokens[:, None].expand(-1, b, -1).reshape(-1, self.time_tokens.shape[-1])
+            outs = self.trunk.layers(xb, None, upto=self.truncate_after, time=time)
+        else:
+            t = (ts[:, None].expand(-1, b) if ts.dim() == 1 else ts).reshape(-1)
+            outs = self.trunk.layers(xb, t, upto=self.truncate_after)
         return [outs[i] for i in self.layers_used]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

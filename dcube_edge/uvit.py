@@ -85,15 +85,19 @@ class UViT(nn.Module):
     def num_layers(self) -> int:
         return 2 * self.depth + 1
 
-    def tokens(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-               drop: torch.Tensor | None = None) -> torch.Tensor:
+    def time_token(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) integer timesteps → (B, width) time tokens."""
+        return self.time_embed(timestep_embedding(t, self.pos_embed.shape[-1]))
+
+    def tokens(self, x: torch.Tensor, t: torch.Tensor | None, y: torch.Tensor | None = None,
+               drop: torch.Tensor | None = None, time: torch.Tensor | None = None) -> torch.Tensor:
         """Embed images (B, 1, H, W) and timesteps (B,) into (B, 1 + N, width) tokens.
 
-        ``y`` adds the class embedding to every token; rows where ``drop`` is true get none
-        (the unconditional trunk)."""
+        ``time`` passes precomputed time tokens (B, width) instead of ``t``. ``y`` adds the class
+        embedding to every token; rows where ``drop`` is true get none (the unconditional trunk)."""
         patches = self.patch_embed(x).flatten(2).transpose(1, 2)
-        time = self.time_embed(timestep_embedding(t, patches.shape[-1]))[:, None]
-        h = torch.cat([time, patches], dim=1) + self.pos_embed
+        time = self.time_token(t) if time is None else time
+        h = torch.cat([time[:, None], patches], dim=1) + self.pos_embed
         if y is not None:
             c = self.class_embed(y)
             if drop is not None:
@@ -101,13 +105,14 @@ class UViT(nn.Module):
             h = h + c[:, None]
         return h
 
-    def layers(self, x: torch.Tensor, t: torch.Tensor, upto: int | None = None,
-               y: torch.Tensor | None = None, drop: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def layers(self, x: torch.Tensor, t: torch.Tensor | None, upto: int | None = None,
+               y: torch.Tensor | None = None, drop: torch.Tensor | None = None,
+               time: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Block outputs 0..upto (in-blocks, mid, out-blocks); no block after ``upto`` runs."""
         upto = self.num_layers - 1 if upto is None else upto
         if not 0 <= upto < self.num_layers:
             raise ValueError(f"layer {upto} out of range 0..{self.num_layers - 1}")
-        h = self.tokens(x, t, y, drop)
+        h = self.tokens(x, t, y, drop, time)
         outs: list[torch.Tensor] = []
         for blk in self.in_blocks:
             h = blk(h)

@@ -123,6 +123,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
     cfg, model = rundir.load_model(run)
     if opts.full_trunk:
         model.truncate_after = cfg.num_layers - 1
+    model.bake_timesteps()
     spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
