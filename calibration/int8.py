@@ -44,7 +44,9 @@ def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: s
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=methods[method],
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "CalibTensorRangeSymmetric": True})
+                                           "CalibTensorRangeSymmetric": True,
+                                           # TensorRT takes int8 Q/DQ only; int32 bias DQ is refused
+                                           "QuantizeBias": False})
             onnx.checker.check_model(str(tmp))
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weights": "int8 symmetric per-channel",
             "activations": "int8 symmetric per-tensor", "calibration_method": method}

@@ -1,0 +1,154 @@
+"""FP16 / INT8 ONNX (what TensorRT consumes, run here by ONNX Runtime), OpenVINO engines, calibration
+sets, Triton entries, and the TensorRT / CUDA paths where those are present."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from dcube_edge import runtimes
+from dcube_edge.calibration import sets
+from dcube_edge.calibration.int8 import qdq_properties
+from dcube_edge.export.build import ExportOptions, export
+from dcube_edge.runtimes.preprocess import PreprocessSpec
+
+QUIET = dict(log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def engines(tiny_run, tmp_path_factory):
+    """Every backend × precision that this machine can build, exported once."""
+    root = tmp_path_factory.mktemp("precision")
+    built = {}
+    pairs = [("onnxruntime", "fp16"), ("onnxruntime", "int8")]
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+
+        pairs += [("openvino", p) for p in ("fp32", "fp16", "int8")]
+    except ImportError:
+        pass
+    for backend, precision in pairs:
+        out = root / f"{backend}-{precision}"
+        export(tiny_run, out, ExportOptions(backend=backend, precision=precision, calibration_size=48,
+                                            max_batch=16), **QUIET)
+        built[(backend, precision)] = out
+    return built
+
+
+def manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def test_stratified_calibration_indices():
+    labels = np.array([0] * 80 + [1] * 20)
+    idx = sets.stratified_indices(labels, 10, seed=3)
+    assert len(idx) == 10 and np.bincount(labels[idx]).tolist() == [8, 2]
+    assert (idx == sets.stratified_indices(labels, 10, seed=3)).all()
+    assert not (idx == sets.stratified_indices(labels, 10, seed=4)).all()
+    rare = np.array([0] * 99 + [1])
+    assert 1 in rare[sets.stratified_indices(rare, 5, 0)]  # every class at least once
+
+
+def test_calibration_file_roundtrip(demo_data, tmp_path):
+    from dcube_edge.data import discover
+
+    train = discover(demo_data).train
+    path = sets.build(train.paths, train.labels, PreprocessSpec(32), 12, 0, tmp_path / "c.npz")
+    images, labels = sets.read(path, PreprocessSpec(32))
+    assert images.shape == (12, 1, 32, 32) and np.bincount(labels).tolist() == [4, 4, 4]
+    assert -1 <= images.min() and images.max() <= 1
+    with pytest.raises(ValueError, match="rebuild it"):
+        sets.read(path, PreprocessSpec(64))
+    d = sets.describe(path)
+    assert len(d["sha256"]) == 64 and d["size"] == 12
+
+
+def test_fp16_onnx_is_mixed_precision_with_fp32_io(engines):
+    path = engines[("onnxruntime", "fp16")] / "model.onnx"
+    model = onnx.load(str(path))
+    f16 = onnx.TensorProto.FLOAT16
+    assert any(i.data_type == f16 for i in model.graph.initializer)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    for node in inferred.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert types.get(node.input[0]) == onnx.TensorProto.FLOAT, node.name
+    m = manifest(engines[("onnxruntime", "fp16")])
+    assert m["parity"]["top1_agreement"] == 1.0 and m["parity"]["max_abs_logit_diff"] < 0.05
+
+
+def test_int8_qdq_graph_is_what_tensorrt_accepts(engines):
+    path = engines[("onnxruntime", "int8")] / "model.onnx"
+    props = qdq_properties(path)
+    assert props["opset"] >= 13
+    assert props["zero_points_all_zero"] and props["zero_point_dtypes"] == ["int8"]
+    assert props["per_channel_weights"] > 0 and props["qdq_nodes"] > 0
+    m = manifest(engines[("onnxruntime", "int8")])
+    assert m["calibration"]["size"] == 48 and len(m["calibration"]["sha256"]) == 64
+    assert m["int8"]["weights"] == "int8 symmetric per-channel"
+    assert m["parity"]["top1_agreement"] >= 0.9 and m["parity"]["logit_cosine_mean"] > 0.95
+    with runtimes.load(engines[("onnxruntime", "int8")]) as clf:
+        assert clf.logits(np.zeros((3, 1, 32, 32), np.float32)).shape == (3, 3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_openvino_engines(engines, demo_data, precision):
+    key = ("openvino", precision)
+    if key not in engines:
+        pytest.skip("openvino/nncf not installed: pip install 'dcube-edge[openvino]'")
+    m = manifest(engines[key])
+    assert m["model_file"] == "model.xml" and {"model.xml", "model.bin"} <= set(m["files"])
+    assert m["openvino"]["inference_precision"] in ("f32", "f16", "bf16")
+    if precision == "int8":
+        assert m["openvino"]["quantization"]["tool"] == "nncf.quantize"
+        xml = (engines[key] / "model.xml").read_text()
+        assert "FakeQuantize" in xml or "FakeConvert" in xml
+    assert m["parity"]["top1_agreement"] >= 0.9
+    files = sorted((demo_data / "val" / "normal").iterdir())[:3]
+    with runtimes.load(engines[key]) as clf:
+        preds = list(clf.classify(files))
+    assert all(p.error is None and abs(sum(p.probs.values()) - 1) < 1e-4 for p in preds)
+
+
+def test_triton_repository_entry(tiny_run, tmp_path):
+    export(tiny_run, tmp_path / "e", ExportOptions(max_batch=16, triton_repo=str(tmp_path / "repo")), **QUIET)
+    entry = tmp_path / "repo" / "e"
+    cfg = (entry / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in cfg and "max_batch_size: 16" in cfg
+    assert 'name: "images"' in cfg and "dims: [ 1, 32, 32 ]" in cfg and "dims: [ 3 ]" in cfg
+    assert (entry / "1" / "model.onnx").read_bytes() == (tmp_path / "e" / "model.onnx").read_bytes()
+
+
+def test_tensorrt_engine_builds_and_matches(engines, tiny_run, tmp_path):
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (needs a CUDA workstation)")
+    assert int(trt.__version__.split(".")[0]) >= 10
+    for precision in ("fp32", "fp16", "int8"):
+        out = tmp_path / f"trt-{precision}"
+        export(tiny_run, out, ExportOptions(backend="tensorrt", precision=precision, calibration_size=48,
+                                            max_batch=16), **QUIET)
+        m = manifest(out)
+        assert m["tensorrt"]["strongly_typed"] and (out / "timing.cache").is_file()
+        assert m["parity"]["top1_agreement"] >= (1.0 if precision != "int8" else 0.9)
+
+
+def test_cuda_memory_interface_roundtrip():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    from dcube_edge.runtimes.cuda_mem import device_memory
+
+    mem = device_memory()
+    stream = mem.stream()
+    src = mem.pinned((4, 5), np.float32)
+    src[:] = np.arange(20, dtype=np.float32).reshape(4, 5)
+    dst = mem.pinned((4, 5), np.float32)
+    ptr = mem.malloc(src.nbytes)
+    mem.htod(ptr, src, stream)
+    mem.dtoh(dst, ptr, stream)
+    mem.sync(stream)
+    assert (dst == src).all()
+    mem.free(ptr)
+    mem.destroy_stream(stream)
