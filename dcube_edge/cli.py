@@ -292,65 +292,63 @@ def evaluate(engine: Annotated[Path, typer.Argument(help="Engine directory.")],
 
 
 @app.command()
-def bench(engines: Annotated[list[Path], typer.Argument(help="Engine directories to time.")],
+def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories, or one run dir with --matrix.")],
           torch_run: Annotated[Optional[Path], typer.Option("--torch", help="Run dir: time PyTorch eager FP32 as the baseline.")] = None,
+          matrix: Annotated[bool, typer.Option(help="Build (or reuse by hash) every available backend x precision of the run and time them all.")] = False,
+          figures: Annotated[bool, typer.Option(help="Also measure the truncation and timestep-batching figures (needs a run).")] = False,
+          calibration: Annotated[Optional[str], typer.Option(help="--matrix INT8 calibration data (default: the run's training data).")] = None,
           batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
           iterations: Annotated[int, typer.Option(help="Timed calls per cell.")] = 30,
           warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 5,
           threads: Annotated[Optional[int], typer.Option(help="CPU threads for every backend and torch.")] = None,
-          json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None) -> None:
-    """Latency (p50/p90/p99) and images/s per engine and batch size, with speedup vs torch eager in the same run."""
-    import numpy as np
+          compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile (where it works).")] = False,
+          device: Annotated[str, typer.Option(help="cpu | cuda (torch baseline device; cuda adds torch fp16).")] = "cpu",
+          json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
+          csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write a CSV table here.")] = None,
+          plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
+    """Latency (p50/p90/p99), images/s, engine size and GFLOP/s per engine and batch size, with the speedup
+    over PyTorch eager FP32 measured in the same run."""
+    from dcube_edge.benchmark import run_bench, write_outputs
 
-    from dcube_edge import runtimes
-    from dcube_edge.runtimes.bench import machine_info, peak_rss_mb, time_fn
-
-    sizes = ints(batch_sizes)
-    rows: list[dict] = []
-    manifests = [runtimes.read(e) for e in engines]
-    image_size = manifests[0].preprocess.size if manifests else None
-    if torch_run is not None:
-        import torch
-
-        from dcube_edge import rundir
-
-        if threads:
-            torch.set_num_threads(threads)
-        cfg, model = rundir.load_model(torch_run)
-        image_size = image_size or cfg.image_size
-        for b in sizes:
-            x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 1, cfg.image_size, cfg.image_size)).astype(np.float32))
-            with torch.inference_mode(), err.status(f"torch eager fp32, batch {b} …"):
-                stats = time_fn(lambda: model(x), iterations, warmup)
-            rows.append({"engine": str(torch_run), "backend": "torch-eager", "precision": "fp32", "batch": b, **stats})
-    for path, manifest in zip(engines, manifests):
-        runner = runtimes.make_runner(manifest, threads=threads)
-        with runner:
-            for b in sizes:
-                if b > manifest.max_batch:
-                    continue
-                s = manifest.preprocess.size
-                feed = {manifest.input_name: np.random.default_rng(0).uniform(-1, 1, (b, 1, s, s)).astype(np.float32)}
-                with err.status(f"{manifest.backend} {manifest.precision}, batch {b} …"):
-                    stats = time_fn(lambda: runner.infer(feed), iterations, warmup)
-                size_mb = sum((manifest.dir / f).stat().st_size for f in manifest.data["files"]
-                              if f.startswith("model")) / 2**20
-                rows.append({"engine": str(path), "backend": manifest.backend, "precision": manifest.precision,
-                             "batch": b, "engine_mb": round(size_mb, 2), **stats})
-    for r in rows:
-        r["images_per_s"] = r["batch"] / (r["p50_ms"] / 1e3)
-        base = next((t for t in rows if t["backend"] == "torch-eager" and t["batch"] == r["batch"]), None)
-        r["speedup_vs_torch"] = base["p50_ms"] / r["p50_ms"] if base else None
-    info = machine_info()
-    table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {' '.join(info['isa']) or 'no ISA flags read'})")
-    for col in ("engine", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "speedup"):
+    matrix_run = None
+    if matrix:
+        if len(targets) != 1:
+            fail("--matrix takes exactly one run directory")
+        matrix_run, targets = targets[0], []
+    if figures and not (matrix_run or torch_run):
+        fail("--figures needs a run: pass --matrix RUN or --torch RUN")
+    with err.status("benchmarking …") as status:
+        result = run_bench(list(targets), torch_run, ints(batch_sizes), iterations, warmup, threads,
+                           log=lambda m: status.update(m), compile=compile, device=device, matrix_run=matrix_run,
+                           calibration=calibration, figures=figures)
+    info = result["machine"]
+    table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {' '.join(info['isa']) or 'no ISA flags read'}"
+                        f"{'; ' + info['gpu'] if info['gpu'] else ''}); GEMM peak {result['gemm_peak']['gflops_per_s']:.0f} GFLOP/s")
+    for col in ("engine", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "speedup", "MB", "% peak"):
         table.add_column(col, justify="left" if col in ("engine", "backend", "precision") else "right")
-    for r in rows:
+    for r in result["results"]:
+        if "p50_ms" not in r:
+            table.add_row(Path(r["engine"]).name, r["backend"], r["precision"], str(r["batch"]), f"[red]{escape(r['error'])}[/]")
+            continue
         table.add_row(Path(r["engine"]).name, r["backend"], r["precision"], str(r["batch"]), f"{r['p50_ms']:.2f}",
                       f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['images_per_s']:.1f}",
-                      f"{r['speedup_vs_torch']:.2f}x" if r["speedup_vs_torch"] else "–")
+                      f"{r['speedup_vs_torch']:.2f}x" if r.get("speedup_vs_torch") else "–",
+                      f"{r['engine_mb']:.1f}" if "engine_mb" in r else "–",
+                      f"{100 * r['fraction_of_gemm_peak']:.0f}%" if r.get("fraction_of_gemm_peak") else "–")
     out.print(table)
-    emit_json({"machine": info, "threads": threads, "peak_rss_mb": peak_rss_mb(), "results": rows}, json_out)
+    for s in result["skipped"]:
+        err.print(f"skipped {s}")
+    if "truncation" in result:
+        t = result["truncation"]
+        out.print(f"truncation after layer {t['truncated_after_layer']}: FLOP ratio {t['flop_ratio']:.2f}x, "
+                  f"latency speedup {t['latency_speedup']:.2f}x ({t['speedup_over_flop_ratio']:.2f} of the FLOP ratio)")
+        t = result["timestep_batching"]
+        out.print(f"{len(t['timesteps'])} timesteps in one call: {t['p50_ms_one_call']:.2f} ms vs "
+                  f"{t['p50_ms_separate_calls']:.2f} ms in separate calls ({t['speedup']:.2f}x)")
+    write_outputs(result, json_out, csv_out, plot_out)
+    emit_json(result, json_out if json_out is not None and str(json_out) == "-" else None)
+    if json_out is not None and str(json_out) != "-":
+        err.print(f"wrote {json_out}")
 
 
 def main() -> None:

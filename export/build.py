@@ -48,6 +48,7 @@ class ExportOptions:
     data: str | None = None  # parity data; default: the run's validation split
     max_batch: int = 64
     full_trunk: bool = False  # keep every trunk block (for the truncation benchmark)
+    timesteps: tuple[int, ...] | None = None  # override the run's timesteps (timestep-batching benchmark)
     triton_repo: str | None = None
     device: str | None = None
 
@@ -123,12 +124,14 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
     cfg, model = rundir.load_model(run)
     if opts.full_trunk:
         model.truncate_after = cfg.num_layers - 1
+    if opts.timesteps:
+        model.timesteps = torch.tensor(opts.timesteps, dtype=torch.long)
     model.bake_timesteps()
     spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        log(f"exporting ONNX (opset {spec.opset}, timesteps {list(cfg.timesteps)}, "
+        log(f"exporting ONNX (opset {spec.opset}, timesteps {model.timesteps.tolist()}, "
             f"layers {list(model.layers_used)}, trunk cut after layer {model.truncate_after})")
         fp32 = export_onnx(model, spec, work / "model.fp32.onnx")
         onnx_path, extra = precision_onnx(fp32, work / "model.onnx", opts.precision, cfg, run, opts, spec)
@@ -150,7 +153,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "backend": opts.backend, "precision": opts.precision, "model_file": model_file,
             "graph": spec.to_dict(), "classes": list(cfg.classes), "preprocess": PreprocessSpec(cfg.image_size).to_dict(),
-            "timesteps": list(cfg.timesteps), "selected_layers": list(model.layers_used),
+            "timesteps": model.timesteps.tolist(), "selected_layers": list(model.layers_used),
             "truncated_after_layer": model.truncate_after, "trunk_layers": cfg.num_layers,
             "seed": cfg.seed, "preset": cfg.preset,
             "run": {"path": str(run.resolve()), **{f: sha256(run / f) for f in

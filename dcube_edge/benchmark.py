@@ -1,0 +1,294 @@
+"""``dcube-edge bench``: backends × precisions × batch sizes timed in one process, with PyTorch eager
+FP32 of the same run as the baseline, a GEMM peak, the truncation figure (FLOP ratio from the graphs
+vs latency ratio) and the timestep-batching figure. Engine timing itself is torch-free
+(:mod:`dcube_edge.runtimes.bench`); torch is imported only for the baseline and for building engines."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dcube_edge import runtimes
+from dcube_edge.runtimes import flops as graph_flops
+from dcube_edge.runtimes.bench import machine_info, peak_rss_mb, time_fn
+from dcube_edge.runtimes.files import sha256, write_bytes, write_json
+
+Log = Callable[[str], None]
+
+
+def _inputs(batch: int, size: int) -> np.ndarray:
+    return np.random.default_rng(batch).uniform(-1, 1, (batch, 1, size, size)).astype(np.float32)
+
+
+def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, warmup: int,
+                threads: int | None, device: str | None = None) -> list[dict]:
+    manifest = runtimes.read(engine)
+    runner = runtimes.make_runner(manifest, threads=threads, device=device)
+    size = manifest.preprocess.size
+    model_files = [f for f in manifest.data["files"] if f.startswith("model")]
+    engine_mb = sum((manifest.dir / f).stat().st_size for f in model_files) / 2**20
+    gflops = {b: graph_flops.count(manifest.dir / "model.onnx", b)["gflops"] for b in batch_sizes}
+    rows = []
+    with runner:
+        for b in batch_sizes:
+            if b > manifest.max_batch:
+                continue
+            feed = {manifest.input_name: _inputs(b, size)}
+            stats = time_fn(lambda: runner.infer(feed), iterations, warmup)
+            rows.append({"engine": str(engine), "backend": manifest.backend, "precision": manifest.precision,
+                         "batch": b, "engine_mb": round(engine_mb, 2), "gflops": gflops[b],
+                         "truncated_after_layer": manifest.data.get("truncated_after_layer"),
+                         "timesteps": len(manifest.data.get("timesteps", [])), **stats})
+    return rows
+
+
+def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup: int,
+               threads: int | None, compile: bool = False, device: str = "cpu") -> list[dict]:
+    import torch
+
+    from dcube_edge import rundir
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg, model = rundir.load_model(run)
+    model = model.to(device)
+    variants: list[tuple[str, str, Callable]] = [("torch-eager", "fp32", model)]
+    if device == "cuda":
+        half = rundir.load_model(run)[1].to(device).half()
+        variants.append(("torch-eager", "fp16", lambda x: half(x.half())))
+    if compile:
+        try:
+            variants.append(("torch-compile", "fp32", torch.compile(model)))
+        except Exception as e:  # noqa: BLE001 — compile support varies by platform
+            variants.append(("torch-compile", f"unavailable: {type(e).__name__}", None))
+    rows = []
+    for backend, precision, fn in variants:
+        for b in batch_sizes:
+            if fn is None:
+                continue
+            x = torch.from_numpy(_inputs(b, cfg.image_size)).to(device)
+
+            def call() -> None:
+                fn(x)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+
+            try:
+                with torch.inference_mode():
+                    stats = time_fn(call, iterations, warmup)
+            except Exception as e:  # noqa: BLE001 — torch.compile fails lazily on first call
+                rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": b,
+                             "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"})
+                break
+            rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": b,
+                         "timesteps": len(cfg.timesteps), **stats})
+    return rows
+
+
+def gemm_peak(threads: int | None = None, n: int = 1024, iterations: int = 10) -> dict:
+    """float32 GEMM GFLOP/s on this machine, measured now (ONNX Runtime MatMul, same threads)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])
+    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    stats = time_fn(lambda: sess.run(None, {"a": x, "b": x}), iterations, 2)
+    return {"n": n, "gflops_per_s": 2 * n**3 / (stats["p50_ms"] / 1e3) / 1e9, "onnx": onnx.__version__}
+
+
+def finish_rows(rows: list[dict], peak: dict | None) -> None:
+    """images/s, speedup vs torch eager fp32 at the same batch, achieved GFLOP/s and fraction of peak."""
+    for r in rows:
+        if "p50_ms" not in r:
+            continue
+        r["images_per_s"] = r["batch"] / (r["p50_ms"] / 1e3)
+        base = next((t for t in rows if t["backend"] == "torch-eager" and t["precision"] == "fp32"
+                     and t["batch"] == r["batch"] and "p50_ms" in t), None)
+        r["speedup_vs_torch"] = base["p50_ms"] / r["p50_ms"] if base else None
+        if r.get("gflops") and peak:
+            r["achieved_gflops_per_s"] = r["gflops"] / (r["p50_ms"] / 1e3)
+            r["fraction_of_gemm_peak"] = r["achieved_gflops_per_s"] / peak["gflops_per_s"]
+
+
+MATRIX = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
+          ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8"),
+          ("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8")]
+
+
+def available(backend: str) -> str | None:
+    """None if the backend can be built here, else the reason."""
+    try:
+        if backend == "openvino":
+            import nncf  # noqa: F401
+            import openvino  # noqa: F401
+        elif backend == "tensorrt":
+            import tensorrt  # noqa: F401
+    except ImportError as e:
+        return f"{backend} not installed ({e.name})"
+    return None
+
+
+def build_or_reuse(run: Path, out: Path, log: Log, **options) -> Path:
+    """Export unless ``out`` already holds an engine of this run's current weights with these options."""
+    from dcube_edge import rundir
+    from dcube_edge.export.build import ExportOptions, export
+
+    opts = ExportOptions(**options)
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        try:
+            m = runtimes.read(out).data
+            same = all(m["run"].get(f) == sha256(run / f) for f in (rundir.CONFIG, rundir.DIFFUSION, rundir.CLASSIFIER))
+            same &= (m["backend"], m["precision"], m["graph"]["batch"]["max"]) == (opts.backend, opts.precision, opts.max_batch)
+            same &= m.get("truncated_after_layer") == m.get("trunk_layers", 0) - 1 if opts.full_trunk else True
+            if same and (opts.timesteps is None or tuple(m["timesteps"]) == tuple(opts.timesteps)):
+                log(f"reusing {out} (same run hashes and options)")
+                return out
+        except (runtimes.EngineError, KeyError):
+            pass
+    log(f"building {out.name}")
+    export(run, out, opts, log=lambda *_: None)
+    return out
+
+
+def truncation_figure(run: Path, root: Path, batch: int, iterations: int, warmup: int, threads: int | None,
+                      log: Log) -> dict:
+    """Same run exported with the full trunk and truncated (ORT fp32): FLOP ratio vs latency ratio."""
+    cut = build_or_reuse(run, root / "onnxruntime-fp32", log, max_batch=max(batch, 8))
+    full = build_or_reuse(run, root / "onnxruntime-fp32-fulltrunk", log, max_batch=max(batch, 8), full_trunk=True)
+    t_cut = engine_rows(cut, (batch,), iterations, warmup, threads)[0]
+    t_full = engine_rows(full, (batch,), iterations, warmup, threads)[0]
+    flop_ratio = t_full["gflops"] / t_cut["gflops"]
+    speedup = t_full["p50_ms"] / t_cut["p50_ms"]
+    return {"batch": batch, "truncated_after_layer": t_cut["truncated_after_layer"],
+            "gflops_truncated": t_cut["gflops"], "gflops_full": t_full["gflops"], "flop_ratio": flop_ratio,
+            "p50_ms_truncated": t_cut["p50_ms"], "p50_ms_full": t_full["p50_ms"], "latency_speedup": speedup,
+            "speedup_over_flop_ratio": speedup / flop_ratio}
+
+
+def timestep_figure(run: Path, root: Path, batch: int, iterations: int, warmup: int, threads: int | None,
+                    log: Log) -> dict:
+    """T timesteps in one engine call vs T calls of a one-timestep engine (ORT fp32)."""
+    from dcube_edge import rundir
+
+    cfg = rundir.load_config(run)
+    one = build_or_reuse(run, root / "onnxruntime-fp32", log, max_batch=max(batch, 8))
+    singles = [build_or_reuse(run, root / f"onnxruntime-fp32-t{t}", log, max_batch=max(batch, 8), timesteps=(t,))
+               for t in cfg.timesteps]
+    runners = [runtimes.make_runner(runtimes.read(p), threads=threads) for p in singles]
+    batched = runtimes.make_runner(runtimes.read(one), threads=threads)
+    x = {"images": _inputs(batch, cfg.image_size)}
+    for r in [batched, *runners]:
+        r.activate()
+    try:
+        t_batched = time_fn(lambda: batched.infer(x), iterations, warmup)
+        t_separate = time_fn(lambda: [r.infer(x) for r in runners], iterations, warmup)
+    finally:
+        for r in [batched, *runners]:
+            r.deactivate()
+    return {"batch": batch, "timesteps": list(cfg.timesteps), "p50_ms_one_call": t_batched["p50_ms"],
+            "p50_ms_separate_calls": t_separate["p50_ms"], "speedup": t_separate["p50_ms"] / t_batched["p50_ms"]}
+
+
+def write_outputs(result: dict, json_path: Path | None, csv_path: Path | None, plot_path: Path | None) -> None:
+    if json_path is not None and str(json_path) != "-":
+        write_json(json_path, result)
+    if csv_path is not None:
+        cols = ["backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s",
+                "speedup_vs_torch", "engine_mb", "gflops", "achieved_gflops_per_s", "fraction_of_gemm_peak",
+                "timesteps", "engine", "error"]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        machine = result["machine"]
+        for r in result["results"]:
+            w.writerow(r)
+        buf.write(f"# machine: {machine['cpu_model']}, {machine['cpu_count']} cpus, isa {' '.join(machine['isa'])}, "
+                  f"gpu {machine['gpu']}\n")
+        write_bytes(csv_path, buf.getvalue().encode())
+    if plot_path is not None:
+        plot(result, plot_path)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["results"] if "p50_ms" in r]
+    batches = sorted({r["batch"] for r in rows})
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    precisions = ["fp32", "fp16", "bf16", "int8"]
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 4), dpi=110, squeeze=False)
+    for ax, b in zip(axes[0], batches):
+        for backend in backends:
+            pts = [(precisions.index(r["precision"]), r["p50_ms"]) for r in rows
+                   if r["backend"] == backend and r["batch"] == b and r["precision"] in precisions]
+            if pts:
+                xs, ys = zip(*sorted(pts))
+                ax.plot(xs, ys, marker="o", label=backend)
+        ax.set_xticks(range(len(precisions)), precisions)
+        ax.set_yscale("log")
+        ax.set_ylabel("p50 latency, ms (log)")
+        ax.set_title(f"batch {b}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    m = result["machine"]
+    fig.suptitle(f"dcube-edge bench — {m['cpu_model']}, {m['cpu_count']} cpus" + (f", {m['gpu']}" if m["gpu"] else ""),
+                 fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run_bench(engines: list[Path], torch_run: Path | None, batch_sizes: tuple[int, ...], iterations: int,
+              warmup: int, threads: int | None, log: Log, compile: bool = False, device: str = "cpu",
+              matrix_run: Path | None = None, calibration: str | None = None, figures: bool = False) -> dict:
+    started = time.time()
+    skipped: list[str] = []
+    if matrix_run is not None:
+        root = matrix_run / "engines"
+        for backend, precision in MATRIX:
+            reason = available(backend)
+            if reason:
+                skipped.append(f"{backend}/{precision}: {reason}")
+                continue
+            engines.append(build_or_reuse(matrix_run, root / f"{backend}-{precision}", log, backend=backend,
+                                          precision=precision, calibration=calibration,
+                                          max_batch=max(max(batch_sizes), 8)))
+        torch_run = torch_run or matrix_run
+    peak = gemm_peak(threads)
+    rows: list[dict] = []
+    if torch_run is not None:
+        log(f"timing torch eager fp32 of {torch_run}")
+        rows += torch_rows(torch_run, batch_sizes, iterations, warmup, threads, compile, device)
+    for e in engines:
+        log(f"timing {e}")
+        rows += engine_rows(e, batch_sizes, iterations, warmup, threads)
+    finish_rows(rows, peak)
+    result = {"machine": machine_info(), "threads": threads, "iterations": iterations, "warmup": warmup,
+              "gemm_peak": peak, "results": rows, "skipped": skipped}
+    if figures and (matrix_run or torch_run):
+        run = matrix_run or torch_run
+        root = run / "engines"
+        result["truncation"] = truncation_figure(run, root, 1, iterations, warmup, threads, log)
+        result["timestep_batching"] = timestep_figure(run, root, 1, iterations, warmup, threads, log)
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["seconds"] = round(time.time() - started, 1)
+    return result

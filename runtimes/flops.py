@@ -1,0 +1,51 @@
+"""FLOPs of an ONNX graph at a fixed batch, from shape inference: 2·MACs of MatMul, Gemm and Conv
+(the ops that dominate this model; element-wise ops are left out and said to be)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import shape_inference
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = tuple(d.dim_value for d in dims)
+    for init in model.graph.initializer:
+        shapes[init.name] = tuple(init.dims)
+    return shapes
+
+
+def count(path: str | Path, batch: int = 1) -> dict:
+    model = onnx.load(str(path))
+    for v in [*model.graph.input, *model.graph.output]:
+        d0 = v.type.tensor_type.shape.dim[0]
+        if d0.HasField("dim_param"):
+            d0.dim_value = batch
+    model = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = _shapes(model)
+    total, unknown, by_op = 0, 0, {"MatMul": 0, "Gemm": 0, "Conv": 0}
+    for node in model.graph.node:
+        if node.op_type not in by_op:
+            continue
+        a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+        w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        if a is None or out is None or (node.op_type == "Conv" and w is None):
+            unknown += 1
+            continue
+        if node.op_type == "Conv":
+            flops = 2 * int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type == "Gemm":
+            trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
+            k = a[0] if trans_a else a[1]
+            flops = 2 * int(np.prod(out)) * k
+        else:
+            flops = 2 * int(np.prod(out)) * a[-1]
+        by_op[node.op_type] += flops
+        total += flops
+    return {"batch": batch, "gflops": total / 1e9, "by_op_gflops": {k: v / 1e9 for k, v in by_op.items()},
+            "nodes_without_shapes": unknown, "counted": "2*MACs of MatMul/Gemm/Conv"}
