@@ -199,6 +199,13 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory (gives ima
     out.print(f"calibration set {out_file}: {d['size']} images, class counts {d['class_counts']}, sha256 {d['sha256'][:16]}…")
 
 
+def shown(path: str) -> str:
+    """A path safe to print: bytes that are not UTF-8 appear as \\xNN escapes, markup is escaped."""
+    import os
+
+    return escape(os.fsencode(path).decode("utf-8", "backslashreplace"))
+
+
 def expand_inputs(inputs: list[Path]) -> list[Path]:
     from dcube_edge.runtimes.preprocess import list_images
 
@@ -235,9 +242,9 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
             table.add_column(f"p({c})", justify="right")
         for p in preds:
             if p.error:
-                table.add_row(escape(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(clf.classes))
+                table.add_row(shown(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(clf.classes))
             else:
-                table.add_row(escape(p.path), p.label, *[f"{p.probs[c]:.3f}" for c in clf.classes])
+                table.add_row(shown(p.path), p.label, *[f"{p.probs[c]:.3f}" for c in clf.classes])
         out.print(table)
         if failed:
             err.print(f"[red]{len(failed)} of {len(preds)} file(s) could not be classified[/]")
@@ -281,7 +288,7 @@ def evaluate(engine: Annotated[Path, typer.Argument(help="Engine directory.")],
         preds = list(clf.classify(split.paths, batch_size=batch_size))
     bad = [p for p in preds if p.error]
     if bad:
-        fail(f"{len(bad)} image(s) could not be read, e.g. {bad[0].path}: {bad[0].error}")
+        fail(f"{len(bad)} image(s) could not be read, e.g. {shown(bad[0].path)}: {bad[0].error}")
     import numpy as np
 
     probs = np.array([[p.probs[c] for c in clf.classes] for p in preds])

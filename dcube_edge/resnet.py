@@ -72,7 +72,11 @@ class ResNet(nn.Module):
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # a pickle with objects in it is refused, never executed
+                raise ValueError(f"{path} holds more than plain tensors ({type(e).__name__}); "
+                                 "use a safetensors file or a tensor-only state dict") from None
         state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
         if "conv1.weight" in state and state["conv1.weight"].shape[1] == 3:
             state["conv1.weight"] = state["conv1.weight"].sum(1, keepdim=True)

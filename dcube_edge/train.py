@@ -39,7 +39,14 @@ def _save_state(path: Path, **state) -> None:
 
 
 def _load_state(path: Path) -> dict | None:
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    """A training checkpoint: tensors and plain containers only (``weights_only``), never objects."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for foreign objects, RuntimeError for corrupt archives
+        raise rundir.RunError(f"{path} is not a dcube-edge checkpoint of plain tensors ({type(e).__name__}); "
+                              "refusing to load it: delete it to restart that step") from None
 
 
 def pick_partners(labels: np.ndarray, anchors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

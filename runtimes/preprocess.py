@@ -70,6 +70,11 @@ def read_image(path: str | Path) -> np.ndarray:
         if path.stat().st_size == 0:
             raise ImageError("file is empty (0 bytes)")
         with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:  # header only: refuse before decoding anything
+                raise ImageError(f"image is {img.width}x{img.height}, above the {MAX_PIXELS:,}-pixel cap "
+                                 "(possible decompression bomb)")
+            if getattr(img, "n_frames", 1) > 1:
+                raise ImageError(f"multi-frame image ({img.n_frames} frames): save frames as separate files")
             img.load()
             return to_unit_gray(img)
     except ImageError:
@@ -80,13 +85,15 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError("permission denied: the file is not readable") from None
     except FileNotFoundError:
         raise ImageError("no such file") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except IsADirectoryError:
+        raise ImageError("is a folder, not an image file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
 
 
 def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(H, W) in [0, 1] → float32 (1, size, size) in spec.range."""
-    if gray.ndim != 2:
+    if gray.ndim != 2 or 0 in gray.shape:
         raise ImageError(f"expected a 2-D grayscale array, got shape {gray.shape}")
     img = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32), mode="F")
     if img.size != (spec.size, spec.size):

@@ -49,7 +49,7 @@ def test_evaluate_json(ort_engine, demo_data, tmp_path):
 
 def test_bench_structure(ort_engine, tiny_run, tmp_path):
     cli("bench", ort_engine, "--torch", tiny_run, "--batch-sizes", "1,2", "--iterations", "2", "--warmup", "1",
-        "--json", tmp_path / "b.json", check=0)
+        "--json", tmp_path / "b.json", "--csv", tmp_path / "b.csv", "--plot", tmp_path / "b.png", check=0)
     b = json.loads((tmp_path / "b.json").read_text())
     rows = b["results"]
     assert {(r["backend"], r["batch"]) for r in rows} == {("torch-eager", 1), ("torch-eager", 2),
@@ -57,7 +57,31 @@ def test_bench_structure(ort_engine, tiny_run, tmp_path):
     for r in rows:
         assert r["p50_ms"] > 0 and r["p50_ms"] <= r["p99_ms"] and r["images_per_s"] > 0
         assert r["speedup_vs_torch"] is not None
-    assert b["machine"]["cpu_count"] >= 1
+    ort = [r for r in rows if r["backend"] == "onnxruntime"]
+    assert ort[1]["gflops"] == pytest.approx(2 * ort[0]["gflops"], rel=1e-6)  # FLOPs scale with batch
+    assert all(0 < r["fraction_of_gemm_peak"] for r in ort) and b["gemm_peak"]["gflops_per_s"] > 0
+    assert b["machine"]["cpu_count"] >= 1 and "isa" in b["machine"]
+    csv_lines = (tmp_path / "b.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("backend,precision,batch,p50_ms") and len(csv_lines) == 1 + 4 + 1
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_figures_truncation_and_timesteps(tiny_run, tmp_path):
+    import shutil
+
+    from dcube_edge.benchmark import timestep_figure, truncation_figure
+    from dcube_edge.config import Config
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    log = []
+    t = truncation_figure(run, run / "engines", 1, 2, 1, None, log.append)
+    layers = Config.from_preset("tiny").num_layers
+    assert t["gflops_full"] >= t["gflops_truncated"] > 0
+    assert (t["flop_ratio"] > 1.0) == (t["truncated_after_layer"] < layers - 1)
+    ts = timestep_figure(run, run / "engines", 1, 2, 1, None, log.append)
+    assert len(ts["timesteps"]) == 3 and ts["p50_ms_one_call"] > 0 and ts["speedup"] > 0
+    assert any("reusing" in m for m in log)  # the truncated fp32 engine is built once, then reused by hash
 
 
 @pytest.mark.parametrize("args, message", [
