@@ -28,8 +28,23 @@ class _Reader:
         self.i = 0
 
 
+# Q/DQ only in front of the ops TensorRT runs in int8; LayerNorm, Softmax, Add etc. stay float.
+OP_TYPES = ["Conv", "MatMul", "Gemm"]
+# Modules kept in float. The ResNet guide branch reaches the output through a global sum pool and a
+# sigmoid gate, which amplifies its quantization error: on BreastMNIST (small preset, 78 validation
+# images) quantizing it gave 97.4 % top-1 agreement with FP32 and AUC +0.014; keeping it float gave
+# 100 % and AUC −0.002, at ~10 % of the FLOPs (small) or ~4 % (paper). Partial exclusions did not help.
+KEEP_FLOAT_SCOPES = ["head.resnet"]
+
+
+def excluded_nodes(model: onnx.ModelProto, scopes: list[str]) -> list[str]:
+    """Nodes whose names (module-scoped at export) fall under any of ``scopes``."""
+    return [n.name for n in model.graph.node if any(n.name.startswith(s + ".") or n.name.startswith(s + "/")
+                                                      for s in scopes)]
+
+
 def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str,
-             method: str = "minmax") -> dict:
+             method: str = "minmax", keep_float: list[str] | None = None) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -38,18 +53,22 @@ def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: s
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        keep_float = KEEP_FLOAT_SCOPES if keep_float is None else keep_float
+        exclude = excluded_nodes(onnx.load(str(pre)), keep_float)
         with atomic_path(dst) as tmp:
             quantize_static(str(pre), str(tmp), _Reader(input_name, images),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[method],
+                            calibrate_method=methods[method], op_types_to_quantize=OP_TYPES,
+                            nodes_to_exclude=exclude,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                            "CalibTensorRangeSymmetric": True,
                                            # TensorRT takes int8 Q/DQ only; int32 bias DQ is refused
                                            "QuantizeBias": False})
             onnx.checker.check_model(str(tmp))
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weights": "int8 symmetric per-channel",
-            "activations": "int8 symmetric per-tensor", "calibration_method": method}
+            "activations": "int8 symmetric per-tensor", "calibration_method": method, "op_types": OP_TYPES,
+            "kept_float_scopes": keep_float, "kept_float_nodes": len(exclude)}
 
 
 def qdq_properties(path: str | Path) -> dict:

@@ -71,6 +71,7 @@ class DCube(nn.Module):
         self.register_buffer("timesteps", torch.tensor(cfg.timesteps, dtype=torch.long), persistent=False)
         self.truncate_after = max(self.layers_used)
         self.time_tokens: torch.Tensor | None = None
+        self.expose_last_layer = False  # also return the last computed layer (full-trunk benchmark graph)
 
     @torch.no_grad()
     def bake_timesteps(self) -> "DCube":
@@ -92,7 +93,9 @@ class DCube(nn.Module):
         else:
             t = (ts[:, None].expand(-1, b) if ts.dim() == 1 else ts).reshape(-1)
             outs = self.trunk.layers(xb, t, upto=self.truncate_after)
+        self._last = outs[-1]
         return [outs[i] for i in self.layers_used]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x), x, self.timesteps.shape[0])
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits = self.head(self.features(x), x, self.timesteps.shape[0])
+        return (logits, self._last) if self.expose_last_layer else logits

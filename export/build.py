@@ -122,12 +122,14 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
 
         require_openvino()
     cfg, model = rundir.load_model(run)
+    spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
     if opts.full_trunk:
         model.truncate_after = cfg.num_layers - 1
+        model.expose_last_layer = True
+        spec = spec.with_trunk_output(len(opts.timesteps or cfg.timesteps), 1 + cfg.grid ** 2, cfg.width)
     if opts.timesteps:
         model.timesteps = torch.tensor(opts.timesteps, dtype=torch.long)
     model.bake_timesteps()
-    spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -194,7 +196,9 @@ def measure_parity(engine_dir: Path, model: torch.nn.Module, cfg: Config, opts: 
         rng = np.random.default_rng(cfg.seed)
         images = rng.uniform(-1, 1, size=(16, 1, cfg.image_size, cfg.image_size)).astype(np.float32)
         labels, source = None, "16 seeded uniform-noise images (no validation data found)"
+    expose, model.expose_last_layer = model.expose_last_layer, False
     ref = np.concatenate([model(torch.from_numpy(images[i:i + 64])).numpy() for i in range(0, len(images), 64)])
+    model.expose_last_layer = expose
     runner = make_runner(read_manifest(engine_dir, verify=False), device=opts.device)
     with runner:
         step = spec.batch["max"]

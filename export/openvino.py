@@ -3,6 +3,7 @@
 FP16 is an inference-precision hint chosen for the device and recorded, not a rewritten graph."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,10 +41,15 @@ def build_ir(onnx_path: Path, work: Path, precision: str, calibration: np.ndarra
 
         log(f"nncf.quantize on {len(calibration)} calibration images (transformer model type)")
         dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
+        from dcube_edge.calibration.int8 import KEEP_FLOAT_SCOPES
+
+        patterns = [re.escape(s) + r"[./].*" for s in KEEP_FLOAT_SCOPES]
         model = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
-                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration))
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+                              ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False))
         info.update(quantization={"tool": "nncf.quantize", "preset": "performance (symmetric)",
-                                  "model_type": "transformer", "subset_size": int(len(calibration))})
+                                  "model_type": "transformer", "subset_size": int(len(calibration)),
+                                  "ignored_scope_patterns": patterns})
     elif precision == "fp16":
         info["inference_precision"] = half_precision_hint()
     ov.save_model(model, str(work / "model.xml"), compress_to_fp16=False)

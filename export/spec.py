@@ -26,6 +26,12 @@ class GraphSpec:
                    outputs=(TensorSpec("logits", ("batch", num_classes)),),
                    batch={"min": 1, "opt": min(8, max_batch), "max": max_batch})
 
+    def with_trunk_output(self, timesteps: int, tokens: int, width: int) -> "GraphSpec":
+        """The full-trunk benchmark graph: the last block's tokens (T·batch, tokens, width) as a second
+        output, so no block can be removed as dead code."""
+        extra = TensorSpec("trunk_tokens", (f"{timesteps}*batch", tokens, width))
+        return GraphSpec(self.inputs, self.outputs + (extra,), self.opset, self.batch, self.atol)
+
     def shape(self, tensor: TensorSpec, batch: int) -> tuple[int, ...]:
         return tuple(batch if d == "batch" else int(d) for d in tensor.shape)
 

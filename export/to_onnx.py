@@ -25,11 +25,34 @@ def export_onnx(model: torch.nn.Module, spec: GraphSpec, path: str | Path) -> Pa
     with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        torch.onnx.export(model, (example,), str(tmp), input_names=[inp.name],
-                          output_names=[o.name for o in spec.outputs], opset_version=spec.opset,
-                          dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
+        program = torch.onnx.export(model, (example,), input_names=[inp.name],
+                                    output_names=[o.name for o in spec.outputs], opset_version=spec.opset,
+                                    dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+        proto = program.model_proto
+        scope_node_names(proto)
+        onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
     return path
+
+
+def module_scope(node: onnx.NodeProto) -> str:
+    """The innermost torch module a node came from (``head.resnet.layer1.0.conv1``), or ''."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            parts = [p.strip(" '") for p in prop.value.strip("[]").split(",")]
+            mods = [p for p in parts[:-1] if p]  # the last entry is the op, not a module
+            return mods[-1] if mods else ""
+    return ""
+
+
+def scope_node_names(model: onnx.ModelProto) -> None:
+    """Prefix node names with their module scope (``head.resnet.layer1.0.conv1/node_conv2d_3``), so
+    quantizers (ORT ``nodes_to_exclude``, NNCF ``IgnoredScope`` patterns) can select by module.
+    OpenVINO keeps these names as friendly names."""
+    for node in model.graph.node:
+        scope = module_scope(node)
+        if scope and not node.name.startswith(scope + "/"):
+            node.name = f"{scope}/{node.name}"
 
 
 def used_modules(path: str | Path) -> set[str]:

@@ -90,6 +90,13 @@ def test_int8_qdq_graph_is_what_tensorrt_accepts(engines):
     assert m["calibration"]["size"] == 48 and len(m["calibration"]["sha256"]) == 64
     assert m["int8"]["weights"] == "int8 symmetric per-channel"
     assert m["parity"]["top1_agreement"] >= 0.9 and m["parity"]["logit_cosine_mean"] > 0.95
+    model = onnx.load(str(path))
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    gemms = [n for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
+    in_resnet = [n for n in gemms if n.name.startswith("head.resnet")]
+    assert in_resnet and not any(set(n.input) & dq_out for n in in_resnet)  # kept float (see int8.py)
+    assert any(set(n.input) & dq_out for n in gemms if n.name.startswith("trunk."))
+    assert not any(n.op_type == "LayerNormalization" and set(n.input) & dq_out for n in model.graph.node)
     with runtimes.load(engines[("onnxruntime", "int8")]) as clf:
         assert clf.logits(np.zeros((3, 1, 32, 32), np.float32)).shape == (3, 3)
 
