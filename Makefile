@@ -6,7 +6,7 @@ EXTRAS ?= train,quant,openvino,dicom,dev
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test bench lint clean
 
 install: $(VENV)/.installed
 
@@ -36,3 +36,18 @@ lint: install
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info
+
+# Latency tables for benchmarks/README.md (CPU here; see `dcube-edge bench --help` for GPU options).
+BENCH ?= bench-out
+bench: install
+	test -d $(BENCH)/phantoms || $(BIN)/dcube-edge demo-data $(BENCH)/phantoms --per-class 40 --size 128
+	test -f $(BENCH)/paper/config.json || $(BIN)/dcube-edge init $(BENCH)/paper --preset paper
+	test -f $(BENCH)/small/config.json || $(BIN)/dcube-edge init $(BENCH)/small --preset small --layers 4,5
+	mkdir -p benchmarks
+	$(BIN)/dcube-edge bench $(BENCH)/paper --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
+	  --iterations 10 --warmup 2 --json benchmarks/paper.json --csv benchmarks/paper.csv --plot benchmarks/paper.png
+	$(BIN)/dcube-edge bench $(BENCH)/small --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
+	  --iterations 30 --warmup 5 --json benchmarks/small.json --csv benchmarks/small.csv --plot benchmarks/small.png
+	$(BIN)/python -c "import json; from dcube_edge.benchmark import report_markdown as r; \
+	  print(r({'paper preset (random-weight init run, layers 4,5)': json.load(open('benchmarks/paper.json')), \
+	           'small preset (random-weight init run, layers 4,5)': json.load(open('benchmarks/small.json'))}))" > benchmarks/README.md

@@ -55,8 +55,11 @@ def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: s
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         keep_float = KEEP_FLOAT_SCOPES if keep_float is None else keep_float
         exclude = excluded_nodes(onnx.load(str(pre)), keep_float)
+        # The MinMax calibrator reduces every tensor to its range inside the graph; only the batch's own
+        # activations are held at once, so large images go through in small batches.
+        batch = 16 if images.shape[-1] <= 64 else 2
         with atomic_path(dst) as tmp:
-            quantize_static(str(pre), str(tmp), _Reader(input_name, images),
+            quantize_static(str(pre), str(tmp), _Reader(input_name, images, batch),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=methods[method], op_types_to_quantize=OP_TYPES,

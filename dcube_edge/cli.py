@@ -2,6 +2,7 @@
 so ``classify``, ``evaluate`` and engine benchmarks run on a workstation without it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="D-Cube diffusion-feature classifiers for medical images: train, export, classify, bench.")
-out = Console()
-err = Console(stderr=True)
+# Piped output (logs, CI) gets wide tables instead of rich's 80-column fallback.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STATE = {"debug": False}
 
 BACKEND_HELP = "onnxruntime | openvino | tensorrt"
@@ -218,38 +220,78 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
+TABLE_ROWS = 100  # above this many files, classify prints a summary instead of one row per file
+
+
 @app.command()
 def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from `export`.")],
              inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
              batch_size: Annotated[int, typer.Option(help="Images per engine call.")] = 32,
+             workers: Annotated[int, typer.Option(help="Threads decoding images.")] = 1,
              threads: Annotated[Optional[int], typer.Option(help="CPU threads for the backend.")] = None,
              json_out: Annotated[Optional[Path], typer.Option("--json", help="Write predictions JSON here ('-' = stdout).")] = None) -> None:
-    """Classify images with an engine (no PyTorch needed). Exit 1 if any file could not be classified."""
+    """Classify images with an engine (no PyTorch needed). Streams in batches; exit 1 if any file could not
+    be classified (the others still are)."""
+    from collections import Counter
+
+    from rich.progress import Progress
+
     from dcube_edge import runtimes
+    from dcube_edge.runtimes.files import atomic_path
 
     files = expand_inputs(inputs)
     if not files:
         fail("no images found in the given inputs")
     clf = runtimes.load(engine, threads=threads)
-    with clf:
-        preds = list(clf.classify(files, batch_size=batch_size))
-    failed = [p for p in preds if p.error]
-    if json_out is None or str(json_out) != "-":
-        table = Table(title=f"{engine.name}: {clf.manifest.backend} {clf.manifest.precision}")
-        table.add_column("file", overflow="fold")
-        table.add_column("prediction")
-        for c in clf.classes:
-            table.add_column(f"p({c})", justify="right")
-        for p in preds:
-            if p.error:
-                table.add_row(shown(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(clf.classes))
-            else:
-                table.add_row(shown(p.path), p.label, *[f"{p.probs[c]:.3f}" for c in clf.classes])
+    to_stdout = json_out is not None and str(json_out) == "-"
+    rows, failed, labels = [], [], Counter()
+    sink = atomic_path(json_out) if json_out is not None and not to_stdout else None
+    head = json.dumps({"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
+                       "classes": clf.classes})[:-1] + ', "predictions": [\n'
+    with clf, (sink or contextlib.nullcontext()) as tmp, Progress(console=err, transient=True,
+                                                                  disable=len(files) <= batch_size) as progress:
+        stream = open(tmp, "w") if tmp else (sys.stdout if to_stdout else None)
+        task = progress.add_task("classifying", total=len(files))
+        if stream:
+            stream.write(head)
+        for i, p in enumerate(clf.classify(files, batch_size=batch_size, workers=workers)):
+            if stream:
+                stream.write(("" if i == 0 else ",\n") + json.dumps(p.to_dict()))
+            (failed.append(p) if p.error else labels.update([p.label]))
+            if len(files) <= TABLE_ROWS and not to_stdout:
+                rows.append(p)
+            progress.advance(task)
+        if stream:
+            stream.write("\n]}\n")
+            if stream is not sys.stdout:
+                stream.close()
+    if not to_stdout:
+        title = f"{engine.name}: {clf.manifest.backend} {clf.manifest.precision}"
+        if rows:
+            table = Table(title=title)
+            table.add_column("file", overflow="fold")
+            table.add_column("prediction")
+            for c in clf.classes:
+                table.add_column(f"p({c})", justify="right")
+            for p in rows:
+                if p.error:
+                    table.add_row(shown(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(clf.classes))
+                else:
+                    table.add_row(shown(p.path), p.label, *[f"{p.probs[c]:.3f}" for c in clf.classes])
+        else:
+            table = Table(title=f"{title}: {len(files)} files")
+            table.add_column("prediction")
+            table.add_column("files", justify="right")
+            for c in clf.classes:
+                table.add_row(c, str(labels[c]))
+            table.add_row("[red]error[/]", str(len(failed)))
+            for p in failed[:10]:
+                err.print(f"[red]{shown(p.path)}: {escape(p.error)}[/]")
         out.print(table)
         if failed:
-            err.print(f"[red]{len(failed)} of {len(preds)} file(s) could not be classified[/]")
-    emit_json({"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
-               "classes": clf.classes, "predictions": [p.to_dict() for p in preds]}, json_out)
+            err.print(f"[red]{len(failed)} of {len(files)} file(s) could not be classified[/]")
+        if sink:
+            err.print(f"wrote {json_out}")
     if failed:
         raise typer.Exit(1)
 

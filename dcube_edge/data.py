@@ -102,3 +102,39 @@ def discover(root: str | Path, val_fraction: float = 0.15, seed: int = 0) -> Dat
     if len(val) == 0:
         raise DataError(f"{root}: too few images to hold out a validation split; add images or a val/ folder")
     return Dataset(root, classes, train, val, source)
+
+
+def audit(ds: Dataset) -> list[str]:
+    """Warnings worth reading before training: identical files across splits, mixed image sizes,
+    strong class imbalance. Reads file bytes and image headers only."""
+    import hashlib
+
+    from PIL import Image
+
+    def digest(p: Path) -> str:
+        return hashlib.sha1(p.read_bytes()).hexdigest()
+
+    warnings = []
+    train_hashes = {digest(p): p for p in ds.train.paths}
+    dupes = [p for p in ds.val.paths if digest(p) in train_hashes]
+    if dupes:
+        warnings.append(f"{len(dupes)} validation image(s) are byte-identical to training images "
+                        f"(e.g. {dupes[0].name} = {train_hashes[digest(dupes[0])].name}): validation scores will be optimistic")
+    inner = len(ds.train.paths) - len(train_hashes)
+    if inner:
+        warnings.append(f"{inner} training image(s) are exact duplicates of other training images")
+    sizes: dict[tuple[int, int], int] = {}
+    for p in ds.train.paths + ds.val.paths:
+        try:
+            with Image.open(p) as img:
+                sizes[img.size] = sizes.get(img.size, 0) + 1
+        except OSError:
+            pass  # unreadable files are reported when they are loaded
+    if len(sizes) > 1:
+        common = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+        warnings.append(f"images come in {len(sizes)} sizes ({', '.join(f'{w}x{h}: {n}' for (w, h), n in common)}); "
+                        "all are resized to the preset's size")
+    counts = ds.train.counts(len(ds.classes))
+    if min(counts) * 5 < max(counts):
+        warnings.append(f"training classes are imbalanced {dict(zip(ds.classes, counts))}")
+    return warnings

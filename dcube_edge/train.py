@@ -18,7 +18,7 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 from . import rundir, selection
 from .config import Config
-from .data import discover
+from .data import audit, discover
 from .diffusion import Schedule, eps_loss, margin_contrastive
 from .head import DCube
 from .metrics import auc, classification_report, softmax
@@ -204,6 +204,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     k = len(ds.classes)
     log(f"data: {len(ds.train)} train {ds.train.counts(k)}, {len(ds.val)} val {ds.val.counts(k)} "
         f"({ds.val_source}); classes {', '.join(ds.classes)}")
+    for warning in audit(ds):
+        log(f"warning: {warning}")
     spec = PreprocessSpec(cfg.image_size)
     x_train, x_val = ds.train.load(spec), ds.val.load(spec)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -60,31 +62,36 @@ class Classifier:
                                   f"logits for {int((~np.isfinite(out)).any(1).sum())} image(s)")
         return out.astype(np.float32)
 
-    def classify(self, paths: Iterable[str | Path], batch_size: int = 32) -> Iterator[Prediction]:
-        """Predictions in input order; an unreadable file yields a Prediction with ``error`` set."""
-        pending: list[tuple[Prediction, np.ndarray]] = []
+    def _load(self, path: str | Path) -> tuple[Prediction, np.ndarray | None]:
+        pred = Prediction(str(path))
+        try:
+            return pred, load(path, self.spec)
+        except ImageError as e:
+            pred.error = str(e)
+            return pred, None
 
-        def flush() -> Iterator[Prediction]:
-            good = [(p, a) for p, a in pending if a is not None]
-            if good:
-                try:
-                    probs = softmax(self.logits(np.stack([a for _, a in good])))
-                    for (pred, _), row in zip(good, probs):
-                        pred.label = self.classes[int(row.argmax())]
-                        pred.probs = {c: float(v) for c, v in zip(self.classes, row)}
-                except NonFiniteOutput as e:
-                    for pred, _ in good:
-                        pred.error = str(e)
-            yield from (p for p, _ in pending)
-            pending.clear()
-
-        for path in paths:
-            pred = Prediction(str(path))
+    def _predict(self, loaded: list[tuple[Prediction, np.ndarray | None]]) -> list[Prediction]:
+        good = [(p, a) for p, a in loaded if a is not None]
+        if good:
             try:
-                arr = load(path, self.spec)
-            except ImageError as e:
-                pred.error, arr = str(e), None
-            pending.append((pred, arr))
-            if len(pending) >= batch_size:
-                yield from flush()
-        yield from flush()
+                probs = softmax(self.logits(np.stack([a for _, a in good])))
+                for (pred, _), row in zip(good, probs):
+                    pred.label = self.classes[int(row.argmax())]
+                    pred.probs = {c: float(v) for c, v in zip(self.classes, row)}
+            except NonFiniteOutput as e:
+                for pred, _ in good:
+                    pred.error = str(e)
+        return [p for p, _ in loaded]
+
+    def classify(self, paths: Iterable[str | Path], batch_size: int = 32, workers: int = 1) -> Iterator[Prediction]:
+        """Predictions in input order, streamed batch by batch (memory does not grow with the number of
+        files); an unreadable file yields a Prediction with ``error`` set. ``workers`` threads decode."""
+        it = iter(paths)
+        pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        try:
+            while chunk := list(islice(it, batch_size)):
+                loaded = list(pool.map(self._load, chunk)) if pool else [self._load(p) for p in chunk]
+                yield from self._predict(loaded)
+        finally:
+            if pool:
+                pool.shutdown()

@@ -62,3 +62,22 @@ def test_breastmnist_layout():
     x = ds.val.load(PreprocessSpec(32))
     assert x.shape == (78, 1, 32, 32) and -1 <= x.min() < x.max() <= 1
     assert np.isfinite(x).all()
+
+
+def test_audit_warns_about_leaks_sizes_and_imbalance(tmp_path):
+    import shutil
+
+    from dcube_edge.data import audit
+
+    write_demo(tmp_path, per_class=12, size=16, val_per_class=3)
+    shutil.copy(tmp_path / "train" / "benign" / "benign_0000.png", tmp_path / "val" / "benign" / "leak.png")
+    write_demo(tmp_path / "big", per_class=1, size=24)
+    shutil.copy(tmp_path / "big" / "normal" / "normal_0000.png", tmp_path / "train" / "normal" / "big.png")
+    for f in sorted((tmp_path / "train" / "malignant").iterdir())[2:]:
+        f.unlink()
+    warnings = " | ".join(audit(discover(tmp_path)))
+    assert "1 validation image(s) are byte-identical" in warnings and "leak.png" in warnings
+    assert "2 sizes (16x16: 36, 24x24: 1)" in warnings  # 27 train + 10 val, one of them 24 px
+    assert "imbalanced" in warnings
+    write_demo(tmp_path / "clean", per_class=5, size=16, val_per_class=2)
+    assert audit(discover(tmp_path / "clean")) == []
