@@ -138,9 +138,12 @@ def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create."
     from dcube_edge.config import Config
     from dcube_edge.train import init_run
 
-    names = tuple(c.strip() for c in classes.split(",") if c.strip())
-    if len(names) < 2 or len(set(names)) != len(names):
-        fail("--classes needs at least two distinct names")
+    names = tuple(c.strip() for c in classes.split(","))
+    if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+        fail("--classes needs at least two distinct, non-empty names")
+    unsafe = [n for n in names if n in (".", "..") or any(ch in n for ch in "/\\\0")]
+    if unsafe:
+        fail(f"class names become folder names and may not contain path separators: {unsafe}")
     cfg = Config.from_preset(preset, seed=seed, classes=names)
     chosen = ints(layers) if layers else tuple(i for i in (4, 5) if i < cfg.num_layers) or (cfg.depth,)
     try:

@@ -256,3 +256,42 @@ def test_dicom_refusals(tmp_path):
         read_image(_dicom(tmp_path / "empty.dcm", np.zeros((4, 4))[:0]))
     with pytest.raises(ImageError, match="multi-frame"):
         read_image(_dicom(tmp_path / "mf.dcm", np.zeros((2, 4, 4)), frames=2))
+
+
+def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
+    """A real ONNX graph whose logits are NaN (0/0), run by ONNX Runtime through the normal runtime path."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from dcube_edge.runtimes.files import sha256
+    from dcube_edge.runtimes.manifest import FORMAT, FORMAT_VERSION
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 1, 32, 32])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])
+    nodes = [helper.make_node("ReduceMean", ["images", "axes"], ["m"], keepdims=1),
+             helper.make_node("Reshape", ["m", "shape"], ["m2"]),
+             helper.make_node("Mul", ["m2", "zero"], ["z"]),
+             helper.make_node("Div", ["z", "zero"], ["nan"]),
+             helper.make_node("Concat", ["nan", "nan"], ["logits"], axis=1)]
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1])
+    graph = helper.make_graph(nodes, "nan", [x], [y], initializer=[zero, axes, shape])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "model.onnx"))
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "backend": "onnxruntime", "precision": "fp32",
+                "model_file": "model.onnx", "classes": ["a", "b"], "preprocess": {"size": 32},
+                "graph": {"inputs": [{"name": "images"}], "outputs": [{"name": "logits"}], "batch": {"max": 8}},
+                "files": {"model.onnx": sha256(tmp_path / "model.onnx")}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    files = sorted((demo_data / "val" / "benign").iterdir())[:3]
+    with runtimes.load(tmp_path) as clf:
+        preds = list(clf.classify(files))
+        with pytest.raises(runtimes.NonFiniteOutput, match="NaN/Inf"):
+            clf.logits(np.zeros((2, 1, 32, 32), np.float32))
+    assert all(p.label is None and "NaN/Inf" in p.error for p in preds)
+
+
+@pytest.mark.parametrize("names", ["../up,b", "a/b,c", "a,a", "a,"])
+def test_init_refuses_unsafe_or_duplicate_class_names(tmp_path, names):
+    res = cli("init", tmp_path / "r", "--preset", "tiny", "--classes", names, check=2)
+    assert "class" in res.stderr and not (tmp_path / "r").exists()
