@@ -295,3 +295,27 @@ def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
 def test_init_refuses_unsafe_or_duplicate_class_names(tmp_path, names):
     res = cli("init", tmp_path / "r", "--preset", "tiny", "--classes", names, check=2)
     assert "class" in res.stderr and not (tmp_path / "r").exists()
+
+
+def test_nan_loss_stops_training_and_keeps_last_checkpoint(tmp_path):
+    import torch
+
+    from dcube_edge.config import Config
+    from dcube_edge.train import train_diffusion
+
+    cfg = Config.from_preset("tiny", epochs_diffusion=1, batch_size=8, classes=("a", "b"))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (16, 1, 32, 32)).astype(np.float32)
+    labels = np.array([0, 1] * 8)
+    state = tmp_path / "diffusion.pt"
+    quiet = lambda *a: None  # noqa: E731
+    train_diffusion(cfg, images, labels, state, quiet, resume=False)
+    good = torch.load(state, weights_only=True)
+    poisoned = images.copy()
+    poisoned[:] = np.nan
+    with pytest.raises(FloatingPointError, match="last good checkpoint is kept"):
+        train_diffusion(cfg.replace(epochs_diffusion=2), poisoned, labels, state, quiet, resume=True)
+    kept = torch.load(state, weights_only=True)
+    assert kept["epoch"] == good["epoch"] == 1
+    for k, v in good["model"].items():
+        assert torch.equal(v, kept["model"][k])
