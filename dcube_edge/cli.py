@@ -98,6 +98,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           timesteps: Annotated[Optional[str], typer.Option(help="Fixed step-2 timesteps, e.g. 10,50,100.")] = None,
           seed: Annotated[int, typer.Option(help="Seed for splits, init and sampling.")] = 0,
           resnet_weights: Annotated[Optional[Path], typer.Option(help="Local ResNet-50 weights (.safetensors/.pth).")] = None,
+          synthetic: Annotated[Optional[Path], typer.Option(help="Folder from `dcube-edge augment` to mix into training (never into validation).")] = None,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation."""
@@ -109,7 +110,8 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
     try:
         cfg = Config.from_preset(preset, epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
-                                 resnet_weights=str(resnet_weights) if resnet_weights else None)
+                                 resnet_weights=str(resnet_weights) if resnet_weights else None,
+                                 synthetic=str(synthetic) if synthetic else None)
     except ValueError as e:
         fail(str(e))
     with _progress() as progress:
@@ -151,6 +153,33 @@ def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create."
     except ValueError as e:
         fail(str(e))
     out.print(f"random-weight {preset} run written to {out_dir} (layers {list(chosen)}, classes {', '.join(names)})")
+
+
+@app.command()
+def augment(run: Annotated[Path, typer.Argument(help="Run directory (its diffusion trunk samples the images).")],
+            out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write <class>/*.png into.")],
+            num_synthetic: Annotated[int, typer.Option(help="Images per class (ignored with --balance).")] = 16,
+            balance: Annotated[bool, typer.Option("--balance/--per-class", help="Fill minority classes up to the majority.")] = False,
+            data: Annotated[Optional[Path], typer.Option(help="--balance: training data (default: the run's).")] = None,
+            sampler: Annotated[str, typer.Option(help="ddim (fast, deterministic) | ddpm (1000-step ancestral, as the reference)")] = "ddim",
+            steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
+            seed: int = 0,
+            batch_size: Annotated[int, typer.Option(help="Images sampled at once.")] = 16) -> None:
+    """Sample class-conditional synthetic images; resumable, never overwrites an existing file."""
+    from rich.progress import Progress
+
+    from dcube_edge import rundir
+    from dcube_edge.augment import augment as run_augment
+    from dcube_edge.augment import balance_counts
+
+    cfg = rundir.load_config(run)
+    counts = balance_counts(cfg, str(data) if data else None) if balance else {c: num_synthetic for c in cfg.classes}
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("sampling", total=None)
+        result = run_augment(run, out_dir, counts, sampler, steps, seed, batch_size,
+                             progress=lambda done, total: progress.update(task, completed=done, total=total))
+    out.print(f"wrote {result['written']} new image(s) to {out_dir} ({', '.join(f'{c}: {n}' for c, n in counts.items())} "
+              f"requested; {sampler}, {result['steps']} steps per image)")
 
 
 @app.command()

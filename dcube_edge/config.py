@@ -66,6 +66,8 @@ class Config:
     data_root: str = ""
     val_source: str = ""  # "val/" folder or "stratified 15% of train (seed S)"
     val_fraction: float = 0.15
+    synthetic: str = ""  # folder of `dcube-edge augment` images mixed into the training split only
+    synthetic_counts: tuple[int, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property

@@ -18,7 +18,7 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 from . import rundir, selection
 from .config import Config
-from .data import audit, discover
+from .data import Split, audit, discover, read_split
 from .diffusion import Schedule, eps_loss, margin_contrastive
 from .head import DCube
 from .metrics import auc, classification_report, softmax
@@ -202,6 +202,11 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     ds = discover(data, cfg.val_fraction, cfg.seed)
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
     k = len(ds.classes)
+    if cfg.synthetic:
+        _, synth = read_split(Path(cfg.synthetic), list(ds.classes))
+        ds.train = Split(ds.train.paths + synth.paths, np.concatenate([ds.train.labels, synth.labels]))
+        cfg = cfg.replace(synthetic=str(Path(cfg.synthetic).resolve()), synthetic_counts=tuple(synth.counts(k)))
+        log(f"synthetic: {len(synth)} images from {cfg.synthetic} {synth.counts(k)} added to training only")
     log(f"data: {len(ds.train)} train {ds.train.counts(k)}, {len(ds.val)} val {ds.val.counts(k)} "
         f"({ds.val_source}); classes {', '.join(ds.classes)}")
     for warning in audit(ds):
