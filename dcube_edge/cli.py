@@ -329,10 +329,12 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
 
 
 def show_metrics(title: str, m: dict) -> None:
-    table = Table(title=f"{title}: {m['n']} images")
+    table = Table(title=f"{title}: {m['n']} images" + (" (95 % bootstrap intervals)" if "ci95" in m else ""))
+    ci = m.get("ci95", {})
+    cell = lambda k: f"{m[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")  # noqa: E731
     for col in ("accuracy", "macro-F1", "AUC"):
         table.add_column(col, justify="right")
-    table.add_row(f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['auc']:.4f}")
+    table.add_row(cell("accuracy"), cell("macro_f1"), cell("auc"))
     out.print(table)
     recall = Table(title="per-class recall and confusion matrix (rows: true, columns: predicted)")
     names = list(m["per_class_recall"])
@@ -346,29 +348,53 @@ def show_metrics(title: str, m: dict) -> None:
 
 
 @app.command()
-def evaluate(engine: Annotated[Path, typer.Argument(help="Engine directory.")],
+def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a run directory (PyTorch FP32).")],
              data: Annotated[Path, typer.Argument(help="A split folder with one sub-folder per class.")],
              batch_size: int = 64,
              threads: Annotated[Optional[int], typer.Option(help="CPU threads for the backend.")] = None,
+             bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % intervals (0 = none).")] = 1000,
              json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
-    """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix."""
-    from dcube_edge import runtimes
-    from dcube_edge.data import read_split
-    from dcube_edge.metrics import classification_report
-
-    clf = runtimes.load(engine, threads=threads)
-    _, split = read_split(data, clf.classes)
-    with clf:
-        preds = list(clf.classify(split.paths, batch_size=batch_size))
-    bad = [p for p in preds if p.error]
-    if bad:
-        fail(f"{len(bad)} image(s) could not be read, e.g. {shown(bad[0].path)}: {bad[0].error}")
+    """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix, with
+    bootstrap confidence intervals. Engines and the torch model are scored the same way."""
     import numpy as np
 
-    probs = np.array([[p.probs[c] for c in clf.classes] for p in preds])
-    report = classification_report(split.labels, probs, clf.classes)
-    report.update(engine=str(engine), backend=clf.manifest.backend, precision=clf.manifest.precision, data=str(data))
-    show_metrics(f"{engine.name} on {data}", report)
+    from dcube_edge.data import read_split
+    from dcube_edge.metrics import bootstrap_ci, classification_report, softmax
+
+    if (target / "config.json").is_file() and not (target / "manifest.json").is_file():
+        import torch
+
+        from dcube_edge import rundir
+        from dcube_edge.runtimes.preprocess import PreprocessSpec
+
+        if threads:
+            torch.set_num_threads(threads)
+        cfg, model = rundir.load_model(target)
+        classes = list(cfg.classes)
+        _, split = read_split(data, classes)
+        images = split.load(PreprocessSpec(cfg.image_size))
+        with torch.inference_mode():
+            logits = np.concatenate([model(torch.from_numpy(images[i:i + batch_size])).numpy()
+                                     for i in range(0, len(images), batch_size)])
+        probs, kind = softmax(logits), {"backend": "torch", "precision": "fp32"}
+    else:
+        from dcube_edge import runtimes
+
+        clf = runtimes.load(target, threads=threads)
+        classes = clf.classes
+        _, split = read_split(data, classes)
+        with clf:
+            preds = list(clf.classify(split.paths, batch_size=batch_size))
+        bad = [p for p in preds if p.error]
+        if bad:
+            fail(f"{len(bad)} image(s) could not be read, e.g. {shown(bad[0].path)}: {bad[0].error}")
+        probs = np.array([[p.probs[c] for c in classes] for p in preds])
+        kind = {"backend": clf.manifest.backend, "precision": clf.manifest.precision}
+    report = classification_report(split.labels, probs, classes)
+    if bootstrap:
+        report["ci95"] = bootstrap_ci(split.labels, probs, classes, n=bootstrap)
+    report.update(target=str(target), data=str(data), **kind)
+    show_metrics(f"{target.name} ({kind['backend']} {kind['precision']}) on {data}", report)
     emit_json(report, json_out)
 
 

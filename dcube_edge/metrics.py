@@ -32,3 +32,25 @@ def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[s
             labels, pred, average=None, labels=range(k), zero_division=0)))),
         "confusion_matrix": confusion_matrix(labels, pred, labels=range(k)).tolist(),
     }
+
+
+def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, classes: list[str], n: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals (resampling images with replacement) for accuracy, macro-F1, AUC and
+    per-class recall. Resamples that lack a class give no AUC and are skipped for it."""
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    draws: dict[str, list[float]] = {"accuracy": [], "macro_f1": [], "auc": [], **{f"recall_{c}": [] for c in classes}}
+    for _ in range(n):
+        idx = rng.integers(0, len(labels), len(labels))
+        y, p = labels[idx], probs[idx]
+        pred = p.argmax(1)
+        draws["accuracy"].append(float((pred == y).mean()))
+        draws["macro_f1"].append(float(f1_score(y, pred, average="macro", labels=range(k), zero_division=0)))
+        draws["auc"].append(auc(y, p))
+        for c_i, (c, r) in enumerate(zip(classes, recall_score(y, pred, average=None, labels=range(k), zero_division=0))):
+            if (y == c_i).any():
+                draws[f"recall_{c}"].append(float(r))
+    tail = (1 - level) / 2 * 100
+    return {name: [float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))] if v else None
+            for name, v in draws.items()} | {"resamples": n, "level": level, "seed": seed}

@@ -110,3 +110,15 @@ def test_export_unknown_backend_and_missing_tensorrt(tiny_run, tmp_path):
 def test_train_refuses_to_overwrite_a_run(tiny_run):
     res = cli("train", "/tmp", "--out", tiny_run, check=2)
     assert "--resume" in res.stderr
+
+
+def test_evaluate_run_dir_matches_engine_with_intervals(ort_engine, tiny_run, demo_data, tmp_path):
+    cli("evaluate", tiny_run, demo_data / "val", "--bootstrap", "200", "--json", tmp_path / "t.json", check=0)
+    cli("evaluate", ort_engine, demo_data / "val", "--bootstrap", "200", "--json", tmp_path / "e.json", check=0)
+    t, e = (json.loads((tmp_path / f).read_text()) for f in ("t.json", "e.json"))
+    assert t["backend"] == "torch" and e["backend"] == "onnxruntime"
+    assert t["confusion_matrix"] == e["confusion_matrix"] and t["auc"] == pytest.approx(e["auc"], abs=1e-4)
+    for key in ("accuracy", "macro_f1"):
+        lo, hi = t["ci95"][key]
+        assert 0 <= lo <= t[key] <= hi <= 1
+    assert t["ci95"]["resamples"] == 200 and t["ci95"]["accuracy"] == e["ci95"]["accuracy"]  # same seed, same labels
