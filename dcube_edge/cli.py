@@ -131,6 +131,39 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
 
 
 @app.command()
+def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `train`.")],
+             out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+             model: Annotated[str, typer.Option(help="resnet18 | resnet50")] = "resnet18",
+             preset: Annotated[str, typer.Option(help="Preset giving image size, batch and optimiser (as D-Cube's).")] = "small",
+             epochs: Annotated[Optional[int], typer.Option(help="Epochs (the preset's step-2 epochs).")] = None,
+             seed: int = 0,
+             json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
+    """Train a plain CNN on the same splits and preprocessing as D-Cube (a baseline column for results)."""
+    from dcube_edge.baseline import ARCHS, train_baseline
+    from dcube_edge.config import Config
+
+    if model not in ARCHS:
+        fail(f"unknown baseline {model!r}; choose one of {', '.join(ARCHS)}")
+    if (out_dir / "config.json").exists():
+        fail(f"{out_dir} already holds a run; choose another --out")
+    try:
+        cfg = Config.from_preset(preset, model=model, epochs_classifier=epochs, seed=seed)
+    except ValueError as e:
+        fail(str(e))
+    with _progress() as progress:
+        task: list[int] = []
+
+        def report(phase: str, done: int, total: int, scalars: dict) -> None:
+            if not task:
+                task.append(progress.add_task(model, total=total, info=""))
+            progress.update(task[0], completed=done, info=" ".join(f"{k} {v:.3g}" for k, v in scalars.items()))
+
+        metrics = train_baseline(data, out_dir, cfg, report=report, log=progress.console.print)
+    show_metrics(f"{model} validation", metrics["validation"])
+    emit_json(metrics, json_out)
+
+
+@app.command()
 def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create.")],
          preset: Annotated[str, typer.Option(help="tiny | small | paper")] = "paper",
          classes: Annotated[str, typer.Option(help="Comma-separated class names.")] = "benign,malignant,normal",

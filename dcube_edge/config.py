@@ -27,6 +27,7 @@ class Config:
     """Everything that defines a run. Saved as ``config.json``; sizes come from a preset."""
 
     preset: str = "tiny"
+    model: str = "dcube"  # or a plain-CNN baseline: "resnet18", "resnet50"
     # U-ViT trunk
     image_size: int = 32
     patch_size: int = 4

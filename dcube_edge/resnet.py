@@ -35,8 +35,30 @@ class Bottleneck(nn.Module):
         return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
+class BasicBlock(nn.Module):
+    """The two-3×3 block of ResNet-18/34 (used by the plain-CNN baseline)."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != width:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
 class ResNet(nn.Module):
-    def __init__(self, width: int = 64, layers: tuple[int, ...] = (3, 4, 6, 3), stem: str = "imagenet"):
+    def __init__(self, width: int = 64, layers: tuple[int, ...] = (3, 4, 6, 3), stem: str = "imagenet",
+                 block: type[nn.Module] = Bottleneck):
         super().__init__()
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(1, width, 7, stride=2, padding=3, bias=False)
@@ -52,8 +74,8 @@ class ResNet(nn.Module):
         for i, n in enumerate(layers):
             blocks = []
             for j in range(n):
-                blocks.append(Bottleneck(cin, width * 2 ** i, stride=2 if (j == 0 and i > 0) else 1))
-                cin = width * 2 ** i * Bottleneck.expansion
+                blocks.append(block(cin, width * 2 ** i, stride=2 if (j == 0 and i > 0) else 1))
+                cin = width * 2 ** i * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.num_stages = len(layers)
         self.out_channels = cin

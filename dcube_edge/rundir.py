@@ -15,8 +15,9 @@ from . import __version__
 from .config import Config
 from .head import DCube
 
-CONFIG, DIFFUSION, CLASSIFIER, SELECTION, METRICS = (
-    "config.json", "diffusion.safetensors", "classifier.safetensors", "selection.json", "metrics.json")
+CONFIG, DIFFUSION, CLASSIFIER, SELECTION, METRICS, BASELINE = (
+    "config.json", "diffusion.safetensors", "classifier.safetensors", "selection.json", "metrics.json",
+    "baseline.safetensors")
 
 
 class RunError(ValueError):
@@ -61,10 +62,16 @@ def load_config(run: str | Path) -> Config:
     return Config.from_dict(d)
 
 
-def load_model(run: str | Path) -> tuple[Config, DCube]:
+def load_model(run: str | Path) -> tuple[Config, torch.nn.Module]:
     """The trained inference model of a run, in eval mode."""
     run = Path(run)
     cfg = load_config(run)
+    if cfg.model != "dcube":
+        from .baseline import Baseline
+
+        baseline = Baseline(cfg.model, len(cfg.classes), cfg.image_size)
+        load_weights(baseline, run / BASELINE)
+        return cfg, baseline.eval()
     for name in (DIFFUSION, CLASSIFIER):
         if not (run / name).is_file():
             raise RunError(f"{run} has no {name}: training did not finish (resume with `dcube-edge train ... --resume`)")

@@ -122,6 +122,8 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
 
         require_openvino()
     cfg, model = rundir.load_model(run)
+    if cfg.model != "dcube":
+        raise ExportError(f"{run} is a {cfg.model} baseline run; export takes D-Cube runs")
     spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
     if opts.full_trunk:
         model.truncate_after = cfg.num_layers - 1

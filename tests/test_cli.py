@@ -122,3 +122,19 @@ def test_evaluate_run_dir_matches_engine_with_intervals(ort_engine, tiny_run, de
         lo, hi = t["ci95"][key]
         assert 0 <= lo <= t[key] <= hi <= 1
     assert t["ci95"]["resamples"] == 200 and t["ci95"]["accuracy"] == e["ci95"]["accuracy"]  # same seed, same labels
+
+
+def test_baseline_trains_in_the_same_harness_and_evaluates(demo_data, tmp_path):
+    run = tmp_path / "r18"
+    cli("baseline", demo_data, "--out", run, "--model", "resnet18", "--preset", "tiny", "--epochs", "1", check=0)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"] == "resnet18" and cfg["val_source"] == "val/" and (run / "baseline.safetensors").is_file()
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["validation"]["n"] == 24 and m["model"] == "resnet18"
+    cli("evaluate", run, demo_data / "val", "--bootstrap", "0", "--json", tmp_path / "e.json", check=0)
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["confusion_matrix"] == m["validation"]["confusion_matrix"]
+    res = cli("export", run, "--out", tmp_path / "x", check=2)
+    assert "baseline run" in res.stderr
+    res = cli("baseline", demo_data, "--out", tmp_path / "y", "--model", "vgg", check=2)
+    assert "unknown baseline" in res.stderr

@@ -1,0 +1,89 @@
+"""Plain-CNN baselines trained in the same harness as D-Cube (same splits, preprocessing, optimiser,
+flip augmentation and validation-based model selection), so every results table has a baseline
+column measured here."""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dcube_edge.runtimes.files import write_json
+from dcube_edge.runtimes.preprocess import PreprocessSpec
+
+from . import rundir
+from .config import Config
+from .data import audit, discover
+from .metrics import auc, classification_report, softmax
+from .resnet import BasicBlock, Bottleneck, ResNet
+
+ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
+
+
+class Baseline(nn.Module):
+    def __init__(self, arch: str, num_classes: int, image_size: int):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown baseline {arch!r}; choose one of {', '.join(ARCHS)}")
+        block, layers = ARCHS[arch]
+        self.backbone = ResNet(64, layers, "small" if image_size <= 64 else "imagenet", block)
+        self.fc = nn.Linear(self.backbone.out_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x).mean(dim=(2, 3)))
+
+
+def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Callable = lambda *a: None,
+                   log: Callable[[str], None] = print) -> dict:
+    from .train import predict_logits, seed_all
+
+    out = Path(out)
+    seed_all(cfg.seed)
+    ds = discover(data, cfg.val_fraction, cfg.seed)
+    for warning in audit(ds):
+        log(f"warning: {warning}")
+    cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
+    spec = PreprocessSpec(cfg.image_size)
+    x_train, x_val = ds.train.load(spec), ds.val.load(spec)
+    model = Baseline(cfg.model, len(cfg.classes), cfg.image_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ce = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(ds.train.labels)
+    steps = max(1, -(-len(xt) // cfg.batch_size))
+    best, history, t0 = {"score": -1.0, "epoch": 0, "state": None}, [], time.perf_counter()
+    for epoch in range(cfg.epochs_classifier):
+        model.train()
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(len(xt), generator=g)
+        total = 0.0
+        for s in range(steps):
+            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], xt[idx].flip(-1), xt[idx])
+            loss = ce(model(x), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() / steps
+            report("baseline", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
+        probs = softmax(predict_logits(model, x_val))
+        score = auc(ds.val.labels, probs)
+        score = score if np.isfinite(score) else float((probs.argmax(1) == ds.val.labels).mean())
+        history.append({"epoch": epoch + 1, "loss": total, "val_score": score})
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+    model.load_state_dict(best["state"])
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.save_config(cfg, out)
+    rundir.save_weights(model, out / rundir.BASELINE)
+    val = classification_report(ds.val.labels, softmax(predict_logits(model, x_val)), list(cfg.classes))
+    metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source, "model": cfg.model,
+               "seconds": {"baseline": round(time.perf_counter() - t0, 1)}, "history": {"baseline": history}}
+    write_json(out / rundir.METRICS, metrics)
+    return metrics
