@@ -101,12 +101,16 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           synthetic: Annotated[Optional[Path], typer.Option(help="Folder from `dcube-edge augment` to mix into training (never into validation).")] = None,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
-    """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation."""
+    """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation.
+    Multi-process: torchrun --nproc-per-node N -m dcube_edge.cli train ... (step 1 runs data-parallel)."""
+    from dcube_edge import distributed
     from dcube_edge.config import Config
     from dcube_edge.train import train as run_train
 
+    distributed.setup()
     if (out_dir / "config.json").exists() and not resume:
         fail(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    distributed.barrier()  # every rank has checked before rank 0 writes anything
     try:
         cfg = Config.from_preset(preset, epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
@@ -114,6 +118,10 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
                                  synthetic=str(synthetic) if synthetic else None)
     except ValueError as e:
         fail(str(e))
+    if not distributed.is_main():
+        run_train(data, out_dir, cfg, resume=resume, log=lambda *_: None)
+        distributed.cleanup()
+        return
     with _progress() as progress:
         tasks: dict[str, int] = {}
 
@@ -128,6 +136,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
     out.print(f"run written to {out_dir} (best epoch {metrics['best_epoch']}; "
               f"{metrics['seconds']['diffusion']:.0f}s diffusion + {metrics['seconds']['classifier']:.0f}s classifier)")
     emit_json(metrics, json_out)
+    distributed.cleanup()
 
 
 @app.command()

@@ -16,7 +16,7 @@ from torch import nn
 from dcube_edge.runtimes.files import atomic_path, write_json
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 
-from . import rundir, selection
+from . import distributed, rundir, selection
 from .config import Config
 from .data import Split, audit, discover, read_split
 from .diffusion import Schedule, eps_loss, margin_contrastive
@@ -75,6 +75,8 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     half = max(1, cfg.batch_size // 2)
     steps = max(1, len(images) // half)
+    world = distributed.world_size()
+    model = torch.nn.parallel.DistributedDataParallel(trunk) if world > 1 else trunk
     for epoch in range(start, cfg.epochs_diffusion):
         trunk.train()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -82,19 +84,24 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
         perm = torch.randperm(len(images), generator=g).numpy()
         totals = {"eps": 0.0, "contrastive": 0.0}
         for s in range(steps):
+            # The global batch is drawn identically on every rank; each rank trains on its slice of pairs.
             anchors = perm[s * half:(s + 1) * half]
             partners, different = pick_partners(labels, anchors, rng)
+            n = len(anchors)
             idx = np.concatenate([anchors, partners])
-            x0 = x_all[idx]
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            t = torch.randint(0, schedule.steps, (len(anchors),), generator=g).repeat(2)
-            noise = torch.randn(x0[: len(anchors)].shape, generator=g).repeat(2, 1, 1, 1)
-            drop = torch.rand(len(idx), generator=g) < cfg.p_uncond
-            eps, mid = trunk(schedule.q_sample(x0, t, noise), t, y_all[idx], drop)
+            flip = torch.rand(2 * n, generator=g) < 0.5
+            t = torch.randint(0, schedule.steps, (n,), generator=g).repeat(2)
+            noise = torch.randn((n, *x_all.shape[1:]), generator=g).repeat(2, 1, 1, 1)
+            drop = torch.rand(2 * n, generator=g) < cfg.p_uncond
+            mine = np.arange(distributed.rank(), n, world)
+            rows = torch.from_numpy(np.concatenate([mine, n + mine]))
+            x0 = x_all[idx[rows]]
+            x0 = torch.where(flip[rows, None, None, None], x0.flip(-1), x0)
+            t, noise = t[rows], noise[rows]
+            eps, mid = model(schedule.q_sample(x0, t, noise), t, y_all[idx[rows]], drop[rows])
             l_eps = eps_loss(eps, noise)
-            l_con = margin_contrastive(mid[: len(anchors)], mid[len(anchors):],
-                                       torch.from_numpy(different), cfg.margin)
+            l_con = margin_contrastive(mid[: len(mine)], mid[len(mine):],
+                                       torch.from_numpy(different[mine]), cfg.margin)
             loss = l_eps + cfg.contrastive_weight * l_con
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"diffusion loss became {loss.item()} at epoch {epoch + 1}; "
@@ -105,8 +112,10 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
             totals["eps"] += l_eps.item() / steps
             totals["contrastive"] += l_con.item() / steps
             report("diffusion", epoch * steps + s + 1, cfg.epochs_diffusion * steps, totals)
-        history.append({"epoch": epoch + 1, **totals})
-        _save_state(state_path, model=trunk.state_dict(), opt=opt.state_dict(), epoch=epoch + 1, history=history)
+        history.append({"epoch": epoch + 1, **distributed.mean(totals)})
+        if distributed.is_main():
+            _save_state(state_path, model=trunk.state_dict(), opt=opt.state_dict(), epoch=epoch + 1, history=history)
+        distributed.barrier()
     return trunk.eval(), history
 
 
@@ -213,11 +222,15 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
         log(f"warning: {warning}")
     spec = PreprocessSpec(cfg.image_size)
     x_train, x_val = ds.train.load(spec), ds.val.load(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.save_config(cfg, out)
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.save_config(cfg, out)
+    distributed.barrier()
 
     t0 = time.perf_counter()
     trunk, diff_hist = train_diffusion(cfg, x_train, ds.train.labels, state_dir / "diffusion.pt", report, resume)
+    if not distributed.is_main():
+        return {}  # step 2 and all writes belong to rank 0
     rundir.save_weights(trunk, out / rundir.DIFFUSION)
     t_diffusion = time.perf_counter() - t0
 
@@ -248,6 +261,7 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
 
     val = classification_report(ds.val.labels, softmax(predict_logits(model, x_val)), list(ds.classes))
     metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source,
+               "world_size_step1": distributed.world_size(),
                "seconds": {"diffusion": round(t_diffusion, 1), "classifier": round(t_classifier, 1)},
                "threads": torch.get_num_threads(),
                "history": {"diffusion": diff_hist, "classifier": cls_hist}}
