@@ -99,6 +99,8 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           seed: Annotated[int, typer.Option(help="Seed for splits, init and sampling.")] = 0,
           resnet_weights: Annotated[Optional[Path], typer.Option(help="Local ResNet-50 weights (.safetensors/.pth).")] = None,
           synthetic: Annotated[Optional[Path], typer.Option(help="Folder from `dcube-edge augment` to mix into training (never into validation).")] = None,
+          amp: Annotated[str, typer.Option(help="Step-1 autocast: none | bf16 | fp16 (GPU).")] = "none",
+          grad_accum: Annotated[int, typer.Option(help="Step-1 batches per optimizer step.")] = 1,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation.
@@ -107,6 +109,8 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
     from dcube_edge.config import Config
     from dcube_edge.train import train as run_train
 
+    if amp not in ("none", "bf16", "fp16"):
+        fail(f"unknown --amp {amp!r}; choose none, bf16 or fp16")
     distributed.setup()
     if (out_dir / "config.json").exists() and not resume:
         fail(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out")
@@ -115,7 +119,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
         cfg = Config.from_preset(preset, epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,
-                                 synthetic=str(synthetic) if synthetic else None)
+                                 synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum)
     except ValueError as e:
         fail(str(e))
     if not distributed.is_main():

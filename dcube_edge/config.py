@@ -60,6 +60,8 @@ class Config:
     epochs_classifier: int = 6
     batch_size: int = 32
     lr: float = 2e-4
+    amp: str = "none"  # step-1 autocast: "none", "bf16" (CPU or GPU), "fp16" (GPU, with loss scaling)
+    grad_accum: int = 1  # step-1 batches per optimizer step
     weight_decay: float = 0.03
     seed: int = 0
     # data (filled by train)

@@ -45,6 +45,21 @@ def mean(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(values, (t / world_size()).tolist()))
 
 
+def device() -> torch.device:
+    """This rank's device: its GPU under torchrun with CUDA, else the first GPU, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def wrap(model: torch.nn.Module) -> torch.nn.Module:
+    """DDP around ``model`` when several processes train, the model itself otherwise."""
+    if world_size() == 1:
+        return model
+    dev = next(model.parameters()).device
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -22,12 +22,14 @@ def layer_pvalues(trunk: UViT, images: np.ndarray, timesteps: tuple[int, ...], b
     trunk.eval()
     ts = torch.tensor(timesteps, dtype=torch.long)
     pooled: list[list[np.ndarray]] = [[] for _ in range(trunk.num_layers)]
+    dev = next(trunk.parameters()).device
+    ts = ts.to(dev)
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(images[i:i + batch])
+        x = torch.from_numpy(images[i:i + batch]).to(dev)
         b = x.shape[0]
         outs = trunk.layers(x.repeat(len(ts), 1, 1, 1), ts[:, None].expand(-1, b).reshape(-1))
         for k, h in enumerate(outs):
-            pooled[k].append(h.mean(1).unflatten(0, (len(ts), b)).mean(0).numpy())
+            pooled[k].append(h.mean(1).unflatten(0, (len(ts), b)).mean(0).float().cpu().numpy())
     return np.asarray([pc1_pvalue(np.concatenate(feats)) for feats in pooled])
 
 

@@ -25,6 +25,7 @@ from .metrics import auc, classification_report, softmax
 from .uvit import UViT
 
 Report = Callable[[str, int, int, dict], None]  # (phase, done, total, scalars)
+AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def seed_all(seed: int) -> None:
@@ -65,9 +66,13 @@ def pick_partners(labels: np.ndarray, anchors: np.ndarray, rng: np.random.Genera
 
 def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_path: Path,
                     report: Report, resume: bool) -> tuple[UViT, list[dict]]:
-    trunk = UViT(cfg, len(cfg.classes))
+    dev = distributed.device()
+    trunk = UViT(cfg, len(cfg.classes)).to(dev)
     opt = torch.optim.AdamW(trunk.parameters(), lr=cfg.lr)
     schedule, history, start = Schedule(cfg), [], 0
+    if cfg.amp not in AMP:
+        raise ValueError(f"unknown --amp {cfg.amp!r}; choose one of {', '.join(AMP)}")
+    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.amp == "fp16")
     if resume and (state := _load_state(state_path)):
         trunk.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -76,7 +81,8 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
     half = max(1, cfg.batch_size // 2)
     steps = max(1, len(images) // half)
     world = distributed.world_size()
-    model = torch.nn.parallel.DistributedDataParallel(trunk) if world > 1 else trunk
+    model = distributed.wrap(trunk)
+    accum = max(1, cfg.grad_accum)
     for epoch in range(start, cfg.epochs_diffusion):
         trunk.train()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -96,19 +102,22 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
             mine = np.arange(distributed.rank(), n, world)
             rows = torch.from_numpy(np.concatenate([mine, n + mine]))
             x0 = x_all[idx[rows]]
-            x0 = torch.where(flip[rows, None, None, None], x0.flip(-1), x0)
-            t, noise = t[rows], noise[rows]
-            eps, mid = model(schedule.q_sample(x0, t, noise), t, y_all[idx[rows]], drop[rows])
-            l_eps = eps_loss(eps, noise)
-            l_con = margin_contrastive(mid[: len(mine)], mid[len(mine):],
-                                       torch.from_numpy(different[mine]), cfg.margin)
+            x0 = torch.where(flip[rows, None, None, None], x0.flip(-1), x0).to(dev)
+            t, noise = t[rows].to(dev), noise[rows].to(dev)
+            with torch.autocast(dev.type, dtype=AMP[cfg.amp], enabled=cfg.amp != "none"):
+                eps, mid = model(schedule.q_sample(x0, t, noise), t, y_all[idx[rows]].to(dev), drop[rows].to(dev))
+            l_eps = eps_loss(eps.float(), noise)
+            l_con = margin_contrastive(mid[: len(mine)].float(), mid[len(mine):].float(),
+                                       torch.from_numpy(different[mine]).to(dev), cfg.margin)
             loss = l_eps + cfg.contrastive_weight * l_con
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"diffusion loss became {loss.item()} at epoch {epoch + 1}; "
                                          "the last good checkpoint is kept, lower --lr and resume")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss / accum).backward()
+            if (s + 1) % accum == 0 or s + 1 == steps:
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
             totals["eps"] += l_eps.item() / steps
             totals["contrastive"] += l_con.item() / steps
             report("diffusion", epoch * steps + s + 1, cfg.epochs_diffusion * steps, totals)
@@ -120,9 +129,10 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
 
 
 @torch.no_grad()
-def predict_logits(model: DCube, images: np.ndarray, batch: int = 64) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, images: np.ndarray, batch: int = 64) -> np.ndarray:
     model.eval()
-    return np.concatenate([model(torch.from_numpy(images[i:i + batch])).numpy()
+    dev = next(model.parameters()).device
+    return np.concatenate([model(torch.from_numpy(images[i:i + batch]).to(dev)).float().cpu().numpy()
                            for i in range(0, len(images), batch)])
 
 
@@ -131,16 +141,19 @@ def _cached_features(model: DCube, images: np.ndarray, batch: int = 64) -> list[
     """Selected trunk features (T, N, tokens, width) per layer: the trunk is frozen and t is fixed."""
     per_layer: list[list[torch.Tensor]] = [[] for _ in model.layers_used]
     t = model.timesteps.shape[0]
+    dev = next(model.parameters()).device
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(images[i:i + batch])
+        x = torch.from_numpy(images[i:i + batch]).to(dev)
         for k, f in enumerate(model.features(x)):
-            per_layer[k].append(f.unflatten(0, (t, x.shape[0])))
+            per_layer[k].append(f.unflatten(0, (t, x.shape[0])).cpu())  # the cache lives in host memory
     return [torch.cat(p, dim=1) for p in per_layer]
 
 
 def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np.ndarray,
                      x_val: np.ndarray, y_val: np.ndarray, state_path: Path, report: Report,
                      resume: bool) -> tuple[dict, list[dict]]:
+    dev = distributed.device()
+    model.to(dev)
     for p in model.trunk.parameters():
         p.requires_grad_(False)
     model.trunk.eval()
@@ -170,10 +183,10 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
             idx2 = torch.cat([idx, idx + n])  # image and its horizontal flip
-            f = [layer[:, idx2].flatten(0, 1) for layer in feats]
-            logits = model.head(f, x_t[idx2], t)
+            f = [layer[:, idx2].flatten(0, 1).to(dev) for layer in feats]
+            logits = model.head(f, x_t[idx2].to(dev), t)
             plain, flipped = logits[: len(idx)], logits[len(idx):]
-            loss = ce(plain, y_t[idx]) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
+            loss = ce(plain, y_t[idx].to(dev)) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"classifier loss became {loss.item()} at epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)

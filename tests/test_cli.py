@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXE = Path(sys.executable).with_name("dcube-edge")
@@ -138,3 +139,19 @@ def test_baseline_trains_in_the_same_harness_and_evaluates(demo_data, tmp_path):
     assert "baseline run" in res.stderr
     res = cli("baseline", demo_data, "--out", tmp_path / "y", "--model", "vgg", check=2)
     assert "unknown baseline" in res.stderr
+
+
+def test_bf16_autocast_and_gradient_accumulation(demo_data, tmp_path):
+    import torch
+
+    run = tmp_path / "amp"
+    cli("train", demo_data, "--out", run, "--epochs-diffusion", "2", "--epochs-classifier", "1", "--batch-size", "16",
+        "--amp", "bf16", "--grad-accum", "2", check=0)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["amp"] == "bf16" and cfg["grad_accum"] == 2
+    state = torch.load(run / "state" / "diffusion.pt", weights_only=True)
+    steps_per_epoch = 72 // 8  # 72 training images, 8 pairs per batch
+    assert int(state["opt"]["state"][0]["step"]) == 2 * -(-steps_per_epoch // 2)  # one optimizer step per 2 batches
+    assert all(np.isfinite(h["eps"]) for h in state["history"])
+    res = cli("train", demo_data, "--out", tmp_path / "bad", "--amp", "fp8", check=2)
+    assert "unknown --amp" in res.stderr and not (tmp_path / "bad").exists()
