@@ -32,7 +32,7 @@ test: install
 
 lint: install
 	$(BIN)/python -m pip install -q ruff
-	$(BIN)/ruff check --line-length 120 dcube_edge export calibration runtimes tests
+	$(BIN)/ruff check dcube_edge export calibration runtimes tests
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info

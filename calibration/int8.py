@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 from dcube_edge.runtimes.files import atomic_path
 
 

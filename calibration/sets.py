@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from dcube_edge.runtimes.files import atomic_path, sha256
 from dcube_edge.runtimes.preprocess import PreprocessSpec, load
 

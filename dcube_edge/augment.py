@@ -58,7 +58,7 @@ def augment(run: str | Path, out: str | Path, counts: dict[str, int], sampler: s
             y = torch.full((len(idx),), k, dtype=torch.long)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, k, start]).generate_state(1)[0]))
 
-            def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            def eps(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor = y) -> torch.Tensor:
                 return trunk(x, t, y)[0]
 
             def tick(_: int, m: int = len([i for i in idx if (cls, i) in missing])) -> None:

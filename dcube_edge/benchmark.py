@@ -38,7 +38,7 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
             if b > manifest.max_batch:
                 continue
             feed = {manifest.input_name: _inputs(b, size)}
-            stats = time_fn(lambda: runner.infer(feed), iterations, warmup)
+            stats = time_fn(lambda feed=feed: runner.infer(feed), iterations, warmup)
             rows.append({"engine": str(engine), "backend": manifest.backend, "precision": manifest.precision,
                          "batch": b, "engine_mb": round(engine_mb, 2), "gflops": gflops[b],
                          "truncated_after_layer": manifest.data.get("truncated_after_layer"),
@@ -77,7 +77,7 @@ def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup:
                 with torch.inference_mode():
                     fn = make(x)
 
-                    def call() -> None:
+                    def call(fn: Callable = fn) -> None:
                         fn()
                         if device == "cuda":
                             torch.cuda.synchronize()

@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -50,7 +50,7 @@ def ints(text: str) -> tuple[int, ...]:
         raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
-def emit_json(obj: object, path: Optional[Path]) -> None:
+def emit_json(obj: object, path: Path | None) -> None:
     """--json: to a file when given a path, '-' for stdout."""
     from dcube_edge.runtimes.files import write_json
 
@@ -82,7 +82,14 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write <cla
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
@@ -92,17 +99,17 @@ def _progress():
 def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* or <root>/{train,val}/<class>/*.")],
           out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
           preset: Annotated[str, typer.Option(help="tiny | small | paper")] = "tiny",
-          epochs_diffusion: Annotated[Optional[int], typer.Option(help="Step-1 epochs (preset default).")] = None,
-          epochs_classifier: Annotated[Optional[int], typer.Option(help="Step-2 epochs (preset default).")] = None,
-          batch_size: Annotated[Optional[int], typer.Option(help="Images per step (preset default).")] = None,
-          timesteps: Annotated[Optional[str], typer.Option(help="Fixed step-2 timesteps, e.g. 10,50,100.")] = None,
+          epochs_diffusion: Annotated[int | None, typer.Option(help="Step-1 epochs (preset default).")] = None,
+          epochs_classifier: Annotated[int | None, typer.Option(help="Step-2 epochs (preset default).")] = None,
+          batch_size: Annotated[int | None, typer.Option(help="Images per step (preset default).")] = None,
+          timesteps: Annotated[str | None, typer.Option(help="Fixed step-2 timesteps, e.g. 10,50,100.")] = None,
           seed: Annotated[int, typer.Option(help="Seed for splits, init and sampling.")] = 0,
-          resnet_weights: Annotated[Optional[Path], typer.Option(help="Local ResNet-50 weights (.safetensors/.pth).")] = None,
-          synthetic: Annotated[Optional[Path], typer.Option(help="Folder from `dcube-edge augment` to mix into training (never into validation).")] = None,
+          resnet_weights: Annotated[Path | None, typer.Option(help="Local ResNet-50 weights (.safetensors/.pth).")] = None,
+          synthetic: Annotated[Path | None, typer.Option(help="Folder from `dcube-edge augment` to mix into training (never into validation).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: none | bf16 | fp16 (GPU).")] = "none",
           grad_accum: Annotated[int, typer.Option(help="Step-1 batches per optimizer step.")] = 1,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
-          json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
+          json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation.
     Multi-process: torchrun --nproc-per-node N -m dcube_edge.cli train ... (step 1 runs data-parallel)."""
     from dcube_edge import distributed
@@ -148,9 +155,9 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
              out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
              model: Annotated[str, typer.Option(help="resnet18 | resnet50")] = "resnet18",
              preset: Annotated[str, typer.Option(help="Preset giving image size, batch and optimiser (as D-Cube's).")] = "small",
-             epochs: Annotated[Optional[int], typer.Option(help="Epochs (the preset's step-2 epochs).")] = None,
+             epochs: Annotated[int | None, typer.Option(help="Epochs (the preset's step-2 epochs).")] = None,
              seed: int = 0,
-             json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
+             json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train a plain CNN on the same splits and preprocessing as D-Cube (a baseline column for results)."""
     from dcube_edge.baseline import ARCHS, train_baseline
     from dcube_edge.config import Config
@@ -180,7 +187,7 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
 def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create.")],
          preset: Annotated[str, typer.Option(help="tiny | small | paper")] = "paper",
          classes: Annotated[str, typer.Option(help="Comma-separated class names.")] = "benign,malignant,normal",
-         layers: Annotated[Optional[str], typer.Option(help="Selected layers (default: the reference's breast layers 4,5, clipped to the preset).")] = None,
+         layers: Annotated[str | None, typer.Option(help="Selected layers (default: the reference's breast layers 4,5, clipped to the preset).")] = None,
          seed: int = 0) -> None:
     """A run dir with random weights, to rehearse export and benchmarks without training."""
     from dcube_edge.config import Config
@@ -206,7 +213,7 @@ def augment(run: Annotated[Path, typer.Argument(help="Run directory (its diffusi
             out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write <class>/*.png into.")],
             num_synthetic: Annotated[int, typer.Option(help="Images per class (ignored with --balance).")] = 16,
             balance: Annotated[bool, typer.Option("--balance/--per-class", help="Fill minority classes up to the majority.")] = False,
-            data: Annotated[Optional[Path], typer.Option(help="--balance: training data (default: the run's).")] = None,
+            data: Annotated[Path | None, typer.Option(help="--balance: training data (default: the run's).")] = None,
             sampler: Annotated[str, typer.Option(help="ddim (fast, deterministic) | ddpm (1000-step ancestral, as the reference)")] = "ddim",
             steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
             seed: int = 0,
@@ -233,13 +240,13 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
            out_dir: Annotated[Path, typer.Option("--out", "-o", help="Engine directory to write.")],
            backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
            precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
-           calibration: Annotated[Optional[str], typer.Option(help="INT8: dataset folder or .npz from `calibrate` (default: the run's training data).")] = None,
+           calibration: Annotated[str | None, typer.Option(help="INT8: dataset folder or .npz from `calibrate` (default: the run's training data).")] = None,
            calibration_size: Annotated[int, typer.Option(help="INT8: calibration images.")] = 256,
-           data: Annotated[Optional[Path], typer.Option(help="Parity data (default: the run's validation split).")] = None,
+           data: Annotated[Path | None, typer.Option(help="Parity data (default: the run's validation split).")] = None,
            max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts.")] = 64,
            full_trunk: Annotated[bool, typer.Option(help="Keep all trunk blocks (for the truncation benchmark).")] = False,
-           triton_repo: Annotated[Optional[Path], typer.Option(help="Also write a Triton model repository entry here.")] = None,
-           json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
+           triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository entry here.")] = None,
+           json_out: Annotated[Path | None, typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
     """Export a run to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend, with a parity report."""
     from dcube_edge.export.build import ExportOptions
     from dcube_edge.export.build import export as run_export
@@ -306,8 +313,8 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
              inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
              batch_size: Annotated[int, typer.Option(help="Images per engine call.")] = 32,
              workers: Annotated[int, typer.Option(help="Threads decoding images.")] = 1,
-             threads: Annotated[Optional[int], typer.Option(help="CPU threads for the backend.")] = None,
-             json_out: Annotated[Optional[Path], typer.Option("--json", help="Write predictions JSON here ('-' = stdout).")] = None) -> None:
+             threads: Annotated[int | None, typer.Option(help="CPU threads for the backend.")] = None,
+             json_out: Annotated[Path | None, typer.Option("--json", help="Write predictions JSON here ('-' = stdout).")] = None) -> None:
     """Classify images with an engine (no PyTorch needed). Streams in batches; exit 1 if any file could not
     be classified (the others still are)."""
     from collections import Counter
@@ -397,9 +404,9 @@ def show_metrics(title: str, m: dict) -> None:
 def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a run directory (PyTorch FP32).")],
              data: Annotated[Path, typer.Argument(help="A split folder with one sub-folder per class.")],
              batch_size: int = 64,
-             threads: Annotated[Optional[int], typer.Option(help="CPU threads for the backend.")] = None,
+             threads: Annotated[int | None, typer.Option(help="CPU threads for the backend.")] = None,
              bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % intervals (0 = none).")] = 1000,
-             json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
+             json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix, with
     bootstrap confidence intervals. Engines and the torch model are scored the same way."""
     import numpy as np
@@ -446,19 +453,19 @@ def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a
 
 @app.command()
 def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories, or one run dir with --matrix.")],
-          torch_run: Annotated[Optional[Path], typer.Option("--torch", help="Run dir: time PyTorch eager FP32 as the baseline.")] = None,
+          torch_run: Annotated[Path | None, typer.Option("--torch", help="Run dir: time PyTorch eager FP32 as the baseline.")] = None,
           matrix: Annotated[bool, typer.Option(help="Build (or reuse by hash) every available backend x precision of the run and time them all.")] = False,
           figures: Annotated[bool, typer.Option(help="Also measure the truncation and timestep-batching figures (needs a run).")] = False,
-          calibration: Annotated[Optional[str], typer.Option(help="--matrix INT8 calibration data (default: the run's training data).")] = None,
+          calibration: Annotated[str | None, typer.Option(help="--matrix INT8 calibration data (default: the run's training data).")] = None,
           batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
           iterations: Annotated[int, typer.Option(help="Timed calls per cell.")] = 30,
           warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 5,
-          threads: Annotated[Optional[int], typer.Option(help="CPU threads for every backend and torch.")] = None,
+          threads: Annotated[int | None, typer.Option(help="CPU threads for every backend and torch.")] = None,
           compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile (where it works).")] = False,
           device: Annotated[str, typer.Option(help="cpu | cuda (torch baseline device; cuda adds torch fp16).")] = "cpu",
-          json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
-          csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write a CSV table here.")] = None,
-          plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
+          json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
+          csv_out: Annotated[Path | None, typer.Option("--csv", help="Write a CSV table here.")] = None,
+          plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
     """Latency (p50/p90/p99), images/s, engine size and GFLOP/s per engine and batch size, with the speedup
     over PyTorch eager FP32 measured in the same run."""
     from dcube_edge.benchmark import run_bench, write_outputs

@@ -82,7 +82,7 @@ class Config:
         return self.image_size // self.patch_size
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "Config":
+    def from_preset(cls, name: str, **overrides: Any) -> Config:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
@@ -95,7 +95,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict) -> Config:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -103,5 +103,5 @@ class Config:
         tuples = {f.name for f in fields(cls) if "tuple" in str(f.type)}
         return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()})
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return replace(self, **changes)

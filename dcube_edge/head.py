@@ -74,7 +74,7 @@ class DCube(nn.Module):
         self.expose_last_layer = False  # also return the last computed layer (full-trunk benchmark graph)
 
     @torch.no_grad()
-    def bake_timesteps(self) -> "DCube":
+    def bake_timesteps(self) -> DCube:
         """Precompute the T fixed time tokens, so an exported graph holds them as one constant
         (no timestep embedding, casts or sin/cos at inference). Call again after changing weights."""
         self.time_tokens = self.trunk.time_token(self.timesteps).detach()

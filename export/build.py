@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-
-from dcube_edge import __version__, rundir
 from dcube_edge.calibration import sets as calib_sets
-from dcube_edge.config import Config
-from dcube_edge.data import DataError, Split, discover, read_split
 from dcube_edge.runtimes import make_runner
 from dcube_edge.runtimes.files import sha256, write_json
 from dcube_edge.runtimes.manifest import BACKENDS, FORMAT, FORMAT_VERSION, MANIFEST, PRECISIONS
 from dcube_edge.runtimes.manifest import read as read_manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
+
+from dcube_edge import __version__, rundir
+from dcube_edge.config import Config
+from dcube_edge.data import DataError, Split, discover, read_split
 
 from . import parity
 from .spec import GraphSpec

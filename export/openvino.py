@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 from dcube_edge.runtimes.base import BackendUnavailable
 
 INSTALL = "OpenVINO is not installed: pip install 'dcube-edge[openvino]' (openvino, nncf)"

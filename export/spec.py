@@ -21,12 +21,12 @@ class GraphSpec:
     atol: float = 1e-3  # fp32 engine vs torch, max abs logit difference
 
     @classmethod
-    def for_classifier(cls, image_size: int, num_classes: int, max_batch: int = 64) -> "GraphSpec":
+    def for_classifier(cls, image_size: int, num_classes: int, max_batch: int = 64) -> GraphSpec:
         return cls(inputs=(TensorSpec("images", ("batch", 1, image_size, image_size)),),
                    outputs=(TensorSpec("logits", ("batch", num_classes)),),
                    batch={"min": 1, "opt": min(8, max_batch), "max": max_batch})
 
-    def with_trunk_output(self, timesteps: int, tokens: int, width: int) -> "GraphSpec":
+    def with_trunk_output(self, timesteps: int, tokens: int, width: int) -> GraphSpec:
         """The full-trunk benchmark graph: the last block's tokens (T·batch, tokens, width) as a second
         output, so no block can be removed as dead code."""
         extra = TensorSpec("trunk_tokens", (f"{timesteps}*batch", tokens, width))

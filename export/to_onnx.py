@@ -9,7 +9,6 @@ from pathlib import Path
 
 import onnx
 import torch
-
 from dcube_edge.runtimes.files import atomic_path
 
 from .spec import GraphSpec

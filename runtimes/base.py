@@ -19,7 +19,7 @@ class Runner(ABC):
         self.active = False
         self.last_inference_time: float | None = None
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         self.activate()
         return self
 
@@ -50,5 +50,5 @@ class Runner(ABC):
     @abstractmethod
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def deactivate_impl(self) -> None:
+    def deactivate_impl(self) -> None:  # noqa: B027 — optional hook: most runners just drop references
         pass

@@ -41,7 +41,7 @@ class Classifier:
         self.classes = manifest.classes
         self.spec = manifest.preprocess
 
-    def __enter__(self) -> "Classifier":
+    def __enter__(self) -> Classifier:
         self.runner.activate()
         return self
 

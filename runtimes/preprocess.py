@@ -35,7 +35,7 @@ class PreprocessSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessSpec":
+    def from_dict(cls, d: dict) -> PreprocessSpec:
         return cls(size=int(d["size"]), mode=d.get("mode", "grayscale"),
                    resample=d.get("resample", "bilinear"), range=tuple(d.get("range", (-1.0, 1.0))))
 

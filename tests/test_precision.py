@@ -5,12 +5,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-
-from dcube_edge import runtimes
 from dcube_edge.calibration import sets
 from dcube_edge.calibration.int8 import qdq_properties
 from dcube_edge.export.build import ExportOptions, export
 from dcube_edge.runtimes.preprocess import PreprocessSpec
+
+from dcube_edge import runtimes
 
 QUIET = dict(log=lambda *_: None)
 

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-from PIL import Image
-
 from dcube_edge.runtimes.preprocess import ImageError, PreprocessSpec, load, preprocess, read_image
+from PIL import Image
 
 SPEC = PreprocessSpec(32)
 

@@ -6,19 +6,18 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from dcube_edge.runtimes.manifest import EngineError
+from dcube_edge.runtimes.preprocess import ImageError, read_image
 from PIL import Image
 from safetensors.torch import load_file
 
 from dcube_edge import rundir, runtimes
-from dcube_edge.runtimes.manifest import EngineError
-from dcube_edge.runtimes.preprocess import ImageError, read_image
 from tests.test_cli import EXE, cli
 
 
@@ -215,7 +214,7 @@ def test_read_image_rejects_unreadable_file(tmp_path):
 # ---- DICOM ----------------------------------------------------------------------------------------
 
 def _dicom(path: Path, pixels: np.ndarray, photometric="MONOCHROME2", frames=1, **tags) -> Path:
-    pydicom = pytest.importorskip("pydicom", reason="pydicom not installed: pip install 'dcube-edge[dicom]'")
+    pytest.importorskip("pydicom", reason="pydicom not installed: pip install 'dcube-edge[dicom]'")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -261,10 +260,9 @@ def test_dicom_refusals(tmp_path):
 def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
     """A real ONNX graph whose logits are NaN (0/0), run by ONNX Runtime through the normal runtime path."""
     import onnx
-    from onnx import TensorProto, helper
-
     from dcube_edge.runtimes.files import sha256
     from dcube_edge.runtimes.manifest import FORMAT, FORMAT_VERSION
+    from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 1, 32, 32])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
