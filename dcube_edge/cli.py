@@ -25,17 +25,11 @@ PRECISION_HELP = "fp32 | fp16 | int8"
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    """What a user can cause and fix: every dcube-edge error for bad input is a ValueError (DataError, RunError,
+    ExportError, EngineError, ImageError), plus missing backends, unreadable files and diverging training."""
     from dcube_edge.runtimes.base import BackendUnavailable
-    from dcube_edge.runtimes.manifest import EngineError
-    from dcube_edge.runtimes.preprocess import ImageError
 
-    errors: list[type[BaseException]] = [BackendUnavailable, EngineError, ImageError, FileNotFoundError,
-                                         PermissionError, FloatingPointError]
-    for mod, name in (("dcube_edge.data", "DataError"), ("dcube_edge.rundir", "RunError"),
-                      ("dcube_edge.export.build", "ExportError")):
-        if mod in sys.modules:
-            errors.append(getattr(sys.modules[mod], name))
-    return tuple(errors)
+    return (ValueError, OSError, FloatingPointError, BackendUnavailable)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -523,7 +517,7 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 — the single place that turns errors into messages
         if STATE["debug"]:
             raise
-        if isinstance(e, user_errors()) or isinstance(e, ValueError):
+        if isinstance(e, user_errors()):
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             sys.exit(2)
         err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (run with --debug for the traceback)",

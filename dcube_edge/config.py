@@ -3,7 +3,7 @@ run dir stores it and export copies what the runtime needs into the manifest."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,7 +71,6 @@ class Config:
     val_fraction: float = 0.15
     synthetic: str = ""  # folder of `dcube-edge augment` images mixed into the training split only
     synthetic_counts: tuple[int, ...] = ()
-    extra: dict = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:

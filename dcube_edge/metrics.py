@@ -4,11 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score, roc_auc_score
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from dcube_edge.runtimes.classifier import softmax  # noqa: F401 — one implementation, re-exported
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -220,7 +220,6 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
         saved = rundir.load_config(out)
         cfg = saved.replace(epochs_diffusion=cfg.epochs_diffusion, epochs_classifier=cfg.epochs_classifier)
     seed_all(cfg.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     ds = discover(data, cfg.val_fraction, cfg.seed)
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
     k = len(ds.classes)
