@@ -8,17 +8,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from dcube_edge.runtimes.files import write_json
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 
-from . import rundir
+from . import distributed, rundir
 from .config import Config
 from .data import audit, discover
-from .metrics import auc, classification_report, softmax
+from .metrics import classification_report, selection_score, softmax
 from .resnet import BasicBlock, Bottleneck, ResNet
 
 ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
@@ -49,7 +48,8 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
     spec = PreprocessSpec(cfg.image_size)
     x_train, x_val = ds.train.load(spec), ds.val.load(spec)
-    model = Baseline(cfg.model, len(cfg.classes), cfg.image_size)
+    dev = distributed.device()
+    model = Baseline(cfg.model, len(cfg.classes), cfg.image_size).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ce = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(ds.train.labels)
@@ -65,16 +65,16 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
             if len(idx) < 2:
                 continue
             flip = torch.rand(len(idx), generator=g) < 0.5
-            x = torch.where(flip[:, None, None, None], xt[idx].flip(-1), xt[idx])
-            loss = ce(model(x), yt[idx])
+            x = torch.where(flip[:, None, None, None], xt[idx].flip(-1), xt[idx]).to(dev)
+            loss = ce(model(x), yt[idx].to(dev))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"baseline loss became {loss.item()} at epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() / steps
             report("baseline", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
-        probs = softmax(predict_logits(model, x_val))
-        score = auc(ds.val.labels, probs)
-        score = score if np.isfinite(score) else float((probs.argmax(1) == ds.val.labels).mean())
+        score = selection_score(ds.val.labels, softmax(predict_logits(model, x_val)))
         history.append({"epoch": epoch + 1, "loss": total, "val_score": score})
         if score > best["score"]:
             best = {"score": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}

@@ -16,6 +16,12 @@ def auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
 
 
+def selection_score(labels: np.ndarray, probs: np.ndarray) -> float:
+    """What model selection maximises on validation: AUC, or accuracy where AUC is undefined."""
+    value = auc(labels, probs)
+    return value if np.isfinite(value) else float((probs.argmax(1) == labels).mean())
+
+
 def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     pred = probs.argmax(1)
     k = len(classes)

@@ -21,7 +21,7 @@ from .config import Config
 from .data import Split, audit, discover, read_split
 from .diffusion import Schedule, eps_loss, margin_contrastive
 from .head import DCube
-from .metrics import auc, classification_report, softmax
+from .metrics import auc, classification_report, selection_score, softmax
 from .uvit import UViT
 
 Report = Callable[[str, int, int, dict], None]  # (phase, done, total, scalars)
@@ -195,9 +195,8 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
             total += loss.item() / steps
             report("classifier", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
         probs = softmax(predict_logits(model, x_val))
-        val_auc = auc(y_val, probs)
-        val_acc = float((probs.argmax(1) == y_val).mean())
-        score = val_auc if np.isfinite(val_auc) else val_acc
+        val_auc, val_acc = auc(y_val, probs), float((probs.argmax(1) == y_val).mean())
+        score = selection_score(y_val, probs)
         history.append({"epoch": epoch + 1, "loss": total, "val_auc": val_auc, "val_accuracy": val_acc})
         if score > best["auc"]:
             best = {"auc": score, "epoch": epoch + 1, "state": copy.deepcopy(model.head.state_dict())}
