@@ -31,7 +31,7 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
     size = manifest.preprocess.size
     model_files = [f for f in manifest.data["files"] if f.startswith("model")]
     engine_mb = sum((manifest.dir / f).stat().st_size for f in model_files) / 2**20
-    gflops = {b: graph_flops.count(manifest.dir / "model.onnx", b)["gflops"] for b in batch_sizes}
+    gflops = {b: c["gflops"] for b, c in graph_flops.count_batches(manifest.dir / "model.onnx", list(batch_sizes)).items()}
     rows = []
     with runner:
         for b in batch_sizes:
@@ -171,10 +171,12 @@ def build_or_reuse(run: Path, out: Path, log: Log, **options) -> Path:
     if manifest.is_file():
         try:
             m = runtimes.read(out).data
-            same = all(m["run"].get(f) == sha256(run / f) for f in (rundir.CONFIG, rundir.DIFFUSION, rundir.CLASSIFIER))
-            same &= (m["backend"], m["precision"], m["graph"]["batch"]["max"]) == (opts.backend, opts.precision, opts.max_batch)
-            same &= m.get("truncated_after_layer") == m.get("trunk_layers", 0) - 1 if opts.full_trunk else True
-            if same and (opts.timesteps is None or tuple(m["timesteps"]) == tuple(opts.timesteps)):
+            same_run = all(m["run"].get(f) == sha256(run / f) for f in (rundir.CONFIG, rundir.DIFFUSION, rundir.CLASSIFIER))
+            same_build = (m["backend"], m["precision"], m["graph"]["batch"]["max"]) == (opts.backend, opts.precision,
+                                                                                       opts.max_batch)
+            same_trunk = not opts.full_trunk or m["truncated_after_layer"] == m["trunk_layers"] - 1
+            same_steps = opts.timesteps is None or tuple(m["timesteps"]) == tuple(opts.timesteps)
+            if same_run and same_build and same_trunk and same_steps:
                 log(f"reusing {out} (same run hashes and options)")
                 return out
         except (runtimes.EngineError, KeyError):

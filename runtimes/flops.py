@@ -20,8 +20,15 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def count(path: str | Path, batch: int = 1) -> dict:
+def count_batches(path: str | Path, batches: list[int]) -> dict[int, dict]:
+    """:func:`count` for several batch sizes, reading the file once."""
     model = onnx.load(str(path))
+    return {b: count(model, b) for b in batches}
+
+
+def count(path: str | Path | onnx.ModelProto, batch: int = 1) -> dict:
+    model = onnx.ModelProto()
+    model.CopyFrom(path if isinstance(path, onnx.ModelProto) else onnx.load(str(path)))
     for v in [*model.graph.input, *model.graph.output]:
         d0 = v.type.tensor_type.shape.dim[0]
         if d0.HasField("dim_param"):
