@@ -193,6 +193,8 @@ def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create."
     unsafe = [n for n in names if n in (".", "..") or any(ch in n for ch in "/\\\0")]
     if unsafe:
         fail(f"class names become folder names and may not contain path separators: {unsafe}")
+    if (out_dir / "config.json").exists():
+        fail(f"{out_dir} already holds a run; init would overwrite its weights (choose another directory)")
     cfg = Config.from_preset(preset, seed=seed, classes=names)
     chosen = ints(layers) if layers else tuple(i for i in (4, 5) if i < cfg.num_layers) or (cfg.depth,)
     try:

@@ -121,6 +121,10 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
         from .openvino import require_openvino
 
         require_openvino()
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out} exists and is not an engine directory; refusing to replace it (choose another --out)")
+    if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
+        raise ExportError(f"--out {out} would replace the run directory itself; choose another --out")
     cfg, model = rundir.load_model(run)
     if cfg.model != "dcube":
         raise ExportError(f"{run} is a {cfg.model} baseline run; export takes D-Cube runs")

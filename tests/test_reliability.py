@@ -317,3 +317,17 @@ def test_nan_loss_stops_training_and_keeps_last_checkpoint(tmp_path):
     assert kept["epoch"] == good["epoch"] == 1
     for k, v in good["model"].items():
         assert torch.equal(v, kept["model"][k])
+
+
+def test_export_and_init_never_replace_what_is_not_theirs(tiny_run, tmp_path):
+    before = {p.name: p.read_bytes() for p in tiny_run.iterdir() if p.is_file()}
+    res = cli("export", tiny_run, "--out", tiny_run, check=2)
+    assert "refusing to replace it" in res.stderr or "run directory itself" in res.stderr
+    res = cli("init", tiny_run, "--preset", "tiny", check=2)
+    assert "already holds a run" in res.stderr
+    assert {p.name: p.read_bytes() for p in tiny_run.iterdir() if p.is_file()} == before
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("clinical notes")
+    res = cli("export", tiny_run, "--out", notes, check=2)
+    assert "not an engine directory" in res.stderr and (notes / "keep.txt").read_text() == "clinical notes"
