@@ -140,3 +140,27 @@ def test_runtime_sources_never_import_torch():
         if name.endswith(".py"):
             text = open(os.path.join(root, name)).read()
             assert "import torch" not in text and "from torch" not in text, name
+
+
+@pytest.mark.parametrize("command", ["classify", "evaluate", "bench"])
+def test_workstation_commands_run_without_torch(ort_engine, demo_data, command):
+    """classify / evaluate / bench of an engine, through the CLI, with `import torch` failing."""
+    args = {"classify": [str(ort_engine), str(demo_data / "val" / "normal")],
+            "evaluate": [str(ort_engine), str(demo_data / "val"), "--bootstrap", "50"],
+            "bench": [str(ort_engine), "--batch-sizes", "1", "--iterations", "2", "--warmup", "1"]}[command]
+    code = textwrap.dedent(f"""
+        import sys
+        class BlockTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, BlockTorch())
+        sys.argv = ["dcube-edge", {command!r}, *{args!r}]
+        from dcube_edge.cli import main
+        try:
+            main()
+        finally:
+            assert "torch" not in sys.modules
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-1500:] + res.stderr[-1500:]
