@@ -112,16 +112,21 @@ def test_missing_engine_dir(tmp_path):
         runtimes.load(tmp_path)
 
 
+# Prepended to a subprocess's code: any `import torch` there fails, as on a workstation without PyTorch.
+WITHOUT_TORCH = textwrap.dedent("""
+    import sys
+    class BlockTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test")
+    sys.meta_path.insert(0, BlockTorch())
+""")
+
+
 def test_runtime_classifies_without_torch(ort_engine, demo_data):
     """The workstation path: importing torch fails, classification still works."""
     image = next((demo_data / "val" / "malignant").iterdir())
-    code = textwrap.dedent(f"""
-        import sys
-        class BlockTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ImportError("torch is blocked in this test")
-        sys.meta_path.insert(0, BlockTorch())
+    code = WITHOUT_TORCH + textwrap.dedent(f"""
         from dcube_edge import runtimes
         with runtimes.load({str(ort_engine)!r}) as clf:
             [p] = clf.classify([{str(image)!r}])
@@ -148,13 +153,7 @@ def test_workstation_commands_run_without_torch(ort_engine, demo_data, command):
     args = {"classify": [str(ort_engine), str(demo_data / "val" / "normal")],
             "evaluate": [str(ort_engine), str(demo_data / "val"), "--bootstrap", "50"],
             "bench": [str(ort_engine), "--batch-sizes", "1", "--iterations", "2", "--warmup", "1"]}[command]
-    code = textwrap.dedent(f"""
-        import sys
-        class BlockTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ImportError("torch is blocked in this test")
-        sys.meta_path.insert(0, BlockTorch())
+    code = WITHOUT_TORCH + textwrap.dedent(f"""
         sys.argv = ["dcube-edge", {command!r}, *{args!r}]
         from dcube_edge.cli import main
         try:
