@@ -26,7 +26,7 @@ def balance_counts(cfg: Config, data: str | None) -> dict[str, int]:
     root = data or cfg.data_root
     if not root or not Path(root).is_dir():
         raise ValueError("--balance needs the training data: pass --data DATA (the run's data folder is gone)")
-    counts = discover(root, cfg.val_fraction, cfg.seed).train.counts(len(cfg.classes))
+    counts = discover(root, cfg.val_fraction, cfg.split_seed).train.counts(len(cfg.classes))
     return {c: max(counts) - n for c, n in zip(cfg.classes, counts)}
 
 

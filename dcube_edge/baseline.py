@@ -42,7 +42,7 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
 
     out = Path(out)
     seed_all(cfg.seed)
-    ds = discover(data, cfg.val_fraction, cfg.seed)
+    ds = discover(data, cfg.val_fraction, cfg.split_seed)
     for warning in audit(ds):
         log(f"warning: {warning}")
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)

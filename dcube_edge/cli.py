@@ -92,7 +92,7 @@ def _progress():
 @app.command()
 def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* or <root>/{train,val}/<class>/*.")],
           out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
-          preset: Annotated[str, typer.Option(help="tiny | small | paper")] = "tiny",
+          preset: Annotated[str | None, typer.Option(help="tiny | small | paper (default: tiny, or the --trunk run's).")] = None,
           epochs_diffusion: Annotated[int | None, typer.Option(help="Step-1 epochs (preset default).")] = None,
           epochs_classifier: Annotated[int | None, typer.Option(help="Step-2 epochs (preset default).")] = None,
           batch_size: Annotated[int | None, typer.Option(help="Images per step (preset default).")] = None,
@@ -100,13 +100,17 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           seed: Annotated[int, typer.Option(help="Seed for splits, init and sampling.")] = 0,
           resnet_weights: Annotated[Path | None, typer.Option(help="Local ResNet-50 weights (.safetensors/.pth).")] = None,
           synthetic: Annotated[Path | None, typer.Option(help="Folder from `dcube-edge augment` to mix into training (never into validation).")] = None,
+          layers: Annotated[str, typer.Option(help="Trunk layers for the head: gaussianity (the test) | all | last | indices, e.g. 4,5.")] = "gaussianity",
+          random_t: Annotated[bool, typer.Option("--random-t", help="Step 2 as the reference: a random t per image at training and validation (engines still use --timesteps).")] = False,
+          trunk: Annotated[Path | None, typer.Option(help="Reuse this run's trained step-1 trunk; train only layer selection and step 2.")] = None,
+          contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: none | bf16 | fp16 (GPU).")] = "none",
           grad_accum: Annotated[int, typer.Option(help="Step-1 batches per optimizer step.")] = 1,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation.
     Multi-process: torchrun --nproc-per-node N -m dcube_edge.cli train ... (step 1 runs data-parallel)."""
-    from dcube_edge import distributed
+    from dcube_edge import distributed, rundir, selection
     from dcube_edge.config import Config
     from dcube_edge.train import train as run_train
 
@@ -117,10 +121,15 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
         fail(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out")
     distributed.barrier()  # every rank has checked before rank 0 writes anything
     try:
+        if preset is None:
+            preset = rundir.load_config(trunk).preset if trunk else "tiny"
         cfg = Config.from_preset(preset, epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,
-                                 synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum)
+                                 synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum,
+                                 layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight,
+                                 trunk_from=str(trunk.resolve()) if trunk else None)
+        selection.parse_choice(cfg.layer_choice, cfg.num_layers)
     except ValueError as e:
         fail(str(e))
     if not distributed.is_main():
@@ -276,7 +285,7 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory (gives ima
     from dcube_edge.runtimes.preprocess import PreprocessSpec
 
     cfg = rundir.load_config(run)
-    split = discover(data, cfg.val_fraction, cfg.seed).train
+    split = discover(data, cfg.val_fraction, cfg.split_seed).train
     sets.build(split.paths, split.labels, PreprocessSpec(cfg.image_size), size, cfg.seed, out_file)
     d = sets.describe(out_file)
     out.print(f"calibration set {out_file}: {d['size']} images, class counts {d['class_counts']}, sha256 {d['sha256'][:16]}…")

@@ -50,7 +50,11 @@ class Config:
     dropout: float = 0.5
     consistency_weight: float = 0.1
     timesteps: tuple[int, ...] = (10, 50, 100)
-    # layer selection (Gaussianity)
+    # The reference's behaviour instead: one random t in [1, max(timesteps)] per image at training and
+    # validation (no feature cache, slower). Exported engines always use the fixed `timesteps`.
+    random_t: bool = False
+    # layer selection: "gaussianity" (the test below), "all", "last" or explicit indices such as "4,5"
+    layer_choice: str = "gaussianity"
     p_threshold: float = 0.05
     max_layers: int = 3
     selection_samples: int = 256
@@ -64,11 +68,13 @@ class Config:
     grad_accum: int = 1  # step-1 batches per optimizer step
     weight_decay: float = 0.03
     seed: int = 0
+    trunk_from: str = ""  # reuse this run's step-1 trunk (same architecture and classes): step 2 only
     # data (filled by train)
     classes: tuple[str, ...] = ()
     data_root: str = ""
     val_source: str = ""  # "val/" folder or "stratified 15% of train (seed S)"
     val_fraction: float = 0.15
+    split_seed: int = 0  # the held-out split does not move with `seed`, so seeds compare on one split
     synthetic: str = ""  # folder of `dcube-edge augment` images mixed into the training split only
     synthetic_counts: tuple[int, ...] = ()
 

@@ -46,6 +46,23 @@ def select(pvalues: np.ndarray, threshold: float, max_layers: int) -> tuple[int,
     return tuple(sorted(passing or [int(order[0])]))
 
 
+def parse_choice(choice: str, num_layers: int) -> tuple[int, ...] | None:
+    """``--layers``: None for "gaussianity" (decided after step 1), else the fixed layer indices."""
+    if choice == "gaussianity":
+        return None
+    if choice == "all":
+        return tuple(range(num_layers))
+    if choice == "last":
+        return (num_layers - 1,)
+    try:
+        layers = tuple(sorted({int(v) for v in choice.split(",")}))
+    except ValueError:
+        raise ValueError(f"--layers {choice!r}: use gaussianity, all, last or indices such as 4,5") from None
+    if not layers or any(not 0 <= i < num_layers for i in layers):
+        raise ValueError(f"--layers {choice!r}: indices must lie in 0..{num_layers - 1} for this preset")
+    return layers
+
+
 def plot(pvalues: np.ndarray, selected: tuple[int, ...], threshold: float, path: Path, title: str) -> None:
     import matplotlib
 

@@ -149,6 +149,29 @@ def _cached_features(model: DCube, images: np.ndarray, batch: int = 64) -> list[
     return [torch.cat(p, dim=1) for p in per_layer]
 
 
+def random_timesteps(cfg: Config, n: int, generator: torch.Generator) -> torch.Tensor:
+    """The reference's random t: one per image, uniform in [1, max(timesteps)], as a (1, n) tensor."""
+    return torch.randint(1, max(cfg.timesteps) + 1, (1, n), generator=generator)
+
+
+@torch.no_grad()
+def predict_logits_random_t(model: DCube, images: np.ndarray, cfg: Config, batch: int = 64) -> np.ndarray:
+    """Validation as the reference does it: a random t per image (seeded, so reruns agree)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + 90_000)
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch]).to(dev)
+        feats = model.features(x, random_timesteps(cfg, len(x), g).to(dev))
+        out.append(model.head(feats, x, 1).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def validation_logits(model: DCube, images: np.ndarray, cfg: Config) -> np.ndarray:
+    return predict_logits_random_t(model, images, cfg) if cfg.random_t else predict_logits(model, images)
+
+
 def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np.ndarray,
                      x_val: np.ndarray, y_val: np.ndarray, state_path: Path, report: Report,
                      resume: bool) -> tuple[dict, list[dict]]:
@@ -166,8 +189,8 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
         opt.load_state_dict(state["opt"])
         history, start = list(state["history"]), int(state["epoch"])
         best = {"auc": float(state["best_auc"]), "epoch": int(state["best_epoch"]), "state": state["best"]}
-    both = np.concatenate([x_train, x_train[..., ::-1]])
-    feats = _cached_features(model, np.ascontiguousarray(both))
+    both = np.ascontiguousarray(np.concatenate([x_train, x_train[..., ::-1]]))
+    feats = None if cfg.random_t else _cached_features(model, both)
     n, t = len(x_train), model.timesteps.shape[0]
     x_t, y_t = torch.from_numpy(both), torch.from_numpy(y_train)
     steps = max(1, -(-n // cfg.batch_size))
@@ -183,8 +206,13 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
             idx2 = torch.cat([idx, idx + n])  # image and its horizontal flip
-            f = [layer[:, idx2].flatten(0, 1).to(dev) for layer in feats]
-            logits = model.head(f, x_t[idx2].to(dev), t)
+            if feats is None:  # random t per image: the trunk runs every step
+                with torch.no_grad():
+                    f = model.features(x_t[idx2].to(dev), random_timesteps(cfg, len(idx2), g).to(dev))
+                logits = model.head(f, x_t[idx2].to(dev), 1)
+            else:
+                f = [layer[:, idx2].flatten(0, 1).to(dev) for layer in feats]
+                logits = model.head(f, x_t[idx2].to(dev), t)
             plain, flipped = logits[: len(idx)], logits[len(idx):]
             loss = ce(plain, y_t[idx].to(dev)) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
             if not torch.isfinite(loss):
@@ -194,7 +222,7 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
             opt.step()
             total += loss.item() / steps
             report("classifier", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
-        probs = softmax(predict_logits(model, x_val))
+        probs = softmax(validation_logits(model, x_val, cfg))
         val_auc, val_acc = auc(y_val, probs), float((probs.argmax(1) == y_val).mean())
         score = selection_score(y_val, probs)
         history.append({"epoch": epoch + 1, "loss": total, "val_auc": val_auc, "val_accuracy": val_acc})
@@ -219,9 +247,11 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
         saved = rundir.load_config(out)
         cfg = saved.replace(epochs_diffusion=cfg.epochs_diffusion, epochs_classifier=cfg.epochs_classifier)
     seed_all(cfg.seed)
-    ds = discover(data, cfg.val_fraction, cfg.seed)
+    fixed_layers = selection.parse_choice(cfg.layer_choice, cfg.num_layers)  # bad --layers fails before any work
+    ds = discover(data, cfg.val_fraction, cfg.split_seed)
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
     k = len(ds.classes)
+    reused = reuse_trunk(cfg) if cfg.trunk_from else None  # checked before anything is written
     if cfg.synthetic:
         _, synth = read_split(Path(cfg.synthetic), list(ds.classes))
         ds.train = Split(ds.train.paths + synth.paths, np.concatenate([ds.train.labels, synth.labels]))
@@ -239,7 +269,11 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     distributed.barrier()
 
     t0 = time.perf_counter()
-    trunk, diff_hist = train_diffusion(cfg, x_train, ds.train.labels, state_dir / "diffusion.pt", report, resume)
+    if reused is not None:
+        trunk, diff_hist = reused, []
+        log(f"step 1 skipped: trunk reused from {cfg.trunk_from}")
+    else:
+        trunk, diff_hist = train_diffusion(cfg, x_train, ds.train.labels, state_dir / "diffusion.pt", report, resume)
     if not distributed.is_main():
         return {}  # step 2 and all writes belong to rank 0
     rundir.save_weights(trunk, out / rundir.DIFFUSION)
@@ -248,17 +282,19 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     rng = np.random.default_rng(cfg.seed)
     sample = rng.permutation(len(x_train))[: cfg.selection_samples]
     pvals = selection.layer_pvalues(trunk, x_train[sample], cfg.timesteps)
-    layers = selection.select(pvals, cfg.p_threshold, cfg.max_layers)
+    layers = fixed_layers or selection.select(pvals, cfg.p_threshold, cfg.max_layers)
     cfg = cfg.replace(selected_layers=layers)
     write_json(out / rundir.SELECTION, {
         "test": "D'Agostino-Pearson (scipy.stats.normaltest) on the first principal component of "
                 "token- and timestep-averaged layer features",
         "samples": int(len(sample)), "timesteps": list(cfg.timesteps), "threshold": cfg.p_threshold,
-        "max_layers": cfg.max_layers, "p_values": [float(p) for p in pvals], "selected_layers": list(layers)})
+        "max_layers": cfg.max_layers, "p_values": [float(p) for p in pvals], "layer_choice": cfg.layer_choice,
+        "selected_layers": list(layers)})
+    how = "Gaussianity selection" if fixed_layers is None else f"--layers {cfg.layer_choice}"
     selection.plot(pvals, layers, cfg.p_threshold, out / "selection.png",
-                   f"Gaussianity selection on {Path(data).name}: layers {list(layers)}")
+                   f"{how} on {Path(data).name}: layers {list(layers)}")
     rundir.save_config(cfg, out)
-    log(f"selected layers {list(layers)} (p = {', '.join(f'{pvals[i]:.2g}' for i in layers)})")
+    log(f"{how}: layers {list(layers)} (p = {', '.join(f'{pvals[i]:.2g}' for i in layers)})")
 
     t1 = time.perf_counter()
     model = DCube(cfg, k)
@@ -270,14 +306,36 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     rundir.save_weights(model.head, out / rundir.CLASSIFIER)
     t_classifier = time.perf_counter() - t1
 
-    val = classification_report(ds.val.labels, softmax(predict_logits(model, x_val)), list(ds.classes))
+    val = classification_report(ds.val.labels, softmax(validation_logits(model, x_val, cfg)), list(ds.classes))
     metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source,
                "world_size_step1": distributed.world_size(),
                "seconds": {"diffusion": round(t_diffusion, 1), "classifier": round(t_classifier, 1)},
                "threads": torch.get_num_threads(),
                "history": {"diffusion": diff_hist, "classifier": cls_hist}}
+    if cfg.random_t:  # what an exported engine (fixed timesteps) of this model gives
+        metrics["validation_fixed_t"] = classification_report(
+            ds.val.labels, softmax(predict_logits(model, x_val)), list(ds.classes))
     write_json(out / rundir.METRICS, metrics)
     return metrics
+
+
+ARCHITECTURE = ("image_size", "patch_size", "width", "depth", "heads", "mlp_ratio")
+
+
+def reuse_trunk(cfg: Config) -> UViT:
+    """Step 1 of another run (``--trunk RUN``): same architecture and classes, weights from safetensors."""
+    src = Path(cfg.trunk_from)
+    other = rundir.load_config(src)
+    if other.model != "dcube" or not (src / rundir.DIFFUSION).is_file():
+        raise rundir.RunError(f"--trunk {src}: not a D-Cube run with a trained trunk ({rundir.DIFFUSION})")
+    differ = [f"{f} {getattr(other, f)} vs {getattr(cfg, f)}" for f in ARCHITECTURE if getattr(other, f) != getattr(cfg, f)]
+    if differ:
+        raise rundir.RunError(f"--trunk {src} has another architecture ({', '.join(differ)}): pass --preset {other.preset}")
+    if other.classes != cfg.classes:
+        raise rundir.RunError(f"--trunk {src} was trained on classes {list(other.classes)}, this data has {list(cfg.classes)}")
+    trunk = UViT(cfg, len(cfg.classes))
+    rundir.load_weights(trunk, src / rundir.DIFFUSION)
+    return trunk.to(distributed.device()).eval()
 
 
 def init_run(out: str | Path, cfg: Config, layers: tuple[int, ...]) -> None:

@@ -58,11 +58,11 @@ def validation_split(cfg: Config, data: str | None) -> Split | None:
     if data:
         root = Path(data)
         if (root / "val").is_dir() or (root / "train").is_dir():
-            return discover(root, cfg.val_fraction, cfg.seed).val
+            return discover(root, cfg.val_fraction, cfg.split_seed).val
         return read_split(root, list(cfg.classes))[1]
     if cfg.data_root and Path(cfg.data_root).is_dir():
         try:
-            return discover(cfg.data_root, cfg.val_fraction, cfg.seed).val
+            return discover(cfg.data_root, cfg.val_fraction, cfg.split_seed).val
         except DataError:
             return None
     return None
@@ -78,7 +78,7 @@ def calibration_file(run: Path, cfg: Config, opts: ExportOptions) -> Path:
     if not source or not Path(source).is_dir():
         raise ExportError("int8 needs calibration images: pass --calibration DATA (a dataset folder) or a .npz "
                           "from `dcube-edge calibrate`")
-    train = discover(source, cfg.val_fraction, cfg.seed).train
+    train = discover(source, cfg.val_fraction, cfg.split_seed).train
     key = f"{Path(source).resolve()}|{opts.calibration_size}|{cfg.seed}|{cfg.image_size}"
     cached = run / "calibration" / f"calib-{opts.calibration_size}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
     if not cached.is_file():
