@@ -6,7 +6,7 @@ EXTRAS ?= train,quant,openvino,dicom,dev
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench results lint clean
 
 install: $(VENV)/.installed
 
@@ -51,3 +51,11 @@ bench: install
 	$(BIN)/python -c "import json; from dcube_edge.benchmark import report_markdown as r; \
 	  print(r({'paper preset (random-weight init run, layers 4,5)': json.load(open('benchmarks/paper.json')), \
 	           'small preset (random-weight init run, layers 4,5)': json.load(open('benchmarks/small.json'))}))" > benchmarks/README.md
+
+# docs/results.md: trains every row of dcube_edge/ablation.py's plan not yet trained (hours on 2 CPU
+# cores; interrupt and rerun to resume), then renders the tables from whatever is trained.
+RESULTS ?= runs/ablation
+DATA    ?= ../shared/data
+results: install
+	$(BIN)/python -m dcube_edge.ablation run $(RESULTS) --data $(DATA); rc=$$?; \
+	$(BIN)/python -m dcube_edge.ablation report $(RESULTS) docs/results.md && exit $$rc

@@ -170,6 +170,10 @@ def _recalls(val: dict) -> str:
     return " / ".join(f"{r:.2f}" for r in val["per_class_recall"].values())
 
 
+def _epochs(row: dict) -> int:
+    return row["config"]["epochs_classifier"]
+
+
 def _seconds(m: dict) -> float:
     return sum(m["seconds"].values())
 
@@ -222,8 +226,8 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
         classes = ", ".join(cfg["classes"]) if cfg else "?"
         lines.append(f"| {d.name} | {classes} | {d.split} | {d.epochs[0]} + {d.epochs[1]} |")
     lines += ["", "## D-Cube vs ResNet-18 (headline, seeds 0, 1, 2)", "",
-              "| dataset | model | val AUC mean ± sd | accuracy | macro-F1 | per-seed AUC | recall per class (seed 0) | train time / run |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| dataset | model | val AUC mean ± sd | accuracy | macro-F1 | per-seed AUC | recall per class (seed 0) | best epoch (per seed) | train time / run |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         for model in ("dcube", "resnet18"):
             got = [rows[dataset, model, s] for s in (0, 1, 2) if (dataset, model, s) in rows]
@@ -234,24 +238,25 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                 f"{_mean_sd([v['auc'] for v in vals])} | {_mean_sd([v['accuracy'] for v in vals])} | "
                 f"{_mean_sd([v['macro_f1'] for v in vals])} | {', '.join(format(v['auc'], '.3f') for v in vals) or '-'} | "
                 f"{_recalls(first['metrics']['validation']) if first else '-'} | "
+                f"{', '.join(str(r['metrics']['best_epoch']) for r in got)} of {_epochs(got[0])} | "
                 f"{np.mean([_seconds(r['metrics']) for r in got]) / 60:.1f} min |" if got else
-                f"| {dataset} | {model} | not run | | | | | |")
+                f"| {dataset} | {model} | not run | | | | | | |")
         pairs = [(rows[dataset, 'dcube', s], rows[dataset, 'resnet18', s]) for s in (0, 1, 2)
                  if (dataset, 'dcube', s) in rows and (dataset, 'resnet18', s) in rows]
         if pairs:
             deltas = [a["metrics"]["validation"]["auc"] - b["metrics"]["validation"]["auc"] for a, b in pairs]
             lines.append(f"| {dataset} | D-Cube − ResNet-18 | {_mean_sd(deltas)} | | | "
-                         f"D-Cube ahead in {sum(d > 0 for d in deltas)} of {len(deltas)} seeds | | |")
+                         f"D-Cube ahead in {sum(d > 0 for d in deltas)} of {len(deltas)} seeds | | | |")
     lines += ["", "## Ablations (seed 0; step-2 variants reuse the seed-0 D-Cube trunk)", "",
               "Δ AUC is against the D-Cube row of the same seed (same trunk unless the variant retrains it).", "",
-              "| dataset | variant | what changes | layers | val AUC | Δ AUC | accuracy | macro-F1 | recall per class | train time |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| dataset | variant | what changes | layers | val AUC | Δ AUC | accuracy | macro-F1 | recall per class | best epoch | train time |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         ref = rows.get((dataset, "dcube", 0))
         for variant in ("dcube", *ABLATIONS):
             r = rows.get((dataset, variant, 0))
             if not r:
-                lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what} | | not run | | | | | |")
+                lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what} | | not run | | | | | | |")
                 continue
             v = r["metrics"]["validation"]
             delta = f"{v['auc'] - ref['metrics']['validation']['auc']:+.3f}" if ref and variant != "dcube" else ""
@@ -262,7 +267,8 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                 extra = f" (fixed-t engine: AUC {r['metrics']['validation_fixed_t']['auc']:.3f})"
             lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what}{extra} | "
                          f"{','.join(map(str, r['config']['selected_layers']))} | {v['auc']:.3f} | {delta} | "
-                         f"{v['accuracy']:.3f} | {v['macro_f1']:.3f} | {_recalls(v)} | {_seconds(r['metrics']) / 60:.1f} min |")
+                         f"{v['accuracy']:.3f} | {v['macro_f1']:.3f} | {_recalls(v)} | {r['metrics']['best_epoch']} of {_epochs(r)} | "
+                         f"{_seconds(r['metrics']) / 60:.1f} min |")
     lines += ["", "## Gaussianity layer selection vs the layers the authors reported", "",
               "Test: D'Agostino–Pearson (`scipy.stats.normaltest`) on the first principal component of each layer's "
               "token- and timestep-averaged features of 256 training images; layers with p < 0.05 are kept, the 3 "

@@ -251,6 +251,7 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     ds = discover(data, cfg.val_fraction, cfg.split_seed)
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
     k = len(ds.classes)
+    real = len(ds.train)  # synthetic images are appended after the real ones
     reused = reuse_trunk(cfg) if cfg.trunk_from else None  # checked before anything is written
     if cfg.synthetic:
         _, synth = read_split(Path(cfg.synthetic), list(ds.classes))
@@ -280,7 +281,7 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     t_diffusion = time.perf_counter() - t0
 
     rng = np.random.default_rng(cfg.seed)
-    sample = rng.permutation(len(x_train))[: cfg.selection_samples]
+    sample = rng.permutation(real)[: cfg.selection_samples]  # the Gaussianity test sees real images only
     pvals = selection.layer_pvalues(trunk, x_train[sample], cfg.timesteps)
     layers = fixed_layers or selection.select(pvals, cfg.p_threshold, cfg.max_layers)
     cfg = cfg.replace(selected_layers=layers)

@@ -111,6 +111,9 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
     counts = np.asarray(discover(imbalanced).train.counts(3))
     assert list(cfg("balance")["synthetic_counts"]) == list(counts.max() - counts)
     assert len(list((root / "breastmnist" / "synthetic-s0").rglob("*.png"))) == int((counts.max() - counts).sum())
+    # the Gaussianity test samples real training images only: same trunk, same p-values with synthetic data mixed in
+    sel = {v: json.loads((ablation.run_dir(root, "breastmnist", v, 0) / "selection.json").read_text()) for v in ("dcube", "balance")}
+    assert sel["balance"]["p_values"] == sel["dcube"]["p_values"]
 
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("metrics.json")}
     said = []
