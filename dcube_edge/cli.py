@@ -110,7 +110,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation.
     Multi-process: torchrun --nproc-per-node N -m dcube_edge.cli train ... (step 1 runs data-parallel)."""
-    from dcube_edge import distributed, rundir, selection
+    from dcube_edge import distributed, rundir
     from dcube_edge.config import Config
     from dcube_edge.train import train as run_train
 
@@ -129,7 +129,6 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
                                  synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum,
                                  layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight,
                                  trunk_from=str(trunk.resolve()) if trunk else None)
-        selection.parse_choice(cfg.layer_choice, cfg.num_layers)
     except ValueError as e:
         fail(str(e))
     if not distributed.is_main():

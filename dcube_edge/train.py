@@ -206,13 +206,13 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
             idx2 = torch.cat([idx, idx + n])  # image and its horizontal flip
+            x = x_t[idx2].to(dev)
             if feats is None:  # random t per image: the trunk runs every step
                 with torch.no_grad():
-                    f = model.features(x_t[idx2].to(dev), random_timesteps(cfg, len(idx2), g).to(dev))
-                logits = model.head(f, x_t[idx2].to(dev), 1)
+                    f = model.features(x, random_timesteps(cfg, len(idx2), g).to(dev))
+                logits = model.head(f, x, 1)
             else:
-                f = [layer[:, idx2].flatten(0, 1).to(dev) for layer in feats]
-                logits = model.head(f, x_t[idx2].to(dev), t)
+                logits = model.head([layer[:, idx2].flatten(0, 1).to(dev) for layer in feats], x, t)
             plain, flipped = logits[: len(idx)], logits[len(idx):]
             loss = ce(plain, y_t[idx].to(dev)) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
             if not torch.isfinite(loss):
