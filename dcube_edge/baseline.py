@@ -38,7 +38,7 @@ class Baseline(nn.Module):
 
 def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Callable = lambda *a: None,
                    log: Callable[[str], None] = print) -> dict:
-    from .train import predict_logits, seed_all
+    from .train import optimizer_step, predict_logits, seed_all
 
     out = Path(out)
     seed_all(cfg.seed)
@@ -67,11 +67,7 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
             flip = torch.rand(len(idx), generator=g) < 0.5
             x = torch.where(flip[:, None, None, None], xt[idx].flip(-1), xt[idx]).to(dev)
             loss = ce(model(x), yt[idx].to(dev))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"baseline loss became {loss.item()} at epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, "baseline", epoch)
             total += loss.item() / steps
             report("baseline", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
         score = selection_score(ds.val.labels, softmax(predict_logits(model, x_val)))

@@ -149,6 +149,15 @@ def _cached_features(model: DCube, images: np.ndarray, batch: int = 64) -> list[
     return [torch.cat(p, dim=1) for p in per_layer]
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int) -> None:
+    """One plain step; a non-finite loss stops training before it touches the weights."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{what} loss became {loss.item()} at epoch {epoch + 1}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def random_timesteps(cfg: Config, n: int, generator: torch.Generator) -> torch.Tensor:
     """The reference's random t: one per image, uniform in [1, max(timesteps)], as a (1, n) tensor."""
     return torch.randint(1, max(cfg.timesteps) + 1, (1, n), generator=generator)
@@ -215,11 +224,7 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
                 logits = model.head([layer[:, idx2].flatten(0, 1).to(dev) for layer in feats], x, t)
             plain, flipped = logits[: len(idx)], logits[len(idx):]
             loss = ce(plain, y_t[idx].to(dev)) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"classifier loss became {loss.item()} at epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, "classifier", epoch)
             total += loss.item() / steps
             report("classifier", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
         probs = softmax(validation_logits(model, x_val, cfg))
