@@ -20,16 +20,20 @@ from .data import audit, discover
 from .metrics import classification_report, selection_score, softmax
 from .resnet import BasicBlock, Bottleneck, ResNet
 
-ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
+ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3)),
+         "branch": (Bottleneck, None)}  # D-Cube's own ResNet guide branch (the preset's width), alone
 
 
 class Baseline(nn.Module):
-    def __init__(self, arch: str, num_classes: int, image_size: int):
+    def __init__(self, cfg: Config, num_classes: int):
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"unknown baseline {arch!r}; choose one of {', '.join(ARCHS)}")
-        block, layers = ARCHS[arch]
-        self.backbone = ResNet(64, layers, "small" if image_size <= 64 else "imagenet", block)
+        if cfg.model not in ARCHS:
+            raise ValueError(f"unknown baseline {cfg.model!r}; choose one of {', '.join(ARCHS)}")
+        block, layers = ARCHS[cfg.model]
+        if layers is None:
+            self.backbone = ResNet(cfg.resnet_width, cfg.resnet_layers, cfg.resnet_stem, block)
+        else:
+            self.backbone = ResNet(64, layers, "small" if cfg.image_size <= 64 else "imagenet", block)
         self.fc = nn.Linear(self.backbone.out_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,13 +53,14 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     spec = PreprocessSpec(cfg.image_size)
     x_train, x_val = ds.train.load(spec), ds.val.load(spec)
     dev = distributed.device()
-    model = Baseline(cfg.model, len(cfg.classes), cfg.image_size).to(dev)
+    model = Baseline(cfg, len(cfg.classes)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ce = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(ds.train.labels)
     steps = max(1, -(-len(xt) // cfg.batch_size))
+    epochs = cfg.epochs_classifier or max(1, -(-cfg.steps_classifier // steps))
     best, history, t0 = {"score": -1.0, "epoch": 0, "state": None}, [], time.perf_counter()
-    for epoch in range(cfg.epochs_classifier):
+    for epoch in range(epochs):
         model.train()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(len(xt), generator=g)
@@ -69,7 +74,7 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
             loss = ce(model(x), yt[idx].to(dev))
             optimizer_step(opt, loss, "baseline", epoch)
             total += loss.item() / steps
-            report("baseline", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
+            report("baseline", epoch * steps + s + 1, epochs * steps, {"epoch": epoch + 1, "loss": total})
         score = selection_score(ds.val.labels, softmax(predict_logits(model, x_val)))
         history.append({"epoch": epoch + 1, "loss": total, "val_score": score})
         if score > best["score"]:

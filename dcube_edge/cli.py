@@ -93,8 +93,10 @@ def _progress():
 def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* or <root>/{train,val}/<class>/*.")],
           out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
           preset: Annotated[str | None, typer.Option(help="tiny | small | paper (default: tiny, or the --trunk run's).")] = None,
-          epochs_diffusion: Annotated[int | None, typer.Option(help="Step-1 epochs (preset default).")] = None,
-          epochs_classifier: Annotated[int | None, typer.Option(help="Step-2 epochs (preset default).")] = None,
+          steps_diffusion: Annotated[int | None, typer.Option(help="Step-1 budget in steps of --batch-size images (preset default).")] = None,
+          steps_classifier: Annotated[int | None, typer.Option(help="Step-2 budget in steps (preset default; validated every epoch).")] = None,
+          epochs_diffusion: Annotated[int | None, typer.Option(help="Step-1 budget in epochs of this data instead of steps.")] = None,
+          epochs_classifier: Annotated[int | None, typer.Option(help="Step-2 budget in epochs instead of steps.")] = None,
           batch_size: Annotated[int | None, typer.Option(help="Images per step (preset default).")] = None,
           timesteps: Annotated[str | None, typer.Option(help="Fixed step-2 timesteps, e.g. 10,50,100.")] = None,
           seed: Annotated[int, typer.Option(help="Seed for splits, init and sampling.")] = 0,
@@ -102,9 +104,10 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           synthetic: Annotated[Path | None, typer.Option(help="Folder from `dcube-edge augment` to mix into training (never into validation).")] = None,
           layers: Annotated[str, typer.Option(help="Trunk layers for the head: gaussianity (the test) | all | last | indices, e.g. 4,5.")] = "gaussianity",
           random_t: Annotated[bool, typer.Option("--random-t", help="Step 2 as the reference: a random t per image at training and validation (engines still use --timesteps).")] = False,
-          trunk: Annotated[Path | None, typer.Option(help="Reuse this run's trained step-1 trunk; train only layer selection and step 2.")] = None,
+          trunk: Annotated[Path | None, typer.Option(help="Reuse this run's trained step-1 trunk (or 'random': an untrained one); train only layer selection and step 2.")] = None,
+          ema_decay: Annotated[float | None, typer.Option(help="Step-1 EMA decay of the trunk weights (0.999; 0 turns EMA off).")] = None,
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
-          amp: Annotated[str, typer.Option(help="Step-1 autocast: none | bf16 | fp16 (GPU).")] = "none",
+          amp: Annotated[str, typer.Option(help="Step-1 autocast: auto (bf16 where the CPU/GPU has it and the trunk is wide enough to gain) | none | bf16 | fp16 (GPU).")] = "auto",
           grad_accum: Annotated[int, typer.Option(help="Step-1 batches per optimizer step.")] = 1,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
@@ -114,25 +117,35 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
     from dcube_edge.config import Config
     from dcube_edge.train import train as run_train
 
-    if amp not in ("none", "bf16", "fp16"):
-        fail(f"unknown --amp {amp!r}; choose none, bf16 or fp16")
+    if amp not in ("auto", "none", "bf16", "fp16"):
+        fail(f"unknown --amp {amp!r}; choose auto, none, bf16 or fp16")
+    for name, value in (("--steps-diffusion", steps_diffusion), ("--steps-classifier", steps_classifier),
+                        ("--epochs-diffusion", epochs_diffusion), ("--epochs-classifier", epochs_classifier)):
+        if value is not None and value < 1:
+            fail(f"{name} must be at least 1 (got {value})")
+    if ema_decay is not None and not 0 <= ema_decay < 1:
+        fail(f"--ema-decay must lie in [0, 1) (got {ema_decay}); 0 turns EMA off")
+    random_trunk = trunk is not None and str(trunk) == "random"
     distributed.setup()
     if (out_dir / "config.json").exists() and not resume:
         fail(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out")
     distributed.barrier()  # every rank has checked before rank 0 writes anything
     try:
         if preset is None:
-            preset = rundir.load_config(trunk).preset if trunk else "tiny"
-        cfg = Config.from_preset(preset, epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier,
+            preset = rundir.load_config(trunk).preset if trunk and not random_trunk else "tiny"
+        budgets = {k: v for k, v in dict(steps_diffusion=steps_diffusion, steps_classifier=steps_classifier,
+                                         epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier).items()
+                   if v is not None}
+        cfg = Config.from_preset(preset, **budgets, ema_decay=ema_decay,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,
                                  synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum,
                                  layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight,
-                                 trunk_from=str(trunk.resolve()) if trunk else None)
+                                 trunk_from=("random" if random_trunk else str(trunk.resolve())) if trunk else None)
     except ValueError as e:
         fail(str(e))
     if not distributed.is_main():
-        run_train(data, out_dir, cfg, resume=resume, log=lambda *_: None)
+        run_train(data, out_dir, cfg, resume=resume, log=lambda *_: None, overrides=budgets)
         distributed.cleanup()
         return
     with _progress() as progress:
@@ -144,7 +157,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
             progress.update(tasks[phase], completed=done, total=total,
                             info=" ".join(f"{k} {v:.3g}" for k, v in scalars.items()))
 
-        metrics = run_train(data, out_dir, cfg, resume=resume, report=report, log=progress.console.print)
+        metrics = run_train(data, out_dir, cfg, resume=resume, report=report, log=progress.console.print, overrides=budgets)
     show_metrics("validation", metrics["validation"])
     out.print(f"run written to {out_dir} (best epoch {metrics['best_epoch']}; "
               f"{metrics['seconds']['diffusion']:.0f}s diffusion + {metrics['seconds']['classifier']:.0f}s classifier)")
@@ -155,7 +168,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
 @app.command()
 def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `train`.")],
              out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
-             model: Annotated[str, typer.Option(help="resnet18 | resnet50")] = "resnet18",
+             model: Annotated[str, typer.Option(help="resnet18 | resnet50 | branch (D-Cube's own ResNet guide branch alone)")] = "resnet18",
              preset: Annotated[str, typer.Option(help="Preset giving image size, batch and optimiser (as D-Cube's).")] = "small",
              epochs: Annotated[int | None, typer.Option(help="Epochs (the preset's step-2 epochs).")] = None,
              seed: int = 0,

@@ -69,7 +69,7 @@ def load_model(run: str | Path) -> tuple[Config, torch.nn.Module]:
     if cfg.model != "dcube":
         from .baseline import Baseline
 
-        baseline = Baseline(cfg.model, len(cfg.classes), cfg.image_size)
+        baseline = Baseline(cfg, len(cfg.classes))
         load_weights(baseline, run / BASELINE)
         return cfg, baseline.eval()
     for name in (DIFFUSION, CLASSIFIER):

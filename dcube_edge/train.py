@@ -4,6 +4,8 @@ picked on validation). Every epoch ends with an atomic checkpoint, so ``resume=T
 from __future__ import annotations
 
 import copy
+import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -13,10 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.files import atomic_path, write_json
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 
-from . import distributed, rundir, selection
+from . import diagnostics, distributed, rundir, selection
 from .config import Config
 from .data import Split, audit, discover, read_split
 from .diffusion import Schedule, eps_loss, margin_contrastive
@@ -50,82 +53,171 @@ def _load_state(path: Path) -> dict | None:
                               "refusing to load it: delete it to restart that step") from None
 
 
-def pick_partners(labels: np.ndarray, anchors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A partner per anchor: same class with p = 0.5, else another class. Returns (partners, different)."""
-    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    classes = np.array(sorted(by_class))
-    partners, different = np.empty_like(anchors), np.zeros(len(anchors), dtype=bool)
-    for i, a in enumerate(anchors):
-        c = labels[a]
-        if rng.random() >= 0.5 and len(classes) > 1:
-            c = rng.choice(classes[classes != c])
-            different[i] = True
-        partners[i] = rng.choice(by_class[c])
-    return partners, different
+def pick_partners(labels: torch.Tensor, anchors: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A partner per anchor: same class with p = 0.5, else another class (uniformly), then an image of
+    that class (uniformly). Tensor ops only. Returns (partners, different)."""
+    k = int(labels.max()) + 1
+    counts = torch.bincount(labels, minlength=k)
+    order = torch.argsort(labels, stable=True)  # images grouped by class
+    offsets = torch.cumsum(counts, 0) - counts
+    mine = labels[anchors]
+    different = (torch.rand(len(anchors), generator=g) < 0.5) & (k > 1)
+    shift = torch.randint(1, max(k, 2), (len(anchors),), generator=g)  # another class, uniformly
+    cls = torch.where(different, (mine + shift) % k, mine)
+    different = cls != mine
+    pick = (torch.rand(len(anchors), generator=g) * counts[cls]).long().clamp(max=counts[cls] - 1)
+    return order[offsets[cls] + pick], different
+
+
+def resolve_budgets(cfg: Config, n_train: int) -> Config:
+    """Turn ``--epochs-*`` into step budgets for this training set (steps are what runs and is recorded)."""
+    changes = {}
+    if cfg.epochs_diffusion is not None:
+        changes["steps_diffusion"] = cfg.epochs_diffusion * diffusion_steps_per_epoch(cfg, n_train)
+    if cfg.epochs_classifier is not None:
+        changes["steps_classifier"] = cfg.epochs_classifier * classifier_steps_per_epoch(cfg, n_train)
+    return cfg.replace(**changes)
+
+
+def diffusion_steps_per_epoch(cfg: Config, n_train: int) -> int:
+    """Step 1 draws batch_size/2 anchors per step, each with a partner."""
+    return max(1, n_train // max(1, cfg.batch_size // 2))
+
+
+def classifier_steps_per_epoch(cfg: Config, n_train: int) -> int:
+    return max(1, -(-n_train // cfg.batch_size))
+
+
+def lr_factor(cfg: Config, step: int) -> float:
+    """Linear warmup, then cosine decay to 10 % (or constant)."""
+    warm = cfg.warmup_steps or max(1, cfg.steps_diffusion // 20)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = (step - warm) / max(1, cfg.steps_diffusion - warm)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def ema_model(trunk: UViT, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """EMA of the trunk with the usual warmup: the decay is min(decay, (1 + n) / (10 + n)) at update n."""
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged + (current - averaged) * (1.0 - d)
+
+    return torch.optim.swa_utils.AveragedModel(trunk, avg_fn=avg, use_buffers=True)
+
+
+def resolve_amp(cfg: Config) -> str:
+    if cfg.amp == "auto":
+        return isa.training_autocast(cfg.width, cuda=torch.cuda.is_available())
+    if cfg.amp not in AMP:
+        raise ValueError(f"unknown --amp {cfg.amp!r}; choose auto, {', '.join(AMP)}")
+    return cfg.amp
+
+
+Diagnose = Callable[[UViT, int], dict]
 
 
 def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_path: Path,
-                    report: Report, resume: bool) -> tuple[UViT, list[dict]]:
+                    report: Report, resume: bool, log: Callable[[str], None] = lambda _: None,
+                    diagnose: Diagnose | None = None) -> tuple[UViT, list[dict], list[dict]]:
+    """Step 1 for ``cfg.steps_diffusion`` steps. Returns (trunk to use: the EMA weights when EMA is on,
+    per-epoch history, diagnostics checkpoints). A checkpoint is written at every epoch end."""
     dev = distributed.device()
     trunk = UViT(cfg, len(cfg.classes)).to(dev)
+    ema = ema_model(trunk, cfg.ema_decay) if cfg.ema_decay > 0 else None
     opt = torch.optim.AdamW(trunk.parameters(), lr=cfg.lr)
-    schedule, history, start = Schedule(cfg), [], 0
-    if cfg.amp not in AMP:
-        raise ValueError(f"unknown --amp {cfg.amp!r}; choose one of {', '.join(AMP)}")
-    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.amp == "fp16")
+    schedule, history, checks, step = Schedule(cfg), [], [], 0
+    amp = resolve_amp(cfg)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
     if resume and (state := _load_state(state_path)):
         trunk.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        history, start = list(state["history"]), int(state["epoch"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        history, step = list(state["history"]), int(state["step"])
+        checks = json.loads(state.get("checks", "[]"))
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     half = max(1, cfg.batch_size // 2)
-    steps = max(1, len(images) // half)
+    per_epoch = diffusion_steps_per_epoch(cfg, len(images))
     world = distributed.world_size()
     model = distributed.wrap(trunk)
     accum = max(1, cfg.grad_accum)
-    for epoch in range(start, cfg.epochs_diffusion):
+    pixels = float(np.prod(images.shape[1:]))
+    checkpoints = diagnostic_steps(cfg.steps_diffusion)
+    g = rate = None
+    totals = {"eps": 0.0, "contrastive": 0.0}
+    seen, t_epoch = 0, time.perf_counter()
+    while step < cfg.steps_diffusion:
+        epoch, s = divmod(step, per_epoch)
+        if g is None or s == 0:  # each epoch's draws come from its own seeded generator (resume-exact)
+            g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            perm = torch.randperm(len(images), generator=g)
+            totals, seen, t_epoch = {"eps": 0.0, "contrastive": 0.0}, 0, time.perf_counter()
         trunk.train()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        rng = np.random.default_rng([cfg.seed, epoch])
-        perm = torch.randperm(len(images), generator=g).numpy()
-        totals = {"eps": 0.0, "contrastive": 0.0}
-        for s in range(steps):
-            # The global batch is drawn identically on every rank; each rank trains on its slice of pairs.
-            anchors = perm[s * half:(s + 1) * half]
-            partners, different = pick_partners(labels, anchors, rng)
-            n = len(anchors)
-            idx = np.concatenate([anchors, partners])
-            flip = torch.rand(2 * n, generator=g) < 0.5
-            t = torch.randint(0, schedule.steps, (n,), generator=g).repeat(2)
-            noise = torch.randn((n, *x_all.shape[1:]), generator=g).repeat(2, 1, 1, 1)
-            drop = torch.rand(2 * n, generator=g) < cfg.p_uncond
-            mine = np.arange(distributed.rank(), n, world)
-            rows = torch.from_numpy(np.concatenate([mine, n + mine]))
-            x0 = x_all[idx[rows]]
-            x0 = torch.where(flip[rows, None, None, None], x0.flip(-1), x0).to(dev)
-            t, noise = t[rows].to(dev), noise[rows].to(dev)
-            with torch.autocast(dev.type, dtype=AMP[cfg.amp], enabled=cfg.amp != "none"):
-                eps, mid = model(schedule.q_sample(x0, t, noise), t, y_all[idx[rows]].to(dev), drop[rows].to(dev))
-            l_eps = eps_loss(eps.float(), noise)
-            l_con = margin_contrastive(mid[: len(mine)].float(), mid[len(mine):].float(),
-                                       torch.from_numpy(different[mine]).to(dev), cfg.margin)
-            loss = l_eps + cfg.contrastive_weight * l_con
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"diffusion loss became {loss.item()} at epoch {epoch + 1}; "
-                                         "the last good checkpoint is kept, lower --lr and resume")
-            scaler.scale(loss / accum).backward()
-            if (s + 1) % accum == 0 or s + 1 == steps:
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
-            totals["eps"] += l_eps.item() / steps
-            totals["contrastive"] += l_con.item() / steps
-            report("diffusion", epoch * steps + s + 1, cfg.epochs_diffusion * steps, totals)
-        history.append({"epoch": epoch + 1, **distributed.mean(totals)})
-        if distributed.is_main():
-            _save_state(state_path, model=trunk.state_dict(), opt=opt.state_dict(), epoch=epoch + 1, history=history)
-        distributed.barrier()
-    return trunk.eval(), history
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(cfg, step)
+        # The global batch is drawn identically on every rank; each rank trains on its slice of pairs.
+        anchors = perm[s * half:(s + 1) * half]
+        partners, different = pick_partners(y_all, anchors, g)
+        n = len(anchors)
+        idx = torch.cat([anchors, partners])
+        flip = torch.rand(2 * n, generator=g) < 0.5
+        t = torch.randint(0, schedule.steps, (n,), generator=g).repeat(2)
+        noise = torch.randn((n, *x_all.shape[1:]), generator=g).repeat(2, 1, 1, 1)
+        drop = torch.rand(2 * n, generator=g) < cfg.p_uncond
+        mine = torch.arange(distributed.rank(), n, world)
+        rows = torch.cat([mine, n + mine])
+        x0 = x_all[idx[rows]]
+        x0 = torch.where(flip[rows, None, None, None], x0.flip(-1), x0).to(dev)
+        t, noise = t[rows].to(dev), noise[rows].to(dev)
+        with torch.autocast(dev.type, dtype=AMP[amp], enabled=amp != "none"):
+            eps, mid = model(schedule.q_sample(x0, t, noise), t, y_all[idx[rows]].to(dev), drop[rows].to(dev))
+        l_eps = eps_loss(eps.float(), noise)
+        l_con = margin_contrastive(mid[: len(mine)].float(), mid[len(mine):].float(), different[mine].to(dev), cfg.margin)
+        loss = l_eps + cfg.contrastive_weight * l_con
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"diffusion loss became {loss.item()} at step {step + 1}; "
+                                     "the last good checkpoint is kept, lower --lr and resume")
+        scaler.scale(loss / accum).backward()
+        if (s + 1) % accum == 0 or s + 1 == per_epoch or step + 1 == cfg.steps_diffusion:
+            if cfg.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(trunk.parameters(), cfg.grad_clip * pixels)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(trunk)
+        step, seen = step + 1, seen + 1
+        totals["eps"] += (l_eps.item() / pixels - totals["eps"]) / seen  # running means of this epoch
+        totals["contrastive"] += (l_con.item() - totals["contrastive"]) / seen
+        rate = seen / max(1e-9, time.perf_counter() - t_epoch)
+        report("diffusion", step, cfg.steps_diffusion,
+               {"epoch": epoch + 1, "eps/px": totals["eps"], "con": totals["contrastive"], "steps/s": rate})
+        if step in checkpoints and diagnose is not None and distributed.is_main():
+            t_diag = time.perf_counter()
+            checks.append({"step": step, **diagnose(ema.module if ema is not None else trunk, step)})
+            t_epoch += time.perf_counter() - t_diag  # steps/s counts training only
+        if s + 1 == per_epoch or step == cfg.steps_diffusion:
+            row = {"epoch": epoch + 1, "step": step, **distributed.mean(totals), "lr": cfg.lr * lr_factor(cfg, step - 1),
+                   "steps_per_s": round(rate, 3)}
+            history.append(row)
+            log(f"epoch {row['epoch']} step {step}/{cfg.steps_diffusion} eps/px {row['eps']:.4f} "
+                f"contrastive {row['contrastive']:.4f} lr {row['lr']:.2e} {rate:.2f} steps/s")
+            if distributed.is_main():
+                _save_state(state_path, model=trunk.state_dict(), opt=opt.state_dict(), step=step, history=history,
+                            ema=ema.state_dict() if ema is not None else {}, checks=json.dumps(checks))
+            distributed.barrier()
+    final = ema.module if ema is not None else trunk
+    return final.eval(), history, checks
+
+
+def diagnostic_steps(total: int, count: int = 5) -> set[int]:
+    """Steps at which the trunk is diagnosed: ``count`` evenly spaced, the last at the end."""
+    return {max(1, round(total * (i + 1) / count)) for i in range(count)}
 
 
 @torch.no_grad()
@@ -202,9 +294,10 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
     feats = None if cfg.random_t else _cached_features(model, both)
     n, t = len(x_train), model.timesteps.shape[0]
     x_t, y_t = torch.from_numpy(both), torch.from_numpy(y_train)
-    steps = max(1, -(-n // cfg.batch_size))
+    steps = classifier_steps_per_epoch(cfg, n)
+    epochs = max(1, -(-cfg.steps_classifier // steps))  # validation (model selection) at every epoch end
     ce = nn.CrossEntropyLoss()
-    for epoch in range(start, cfg.epochs_classifier):
+    for epoch in range(start, epochs):
         model.head.train()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + 50_000 + epoch)
         torch.manual_seed(cfg.seed * 100_003 + 70_000 + epoch)  # dropout
@@ -226,7 +319,7 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
             loss = ce(plain, y_t[idx].to(dev)) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
             optimizer_step(opt, loss, "classifier", epoch)
             total += loss.item() / steps
-            report("classifier", epoch * steps + s + 1, cfg.epochs_classifier * steps, {"loss": total})
+            report("classifier", epoch * steps + s + 1, epochs * steps, {"epoch": epoch + 1, "loss": total})
         probs = softmax(validation_logits(model, x_val, cfg))
         val_auc, val_acc = auc(y_val, probs), float((probs.argmax(1) == y_val).mean())
         score = selection_score(y_val, probs)
@@ -244,13 +337,19 @@ def _quiet(phase: str, done: int, total: int, scalars: dict) -> None:
 
 
 def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
-          report: Report = _quiet, log: Callable[[str], None] = print) -> dict:
-    """Train a run from a dataset folder; returns ``metrics.json``'s content."""
+          report: Report = _quiet, log: Callable[[str], None] = print, overrides: dict | None = None) -> dict:
+    """Train a run from a dataset folder; returns ``metrics.json``'s content.
+
+    With ``resume`` and a saved ``config.json``, the saved settings are used; ``overrides`` (options the
+    user gave explicitly, e.g. a longer budget) are applied on top."""
     out = Path(out)
     state_dir = out / "state"
     if resume and (out / rundir.CONFIG).is_file():
-        saved = rundir.load_config(out)
-        cfg = saved.replace(epochs_diffusion=cfg.epochs_diffusion, epochs_classifier=cfg.epochs_classifier)
+        overrides = dict(overrides or {})
+        for phase in ("diffusion", "classifier"):  # an explicit step budget replaces a saved epoch budget
+            if f"steps_{phase}" in overrides:
+                overrides.setdefault(f"epochs_{phase}", None)
+        cfg = rundir.load_config(out).replace(**overrides)
     seed_all(cfg.seed)
     fixed_layers = selection.parse_choice(cfg.layer_choice, cfg.num_layers)  # bad --layers fails before any work
     ds = discover(data, cfg.val_fraction, cfg.split_seed)
@@ -269,21 +368,34 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
         log(f"warning: {warning}")
     spec = PreprocessSpec(cfg.image_size)
     x_train, x_val = ds.train.load(spec), ds.val.load(spec)
+    cfg = resolve_budgets(cfg, len(x_train))
+    if reused is None:
+        cfg = cfg.replace(amp=resolve_amp(cfg))  # "auto" is recorded as what it chose on this machine
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
         rundir.save_config(cfg, out)
     distributed.barrier()
 
     t0 = time.perf_counter()
+    diagnose = trunk_diagnosis(cfg, x_train[:real], ds.train.labels[:real], x_val, ds.val.labels)
     if reused is not None:
         trunk, diff_hist = reused, []
-        log(f"step 1 skipped: trunk reused from {cfg.trunk_from}")
+        checks = [{"step": 0, **diagnose(trunk, 0)}]
+        log(f"step 1 skipped: trunk {'randomly initialised' if cfg.trunk_from == 'random' else 'reused from ' + cfg.trunk_from}")
     else:
-        trunk, diff_hist = train_diffusion(cfg, x_train, ds.train.labels, state_dir / "diffusion.pt", report, resume)
+        log(f"step 1: {cfg.steps_diffusion} steps of {cfg.batch_size} images, autocast {cfg.amp}, "
+            f"EMA {cfg.ema_decay or 'off'}, lr {cfg.lr:g} ({cfg.lr_schedule}), CPU {isa.describe()}")
+        trunk, diff_hist, checks = train_diffusion(cfg, x_train, ds.train.labels, state_dir / "diffusion.pt", report,
+                                                   resume, log=epoch_log(out, log, cfg.steps_diffusion), diagnose=diagnose)
     if not distributed.is_main():
         return {}  # step 2 and all writes belong to rank 0
     rundir.save_weights(trunk, out / rundir.DIFFUSION)
     t_diffusion = time.perf_counter() - t0
+    trunk_report = write_trunk_report(out, cfg, trunk, checks, Path(data).name)
+    best_probe = trunk_report["best_probe"]
+    log(f"trunk: best probe AUC {best_probe['auc']:.3f} (layer {best_probe['layer']}, t={best_probe['timestep']}, "
+        f"{best_probe['kind']}) vs pixel probe {trunk_report['pixel_probe']:.3f}; x0-MSE/variance at t=500 "
+        f"{trunk_report['x0_ratio_t500']:.2f} (trunk.png)")
 
     rng = np.random.default_rng(cfg.seed)
     sample = rng.permutation(real)[: cfg.selection_samples]  # the Gaussianity test sees real images only
@@ -316,7 +428,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source,
                "world_size_step1": distributed.world_size(),
                "seconds": {"diffusion": round(t_diffusion, 1), "classifier": round(t_classifier, 1)},
-               "threads": torch.get_num_threads(),
+               "threads": torch.get_num_threads(), "cpu": isa.describe(),
+               "trunk": {k: trunk_report[k] for k in ("best_probe", "pixel_probe", "x0_ratio_t500")},
                "history": {"diffusion": diff_hist, "classifier": cls_hist}}
     if cfg.random_t:  # what an exported engine (fixed timesteps) of this model gives
         metrics["validation_fixed_t"] = classification_report(
@@ -325,11 +438,66 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     return metrics
 
 
+def epoch_log(out: Path, log: Callable[[str], None], total: int) -> Callable[[str], None]:
+    """One line per epoch appended to ``out/train.log``; about ten of them also reach the console."""
+    last = [-1]
+
+    def write(line: str) -> None:
+        if not distributed.is_main():
+            return
+        with open(out / "train.log", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        step = int(line.split(" step ")[1].split("/")[0])
+        if step * 10 // total != last[0]:
+            last[0] = step * 10 // total
+            log(line)
+
+    return write
+
+
+PROBE_IMAGES = (1000, 500)  # at most this many training / validation images in the probes
+
+
+def trunk_diagnosis(cfg: Config, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                    y_val: np.ndarray) -> Diagnose:
+    """The diagnosis run at step-1 checkpoints (EMA weights): denoising bands and linear probes
+    (spatial probes only at the last checkpoint, where they cost most)."""
+    rng = np.random.default_rng(cfg.split_seed)
+    tr = np.sort(rng.permutation(len(x_train))[: PROBE_IMAGES[0]])
+    va = np.sort(rng.permutation(len(x_val))[: PROBE_IMAGES[1]])
+    schedule = Schedule(cfg)
+
+    def diagnose(trunk: UViT, step: int) -> dict:
+        last = step in (0, cfg.steps_diffusion)
+        return {"denoising": diagnostics.denoising(trunk, schedule, x_val[va], seed=cfg.seed),
+                "probes": diagnostics.probes(trunk, x_train[tr], y_train[tr], x_val[va], y_val[va], spatial=last)}
+
+    return diagnose
+
+
+def write_trunk_report(out: Path, cfg: Config, trunk: UViT, checks: list[dict], dataset: str) -> dict:
+    """``trunk.json`` (all checkpoints) and ``trunk.png`` (curves, final probes, DDIM samples)."""
+    final = checks[-1]
+    den = final["denoising"]
+    i500 = list(den["timesteps"]).index(500)
+    report = {"checkpoints": checks, "best_probe": diagnostics.best_probe(final["probes"]),
+              "pixel_probe": final["probes"]["pixels"], "x0_ratio_t500": den["x0_mse"][i500] / den["image_variance"],
+              "probe": "logistic regression on train features, AUC on validation; best L2 of "
+                       f"{list(diagnostics.PROBE_C)}", "timesteps_bands": list(diagnostics.BANDS)}
+    write_json(out / "trunk.json", report)
+    grid = diagnostics.samples(trunk, Schedule(cfg), len(cfg.classes), per_class=6, seed=cfg.seed)
+    diagnostics.plot({**report, "samples": grid}, out / "trunk.png",
+                     f"{dataset}, preset {cfg.preset}: trunk diagnostics (rows of samples: {', '.join(cfg.classes)})")
+    return report
+
+
 ARCHITECTURE = ("image_size", "patch_size", "width", "depth", "heads", "mlp_ratio")
 
 
 def reuse_trunk(cfg: Config) -> UViT:
     """Step 1 of another run (``--trunk RUN``): same architecture and classes, weights from safetensors."""
+    if cfg.trunk_from == "random":  # the ablation's untrained trunk: what step 2 gets from architecture alone
+        return UViT(cfg, len(cfg.classes)).to(distributed.device()).eval()
     src = Path(cfg.trunk_from)
     other = rundir.load_config(src)
     if other.model != "dcube" or not (src / rundir.DIFFUSION).is_file():

@@ -301,7 +301,7 @@ def test_nan_loss_stops_training_and_keeps_last_checkpoint(tmp_path):
     from dcube_edge.config import Config
     from dcube_edge.train import train_diffusion
 
-    cfg = Config.from_preset("tiny", epochs_diffusion=1, batch_size=8, classes=("a", "b"))
+    cfg = Config.from_preset("tiny", steps_diffusion=4, batch_size=8, classes=("a", "b"))  # 4 steps = 1 epoch
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (16, 1, 32, 32)).astype(np.float32)
     labels = np.array([0, 1] * 8)
@@ -312,9 +312,9 @@ def test_nan_loss_stops_training_and_keeps_last_checkpoint(tmp_path):
     poisoned = images.copy()
     poisoned[:] = np.nan
     with pytest.raises(FloatingPointError, match="last good checkpoint is kept"):
-        train_diffusion(cfg.replace(epochs_diffusion=2), poisoned, labels, state, quiet, resume=True)
+        train_diffusion(cfg.replace(steps_diffusion=8), poisoned, labels, state, quiet, resume=True)
     kept = torch.load(state, weights_only=True)
-    assert kept["epoch"] == good["epoch"] == 1
+    assert kept["step"] == good["step"] == 4
     for k, v in good["model"].items():
         assert torch.equal(v, kept["model"][k])
 

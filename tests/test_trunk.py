@@ -1,0 +1,134 @@
+"""Step-1 recipe (budgets, lr schedule, EMA, pair sampling, autocast choice) and the trunk diagnostics."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dcube_edge.config import Config
+from dcube_edge.runtimes import isa
+from dcube_edge.train import (
+    diagnostic_steps,
+    ema_model,
+    lr_factor,
+    pick_partners,
+    resolve_budgets,
+)
+from test_cli import cli
+
+AMX_XEON = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
+EPYC = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}
+OLD = {"avx2", "fma"}
+
+
+def test_pairs_are_same_or_other_class_as_flagged():
+    labels = torch.tensor([0] * 30 + [1] * 10 + [2] * 5)
+    g = torch.Generator().manual_seed(0)
+    anchors = torch.randperm(len(labels), generator=g)[:40]
+    partners, different = pick_partners(labels, anchors, g)
+    assert torch.equal(labels[partners] != labels[anchors], different)
+    assert 0.3 < different.float().mean() < 0.7  # p = 0.5
+    assert set(labels[partners[~different]].tolist()) <= {0, 1, 2}
+    one_class = torch.zeros(8, dtype=torch.long)
+    p, d = pick_partners(one_class, torch.arange(8), g)
+    assert not d.any() and (p < 8).all()
+
+
+def test_budgets_epochs_become_steps():
+    cfg = Config.from_preset("small", epochs_diffusion=3, epochs_classifier=2)
+    done = resolve_budgets(cfg, 546)
+    assert done.steps_diffusion == 3 * (546 // 32) and done.steps_classifier == 2 * 9
+    assert resolve_budgets(Config.from_preset("small"), 546).steps_diffusion == Config.from_preset("small").steps_diffusion
+
+
+def test_lr_warms_up_then_decays_to_a_tenth():
+    cfg = Config.from_preset("tiny", steps_diffusion=1000, warmup_steps=100)
+    f = [lr_factor(cfg, s) for s in range(1000)]
+    assert f[0] == pytest.approx(0.01) and f[99] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[100:], f[101:]))
+    assert f[-1] == pytest.approx(0.1, abs=1e-3)
+    const = cfg.replace(lr_schedule="constant")
+    assert lr_factor(const, 999) == 1.0
+
+
+def test_ema_warmup_follows_the_formula():
+    m = torch.nn.Linear(3, 1, bias=False)
+    w0 = m.weight.detach().clone()
+    ema = ema_model(m, 0.999)
+    ema.update_parameters(m)  # first update copies
+    with torch.no_grad():
+        m.weight.zero_()
+    ema.update_parameters(m)  # n = 1: decay min(0.999, 2/11)
+    d = 2 / 11
+    torch.testing.assert_close(ema.module.weight, w0 * d)
+
+
+def test_diagnostic_steps_end_at_the_budget():
+    assert diagnostic_steps(4000) == {800, 1600, 2400, 3200, 4000}
+    assert max(diagnostic_steps(3)) == 3
+
+
+@pytest.mark.parametrize("flags, width, want", [
+    (AMX_XEON, 512, "bf16"), (AMX_XEON, 96, "none"), (EPYC, 512, "bf16"), (OLD, 512, "none"), (set(), 512, "none")])
+def test_training_autocast_from_flags(flags, width, want):
+    assert isa.training_autocast(width, flags) == want
+    assert isa.training_autocast(width, flags, cuda=True) == "bf16"
+
+
+def test_isa_predicates():
+    assert isa.has_amx(AMX_XEON) and not isa.has_amx(EPYC)
+    assert isa.has_bf16(EPYC) and not isa.has_bf16(OLD)
+    assert not isa.has_native_fp16(AMX_XEON)  # avx512_fp16 alone was measured slower than fp32
+    assert isa.has_native_fp16(AMX_XEON | {"amx_fp16"})
+    assert isa.has_int8_dot(EPYC) and not isa.has_int8_dot(OLD)
+    assert "amx_bf16" in isa.notable(AMX_XEON)
+
+
+def test_probe_separates_what_is_separable():
+    from dcube_edge.diagnostics import best_probe, probe_auc
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 40)
+    informative = rng.normal(size=(80, 5)) + y[:, None] * 3.0
+    noise = rng.normal(size=(80, 5))
+    assert probe_auc(informative[:60], y[:60], informative[60:], y[60:]) > 0.95
+    assert probe_auc(noise[:60], y[:60], noise[60:], y[60:]) < 0.85
+    best = best_probe({"timesteps": [10, 100], "token_mean": [[0.6, 0.7], [0.9, 0.65]], "spatial": None, "pixels": 0.8})
+    assert best == {"kind": "token_mean", "timestep": 100, "layer": 0, "auc": 0.9, "over_pixels": pytest.approx(0.1)}
+
+
+def test_every_run_writes_trunk_diagnostics(tiny_run):
+    report = json.loads((tiny_run / "trunk.json").read_text())
+    assert (tiny_run / "trunk.png").stat().st_size > 10_000
+    last = report["checkpoints"][-1]
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    assert last["step"] == cfg["steps_diffusion"]
+    assert len(last["probes"]["token_mean"][0]) == 2 * cfg["depth"] + 1
+    assert len(last["probes"]["spatial"]) == len(last["probes"]["timesteps"])
+    assert 0 <= report["pixel_probe"] <= 1 and report["x0_ratio_t500"] > 0
+    den = last["denoising"]
+    assert den["timesteps"] == [10, 100, 250, 500, 750] and all(v > 0 for v in den["eps_mse"])
+    assert cfg["amp"] in ("none", "bf16")  # "auto" is recorded as what it resolved to
+    assert (tiny_run / "train.log").read_text().count(" eps/px ") >= 1
+
+
+def test_random_trunk_and_branch_baseline_rows(demo_data, tmp_path):
+    from safetensors.torch import load_file
+
+    from dcube_edge.train import seed_all
+    from dcube_edge.uvit import UViT
+
+    run = tmp_path / "random"
+    cli("train", demo_data, "--out", run, "--trunk", "random", "--steps-classifier", "4", "--batch-size", "16", check=0)
+    cfg = Config.from_dict({k: v for k, v in json.loads((run / "config.json").read_text()).items() if k != "versions"})
+    seed_all(cfg.seed)
+    fresh = UViT(cfg, len(cfg.classes)).state_dict()
+    saved = load_file(str(run / "diffusion.safetensors"))
+    assert all(torch.equal(fresh[k], saved[k]) for k in fresh)
+    assert json.loads((run / "trunk.json").read_text())["checkpoints"][0]["step"] == 0
+    branch = tmp_path / "branch"
+    cli("baseline", demo_data, "--out", branch, "--model", "branch", "--preset", "tiny", "--epochs", "1", check=0)
+    weights = load_file(str(branch / "baseline.safetensors"))
+    assert weights["backbone.conv1.weight"].shape[0] == cfg.resnet_width
