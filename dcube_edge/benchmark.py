@@ -14,6 +14,7 @@ import numpy as np
 
 from dcube_edge import runtimes
 from dcube_edge.runtimes import flops as graph_flops
+from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.bench import machine_info, peak_rss_mb, time_fn
 from dcube_edge.runtimes.files import sha256, write_bytes, write_json
 
@@ -33,7 +34,9 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
     engine_mb = sum((manifest.dir / f).stat().st_size for f in model_files) / 2**20
     gflops = {b: c["gflops"] for b, c in graph_flops.count_batches(manifest.dir / "model.onnx", list(batch_sizes)).items()}
     rows = []
+    parts = manifest.data.get("effective_precision", {})
     with runner:
+        runtime = getattr(runner, "effective_precision", None)
         for b in batch_sizes:
             if b > manifest.max_batch:
                 continue
@@ -42,7 +45,9 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
             rows.append({"engine": str(engine), "backend": manifest.backend, "precision": manifest.precision,
                          "batch": b, "engine_mb": round(engine_mb, 2), "gflops": gflops[b],
                          "truncated_after_layer": manifest.data.get("truncated_after_layer"),
-                         "timesteps": len(manifest.data.get("timesteps", [])), **stats})
+                         "timesteps": len(manifest.data.get("timesteps", [])),
+                         "effective_precision": ", ".join(f"{k} {v}" for k, v in parts.items() if k != "note")
+                         + (f"; runtime hint {runtime}" if runtime else ""), **stats})
     return rows
 
 
@@ -58,6 +63,14 @@ def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup:
     model = model.to(device)
     eager = lambda m: (lambda x: (lambda: m(x)))  # noqa: E731 — variant: batch tensor -> timed call
     variants: list[tuple[str, str, Callable | None]] = [("torch-eager", "fp32", eager(model))]
+    if device == "cpu" and isa.has_bf16():
+        def autocast(x):
+            def call():
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return model(x)
+            return call
+
+        variants.append(("torch-autocast", "bf16", autocast))
     if device == "cuda":
         half = rundir.load_model(run)[1].to(device).half()
         variants.append(("torch-eager", "fp16", lambda x: (lambda: half(x.half()))))
@@ -111,7 +124,6 @@ def cuda_graph(model, x) -> Callable[[], object]:
 
 def gemm_peak(threads: int | None = None, n: int = 1024, iterations: int = 10) -> dict:
     """float32 GEMM GFLOP/s on this machine, measured now (ONNX Runtime MatMul, same threads)."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -126,30 +138,86 @@ def gemm_peak(threads: int | None = None, n: int = 1024, iterations: int = 10) -
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     stats = time_fn(lambda: sess.run(None, {"a": x, "b": x}), iterations, 2)
-    return {"n": n, "gflops_per_s": 2 * n**3 / (stats["p50_ms"] / 1e3) / 1e9, "onnx": onnx.__version__}
+    return {"n": n, "gflops_per_s": 2 * n**3 / (stats["p50_ms"] / 1e3) / 1e9, "tool": "onnxruntime MatMul"}
 
 
-def finish_rows(rows: list[dict], peak: dict | None) -> None:
-    """images/s, speedup vs torch eager fp32 at the same batch, achieved GFLOP/s and fraction of peak."""
+def openvino_gemm_peak(precision: str, threads: int | None = None, n: int = 2048, iterations: int = 10) -> dict:
+    """GEMM rate of OpenVINO's CPU plugin at one precision (f32, bf16 hint, or int8 through FakeQuantize
+    on both operands, which its low-precision transformations turn into an int8 MatMul): the peak an
+    engine of that precision is measured against."""
+    import openvino as ov
+    import openvino.opset13 as ops
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    rng = np.random.default_rng(0)
+    param = ops.parameter([n, n], ov.Type.f32, name="a")
+    a, w = param, ops.constant(rng.uniform(-1, 1, (n, n)).astype(np.float32))
+    if precision == "int8":
+        lo, hi = ops.constant(np.float32(-1.0)), ops.constant(np.float32(1.0))
+        a, w = ops.fake_quantize(a, lo, hi, lo, hi, 256), ops.fake_quantize(w, lo, hi, lo, hi, 255)
+    model = ov.Model([ops.matmul(a, w, False, True)], [param], f"gemm-{precision}")
+    config = {hints.inference_precision(): "bf16" if precision == "bf16" else "f32",
+              hints.performance_mode(): hints.PerformanceMode.LATENCY}
+    if threads:
+        config[props.inference_num_threads()] = threads
+    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+    x = rng.uniform(-1, 1, (n, n)).astype(np.float32)
+    stats = time_fn(lambda: request.infer([x]), iterations, 3)
+    return {"n": n, "gflops_per_s": 2 * n**3 / (stats["p50_ms"] / 1e3) / 1e9, "tool": f"openvino MatMul ({precision})"}
+
+
+def gemm_peaks(threads: int | None = None) -> dict:
+    """Peaks per precision, measured in this run: fp32 (and, with OpenVINO, bf16 where the CPU has it,
+    and int8). Every engine row is compared with the peak of its own precision."""
+    peaks: dict = {"fp32": gemm_peak(threads)}
+    if available("openvino") is None:
+        peaks["fp32"] = openvino_gemm_peak("f32", threads)
+        if isa.has_bf16():
+            peaks["bf16"] = openvino_gemm_peak("bf16", threads)
+        peaks["int8"] = openvino_gemm_peak("int8", threads)
+    return peaks
+
+
+PEAK_OF = {"fp32": "fp32", "bf16": "bf16", "int8": "int8", "fp16": "fp32"}  # CPU fp16 has no peak of its own
+
+
+def finish_rows(rows: list[dict], peaks: dict) -> None:
+    """images/s; speedups vs torch eager fp32 and vs the fastest torch row at the same batch; achieved
+    GFLOP/s (engine graph FLOPs, or torch's from the matching fp32 engine) and the fraction of the GEMM
+    peak of the row's own precision."""
     for r in rows:
         if "p50_ms" not in r:
             continue
         r["images_per_s"] = r["batch"] / (r["p50_ms"] / 1e3)
-        base = next((t for t in rows if t["backend"] == "torch-eager" and t["precision"] == "fp32"
-                     and t["batch"] == r["batch"] and "p50_ms" in t), None)
+        same = [t for t in rows if t["batch"] == r["batch"] and "p50_ms" in t]
+        base = next((t for t in same if t["backend"] == "torch-eager" and t["precision"] == "fp32"), None)
+        torch_rows_ = [t for t in same if t["backend"].startswith("torch")]
+        fastest = min(torch_rows_, key=lambda t: t["p50_ms"]) if torch_rows_ else None
         r["speedup_vs_torch"] = base["p50_ms"] / r["p50_ms"] if base else None
-        if r.get("gflops") and peak:
-            r["achieved_gflops_per_s"] = r["gflops"] / (r["p50_ms"] / 1e3)
-            r["fraction_of_gemm_peak"] = r["achieved_gflops_per_s"] / peak["gflops_per_s"]
+        r["speedup_vs_fastest_torch"] = fastest["p50_ms"] / r["p50_ms"] if fastest else None
+        r["fastest_torch"] = f"{fastest['backend']} {fastest['precision']}" if fastest else None
+        flops = r.get("gflops") or next((t.get("gflops") for t in same if t.get("gflops")), None)
+        peak = peaks.get(PEAK_OF.get(r["precision"], ""))
+        if flops:
+            r["achieved_gflops_per_s"] = flops / (r["p50_ms"] / 1e3)
+            if peak:
+                r["peak_precision"] = PEAK_OF[r["precision"]]
+                r["fraction_of_gemm_peak"] = r["achieved_gflops_per_s"] / peak["gflops_per_s"]
 
 
 MATRIX = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
-          ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8"),
+          ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "bf16"), ("openvino", "int8"),
           ("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8")]
 
 
-def available(backend: str) -> str | None:
-    """None if the backend can be built here, else the reason."""
+def available(backend: str, precision: str | None = None) -> str | None:
+    """None if the backend (at that precision) can be built here, else the reason."""
+    if backend == "openvino" and precision:
+        try:
+            isa.openvino_hint(precision)
+        except isa.PrecisionUnavailable as e:
+            return str(e).split(";")[0]
     try:
         if backend == "openvino":
             import nncf  # noqa: F401
@@ -230,8 +298,8 @@ def write_outputs(result: dict, json_path: Path | None, csv_path: Path | None, p
         write_json(json_path, result)
     if csv_path is not None:
         cols = ["backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s",
-                "speedup_vs_torch", "engine_mb", "gflops", "achieved_gflops_per_s", "fraction_of_gemm_peak",
-                "timesteps", "engine", "error"]
+                "speedup_vs_torch", "speedup_vs_fastest_torch", "engine_mb", "gflops", "achieved_gflops_per_s",
+                "peak_precision", "fraction_of_gemm_peak", "effective_precision", "timesteps", "engine", "error"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -254,7 +322,7 @@ def plot(result: dict, path: Path) -> None:
     rows = [r for r in result["results"] if "p50_ms" in r]
     batches = sorted({r["batch"] for r in rows})
     backends = list(dict.fromkeys(r["backend"] for r in rows))
-    precisions = ["fp32", "fp16", "int8"]
+    precisions = ["fp32", "fp16", "bf16", "int8"]
     fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 4), dpi=110, squeeze=False)
     for ax, b in zip(axes[0], batches):
         for backend in backends:
@@ -287,7 +355,7 @@ def run_bench(engines: list[Path], torch_run: Path | None, batch_sizes: tuple[in
     if matrix_run is not None:
         root = matrix_run / "engines"
         for backend, precision in MATRIX:
-            reason = available(backend)
+            reason = available(backend, precision)
             if reason:
                 skipped.append(f"{backend}/{precision}: {reason}")
                 continue
@@ -295,7 +363,7 @@ def run_bench(engines: list[Path], torch_run: Path | None, batch_sizes: tuple[in
                                           precision=precision, calibration=calibration,
                                           max_batch=max(max(batch_sizes), 8)))
         torch_run = torch_run or matrix_run
-    peak = gemm_peak(threads)
+    peak = gemm_peaks(threads)
     rows: list[dict] = []
     if torch_run is not None:
         log(f"timing torch eager fp32 of {torch_run}")
@@ -305,7 +373,7 @@ def run_bench(engines: list[Path], torch_run: Path | None, batch_sizes: tuple[in
         rows += engine_rows(e, batch_sizes, iterations, warmup, threads)
     finish_rows(rows, peak)
     result = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "threads": threads, "iterations": iterations, "warmup": warmup,
-              "gemm_peak": peak, "results": rows, "skipped": skipped}
+              "gemm_peaks": peak, "results": rows, "skipped": skipped}
     if figures and (matrix_run or torch_run):
         run = matrix_run or torch_run
         root = run / "engines"
@@ -314,6 +382,10 @@ def run_bench(engines: list[Path], torch_run: Path | None, batch_sizes: tuple[in
     result["peak_rss_mb"] = peak_rss_mb()
     result["seconds"] = round(time.time() - started, 1)
     return result
+
+
+def peaks_text(peaks: dict) -> str:
+    return ", ".join(f"{k} {v['gflops_per_s']:.0f} GFLOP/s ({v['tool']}, {v['n']}²)" for k, v in peaks.items())
 
 
 def report_markdown(results: dict[str, dict]) -> str:
@@ -325,18 +397,19 @@ def report_markdown(results: dict[str, dict]) -> str:
         lines += [f"## {title}", "",
                   f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, ISA {' '.join(m['isa']) or '–'}, GPU {m['gpu'] or 'none'}; "
                   f"threads {r['threads'] or 'default'}; {r['iterations']} timed calls after {r['warmup']} warm-up; "
-                  f"fp32 GEMM peak (ONNX Runtime MatMul 1024², measured in the same run) {r['gemm_peak']['gflops_per_s']:.0f} GFLOP/s; int8 and bf16 engines can exceed it; date {r.get('date', '?')}.", "",
-                  "| backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s | speedup vs torch eager fp32 | engine MB | GFLOP/s (% of fp32 GEMM peak) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"GEMM peaks measured in the same run: {peaks_text(r['gemm_peaks'])}; date {r.get('date', '?')}.", "",
+                  "| backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s | speedup vs torch eager fp32 | vs fastest torch | engine MB | GFLOP/s (% of own-precision peak) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for x in r["results"]:
             if "p50_ms" not in x:
-                lines.append(f"| {x['backend']} | {x['precision']} | {x['batch']} | {x.get('error', '')} | | | | | | |")
+                lines.append(f"| {x['backend']} | {x['precision']} | {x['batch']} | {x.get('error', '')} | | | | | | | |")
                 continue
             sp = f"{x['speedup_vs_torch']:.2f}×" if x.get("speedup_vs_torch") else "–"
-            gf = (f"{x['achieved_gflops_per_s']:.0f} ({100 * x['fraction_of_gemm_peak']:.0f} %)"
-                  if x.get("achieved_gflops_per_s") else "–")
+            fast = f"{x['speedup_vs_fastest_torch']:.2f}×" if x.get("speedup_vs_fastest_torch") else "–"
+            gf = (f"{x['achieved_gflops_per_s']:.0f} ({100 * x['fraction_of_gemm_peak']:.0f} % of {x['peak_precision']})"
+                  if x.get("fraction_of_gemm_peak") else f"{x['achieved_gflops_per_s']:.0f}" if x.get("achieved_gflops_per_s") else "–")
             lines.append(f"| {x['backend']} | {x['precision']} | {x['batch']} | {x['p50_ms']:.1f} | {x['p90_ms']:.1f} | "
-                         f"{x['p99_ms']:.1f} | {x['images_per_s']:.1f} | {sp} | {x.get('engine_mb', '–')} | {gf} |")
+                         f"{x['p99_ms']:.1f} | {x['images_per_s']:.1f} | {sp} | {fast} | {x.get('engine_mb', '–')} | {gf} |")
         if r.get("skipped"):
             lines += ["", "Not built here: " + "; ".join(r["skipped"]) + "."]
         if "truncation" in r:

@@ -485,7 +485,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
     """Latency (p50/p90/p99), images/s, engine size and GFLOP/s per engine and batch size, with the speedup
     over PyTorch eager FP32 measured in the same run."""
-    from dcube_edge.benchmark import run_bench, write_outputs
+    from dcube_edge.benchmark import peaks_text, run_bench, write_outputs
 
     matrix_run = None
     if matrix:
@@ -500,8 +500,8 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
                            calibration=calibration, figures=figures)
     info = result["machine"]
     table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {' '.join(info['isa']) or 'no ISA flags read'}"
-                        f"{'; ' + info['gpu'] if info['gpu'] else ''}); GEMM peak {result['gemm_peak']['gflops_per_s']:.0f} GFLOP/s")
-    for col in ("engine", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "speedup", "MB", "% peak"):
+                        f"{'; ' + info['gpu'] if info['gpu'] else ''})\nGEMM peaks: {peaks_text(result['gemm_peaks'])}")
+    for col in ("engine", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs eager", "vs best torch", "MB", "% own peak"):
         table.add_column(col, justify="left" if col in ("engine", "backend", "precision") else "right")
     for r in result["results"]:
         if "p50_ms" not in r:
@@ -510,9 +510,13 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
         table.add_row(Path(r["engine"]).name, r["backend"], r["precision"], str(r["batch"]), f"{r['p50_ms']:.2f}",
                       f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['images_per_s']:.1f}",
                       f"{r['speedup_vs_torch']:.2f}x" if r.get("speedup_vs_torch") else "–",
+                      f"{r['speedup_vs_fastest_torch']:.2f}x" if r.get("speedup_vs_fastest_torch") else "–",
                       f"{r['engine_mb']:.1f}" if "engine_mb" in r else "–",
                       f"{100 * r['fraction_of_gemm_peak']:.0f}%" if r.get("fraction_of_gemm_peak") else "–")
     out.print(table)
+    for r in result["results"]:
+        if r.get("effective_precision") and r["batch"] == result["results"][-1]["batch"]:
+            out.print(f"{Path(r['engine']).name}: {r['effective_precision']}")
     for s in result["skipped"]:
         err.print(f"skipped {s}")
     if "truncation" in result:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import torch
 from dcube_edge.calibration import sets as calib_sets
-from dcube_edge.runtimes import make_runner
+from dcube_edge.runtimes import isa, make_runner
 from dcube_edge.runtimes.files import sha256, write_json
 from dcube_edge.runtimes.manifest import BACKENDS, FORMAT, FORMAT_VERSION, MANIFEST, PRECISIONS
 from dcube_edge.runtimes.manifest import read as read_manifest
@@ -117,10 +117,18 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
         from .tensorrt import require_tensorrt
 
         require_tensorrt()
+    hint = None
     if opts.backend == "openvino":
         from .openvino import require_openvino
 
         require_openvino()
+        try:
+            hint = isa.openvino_hint(opts.precision)
+        except isa.PrecisionUnavailable as e:
+            raise ExportError(str(e)) from None
+    elif opts.precision == "bf16":
+        raise ExportError(f"bf16 engines are OpenVINO CPU engines (--backend openvino); {opts.backend} takes "
+                          "fp32, fp16 (a GPU precision) or int8")
     if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not an engine directory; refusing to replace it (choose another --out)")
     if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
@@ -152,7 +160,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
             if calib:
                 extra["calibration"] = calib_sets.describe(calib)
             images = calib_sets.read(calib)[0] if calib else None
-            model_file, backend_info = build_ir(onnx_path, work, opts.precision, images, log)
+            model_file, backend_info = build_ir(onnx_path, work, opts.precision, hint, images, log)
         elif opts.backend == "tensorrt":
             from .tensorrt import build_plan
 
@@ -169,9 +177,25 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
             "tools": tool_versions(opts.backend), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **extra, **({opts.backend: backend_info} if backend_info else {}),
         }
+        manifest["effective_precision"] = effective_precision(opts, hint)
         manifest["files"] = {p.name: sha256(p) for p in sorted(work.iterdir()) if p.is_file()}
         write_json(work / MANIFEST, manifest)
         manifest["parity"] = measure_parity(work, model, cfg, opts, spec, log)
+        if opts.backend == "openvino" and opts.precision == "int8" and hint == "bf16" \
+                and not parity.within_bounds(manifest["parity"]):
+            # bf16 float islands cost more accuracy than allowed: pin them to f32 and measure again
+            failed = manifest["parity"]
+            manifest["openvino"]["inference_precision"] = "f32"
+            manifest["effective_precision"] = effective_precision(opts, "f32")
+            write_json(work / MANIFEST, manifest)
+            manifest["parity"] = measure_parity(work, model, cfg, opts, spec, log)
+            manifest["effective_precision"]["note"] = (
+                f"float islands pinned to f32: in bf16 top-1 agreement was {failed['top1_agreement']:.4f}, "
+                f"AUC delta {failed.get('auc_delta', float('nan')):.4f} (bounds: ≥ {parity.MIN_TOP1_AGREEMENT}, "
+                f"≥ -{parity.MAX_AUC_DROP})")
+            log(manifest["effective_precision"]["note"])
+        if opts.precision != "fp32":
+            manifest["parity"]["within_bounds"] = parity.within_bounds(manifest["parity"])
         write_json(work / MANIFEST, manifest)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -188,6 +212,19 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
 
         write_model(out, Path(opts.triton_repo))
     return manifest
+
+
+def effective_precision(opts: ExportOptions, hint: str | None) -> dict:
+    """What each part of the engine computes in, as built (OpenVINO may keep some ops, e.g. reductions,
+    in f32 under a bf16 hint; the runner reads the compiled model's actual hint back)."""
+    float_part = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(hint or "", opts.precision)
+    if opts.precision == "int8":
+        islands = float_part if opts.backend == "openvino" else "fp32"
+        return {"trunk_matmuls_and_head_convs": "int8 (Q/DQ, symmetric, per-channel weights)",
+                "resnet_guide_branch": islands, "other_ops": islands}
+    if opts.precision == "fp16" and opts.backend != "openvino":
+        return {"all": "fp16 (LayerNorm/Softmax reductions fp32, I/O fp32)"}
+    return {"all": float_part}
 
 
 @torch.no_grad()
@@ -210,7 +247,10 @@ def measure_parity(engine_dir: Path, model: torch.nn.Module, cfg: Config, opts: 
         step = spec.batch["max"]
         got = np.concatenate([runner.infer({spec.inputs[0].name: images[i:i + step]})[spec.outputs[0].name]
                               for i in range(0, len(images), step)])
+        runtime = getattr(runner, "effective_precision", None)
     report = {"data": source, **parity.compare(ref, got, labels)}
+    if runtime:
+        report["runtime_inference_precision"] = runtime
     if opts.precision == "fp32":
         report["within_tolerance"] = report["max_abs_logit_diff"] <= spec.atol
     log("parity vs torch fp32: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

@@ -1,6 +1,7 @@
 """OpenVINO IR builder: ``ov.convert_model`` on the ONNX, ``ov.save_model``; INT8 with
 ``nncf.quantize`` on the IR (transformer model type, symmetric preset) from the calibration set.
-FP16 is an inference-precision hint chosen for the device and recorded, not a rewritten graph."""
+bf16/fp16 are inference-precision hints chosen from the CPU's flags (:func:`runtimes.isa.openvino_hint`)
+and recorded, not a rewritten graph; an int8 engine's float islands get the same treatment."""
 from __future__ import annotations
 
 import re
@@ -21,20 +22,12 @@ def require_openvino() -> None:
         raise BackendUnavailable(INSTALL) from None
 
 
-def half_precision_hint(device: str = "CPU") -> str:
-    """f16 where the device computes it natively, else bf16 where it has that, else f32."""
-    import openvino as ov
-
-    caps = ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")
-    return "f16" if "FP16" in caps else "bf16" if "BF16" in caps else "f32"
-
-
-def build_ir(onnx_path: Path, work: Path, precision: str, calibration: np.ndarray | None,
+def build_ir(onnx_path: Path, work: Path, precision: str, hint: str, calibration: np.ndarray | None,
              log: Callable[[str], None]) -> tuple[str, dict]:
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
-    info: dict = {"inference_precision": "f32"}
+    info: dict = {"inference_precision": hint}
     if precision == "int8":
         import nncf
 
@@ -49,7 +42,5 @@ def build_ir(onnx_path: Path, work: Path, precision: str, calibration: np.ndarra
         info.update(quantization={"tool": "nncf.quantize", "preset": "performance (symmetric)",
                                   "model_type": "transformer", "subset_size": int(len(calibration)),
                                   "ignored_scope_patterns": patterns})
-    elif precision == "fp16":
-        info["inference_precision"] = half_precision_hint()
     ov.save_model(model, str(work / "model.xml"), compress_to_fp16=False)
     return "model.xml", info

@@ -6,6 +6,20 @@ import numpy as np
 from dcube_edge.metrics import auc, softmax
 
 
+# What a reduced-precision engine must keep against FP32 torch on validation (issue 12).
+MIN_TOP1_AGREEMENT = 0.99
+MAX_AUC_DROP = 0.005
+
+
+def within_bounds(report: dict) -> bool:
+    """Top-1 agreement ≥ 99 % and (where labels exist) an AUC drop of at most 0.005."""
+    ok = report["top1_agreement"] >= MIN_TOP1_AGREEMENT
+    delta = report.get("auc_delta")
+    if delta is not None and np.isfinite(delta):
+        ok = ok and delta >= -MAX_AUC_DROP
+    return bool(ok)
+
+
 def compare(reference: np.ndarray, engine: np.ndarray, labels: np.ndarray | None = None) -> dict:
     ref, eng = reference.astype(np.float64), engine.astype(np.float64)
     cos = (ref * eng).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(eng, axis=1), 1e-12)

@@ -75,3 +75,31 @@ def training_autocast(width: int, flags: Iterable[str] | None = None, cuda: bool
     if cuda:
         return "bf16"
     return "bf16" if has_bf16(flags) and width >= 256 else "none"
+
+
+class PrecisionUnavailable(ValueError):
+    """A precision this CPU cannot run as asked; the message names what it can."""
+
+
+def openvino_hint(precision: str, flags: Iterable[str] | None = None) -> str:
+    """OpenVINO CPU inference-precision hint for an engine precision (for int8: of its float islands).
+
+    fp32 → f32; bf16 → bf16 where AMX-BF16 or AVX512-BF16 exists; fp16 → f16 only with AMX-FP16 (the
+    only CPU unit that runs it faster than fp32); int8 → its float parts in bf16 where the CPU has it,
+    else f32 (export then keeps bf16 only if parity holds)."""
+    if precision == "fp32":
+        return "f32"
+    if precision == "bf16":
+        if not has_bf16(flags):
+            raise PrecisionUnavailable("bf16 needs AMX-BF16 or AVX512-BF16, which this CPU lacks; "
+                                       "use --precision fp32 or int8, or export on the workstation that will run it")
+        return "bf16"
+    if precision == "fp16":
+        if not has_native_fp16(flags):
+            alt = "bf16" if has_bf16(flags) else "fp32 or int8"
+            raise PrecisionUnavailable(f"fp16 on an OpenVINO CPU runs natively only with AMX-FP16, which this CPU "
+                                       f"lacks (it would be slower than fp32); use --precision {alt}")
+        return "f16"
+    if precision == "int8":
+        return "bf16" if has_bf16(flags) else "f32"
+    raise PrecisionUnavailable(f"unknown precision {precision!r}")

@@ -13,7 +13,7 @@ MANIFEST = "manifest.json"
 FORMAT = "dcube-edge-engine"
 FORMAT_VERSION = 1
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class EngineError(ValueError):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import isa
 from .base import BackendUnavailable, Runner
 
 
@@ -32,7 +33,10 @@ class OpenVINORunner(Runner):
                 core.set_property({props.cache_dir(): str(self.cache_dir)})
             except OSError:
                 pass  # read-only engine dir: run without the compiled-blob cache
-        config = {hints.inference_precision(): self.precision,
+        precision = self.precision
+        if (precision == "bf16" and not isa.has_bf16()) or (precision == "f16" and not isa.has_native_fp16()):
+            precision = "f32"  # an engine built elsewhere: this CPU lacks the unit; effective_precision says so
+        config = {hints.inference_precision(): precision,
                   hints.performance_mode(): hints.PerformanceMode.LATENCY}
         if self.threads:
             config[props.inference_num_threads()] = self.threads
@@ -44,7 +48,8 @@ class OpenVINORunner(Runner):
     def effective_precision(self) -> str:
         import openvino.properties.hint as hints
 
-        return str(self.compiled.get_property(hints.inference_precision()))
+        value = self.compiled.get_property(hints.inference_precision())
+        return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self.request.infer(feed)

@@ -25,7 +25,9 @@ def engines(tiny_run, tmp_path_factory):
         import nncf  # noqa: F401
         import openvino  # noqa: F401
 
-        pairs += [("openvino", p) for p in ("fp32", "fp16", "int8")]
+        from dcube_edge.benchmark import available
+
+        pairs += [("openvino", p) for p in ("fp32", "fp16", "bf16", "int8") if available("openvino", p) is None]
     except ImportError:
         pass
     for backend, precision in pairs:
@@ -101,11 +103,13 @@ def test_int8_qdq_graph_is_what_tensorrt_accepts(engines):
         assert clf.logits(np.zeros((3, 1, 32, 32), np.float32)).shape == (3, 3)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16", "int8"])
 def test_openvino_engines(engines, demo_data, precision):
+    from dcube_edge.benchmark import available
+
     key = ("openvino", precision)
     if key not in engines:
-        pytest.skip("openvino/nncf not installed: pip install 'dcube-edge[openvino]'")
+        pytest.skip(f"openvino {precision} cannot be built here: {available('openvino', precision)}")
     m = manifest(engines[key])
     assert m["model_file"] == "model.xml" and {"model.xml", "model.bin"} <= set(m["files"])
     assert m["openvino"]["inference_precision"] in ("f32", "f16", "bf16")
@@ -114,6 +118,16 @@ def test_openvino_engines(engines, demo_data, precision):
         xml = (engines[key] / "model.xml").read_text()
         assert "FakeQuantize" in xml or "FakeConvert" in xml
     assert m["parity"]["top1_agreement"] >= 0.9
+    assert m["parity"].get("within_bounds") is not False or precision == "int8"  # int8 is checked below
+    want = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}.get(precision)
+    if want:
+        assert m["openvino"]["inference_precision"] == want and m["effective_precision"]["all"] == precision
+        assert m["parity"]["runtime_inference_precision"] == want
+    else:
+        parts = m["effective_precision"]
+        assert parts["trunk_matmuls_and_head_convs"].startswith("int8")
+        assert parts["resnet_guide_branch"] == {"bf16": "bf16", "f32": "fp32"}[m["openvino"]["inference_precision"]]
+        assert m["parity"]["within_bounds"] or "pinned to f32" in parts["note"]
     files = sorted((demo_data / "val" / "normal").iterdir())[:3]
     with runtimes.load(engines[key]) as clf:
         preds = list(clf.classify(files))
@@ -159,3 +173,55 @@ def test_cuda_memory_interface_roundtrip():
     assert (dst == src).all()
     mem.free(ptr)
     mem.destroy_stream(stream)
+
+
+AMX_XEON = {"avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
+EPYC = {"avx512f", "avx512_vnni", "avx512_bf16"}
+OLD = {"avx2", "fma"}
+
+
+@pytest.mark.parametrize("flags, precision, hint", [
+    (AMX_XEON, "fp32", "f32"), (AMX_XEON, "bf16", "bf16"), (AMX_XEON, "int8", "bf16"), (AMX_XEON, "fp16", None),
+    (AMX_XEON | {"amx_fp16"}, "fp16", "f16"), (EPYC, "bf16", "bf16"), (EPYC, "int8", "bf16"), (EPYC, "fp16", None),
+    (OLD, "bf16", None), (OLD, "int8", "f32"), (OLD, "fp32", "f32")])
+def test_openvino_precision_from_flags(flags, precision, hint):
+    from dcube_edge.runtimes import isa
+
+    if hint is None:
+        with pytest.raises(isa.PrecisionUnavailable) as e:
+            isa.openvino_hint(precision, flags)
+        assert ("bf16" in str(e.value)) == isa.has_bf16(flags) or precision == "bf16"
+    else:
+        assert isa.openvino_hint(precision, flags) == hint
+
+
+def test_export_refuses_what_the_cpu_cannot_run(tiny_run, tmp_path, monkeypatch):
+    from dcube_edge.export.build import ExportError
+    from dcube_edge.runtimes import isa
+
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
+    with pytest.raises(ExportError, match="AMX-FP16.*use --precision bf16"):
+        export(tiny_run, tmp_path / "a", ExportOptions(backend="openvino", precision="fp16"), **QUIET)
+    monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(OLD))
+    with pytest.raises(ExportError, match="bf16 needs AMX-BF16 or AVX512-BF16"):
+        export(tiny_run, tmp_path / "b", ExportOptions(backend="openvino", precision="bf16"), **QUIET)
+    with pytest.raises(ExportError, match="OpenVINO CPU engines"):
+        export(tiny_run, tmp_path / "c", ExportOptions(backend="onnxruntime", precision="bf16"), **QUIET)
+    assert not any(tmp_path.iterdir())
+
+
+def test_int8_float_islands_pinned_when_bf16_breaks_parity(tiny_run, tmp_path, monkeypatch):
+    """With a bound no engine can meet, the bf16 float islands must be pinned to f32 and the reason recorded."""
+    from dcube_edge.export import parity
+    from dcube_edge.runtimes import isa
+
+    pytest.importorskip("nncf")
+    monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
+    monkeypatch.setattr(parity, "MIN_TOP1_AGREEMENT", 1.01)
+    out = tmp_path / "ov-int8"
+    export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
+    m = manifest(out)
+    assert m["openvino"]["inference_precision"] == "f32"
+    assert m["effective_precision"]["resnet_guide_branch"] == "fp32"
+    assert "pinned to f32" in m["effective_precision"]["note"] and m["parity"]["within_bounds"] is False
