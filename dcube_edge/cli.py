@@ -480,6 +480,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           threads: Annotated[int | None, typer.Option(help="CPU threads for every backend and torch.")] = None,
           compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile (where it works).")] = False,
           device: Annotated[str, typer.Option(help="cpu | cuda (torch baseline device; cuda adds torch fp16).")] = "cpu",
+          profile: Annotated[bool, typer.Option("--profile", help="Also time every engine per op type (OpenVINO PERF_COUNT, ONNX Runtime profiler) at the smallest batch.")] = False,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
           csv_out: Annotated[Path | None, typer.Option("--csv", help="Write a CSV table here.")] = None,
           plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
@@ -498,6 +499,15 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
         result = run_bench(list(targets), torch_run, ints(batch_sizes), iterations, warmup, threads,
                            log=lambda m: status.update(m), compile=compile, device=device, matrix_run=matrix_run,
                            calibration=calibration, figures=figures)
+        if profile:
+            from dcube_edge import runtimes
+            from dcube_edge.runtimes.profile import op_profile
+
+            engines = dict.fromkeys(r["engine"] for r in result["results"] if not r["backend"].startswith("torch"))
+            result["profiles"] = []
+            for e in engines:
+                status.update(f"profiling {e}")
+                result["profiles"].append(op_profile(runtimes.read(e), min(ints(batch_sizes)), iterations, threads=threads))
     info = result["machine"]
     table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {' '.join(info['isa']) or 'no ISA flags read'}"
                         f"{'; ' + info['gpu'] if info['gpu'] else ''})\nGEMM peaks: {peaks_text(result['gemm_peaks'])}")
@@ -519,6 +529,15 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
             out.print(f"{Path(r['engine']).name}: {r['effective_precision']}")
     for s in result["skipped"]:
         err.print(f"skipped {s}")
+    for prof in result.get("profiles", []):
+        ptable = Table(title=f"{Path(prof['engine']).name} ({prof['backend']} {prof['precision']}, batch {prof['batch']}): "
+                             f"{prof['op_total_ms']:.2f} ms in ops per call")
+        for col in ("op type", "ms/call", "share", "ops", "kernels"):
+            ptable.add_column(col, justify="left" if col in ("op type", "kernels") else "right")
+        for op in prof["ops"][:12]:
+            ptable.add_row(op["op_type"], f"{op['ms']:.3f}", f"{100 * op['share']:.1f}%", str(op["ops_per_call"]),
+                           escape(", ".join(op["kernels"])))
+        out.print(ptable)
     if "truncation" in result:
         t = result["truncation"]
         out.print(f"truncation after layer {t['truncated_after_layer']}: FLOP ratio {t['flop_ratio']:.2f}x, "

@@ -17,20 +17,22 @@ __all__ = ["load", "make_runner", "Classifier", "Prediction", "Runner", "Manifes
            "BackendUnavailable", "NonFiniteOutput"]
 
 
-def make_runner(manifest: Manifest, threads: int | None = None, device: str | None = None) -> Runner:
-    """The backend's runner for an engine (not yet activated); backends are imported lazily."""
+def make_runner(manifest: Manifest, threads: int | None = None, device: str | None = None,
+                profile: bool = False) -> Runner:
+    """The backend's runner for an engine (not yet activated); backends are imported lazily.
+    ``profile`` builds it with per-op timing (``Runner.op_times``)."""
     backend = manifest.backend
     if backend == "onnxruntime":
         from .ort import OnnxRuntimeRunner
 
         providers = ["CPUExecutionProvider"] if device == "cpu" else None
-        return OnnxRuntimeRunner(manifest.model_file, threads=threads, providers=providers)
+        return OnnxRuntimeRunner(manifest.model_file, threads=threads, providers=providers, profile=profile)
     if backend == "openvino":
         from .ov import OpenVINORunner
 
         return OpenVINORunner(manifest.model_file, precision=manifest.data.get("openvino", {}).get(
             "inference_precision", "f32"), threads=threads, device=device or "CPU",
-            cache_dir=manifest.dir / "ov_cache")
+            cache_dir=manifest.dir / "ov_cache", profile=profile)
     if backend == "tensorrt":
         from .trt import TensorRTRunner
 

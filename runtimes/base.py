@@ -44,6 +44,11 @@ class Runner(ABC):
         self.last_inference_time = time.perf_counter() - start
         return out
 
+    def op_times(self) -> list[tuple[str, float, str]]:
+        """(op type, milliseconds, kernel) per executed op of the last inference(s), for runners built
+        with ``profile=True``; the accumulation window is the backend's (see :mod:`.profile`)."""
+        raise NotImplementedError(f"{self.name} runner has no per-op profile")
+
     @abstractmethod
     def activate_impl(self) -> None: ...
 

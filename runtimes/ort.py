@@ -11,9 +11,10 @@ from .base import BackendUnavailable, Runner
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, model: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, model: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 profile: bool = False):
         super().__init__()
-        self.model, self.threads, self.providers = Path(model), threads, providers
+        self.model, self.threads, self.providers, self.profile = Path(model), threads, providers, profile
         self.session = None
 
     def activate_impl(self) -> None:
@@ -25,6 +26,11 @@ class OnnxRuntimeRunner(Runner):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        if self.profile:
+            import tempfile
+
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="dcube-ort-profile-")) / "ort")
         available = ort.get_available_providers()
         providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = ort.InferenceSession(str(self.model), sess_options=opts, providers=providers)
@@ -32,6 +38,17 @@ class OnnxRuntimeRunner(Runner):
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+
+    def op_times(self) -> list[tuple[str, float, str]]:
+        """Node kernel times of every inference since activation, from ONNX Runtime's profiler (ends it)."""
+        import json
+        import shutil
+
+        path = Path(self.session.end_profiling())
+        events = json.loads(path.read_text())
+        shutil.rmtree(path.parent, ignore_errors=True)
+        return [(e["args"]["op_name"], e["dur"] / 1e3, e["args"].get("provider", ""))
+                for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
 
     def deactivate_impl(self) -> None:
         self.session = None

@@ -14,10 +14,10 @@ class OpenVINORunner(Runner):
     name = "openvino"
 
     def __init__(self, model: str | Path, precision: str = "f32", threads: int | None = None,
-                 device: str = "CPU", cache_dir: str | Path | None = None):
+                 device: str = "CPU", cache_dir: str | Path | None = None, profile: bool = False):
         super().__init__()
         self.model, self.precision, self.threads, self.device = Path(model), precision, threads, device
-        self.cache_dir = cache_dir
+        self.cache_dir, self.profile = cache_dir, profile
 
     def activate_impl(self) -> None:
         try:
@@ -40,6 +40,8 @@ class OpenVINORunner(Runner):
                   hints.performance_mode(): hints.PerformanceMode.LATENCY}
         if self.threads:
             config[props.inference_num_threads()] = self.threads
+        if self.profile:
+            config[props.enable_profiling()] = True
         self.compiled = core.compile_model(str(self.model), self.device.upper(), config)
         self.request = self.compiled.create_infer_request()
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
@@ -54,6 +56,14 @@ class OpenVINORunner(Runner):
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self.request.infer(feed)
         return {name: np.array(result[self.compiled.output(name)]) for name in self.output_names}
+
+    def op_times(self) -> list[tuple[str, float, str]]:
+        """PERF_COUNT of the last inference: (layer type, ms, kernel such as brgemm_avx512_amx_I8)."""
+        import openvino as ov
+
+        done = ov.ProfilingInfo.Status.EXECUTED
+        return [(i.node_type, i.real_time.total_seconds() * 1e3, i.exec_type)
+                for i in self.request.get_profiling_info() if i.status == done]
 
     def deactivate_impl(self) -> None:
         self.request = self.compiled = None

@@ -225,3 +225,18 @@ def test_int8_float_islands_pinned_when_bf16_breaks_parity(tiny_run, tmp_path, m
     assert m["openvino"]["inference_precision"] == "f32"
     assert m["effective_precision"]["resnet_guide_branch"] == "fp32"
     assert "pinned to f32" in m["effective_precision"]["note"] and m["parity"]["within_bounds"] is False
+
+
+@pytest.mark.parametrize("key", [("onnxruntime", "int8"), ("openvino", "int8"), ("openvino", "bf16")])
+def test_op_profile_by_type(engines, key):
+    from dcube_edge.runtimes.profile import op_profile
+
+    if key not in engines:
+        pytest.skip(f"{key} not built here")
+    prof = op_profile(runtimes.read(engines[key]), batch=2, iterations=3, warmup=1)
+    assert prof["ops"] and sum(o["share"] for o in prof["ops"]) == pytest.approx(1.0)
+    assert all(o["ms"] >= 0 and o["ops_per_call"] > 0 for o in prof["ops"])
+    types = {o["op_type"] for o in prof["ops"]}
+    assert types & {"MatMul", "MatMulInteger", "FullyConnected", "QLinearMatMul", "Convolution", "Conv", "QLinearConv"}, types
+    if key[0] == "openvino":
+        assert any(o["kernels"] for o in prof["ops"])  # e.g. brgemm_avx512_amx_bf16
