@@ -42,7 +42,7 @@ class Baseline(nn.Module):
 
 def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Callable = lambda *a: None,
                    log: Callable[[str], None] = print) -> dict:
-    from .train import optimizer_step, predict_logits, seed_all
+    from .train import class_weights, on_device, optimizer_step, predict_logits, seed_all
 
     out = Path(out)
     seed_all(cfg.seed)
@@ -55,7 +55,7 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     dev = distributed.device()
     model = Baseline(cfg, len(cfg.classes)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ce = nn.CrossEntropyLoss()
+    ce = nn.CrossEntropyLoss(weight=on_device(class_weights(cfg, ds.train.labels), dev))
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(ds.train.labels)
     steps = max(1, -(-len(xt) // cfg.batch_size))
     epochs = cfg.epochs_classifier or max(1, -(-cfg.steps_classifier // steps))

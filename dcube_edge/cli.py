@@ -106,6 +106,8 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           random_t: Annotated[bool, typer.Option("--random-t", help="Step 2 as the reference: a random t per image at training and validation (engines still use --timesteps).")] = False,
           trunk: Annotated[Path | None, typer.Option(help="Reuse this run's trained step-1 trunk (or 'random': an untrained one); train only layer selection and step 2.")] = None,
           ema_decay: Annotated[float | None, typer.Option(help="Step-1 EMA decay of the trunk weights (0.999; 0 turns EMA off).")] = None,
+          guide_loss_weight: Annotated[float | None, typer.Option(help="Step 2: weight of a cross-entropy on the guide branch's pooled map (training only; 0 = the reference).")] = None,
+          class_weights: Annotated[str | None, typer.Option(help="Step-2 cross-entropy class weights: none | balanced (inverse frequency).")] = None,
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: auto (bf16 where the CPU/GPU has it and the trunk is wide enough to gain) | none | bf16 | fp16 (GPU).")] = "auto",
           grad_accum: Annotated[int, typer.Option(help="Step-1 batches per optimizer step.")] = 1,
@@ -125,6 +127,8 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
             fail(f"{name} must be at least 1 (got {value})")
     if ema_decay is not None and not 0 <= ema_decay < 1:
         fail(f"--ema-decay must lie in [0, 1) (got {ema_decay}); 0 turns EMA off")
+    if class_weights not in (None, "none", "balanced"):
+        fail(f"unknown --class-weights {class_weights!r}; choose none or balanced")
     random_trunk = trunk is not None and str(trunk) == "random"
     distributed.setup()
     if (out_dir / "config.json").exists() and not resume:
@@ -136,7 +140,8 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
         budgets = {k: v for k, v in dict(steps_diffusion=steps_diffusion, steps_classifier=steps_classifier,
                                          epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier).items()
                    if v is not None}
-        cfg = Config.from_preset(preset, **budgets, ema_decay=ema_decay,
+        cfg = Config.from_preset(preset, **budgets, ema_decay=ema_decay, guide_loss_weight=guide_loss_weight,
+                                 class_weights=class_weights,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,
                                  synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum,
@@ -170,7 +175,8 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
              out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
              model: Annotated[str, typer.Option(help="resnet18 | resnet50 | branch (D-Cube's own ResNet guide branch alone)")] = "resnet18",
              preset: Annotated[str, typer.Option(help="Preset giving image size, batch and optimiser (as D-Cube's).")] = "small",
-             epochs: Annotated[int | None, typer.Option(help="Epochs (the preset's step-2 epochs).")] = None,
+             epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's step-2 budget in steps).")] = None,
+             class_weights: Annotated[str, typer.Option(help="Cross-entropy class weights: none | balanced (inverse frequency).")] = "none",
              seed: int = 0,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train a plain CNN on the same splits and preprocessing as D-Cube (a baseline column for results)."""
@@ -182,7 +188,9 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
     if (out_dir / "config.json").exists():
         fail(f"{out_dir} already holds a run; choose another --out")
     try:
-        cfg = Config.from_preset(preset, model=model, epochs_classifier=epochs, seed=seed)
+        if class_weights not in ("none", "balanced"):
+            raise ValueError(f"unknown --class-weights {class_weights!r}; choose none or balanced")
+        cfg = Config.from_preset(preset, model=model, epochs_classifier=epochs, seed=seed, class_weights=class_weights)
     except ValueError as e:
         fail(str(e))
     with _progress() as progress:

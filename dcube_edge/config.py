@@ -49,6 +49,10 @@ class Config:
     resnet_weights: str | None = None
     dropout: float = 0.5
     consistency_weight: float = 0.1
+    # Supervise the guide branch's pooled map with its own linear classifier (training only; the exported
+    # graph is unchanged). 0 = the reference, where the branch learns only through the 1-channel fusion.
+    guide_loss_weight: float = 0.0
+    class_weights: str = "none"  # step-2 (and baseline) cross-entropy: "none" or "balanced" (inverse frequency)
     timesteps: tuple[int, ...] = (10, 50, 100)
     # The reference's behaviour instead: one random t in [1, max(timesteps)] per image at training and
     # validation (no feature cache, slower). Exported engines always use the fixed `timesteps`.

@@ -37,13 +37,19 @@ class Head(nn.Module):
         self.stages = nn.Sequential(MultiKernel(1, 64), MultiKernel(64, 32), MultiKernel(32, 4))
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(4 * g * g, 32), nn.ReLU(inplace=True),
                                  nn.Dropout(cfg.dropout), nn.Linear(32, num_classes))
+        # training-only classifier on the globally pooled guide map (cfg.guide_loss_weight)
+        self.guide_classifier = nn.Linear(w, num_classes) if cfg.guide_loss_weight > 0 else None
+        self.last_guide_logits: torch.Tensor | None = None
 
     def forward(self, feats: list[torch.Tensor], image: torch.Tensor, num_timesteps: int) -> torch.Tensor:
-        """feats: selected layers, each (T·B, 1+N, width), timestep-major; image: (B, 1, H, W)."""
+        """feats: selected layers, each (T·B, 1+N, width), timestep-major; image: (B, 1, H, W).
+        In training mode with a guide classifier, ``last_guide_logits`` holds its (B, classes) logits."""
         g = self.grid
         tokens = torch.cat([self.norm(f) for f in feats], dim=1)
         trunk_map = self.mix(tokens).transpose(1, 2).unflatten(2, (g, g))  # (T·B, width, g, g)
         guide = self.guide(self.resnet(image))
+        if self.guide_classifier is not None and self.training:
+            self.last_guide_logits = self.guide_classifier(guide.mean(dim=(2, 3)))
         if guide.shape[-1] != g:
             guide = nn.functional.interpolate(guide, size=(g, g), mode="bilinear", align_corners=False)
         # Class score by global sum pooling, divided by the grid area: a raw sum over g·g positions

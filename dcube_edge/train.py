@@ -241,6 +241,20 @@ def _cached_features(model: DCube, images: np.ndarray, batch: int = 64) -> list[
     return [torch.cat(p, dim=1) for p in per_layer]
 
 
+def class_weights(cfg: Config, labels: np.ndarray) -> torch.Tensor | None:
+    """Cross-entropy class weights: inverse class frequency (mean 1) for "balanced", else None."""
+    if cfg.class_weights == "none":
+        return None
+    if cfg.class_weights != "balanced":
+        raise ValueError(f"unknown class weighting {cfg.class_weights!r}; choose none or balanced")
+    counts = np.bincount(labels, minlength=len(cfg.classes)).astype(np.float64)
+    return torch.tensor(len(labels) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def on_device(t: torch.Tensor | None, dev: torch.device) -> torch.Tensor | None:
+    return None if t is None else t.to(dev)
+
+
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int) -> None:
     """One plain step; a non-finite loss stops training before it touches the weights."""
     if not torch.isfinite(loss):
@@ -296,7 +310,7 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
     x_t, y_t = torch.from_numpy(both), torch.from_numpy(y_train)
     steps = classifier_steps_per_epoch(cfg, n)
     epochs = max(1, -(-cfg.steps_classifier // steps))  # validation (model selection) at every epoch end
-    ce = nn.CrossEntropyLoss()
+    ce = nn.CrossEntropyLoss(weight=on_device(class_weights(cfg, y_train), dev))
     for epoch in range(start, epochs):
         model.head.train()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + 50_000 + epoch)
@@ -317,6 +331,8 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
                 logits = model.head([layer[:, idx2].flatten(0, 1).to(dev) for layer in feats], x, t)
             plain, flipped = logits[: len(idx)], logits[len(idx):]
             loss = ce(plain, y_t[idx].to(dev)) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
+            if model.head.guide_classifier is not None:
+                loss = loss + cfg.guide_loss_weight * ce(model.head.last_guide_logits[: len(idx)], y_t[idx].to(dev))
             optimizer_step(opt, loss, "classifier", epoch)
             total += loss.item() / steps
             report("classifier", epoch * steps + s + 1, epochs * steps, {"epoch": epoch + 1, "loss": total})

@@ -132,3 +132,30 @@ def test_random_trunk_and_branch_baseline_rows(demo_data, tmp_path):
     cli("baseline", demo_data, "--out", branch, "--model", "branch", "--preset", "tiny", "--epochs", "1", check=0)
     weights = load_file(str(branch / "baseline.safetensors"))
     assert weights["backbone.conv1.weight"].shape[0] == cfg.resnet_width
+
+
+def test_class_weights_are_inverse_frequency():
+    from dcube_edge.train import class_weights
+
+    cfg = Config.from_preset("tiny", classes=("a", "b", "c"))
+    assert class_weights(cfg, np.array([0, 1])) is None
+    w = class_weights(cfg.replace(class_weights="balanced"), np.array([0] * 6 + [1] * 3 + [2] * 1))
+    torch.testing.assert_close(w, torch.tensor([10 / 18, 10 / 9, 10 / 3]))
+    with pytest.raises(ValueError, match="unknown class weighting"):
+        class_weights(cfg.replace(class_weights="median"), np.array([0, 1]))
+
+
+def test_guide_classifier_is_training_only(tmp_path):
+    """The guide loss adds a classifier that sees the pooled guide map in training and leaves inference alone."""
+    from dcube_edge.head import DCube
+
+    cfg = Config.from_preset("tiny", classes=("a", "b"), selected_layers=(1,), guide_loss_weight=0.5)
+    model = DCube(cfg, 2)
+    x = torch.randn(4, 1, 32, 32)
+    model.train()
+    model(x)
+    assert model.head.last_guide_logits.shape == (4, 2)
+    model.eval()
+    plain = DCube(cfg.replace(guide_loss_weight=0.0), 2).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "guide_classifier" not in k})
+    torch.testing.assert_close(model(x), plain(x))
