@@ -37,20 +37,21 @@ lint: install
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info
 
-# Latency tables for benchmarks/README.md (CPU here; see `dcube-edge bench --help` for GPU options).
+# Latency tables for benchmarks/README.md, filed under the CPU class of the machine that runs it
+# (benchmarks/amx, benchmarks/avx512-bf16, ...; see `dcube-edge bench --help` for GPU options).
 BENCH ?= bench-out
 bench: install
 	test -d $(BENCH)/phantoms || $(BIN)/dcube-edge demo-data $(BENCH)/phantoms --per-class 40 --size 128
-	test -f $(BENCH)/paper/config.json || $(BIN)/dcube-edge init $(BENCH)/paper --preset paper
+	test -f $(BENCH)/paper/config.json || $(BIN)/dcube-edge init $(BENCH)/paper --preset paper --layers 4,5
 	test -f $(BENCH)/small/config.json || $(BIN)/dcube-edge init $(BENCH)/small --preset small --layers 4,5
-	mkdir -p benchmarks
+	tag=$$($(BIN)/python -c "from dcube_edge.runtimes import isa; print(isa.tag())"); mkdir -p benchmarks/$$tag; \
 	$(BIN)/dcube-edge bench $(BENCH)/paper --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
-	  --iterations 10 --warmup 2 --json benchmarks/paper.json --csv benchmarks/paper.csv --plot benchmarks/paper.png
+	  --iterations 10 --warmup 2 --profile --json benchmarks/$$tag/paper.json --csv benchmarks/$$tag/paper.csv \
+	  --plot benchmarks/$$tag/paper.png && \
 	$(BIN)/dcube-edge bench $(BENCH)/small --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
-	  --iterations 30 --warmup 5 --json benchmarks/small.json --csv benchmarks/small.csv --plot benchmarks/small.png
-	$(BIN)/python -c "import json; from dcube_edge.benchmark import report_markdown as r; \
-	  print(r({'paper preset (random-weight init run, layers 4,5)': json.load(open('benchmarks/paper.json')), \
-	           'small preset (random-weight init run, layers 4,5)': json.load(open('benchmarks/small.json'))}))" > benchmarks/README.md
+	  --iterations 30 --warmup 5 --json benchmarks/$$tag/small.json --csv benchmarks/$$tag/small.csv \
+	  --plot benchmarks/$$tag/small.png
+	$(BIN)/python -c "from pathlib import Path; from dcube_edge.benchmark import write_report as w; w(Path('benchmarks'))" > /dev/null
 
 # docs/results.md: trains every row of dcube_edge/ablation.py's plan not yet trained (hours on 2 CPU
 # cores; interrupt and rerun to resume), then renders the tables from whatever is trained.

@@ -489,6 +489,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile (where it works).")] = False,
           device: Annotated[str, typer.Option(help="cpu | cuda (torch baseline device; cuda adds torch fp16).")] = "cpu",
           profile: Annotated[bool, typer.Option("--profile", help="Also time every engine per op type (OpenVINO PERF_COUNT, ONNX Runtime profiler) at the smallest batch.")] = False,
+          vs_benchmark_app: Annotated[bool, typer.Option("--vs-benchmark-app", help="Also compare each OpenVINO engine's latency with OpenVINO's benchmark_app on the same IR (alternated, smallest batch).")] = False,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
           csv_out: Annotated[Path | None, typer.Option("--csv", help="Write a CSV table here.")] = None,
           plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
@@ -516,6 +517,13 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
             for e in engines:
                 status.update(f"profiling {e}")
                 result["profiles"].append(op_profile(runtimes.read(e), min(ints(batch_sizes)), iterations, threads=threads))
+        if vs_benchmark_app:
+            from dcube_edge.benchmark import benchmark_app_figure
+
+            result["vs_benchmark_app"] = []
+            for e in dict.fromkeys(r["engine"] for r in result["results"] if r["backend"] == "openvino"):
+                status.update(f"{e} vs benchmark_app")
+                result["vs_benchmark_app"].append(benchmark_app_figure(Path(e), min(ints(batch_sizes)), threads=threads))
     info = result["machine"]
     table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {' '.join(info['isa']) or 'no ISA flags read'}"
                         f"{'; ' + info['gpu'] if info['gpu'] else ''})\nGEMM peaks: {peaks_text(result['gemm_peaks'])}")
@@ -537,6 +545,10 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
             out.print(f"{Path(r['engine']).name}: {r['effective_precision']}")
     for s in result["skipped"]:
         err.print(f"skipped {s}")
+    for f in result.get("vs_benchmark_app", []):
+        out.print(f"{Path(f['engine']).name} batch {f['batch']}: {f['p50_ms_dcube_edge']:.2f} ms here vs "
+                  f"{f['p50_ms_benchmark_app']:.2f} ms in benchmark_app ({100 * f['overhead']:+.1f} %, hint {f['hint']}, "
+                  f"{f['rounds']} alternated rounds)")
     for prof in result.get("profiles", []):
         ptable = Table(title=f"{Path(prof['engine']).name} ({prof['backend']} {prof['precision']}, batch {prof['batch']}): "
                              f"{prof['op_total_ms']:.2f} ms in ops per call")

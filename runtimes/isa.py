@@ -103,3 +103,13 @@ def openvino_hint(precision: str, flags: Iterable[str] | None = None) -> str:
     if precision == "int8":
         return "bf16" if has_bf16(flags) else "f32"
     raise PrecisionUnavailable(f"unknown precision {precision!r}")
+
+
+def tag(flags: Iterable[str] | None = None) -> str:
+    """A short name for the CPU class, used to file benchmark tables: amx, avx512-bf16, avx512, avx2, other."""
+    have = cpu_flags() if flags is None else frozenset(flags)
+    if has_amx(have):
+        return "amx"
+    if has_bf16(have):
+        return "avx512-bf16"
+    return "avx512" if "avx512f" in have else "avx2" if "avx2" in have else "other"

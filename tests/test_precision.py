@@ -240,3 +240,15 @@ def test_op_profile_by_type(engines, key):
     assert types & {"MatMul", "MatMulInteger", "FullyConnected", "QLinearMatMul", "Convolution", "Conv", "QLinearConv"}, types
     if key[0] == "openvino":
         assert any(o["kernels"] for o in prof["ops"])  # e.g. brgemm_avx512_amx_bf16
+
+
+def test_benchmark_app_comparison_runs_the_same_ir(engines):
+    from dcube_edge.benchmark import benchmark_app_figure
+
+    if ("openvino", "fp32") not in engines:
+        pytest.skip("openvino not installed")
+    fig = benchmark_app_figure(engines[("openvino", "fp32")], batch=1, rounds=1, seconds=1)
+    assert fig["hint"] == "f32" and fig["p50_ms_benchmark_app"] > 0 and fig["p50_ms_dcube_edge"] > 0
+    assert np.isfinite(fig["overhead"])
+    with pytest.raises(ValueError, match="OpenVINO IR"):
+        benchmark_app_figure(engines[("onnxruntime", "int8")])
