@@ -106,6 +106,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           random_t: Annotated[bool, typer.Option("--random-t", help="Step 2 as the reference: a random t per image at training and validation (engines still use --timesteps).")] = False,
           trunk: Annotated[Path | None, typer.Option(help="Reuse this run's trained step-1 trunk (or 'random': an untrained one); train only layer selection and step 2.")] = None,
           ema_decay: Annotated[float | None, typer.Option(help="Step-1 EMA decay of the trunk weights (0.999; 0 turns EMA off).")] = None,
+          lr_schedule: Annotated[str | None, typer.Option(help="Step-1 lr after warmup: cosine (to 10 %) | constant (the reference).")] = None,
           guide_loss_weight: Annotated[float | None, typer.Option(help="Step 2: weight of a cross-entropy on the guide branch's pooled map (training only; 0 = the reference).")] = None,
           class_weights: Annotated[str | None, typer.Option(help="Step-2 cross-entropy class weights: none | balanced (inverse frequency).")] = None,
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
@@ -127,6 +128,8 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
             fail(f"{name} must be at least 1 (got {value})")
     if ema_decay is not None and not 0 <= ema_decay < 1:
         fail(f"--ema-decay must lie in [0, 1) (got {ema_decay}); 0 turns EMA off")
+    if lr_schedule not in (None, "cosine", "constant"):
+        fail(f"unknown --lr-schedule {lr_schedule!r}; choose cosine or constant")
     if class_weights not in (None, "none", "balanced"):
         fail(f"unknown --class-weights {class_weights!r}; choose none or balanced")
     random_trunk = trunk is not None and str(trunk) == "random"
@@ -140,7 +143,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
         budgets = {k: v for k, v in dict(steps_diffusion=steps_diffusion, steps_classifier=steps_classifier,
                                          epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier).items()
                    if v is not None}
-        cfg = Config.from_preset(preset, **budgets, ema_decay=ema_decay, guide_loss_weight=guide_loss_weight,
+        cfg = Config.from_preset(preset, **budgets, ema_decay=ema_decay, lr_schedule=lr_schedule, guide_loss_weight=guide_loss_weight,
                                  class_weights=class_weights,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,
