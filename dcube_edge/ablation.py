@@ -29,7 +29,6 @@ from dcube_edge.runtimes.files import atomic_path, write_json
 class Dataset:
     name: str
     split: str  # how validation is held out, for the tables
-    epochs: tuple[int, int]  # (step 1, step 2); the baseline trains for the step-2 epochs
 
 
 @dataclass(frozen=True)
@@ -40,18 +39,29 @@ class Variant:
     reuse_trunk: bool = False  # step 2 only, on the same seed's `dcube` trunk
     balance: bool = False  # `augment --balance` from that trunk, mixed into training
     baseline: bool = False
+    own_budget: bool = False  # the variant sets its own step budgets (not the plan's)
 
 
-# Epochs give every dataset about the same number of optimizer steps on 2 CPU cores (~340 step-1 and
-# ~100 step-2 steps of 64 images); PneumoniaMNIST has 7x BreastMNIST's training images.
+# Budgets are the preset's (steps, the same on every dataset), so every dataset gets the same number of
+# optimizer steps; `--steps S1,S2` overrides them for every row (e.g. on a GPU machine).
 DATASETS = {d.name: d for d in (
-    Dataset("breastmnist", "official val/ (78 images)", (20, 10)),
-    Dataset("pneumoniamnist", "official val/ (524 images)", (3, 2)),
-    Dataset("busi128", "stratified 15 % of train/, split seed 0 (94 images)", (20, 10)),
+    Dataset("breastmnist", "official val/ (78 images)"),
+    Dataset("pneumoniamnist", "official val/ (524 images)"),
+    Dataset("busi128", "stratified 15 % of train/, split seed 0 (94 images)"),
 )}
 VARIANTS = {v.name: v for v in (
-    Variant("dcube", "D-Cube: Gaussianity-selected layers, fixed t = 10, 50, 100, contrastive term on"),
+    Variant("dcube", "D-Cube, current defaults: EMA trunk, warmup + cosine lr, Gaussianity layers, t = 10, 50, 100"),
     Variant("resnet18", "ResNet-18 baseline, same splits, preprocessing, optimiser, flips", baseline=True),
+    Variant("branch", "D-Cube's own ResNet guide branch alone (+ global pool + linear), same harness", baseline=True),
+    Variant("random-trunk", "untrained (random-init) trunk, step 2 as D-Cube", ("--trunk", "random")),
+    Variant("old-recipe", "the previous recipe: 680 step-1 steps (40 BreastMNIST epochs), constant lr, no EMA",
+            ("--steps-diffusion", "680", "--lr-schedule", "constant", "--ema-decay", "0", "--steps-classifier", "270"),
+            own_budget=True),
+    Variant("no-ema", "step 1 without EMA (trunk retrained)", ("--ema-decay", "0")),
+    Variant("guide-loss", "step 2 + cross-entropy on the guide branch's pooled map (weight 0.5)",
+            ("--guide-loss-weight", "0.5"), reuse_trunk=True),
+    Variant("balanced-ce", "step 2 with class-balanced cross-entropy", ("--class-weights", "balanced"), reuse_trunk=True),
+    Variant("large-t", "step 2 at t = 200, 350, 500", ("--timesteps", "200,350,500"), reuse_trunk=True),
     Variant("no-contrastive", "step 1 without the margin contrastive term (trunk retrained)", ("--contrastive-weight", "0")),
     Variant("all-layers", "all 13 trunk layers into the head", ("--layers", "all"), reuse_trunk=True),
     Variant("last-layer", "only the last trunk layer (12)", ("--layers", "last"), reuse_trunk=True),
@@ -60,14 +70,15 @@ VARIANTS = {v.name: v for v in (
     Variant("balance", "minority classes filled to the majority by `augment --balance` (DDIM, 50 steps)",
             reuse_trunk=True, balance=True),
 )}
-ABLATIONS = ("no-contrastive", "all-layers", "last-layer", "random-t", "balance")
-# Headline rows first on every dataset, then BreastMNIST's ablations and seeds, then the rest.
+HEADLINE = ("dcube", "resnet18", "branch")
+ABLATIONS = ("random-trunk", "old-recipe", "guide-loss", "balanced-ce", "large-t", "no-ema", "no-contrastive",
+             "all-layers", "last-layer", "random-t", "balance")
+# Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (
-    *[(d, m, 0) for d in DATASETS for m in ("dcube", "resnet18")],
-    *[("breastmnist", v, 0) for v in ABLATIONS],
-    *[("breastmnist", m, s) for s in (1, 2) for m in ("dcube", "resnet18")],
-    *[(d, v, 0) for d in ("pneumoniamnist", "busi128") for v in ABLATIONS],
-    *[(d, m, s) for d in ("pneumoniamnist", "busi128") for s in (1, 2) for m in ("dcube", "resnet18")],
+    *[(d, m, 0) for d in DATASETS for m in HEADLINE],
+    *[(d, v, 0) for d in ("breastmnist", "busi128") for v in ABLATIONS],
+    *[(d, m, s) for s in (1, 2) for d in DATASETS for m in HEADLINE],
+    *[("pneumoniamnist", v, 0) for v in ABLATIONS],
 )
 # Layers the D-Cube authors report (DESIGN §2), matched to our datasets by modality.
 PAPER_LAYERS = {"breastmnist": ("breast", (4, 5)), "busi128": ("breast", (4, 5)),
@@ -88,25 +99,25 @@ def _cli(args: list[str], log: Path) -> None:
 
 
 def run_one(root: Path, data: Path, dataset: str, variant: str, seed: int, preset: str = "small",
-            epochs: tuple[int, int] | None = None) -> bool:
+            steps: tuple[int, int] | None = None) -> bool:
     """Train one row (and the trunk it depends on); False if it was already done."""
     out = run_dir(root, dataset, variant, seed)
     if (out / "metrics.json").is_file():
         return False
-    v, (e1, e2) = VARIANTS[variant], epochs or DATASETS[dataset].epochs
+    v = VARIANTS[variant]
+    budget = [] if steps is None or v.own_budget else ["--steps-diffusion", str(steps[0]), "--steps-classifier", str(steps[1])]
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".log")
     src = str(data / dataset)
     if v.baseline:
         shutil.rmtree(out, ignore_errors=True)  # the baseline has no resume: start over
-        _cli(["baseline", src, "--out", str(out), "--model", variant, "--preset", preset, "--epochs", str(e2),
-              "--seed", str(seed)], log)
+        _cli(["baseline", src, "--out", str(out), "--model", variant, "--preset", preset, "--seed", str(seed),
+              *(["--steps", str(steps[1])] if steps else [])], log)
         return True
-    args = ["train", src, "--out", str(out), "--preset", preset, "--epochs-diffusion", str(e1),
-            "--epochs-classifier", str(e2), "--seed", str(seed), *v.args]
+    args = ["train", src, "--out", str(out), "--preset", preset, "--seed", str(seed), *budget, *v.args]
     if v.reuse_trunk:
         trunk = run_dir(root, dataset, "dcube", seed)
-        run_one(root, data, dataset, "dcube", seed, preset, epochs)
+        run_one(root, data, dataset, "dcube", seed, preset, steps)
         args += ["--trunk", str(trunk)]
         if v.balance:
             synthetic = root / dataset / f"synthetic-s{seed}"
@@ -118,7 +129,7 @@ def run_one(root: Path, data: Path, dataset: str, variant: str, seed: int, prese
     return True
 
 
-def run(root: Path, data: Path, plan=PLAN, preset: str = "small", epochs: tuple[int, int] | None = None,
+def run(root: Path, data: Path, plan=PLAN, preset: str = "small", steps: tuple[int, int] | None = None,
         echo=print) -> list[str]:
     """Every row of the plan; failures are reported and skipped. Returns the failures."""
     from dcube_edge.runtimes.bench import machine_info
@@ -130,7 +141,7 @@ def run(root: Path, data: Path, plan=PLAN, preset: str = "small", epochs: tuple[
     for i, (dataset, variant, seed) in enumerate(plan, 1):
         t0 = time.perf_counter()
         try:
-            done = run_one(root, data, dataset, variant, seed, preset, epochs)
+            done = run_one(root, data, dataset, variant, seed, preset, steps)
         except RuntimeError as e:
             failures.append(str(e))
             echo(f"[{i}/{len(plan)}] {dataset} {variant} seed {seed}: FAILED ({e})")
@@ -154,7 +165,7 @@ def _rows(root: Path) -> dict[tuple[str, str, int], dict]:
         metrics, config = _load(out / "metrics.json"), _load(out / "config.json")
         if metrics and config:
             rows[dataset, variant, seed] = {"metrics": metrics, "config": config,
-                                            "selection": _load(out / "selection.json")}
+                                            "selection": _load(out / "selection.json"), "trunk": _load(out / "trunk.json")}
     return rows
 
 
@@ -175,7 +186,12 @@ def _preset(rows: dict) -> str:
 
 
 def _epochs(row: dict) -> int:
-    return row["config"]["epochs_classifier"]
+    """Epochs step 2 (or the baseline) ran: one validation per epoch."""
+    hist = row["metrics"].get("history", {})
+    return len(hist.get("classifier") or hist.get("baseline") or [])
+
+
+MODEL_NAMES = {"dcube": "D-Cube small", "resnet18": "ResNet-18", "branch": "ResNet branch alone"}
 
 
 def _seconds(m: dict) -> float:
@@ -212,6 +228,74 @@ def selection_figure(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
+TRUNK_ROWS = ("dcube", "old-recipe", "no-ema", "random-trunk")
+
+
+def _trunk(root_row: dict | None) -> dict | None:
+    return (root_row or {}).get("trunk")
+
+
+def trunk_section(rows: dict, figure: Path | None, out: Path) -> list[str]:
+    """What each trunk learned (trunk.json of the run): probes vs the pixel probe, x0 at t = 500."""
+    lines = ["", "## What the trunk learned (seed 0, `trunk.json` of each run)", "",
+             "Linear probes: logistic regression on training-image features, AUC on validation (best L2 of three), per "
+             "layer × timestep, token-mean and 2×2-pooled patch tokens; the pixel probe is the same regression on raw "
+             "pixels. x0-MSE is the trunk's clean-image estimate from x_t at t = 500 on validation images, as a fraction of "
+             "the image variance (1 = no better than the mean image).", "",
+             "| dataset | trunk | steps | pixel probe | best trunk probe (kind, layer, t) | margin | x0-MSE / variance at t = 500 | ε-MSE at t = 500 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dataset in DATASETS:
+        for variant in TRUNK_ROWS:
+            r = rows.get((dataset, variant, 0))
+            t = _trunk(r)
+            if not t:
+                continue
+            b, last = t["best_probe"], t["checkpoints"][-1]
+            den = last["denoising"]
+            i = den["timesteps"].index(500)
+            lines.append(f"| {dataset} | {variant} | {last['step']} | {t['pixel_probe']:.3f} | {b['auc']:.3f} ({b['kind']}, "
+                         f"{b['layer']}, {b['timestep']}) | {b['over_pixels']:+.3f} | {t['x0_ratio_t500']:.2f} | "
+                         f"{den['eps_mse'][i]:.4f} |")
+    if figure:
+        trunk_figure(rows, figure)
+        lines += ["", f"![trunk curves](./{figure.relative_to(out.parent).as_posix()})"]
+    return lines
+
+
+def trunk_figure(rows: dict, path: Path) -> None:
+    """Per dataset: ε-MSE at t = 500 and the best token-mean probe vs step, one line per trunk recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in DATASETS if any(_trunk(rows.get((d, v, 0))) for v in TRUNK_ROWS)]
+    if not datasets:
+        return
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.6 * len(datasets), 6.4), dpi=110, squeeze=False)
+    for j, dataset in enumerate(datasets):
+        for variant in TRUNK_ROWS:
+            t = _trunk(rows.get((dataset, variant, 0)))
+            if not t or len(t["checkpoints"]) < 1:
+                continue
+            checks = t["checkpoints"]
+            steps = [c["step"] for c in checks]
+            i = checks[-1]["denoising"]["timesteps"].index(500)
+            axes[0, j].plot(steps, [c["denoising"]["eps_mse"][i] for c in checks], marker="o", label=variant)
+            axes[1, j].plot(steps, [max(max(row) for row in c["probes"]["token_mean"]) for c in checks], marker="o",
+                            label=f"{variant} (best token-mean)")
+            axes[1, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
+        axes[0, j].set(title=f"{dataset}: ε-MSE at t = 500 (validation)", xlabel="step-1 step", yscale="log")
+        axes[1, j].set(title=f"{dataset}: probe AUC (dashed: pixel probe)", xlabel="step-1 step")
+        for ax in axes[:, j]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def report(root: Path, out: Path, figure: Path | None = None) -> str:
     rows = _rows(root)
     machine = _load(root / "machine.json") or {}
@@ -223,23 +307,23 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
              "validation metrics of the model picked on validation AUC. AUC is binary, or macro one-vs-rest for BUSI; "
              "recall is listed per class in folder order.", "",
              f"Machine for every figure: {where}.", ""]
-    lines += ["| dataset | classes (train) | validation split | epochs (step 1 + step 2; baseline = step 2) |",
+    lines += ["| dataset | classes (train) | validation split | steps (step 1 + step 2; baselines = step 2) |",
               "|---|---|---|---|"]
     for d in DATASETS.values():
-        cfg = next((r["config"] for (ds, _, _), r in rows.items() if ds == d.name), None)
+        cfg = (rows.get((d.name, "dcube", 0)) or {}).get("config")
         classes = ", ".join(cfg["classes"]) if cfg else "?"
-        epochs = f"{cfg['epochs_diffusion']} + {cfg['epochs_classifier']}" if cfg else f"{d.epochs[0]} + {d.epochs[1]}"
-        lines.append(f"| {d.name} | {classes} | {d.split} | {epochs} |")
-    lines += ["", "## D-Cube vs ResNet-18 (headline, seeds 0, 1, 2)", "",
+        budget = f"{cfg['steps_diffusion']} + {cfg['steps_classifier']}" if cfg else "not run"
+        lines.append(f"| {d.name} | {classes} | {d.split} | {budget} |")
+    lines += ["", "## D-Cube vs ResNet-18 vs D-Cube's ResNet branch alone (headline, seeds 0, 1, 2)", "",
               "| dataset | model | val AUC mean ± sd | accuracy | macro-F1 | per-seed AUC | recall per class (seed 0) | best epoch (per seed) | train time / run |",
               "|---|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
-        for model in ("dcube", "resnet18"):
+        for model in HEADLINE:
             got = [rows[dataset, model, s] for s in (0, 1, 2) if (dataset, model, s) in rows]
             vals = [r["metrics"]["validation"] for r in got]
             first = rows.get((dataset, model, 0))
             lines.append(
-                f"| {dataset} | {'D-Cube small' if model == 'dcube' else 'ResNet-18'} | "
+                f"| {dataset} | {MODEL_NAMES[model]} | "
                 f"{_mean_sd([v['auc'] for v in vals])} | {_mean_sd([v['accuracy'] for v in vals])} | "
                 f"{_mean_sd([v['macro_f1'] for v in vals])} | {', '.join(format(v['auc'], '.3f') for v in vals) or '-'} | "
                 f"{_recalls(first['metrics']['validation']) if first else '-'} | "
@@ -252,6 +336,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
             deltas = [a["metrics"]["validation"]["auc"] - b["metrics"]["validation"]["auc"] for a, b in pairs]
             lines.append(f"| {dataset} | D-Cube − ResNet-18 | {_mean_sd(deltas)} | | | "
                          f"D-Cube ahead in {sum(d > 0 for d in deltas)} of {len(deltas)} seeds | | | |")
+    lines += trunk_section(rows, figure.parent / "trunk-curves.png" if figure else None, out)
     lines += ["", "## Ablations (seed 0; step-2 variants reuse the seed-0 D-Cube trunk)", "",
               "Δ AUC is against the D-Cube row of the same seed (same trunk unless the variant retrains it).", "",
               "| dataset | variant | what changes | layers | val AUC | Δ AUC | accuracy | macro-F1 | recall per class | best epoch | train time |",
@@ -312,21 +397,21 @@ def run_cmd(root: Annotated[Path, typer.Argument(help="Where the run directories
             data: Annotated[Path, typer.Option(help="Folder holding breastmnist/, pneumoniamnist/, busi128/.")] = Path("../shared/data"),
             only: Annotated[str | None, typer.Option(help="Comma-separated datasets to restrict the plan to.")] = None,
             preset: Annotated[str, typer.Option(help="Preset of every run (paper: on a GPU machine).")] = "small",
-            epochs: Annotated[str | None, typer.Option(help="STEP1,STEP2 epochs for every dataset (default: per dataset, see DATASETS).")] = None) -> None:
-    """Train every row of the plan not yet trained (resumable). Use a fresh ROOT per preset/epochs."""
+            steps: Annotated[str | None, typer.Option(help="STEP1,STEP2 step budgets for every row (default: the preset's).")] = None) -> None:
+    """Train every row of the plan not yet trained (resumable). Use a fresh ROOT per preset/budget."""
     missing = [d for d in DATASETS if not (data / d).is_dir()]
     if missing:
         typer.echo(f"error: {data} lacks {', '.join(missing)}: pass --data pointing at the shared datasets", err=True)
         raise typer.Exit(2)
     plan = tuple(p for p in PLAN if not only or p[0] in only.split(","))
     try:
-        e = tuple(int(v) for v in epochs.split(",")) if epochs else None
-        if e is not None and len(e) != 2:
+        e = tuple(int(v) for v in steps.split(",")) if steps else None
+        if e is not None and (len(e) != 2 or min(e) < 1):
             raise ValueError
     except ValueError:
-        typer.echo(f"error: --epochs {epochs!r}: give STEP1,STEP2, e.g. 70,70", err=True)
+        typer.echo(f"error: --steps {steps!r}: give STEP1,STEP2, e.g. 20000,2000", err=True)
         raise typer.Exit(2) from None
-    failures = run(root, data, plan, preset=preset, epochs=e)
+    failures = run(root, data, plan, preset=preset, steps=e)
     if failures:
         raise typer.Exit(1)
 

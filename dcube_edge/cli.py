@@ -178,7 +178,8 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
              out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
              model: Annotated[str, typer.Option(help="resnet18 | resnet50 | branch (D-Cube's own ResNet guide branch alone)")] = "resnet18",
              preset: Annotated[str, typer.Option(help="Preset giving image size, batch and optimiser (as D-Cube's).")] = "small",
-             epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's step-2 budget in steps).")] = None,
+             steps: Annotated[int | None, typer.Option(help="Training steps (default: the preset's step-2 budget).")] = None,
+             epochs: Annotated[int | None, typer.Option(help="Epochs instead of steps.")] = None,
              class_weights: Annotated[str, typer.Option(help="Cross-entropy class weights: none | balanced (inverse frequency).")] = "none",
              seed: int = 0,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
@@ -193,7 +194,10 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
     try:
         if class_weights not in ("none", "balanced"):
             raise ValueError(f"unknown --class-weights {class_weights!r}; choose none or balanced")
-        cfg = Config.from_preset(preset, model=model, epochs_classifier=epochs, seed=seed, class_weights=class_weights)
+        if (steps is not None and steps < 1) or (epochs is not None and epochs < 1):
+            raise ValueError("--steps and --epochs must be at least 1")
+        cfg = Config.from_preset(preset, model=model, steps_classifier=steps, epochs_classifier=epochs, seed=seed,
+                                 class_weights=class_weights)
     except ValueError as e:
         fail(str(e))
     with _progress() as progress:

@@ -93,8 +93,8 @@ def imbalanced(tmp_path_factory) -> Path:
 def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced, tmp_path):
     root, data = tmp_path / "runs", imbalanced.parent
     plan = [("breastmnist", v, s) for v, s in
-            (("dcube", 0), ("dcube", 1), ("resnet18", 0), ("all-layers", 0), ("random-t", 0), ("balance", 0))]
-    assert ablation.run(root, data, plan, preset="tiny", epochs=(1, 1), echo=lambda *_: None) == []
+            (("dcube", 0), ("dcube", 1), ("resnet18", 0), ("branch", 0), ("all-layers", 0), ("random-t", 0), ("balance", 0))]
+    assert ablation.run(root, data, plan, preset="tiny", steps=(8, 4), echo=lambda *_: None) == []
 
     def cfg(variant, seed=0):
         return json.loads((ablation.run_dir(root, "breastmnist", variant, seed) / "config.json").read_text())
@@ -117,7 +117,7 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
 
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("metrics.json")}
     said = []
-    ablation.run(root, data, plan, preset="tiny", epochs=(1, 1), echo=said.append)
+    ablation.run(root, data, plan, preset="tiny", steps=(8, 4), echo=said.append)
     assert all(line.endswith("kept") for line in said)
     assert {p: p.stat().st_mtime_ns for p in root.rglob("metrics.json")} == stamps
 
@@ -129,3 +129,6 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
     assert f"{np.mean([auc0, auc1]):.3f} ± {np.std([auc0, auc1], ddof=1):.3f} (2 seeds)" in text
     assert "| breastmnist | no-contrastive |" in text and "not run" in text  # rows not trained say so
     assert "fixed-t engine: AUC" in text and "synthetic)" in text
+    assert "| breastmnist | ResNet branch alone |" in text and "| breastmnist | dcube | 8 |" in text  # trunk table
+    assert (out.parent / "figures" / "trunk-curves.png").stat().st_size > 0
+    assert cfg("dcube")["steps_diffusion"] == 8 and cfg("all-layers")["steps_classifier"] == 4
