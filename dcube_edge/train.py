@@ -367,6 +367,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
                 overrides.setdefault(f"epochs_{phase}", None)
         cfg = rundir.load_config(out).replace(**overrides)
     seed_all(cfg.seed)
+    if not cfg.timesteps or any(not 1 <= t < cfg.diffusion_steps for t in cfg.timesteps):
+        raise ValueError(f"--timesteps {','.join(map(str, cfg.timesteps))}: each must lie in 1..{cfg.diffusion_steps - 1}")
     fixed_layers = selection.parse_choice(cfg.layer_choice, cfg.num_layers)  # bad --layers fails before any work
     ds = discover(data, cfg.val_fraction, cfg.split_seed)
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)

@@ -159,3 +159,12 @@ def test_guide_classifier_is_training_only(tmp_path):
     plain = DCube(cfg.replace(guide_loss_weight=0.0), 2).eval()
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if "guide_classifier" not in k})
     torch.testing.assert_close(model(x), plain(x))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--timesteps", "0,5000"], "must lie in 1..999"), (["--steps-diffusion", "0"], "--steps-diffusion must be at least 1"),
+    (["--epochs-classifier", "0"], "--epochs-classifier must be at least 1"), (["--ema-decay", "1.5"], "--ema-decay"),
+    (["--class-weights", "median"], "--class-weights"), (["--lr-schedule", "step"], "--lr-schedule")])
+def test_bad_training_options_are_refused_before_any_work(demo_data, tmp_path, args, message):
+    res = cli("train", demo_data, "--out", tmp_path / "r", *args, check=2)
+    assert message in res.stderr and "Traceback" not in res.stderr and not (tmp_path / "r").exists()
