@@ -480,6 +480,14 @@ def report_markdown(results: dict[str, dict]) -> str:
                          f"{x['p99_ms']:.1f} | {x['images_per_s']:.1f} | {sp} | {fast} | {x.get('engine_mb', '–')} | {gf} |")
         if r.get("skipped"):
             lines += ["", "Not built here: " + "; ".join(r["skipped"]) + "."]
+        for f in r.get("vs_benchmark_app", []):
+            lines += ["", f"`{Path(f['engine']).name}` vs OpenVINO `benchmark_app` on the same IR (hint {f['hint']}, batch "
+                          f"{f['batch']}, {f['rounds']} alternated rounds): {f['p50_ms_dcube_edge']:.1f} vs "
+                          f"{f['p50_ms_benchmark_app']:.1f} ms ({100 * f['overhead']:+.1f} %)."]
+        for prof in r.get("profiles", []):
+            top = ", ".join(f"{o['op_type']} {100 * o['share']:.0f} %" for o in prof["ops"][:5])
+            lines += ["", f"Where `{Path(prof['engine']).name}` spends its time (batch {prof['batch']}, "
+                          f"{prof['op_total_ms']:.1f} ms in ops): {top}."]
         if "truncation" in r:
             t, ts = r["truncation"], r["timestep_batching"]
             lines += ["", f"Truncation (ONNX Runtime fp32, batch {t['batch']}): trunk cut after layer "
