@@ -35,10 +35,6 @@ class Config:
     depth: int = 2  # in-blocks = out-blocks = depth; layers = 2*depth + 1
     heads: int = 4
     mlp_ratio: int = 4
-    # Init of the out-blocks' long-skip linear layers (2·width → width): "default" = truncated normal like every
-    # linear layer (U-ViT's); "average" = (x + skip) / 2 plus that noise, so the residual stream passes through
-    # the out-blocks from the first step instead of being scaled down ~0.3× at each of them.
-    skip_init: str = "default"
     # diffusion (DDPM, linear betas, eps-prediction)
     diffusion_steps: int = 1000
     beta_start: float = 1e-4

@@ -70,14 +70,6 @@ class UViT(nn.Module):
         self.final_conv = nn.Conv2d(1, 1, 3, padding=1)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(self._init)
-        if cfg.skip_init == "average":
-            with torch.no_grad():
-                for blk in self.out_blocks:
-                    eye = torch.eye(w) / 2
-                    blk.skip_linear.weight.add_(torch.cat([eye, eye], dim=1))
-        elif cfg.skip_init != "default":
-            raise ValueError(f"unknown skip_init {cfg.skip_init!r}; choose default or average")
-
     @staticmethod
     def _init(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
