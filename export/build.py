@@ -196,6 +196,9 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions,
             log(manifest["effective_precision"]["note"])
         if opts.precision != "fp32":
             manifest["parity"]["within_bounds"] = parity.within_bounds(manifest["parity"])
+            if not manifest["parity"]["within_bounds"]:
+                log(f"warning: {opts.precision} parity is outside the bounds (top-1 agreement ≥ {parity.MIN_TOP1_AGREEMENT}, "
+                    f"AUC drop ≤ {parity.MAX_AUC_DROP}); check `parity` in the manifest before deploying this engine")
         write_json(work / MANIFEST, manifest)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
