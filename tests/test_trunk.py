@@ -71,7 +71,8 @@ def test_diagnostic_steps_end_at_the_budget():
 
 
 @pytest.mark.parametrize("flags, width, want", [
-    (AMX_XEON, 512, "bf16"), (AMX_XEON, 96, "none"), (EPYC, 512, "bf16"), (OLD, 512, "none"), (set(), 512, "none")])
+    (AMX_XEON, 512, "bf16"), (AMX_XEON, 256, "none"), (AMX_XEON, 96, "none"), (EPYC, 512, "bf16"), (OLD, 512, "none"),
+    (set(), 512, "none")])
 def test_training_autocast_from_flags(flags, width, want):
     assert isa.training_autocast(width, flags) == want
     assert isa.training_autocast(width, flags, cuda=True) == "bf16"
