@@ -5,7 +5,6 @@ import numpy as np
 
 from dcube_edge.metrics import auc, softmax
 
-
 # What a reduced-precision engine must keep against FP32 torch on validation (issue 12).
 MIN_TOP1_AGREEMENT = 0.99
 MAX_AUC_DROP = 0.005

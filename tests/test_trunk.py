@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from dcube_edge.runtimes import isa
+from test_cli import cli
 
 from dcube_edge.config import Config
-from dcube_edge.runtimes import isa
 from dcube_edge.train import (
     diagnostic_steps,
     ema_model,
@@ -16,7 +17,6 @@ from dcube_edge.train import (
     pick_partners,
     resolve_budgets,
 )
-from test_cli import cli
 
 AMX_XEON = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
 EPYC = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}
