@@ -137,8 +137,9 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
         opt.load_state_dict(state["opt"])
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
-        history, step = list(state["history"]), int(state["step"])
-        checks = json.loads(state.get("checks", "[]"))
+        history, checks = list(state["history"]), json.loads(state.get("checks", "[]"))
+        # checkpoints of dcube-edge before step budgets counted epochs
+        step = int(state["step"]) if "step" in state else int(state["epoch"]) * diffusion_steps_per_epoch(cfg, len(images))
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     half = max(1, cfg.batch_size // 2)
     per_epoch = diffusion_steps_per_epoch(cfg, len(images))
