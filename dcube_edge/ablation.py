@@ -329,7 +329,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                 f"{_recalls(first['metrics']['validation']) if first else '-'} | "
                 f"{', '.join(str(r['metrics']['best_epoch']) for r in got)} of {_epochs(got[0])} | "
                 f"{np.mean([_seconds(r['metrics']) for r in got]) / 60:.1f} min |" if got else
-                f"| {dataset} | {model} | not run | | | | | | |")
+                f"| {dataset} | {MODEL_NAMES[model]} | not run | | | | | | |")
         pairs = [(rows[dataset, 'dcube', s], rows[dataset, 'resnet18', s]) for s in (0, 1, 2)
                  if (dataset, 'dcube', s) in rows and (dataset, 'resnet18', s) in rows]
         if pairs:
