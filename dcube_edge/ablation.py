@@ -22,6 +22,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from dcube_edge.config import Config
 from dcube_edge.runtimes.files import atomic_path, write_json
 
 
@@ -50,7 +51,8 @@ DATASETS = {d.name: d for d in (
     Dataset("busi128", "stratified 15 % of train/, split seed 0 (94 images)"),
 )}
 VARIANTS = {v.name: v for v in (
-    Variant("dcube", "D-Cube, current defaults: EMA trunk, warmup + cosine lr, Gaussianity layers, t = 10, 50, 100"),
+    Variant("dcube", "D-Cube, current defaults: EMA trunk, warmup + cosine lr, Gaussianity layers, t = 10, 50, 100, "
+                     "class-balanced cross-entropy"),
     Variant("resnet18", "ResNet-18 baseline, same splits, preprocessing, optimiser, flips", baseline=True),
     Variant("branch", "D-Cube's own ResNet guide branch alone (+ global pool + linear), same harness", baseline=True),
     Variant("random-trunk", "untrained (random-init) trunk, step 2 as D-Cube", ("--trunk", "random")),
@@ -60,7 +62,8 @@ VARIANTS = {v.name: v for v in (
     Variant("no-ema", "step 1 without EMA (trunk retrained)", ("--ema-decay", "0")),
     Variant("guide-loss", "step 2 + cross-entropy on the guide branch's pooled map (weight 0.5)",
             ("--guide-loss-weight", "0.5"), reuse_trunk=True),
-    Variant("balanced-ce", "step 2 with class-balanced cross-entropy", ("--class-weights", "balanced"), reuse_trunk=True),
+    Variant("unweighted-ce", "step 2 with unweighted cross-entropy (the reference; the default before 2026-11-26)",
+            ("--class-weights", "none"), reuse_trunk=True),
     Variant("large-t", "step 2 at t = 200, 350, 500", ("--timesteps", "200,350,500"), reuse_trunk=True),
     Variant("no-contrastive", "step 1 without the margin contrastive term (trunk retrained)", ("--contrastive-weight", "0")),
     Variant("all-layers", "all 13 trunk layers into the head", ("--layers", "all"), reuse_trunk=True),
@@ -71,7 +74,7 @@ VARIANTS = {v.name: v for v in (
             reuse_trunk=True, balance=True),
 )}
 HEADLINE = ("dcube", "resnet18", "branch")
-ABLATIONS = ("random-trunk", "old-recipe", "guide-loss", "balanced-ce", "large-t", "no-ema", "no-contrastive",
+ABLATIONS = ("random-trunk", "old-recipe", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
              "all-layers", "last-layer", "random-t", "balance")
 # Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (
@@ -164,8 +167,11 @@ def _rows(root: Path) -> dict[tuple[str, str, int], dict]:
         out = run_dir(root, dataset, variant, seed)
         metrics, config = _load(out / "metrics.json"), _load(out / "config.json")
         if metrics and config:
+            source = config.get("trunk_from") or ""
+            trunk = _load(Path(source) / "trunk.json") if source and source != "random" else None
             rows[dataset, variant, seed] = {"metrics": metrics, "config": config,
-                                            "selection": _load(out / "selection.json"), "trunk": _load(out / "trunk.json")}
+                                            "selection": _load(out / "selection.json"),
+                                            "trunk": trunk or _load(out / "trunk.json")}  # a reused trunk's own history
     return rows
 
 
@@ -189,6 +195,12 @@ def _epochs(row: dict) -> int:
     """Epochs step 2 (or the baseline) ran: one validation per epoch."""
     hist = row["metrics"].get("history", {})
     return len(hist.get("classifier") or hist.get("baseline") or [])
+
+
+def _loss_note(row: dict) -> str:
+    """Rows trained with another cross-entropy than today's default say so."""
+    used = row["config"].get("class_weights", "none")
+    return "" if used == Config().class_weights else f" ({used} CE)"
 
 
 MODEL_NAMES = {"dcube": "D-Cube small", "resnet18": "ResNet-18", "branch": "ResNet branch alone"}
@@ -323,7 +335,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
             vals = [r["metrics"]["validation"] for r in got]
             first = rows.get((dataset, model, 0))
             lines.append(
-                f"| {dataset} | {MODEL_NAMES[model]} | "
+                f"| {dataset} | {MODEL_NAMES[model]}{_loss_note(got[0])} | "
                 f"{_mean_sd([v['auc'] for v in vals])} | {_mean_sd([v['accuracy'] for v in vals])} | "
                 f"{_mean_sd([v['macro_f1'] for v in vals])} | {', '.join(format(v['auc'], '.3f') for v in vals) or '-'} | "
                 f"{_recalls(first['metrics']['validation']) if first else '-'} | "
@@ -351,10 +363,12 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
             v = r["metrics"]["validation"]
             delta = f"{v['auc'] - ref['metrics']['validation']['auc']:+.3f}" if ref and variant != "dcube" else ""
             extra = ""
+            if r["config"].get("class_weights", "none") != Config().class_weights and variant != "unweighted-ce":
+                extra += f" (trained with {r['config'].get('class_weights', 'none')} cross-entropy)"
             if r["config"].get("synthetic_counts"):
-                extra = f" (+{'/'.join(map(str, r['config']['synthetic_counts']))} synthetic)"
+                extra += f" (+{'/'.join(map(str, r['config']['synthetic_counts']))} synthetic)"
             if "validation_fixed_t" in r["metrics"]:
-                extra = f" (fixed-t engine: AUC {r['metrics']['validation_fixed_t']['auc']:.3f})"
+                extra += f" (fixed-t engine: AUC {r['metrics']['validation_fixed_t']['auc']:.3f})"
             lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what}{extra} | "
                          f"{','.join(map(str, r['config']['selected_layers']))} | {v['auc']:.3f} | {delta} | "
                          f"{v['accuracy']:.3f} | {v['macro_f1']:.3f} | {_recalls(v)} | {r['metrics']['best_epoch']} of {_epochs(r)} | "

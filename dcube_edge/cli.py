@@ -108,7 +108,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           ema_decay: Annotated[float | None, typer.Option(help="Step-1 EMA decay of the trunk weights (0.999; 0 turns EMA off).")] = None,
           lr_schedule: Annotated[str | None, typer.Option(help="Step-1 lr after warmup: cosine (to 10 %) | constant (the reference).")] = None,
           guide_loss_weight: Annotated[float | None, typer.Option(help="Step 2: weight of a cross-entropy on the guide branch's pooled map (training only; 0 = the reference).")] = None,
-          class_weights: Annotated[str | None, typer.Option(help="Step-2 cross-entropy class weights: none | balanced (inverse frequency).")] = None,
+          class_weights: Annotated[str | None, typer.Option(help="Step-2 cross-entropy class weights: balanced (inverse frequency, the default) | none (the reference).")] = None,
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: auto (bf16 where the CPU/GPU has it and the trunk is wide enough to gain) | none | bf16 | fp16 (GPU).")] = "auto",
           grad_accum: Annotated[int, typer.Option(help="Step-1 batches per optimizer step.")] = 1,
@@ -180,7 +180,7 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
              preset: Annotated[str, typer.Option(help="Preset giving image size, batch and optimiser (as D-Cube's).")] = "small",
              steps: Annotated[int | None, typer.Option(help="Training steps (default: the preset's step-2 budget).")] = None,
              epochs: Annotated[int | None, typer.Option(help="Epochs instead of steps.")] = None,
-             class_weights: Annotated[str, typer.Option(help="Cross-entropy class weights: none | balanced (inverse frequency).")] = "none",
+             class_weights: Annotated[str, typer.Option(help="Cross-entropy class weights: balanced (inverse frequency, the default) | none.")] = "balanced",
              seed: int = 0,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train a plain CNN on the same splits and preprocessing as D-Cube (a baseline column for results)."""

@@ -52,7 +52,10 @@ class Config:
     # Supervise the guide branch's pooled map with its own linear classifier (training only; the exported
     # graph is unchanged). 0 = the reference, where the branch learns only through the 1-channel fusion.
     guide_loss_weight: float = 0.0
-    class_weights: str = "none"  # step-2 (and baseline) cross-entropy: "none" or "balanced" (inverse frequency)
+    # Step-2 (and baseline) cross-entropy: "balanced" (inverse class frequency) or "none" (the reference).
+    # Balanced since 2026-11-26: on BreastMNIST (seed 0) it raised D-Cube's malignant recall 0.43 → 0.86 and
+    # macro-F1 0.71 → 0.86 at the same AUC (0.907 → 0.917); baselines use the same loss (one harness).
+    class_weights: str = "balanced"
     timesteps: tuple[int, ...] = (10, 50, 100)
     # The reference's behaviour instead: one random t in [1, max(timesteps)] per image at training and
     # validation (no feature cache, slower). Exported engines always use the fixed `timesteps`.

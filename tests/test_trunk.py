@@ -139,7 +139,8 @@ def test_class_weights_are_inverse_frequency():
     from dcube_edge.train import class_weights
 
     cfg = Config.from_preset("tiny", classes=("a", "b", "c"))
-    assert class_weights(cfg, np.array([0, 1])) is None
+    assert cfg.class_weights == "balanced"  # the default since 2026-11-26
+    assert class_weights(cfg.replace(class_weights="none"), np.array([0, 1])) is None
     w = class_weights(cfg.replace(class_weights="balanced"), np.array([0] * 6 + [1] * 3 + [2] * 1))
     torch.testing.assert_close(w, torch.tensor([10 / 18, 10 / 9, 10 / 3]))
     with pytest.raises(ValueError, match="unknown class weighting"):
