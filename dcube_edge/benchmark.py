@@ -348,6 +348,25 @@ def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 3, seconds:
             "p50_ms_dcube_edge": ours_ms, "p50_ms_benchmark_app": theirs_ms, "overhead": ours_ms / theirs_ms - 1}
 
 
+def add_figures(result: dict, batch: int, iterations: int, threads: int | None, log: Log,
+                profile: bool = False, vs_benchmark_app: bool = False) -> None:
+    """Per-op profiles of every engine row and/or the benchmark_app comparison of every OpenVINO row."""
+    from dcube_edge.runtimes.profile import op_profile
+
+    engines = dict.fromkeys(r["engine"] for r in result["results"] if not r["backend"].startswith("torch"))
+    if profile:
+        result["profiles"] = []
+        for e in engines:
+            log(f"profiling {e}")
+            result["profiles"].append(op_profile(runtimes.read(e), batch, iterations, threads=threads))
+    if vs_benchmark_app:
+        result["vs_benchmark_app"] = []
+        for e in engines:
+            if runtimes.read(e).backend == "openvino":
+                log(f"{e} vs benchmark_app")
+                result["vs_benchmark_app"].append(benchmark_app_figure(Path(e), batch, threads=threads))
+
+
 def write_outputs(result: dict, json_path: Path | None, csv_path: Path | None, plot_path: Path | None) -> None:
     if json_path is not None and str(json_path) != "-":
         write_json(json_path, result)

@@ -502,7 +502,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
     """Latency (p50/p90/p99), images/s, engine size and GFLOP/s per engine and batch size, with the speedup
     over PyTorch eager FP32 measured in the same run."""
-    from dcube_edge.benchmark import peaks_text, run_bench, write_outputs
+    from dcube_edge.benchmark import add_figures, peaks_text, run_bench, write_outputs
 
     matrix_run = None
     if matrix:
@@ -515,22 +515,8 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
         result = run_bench(list(targets), torch_run, ints(batch_sizes), iterations, warmup, threads,
                            log=lambda m: status.update(m), compile=compile, device=device, matrix_run=matrix_run,
                            calibration=calibration, figures=figures)
-        if profile:
-            from dcube_edge import runtimes
-            from dcube_edge.runtimes.profile import op_profile
-
-            engines = dict.fromkeys(r["engine"] for r in result["results"] if not r["backend"].startswith("torch"))
-            result["profiles"] = []
-            for e in engines:
-                status.update(f"profiling {e}")
-                result["profiles"].append(op_profile(runtimes.read(e), min(ints(batch_sizes)), iterations, threads=threads))
-        if vs_benchmark_app:
-            from dcube_edge.benchmark import benchmark_app_figure
-
-            result["vs_benchmark_app"] = []
-            for e in dict.fromkeys(r["engine"] for r in result["results"] if r["backend"] == "openvino"):
-                status.update(f"{e} vs benchmark_app")
-                result["vs_benchmark_app"].append(benchmark_app_figure(Path(e), min(ints(batch_sizes)), threads=threads))
+        add_figures(result, min(ints(batch_sizes)), iterations, threads, log=lambda m: status.update(m),
+                    profile=profile, vs_benchmark_app=vs_benchmark_app)
     info = result["machine"]
     table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {' '.join(info['isa']) or 'no ISA flags read'}"
                         f"{'; ' + info['gpu'] if info['gpu'] else ''})\nGEMM peaks: {peaks_text(result['gemm_peaks'])}")
