@@ -5,7 +5,6 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -34,19 +33,10 @@ def peak_rss_mb() -> float:
 
 def machine_info() -> dict:
     """CPU model, cores, the ISA flags that matter for int8/fp16 inference, GPU if any."""
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "cpu_model": platform.processor() or "unknown", "isa": [], "gpu": None}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        text = cpuinfo.read_text(errors="replace")
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-        wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-                  "amx_bf16", "amx_int8", "amx_fp16")
-        info["isa"] = [f for f in wanted if f in flags]
+    from . import isa
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "cpu_model": isa.cpu_model(), "isa": isa.notable(), "gpu": None}
     try:
         import subprocess
 

@@ -32,17 +32,19 @@ def notable(flags: Iterable[str] | None = None) -> list[str]:
     return [f for f in NOTABLE if f in have]
 
 
-def describe(flags: Iterable[str] | None = None) -> str:
-    """One line for reports: CPU model and the flags that matter."""
-    model = platform.processor() or platform.machine()
+def cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model} ({' '.join(notable(flags)) or 'no AVX-512/AMX'})"
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def describe(flags: Iterable[str] | None = None) -> str:
+    """One line for reports: CPU model and the flags that matter."""
+    return f"{cpu_model()} ({' '.join(notable(flags)) or 'no AVX-512/AMX'})"
 
 
 def has_bf16(flags: Iterable[str] | None = None) -> bool:
