@@ -363,8 +363,8 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
             v = r["metrics"]["validation"]
             delta = f"{v['auc'] - ref['metrics']['validation']['auc']:+.3f}" if ref and variant != "dcube" else ""
             extra = ""
-            if r["config"].get("class_weights", "none") != Config().class_weights and variant != "unweighted-ce":
-                extra += f" (trained with {r['config'].get('class_weights', 'none')} cross-entropy)"
+            if variant != "unweighted-ce":
+                extra += _loss_note(r)
             if r["config"].get("synthetic_counts"):
                 extra += f" (+{'/'.join(map(str, r['config']['synthetic_counts']))} synthetic)"
             if "validation_fixed_t" in r["metrics"]:

@@ -185,12 +185,12 @@ def _timed(fn: Callable[[], object]) -> float:
 def gemm_peaks(threads: int | None = None) -> dict:
     """Peaks per precision, measured in this run: fp32 (and, with OpenVINO, bf16 where the CPU has it,
     and int8). Every engine row is compared with the peak of its own precision."""
-    peaks: dict = {"fp32": gemm_peak(threads)}
-    if available("openvino") is None:
-        peaks["fp32"] = openvino_gemm_peak("f32", threads)
-        if isa.has_bf16():
-            peaks["bf16"] = openvino_gemm_peak("bf16", threads)
-        peaks["int8"] = openvino_gemm_peak("int8", threads)
+    if available("openvino") is not None:
+        return {"fp32": gemm_peak(threads)}
+    peaks = {"fp32": openvino_gemm_peak("f32", threads)}
+    if isa.has_bf16():
+        peaks["bf16"] = openvino_gemm_peak("bf16", threads)
+    peaks["int8"] = openvino_gemm_peak("int8", threads)
     return peaks
 
 

@@ -43,9 +43,10 @@ def denoising(trunk: UViT, schedule: Schedule, images: np.ndarray, seed: int = 0
         for i in range(0, len(images), batch):
             x0, noise = x0_all[i:i + batch].to(dev), noise_all[i:i + batch].to(dev)
             t = torch.full((len(x0),), t_val, dtype=torch.long, device=dev)
-            eps, _ = trunk(schedule.q_sample(x0, t, noise), t)
+            x_t = schedule.q_sample(x0, t, noise)
+            eps, _ = trunk(x_t, t)
             ab = float(schedule.alphas_bar[t_val])
-            x0_hat = (schedule.q_sample(x0, t, noise) - (1 - ab) ** 0.5 * eps.float()) / ab ** 0.5
+            x0_hat = (x_t - (1 - ab) ** 0.5 * eps.float()) / ab ** 0.5
             eps_se += float((eps.float() - noise).pow(2).sum())
             x0_se += float((x0_hat.clamp(-1, 1) - x0).pow(2).sum())
         out["eps_mse"].append(eps_se / x0_all.numel())
