@@ -268,10 +268,16 @@ def trunk_section(rows: dict, figure: Path | None, out: Path) -> list[str]:
             lines.append(f"| {dataset} | {variant} | {last['step']} | {t['pixel_probe']:.3f} | {b['auc']:.3f} ({b['kind']}, "
                          f"{b['layer']}, {b['timestep']}) | {b['over_pixels']:+.3f} | {t['x0_ratio_t500']:.2f} | "
                          f"{den['eps_mse'][i]:.4f} |")
-    if figure:
-        trunk_figure(rows, figure)
-        lines += ["", f"![trunk curves](./{figure.relative_to(out.parent).as_posix()})"]
+    lines += _figure(trunk_figure, rows, figure, out, "trunk curves")
     return lines
+
+
+def _figure(draw, rows: dict, figure: Path | None, out: Path, caption: str) -> list[str]:
+    """Draw a figure next to the report and return the markdown lines that show it (none without a path)."""
+    if not figure:
+        return []
+    draw(rows, figure)
+    return ["", f"![{caption}](./{figure.relative_to(out.parent).as_posix()})"]
 
 
 def trunk_figure(rows: dict, path: Path) -> None:
@@ -390,9 +396,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                 lines.append(f"| {dataset} | {seed} | {', '.join(map(str, sel))} | "
                              f"{', '.join(f'{p[i]:.1e}' for i in sel)} | {len(passing)} of {len(p)} | "
                              f"{', '.join(map(str, paper))} ({organ}) |")
-    if figure:
-        selection_figure(rows, figure)
-        lines += ["", f"![per-layer p-values](./{figure.relative_to(out.parent).as_posix()})"]
+    lines += _figure(selection_figure, rows, figure, out, "per-layer p-values")
     discussion = out.parent / "results-discussion.md"
     if discussion.is_file():
         lines += ["", discussion.read_text().rstrip()]

@@ -17,33 +17,14 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 from . import distributed, rundir
 from .config import Config
 from .data import audit, discover
+from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
 from .metrics import classification_report, selection_score, softmax
-from .resnet import BasicBlock, Bottleneck, ResNet
+from .resnet import ARCHS, Baseline
 
-ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3)),
-         "branch": (Bottleneck, None)}  # D-Cube's own ResNet guide branch (the preset's width), alone
-
-
-class Baseline(nn.Module):
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__()
-        if cfg.model not in ARCHS:
-            raise ValueError(f"unknown baseline {cfg.model!r}; choose one of {', '.join(ARCHS)}")
-        block, layers = ARCHS[cfg.model]
-        if layers is None:
-            self.backbone = ResNet(cfg.resnet_width, cfg.resnet_layers, cfg.resnet_stem, block)
-        else:
-            self.backbone = ResNet(64, layers, "small" if cfg.image_size <= 64 else "imagenet", block)
-        self.fc = nn.Linear(self.backbone.out_channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone(x).mean(dim=(2, 3)))
-
+__all__ = ["ARCHS", "Baseline", "train_baseline"]
 
 def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Callable = lambda *a: None,
                    log: Callable[[str], None] = print) -> dict:
-    from .train import class_weights, on_device, optimizer_step, predict_logits, seed_all
-
     out = Path(out)
     seed_all(cfg.seed)
     ds = discover(data, cfg.val_fraction, cfg.split_seed)

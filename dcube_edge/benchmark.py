@@ -9,6 +9,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +28,26 @@ def _inputs(batch: int, size: int) -> np.ndarray:
 
 
 def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, warmup: int,
-                threads: int | None, device: str | None = None) -> list[dict]:
+                threads: int | None) -> list[dict]:
     manifest = runtimes.read(engine)
-    runner = runtimes.make_runner(manifest, threads=threads, device=device)
+    runner = runtimes.make_runner(manifest, threads=threads)
     size = manifest.preprocess.size
-    model_files = [f for f in manifest.data["files"] if f.startswith("model")]
+    model_files = [f for f in runtimes.backends.get(manifest.backend).model_files if f in manifest.data["files"]]
     engine_mb = sum((manifest.dir / f).stat().st_size for f in model_files) / 2**20
-    gflops = {b: c["gflops"] for b, c in graph_flops.count_batches(manifest.dir / "model.onnx", list(batch_sizes)).items()}
+    onnx_file = manifest.dir / "model.onnx"
+    gflops = ({b: c["gflops"] for b, c in graph_flops.count_batches(onnx_file, list(batch_sizes)).items()}
+              if onnx_file.is_file() else {})
     rows = []
     parts = manifest.data.get("effective_precision", {})
     with runner:
-        runtime = getattr(runner, "effective_precision", None)
+        runtime = runner.compiled_precision()
         for b in batch_sizes:
             if b > manifest.max_batch:
                 continue
             feed = {manifest.input_name: _inputs(b, size)}
             stats = time_fn(lambda feed=feed: runner.infer(feed), iterations, warmup)
             rows.append({"engine": str(engine), "backend": manifest.backend, "precision": manifest.precision,
-                         "batch": b, "engine_mb": round(engine_mb, 2), "gflops": gflops[b],
+                         "batch": b, "engine_mb": round(engine_mb, 2), "gflops": gflops.get(b),
                          "truncated_after_layer": manifest.data.get("truncated_after_layer"),
                          "timesteps": len(manifest.data.get("timesteps", [])),
                          "effective_precision": ", ".join(f"{k} {v}" for k, v in parts.items() if k != "note")
@@ -54,55 +57,52 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
 
 def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup: int,
                threads: int | None, compile: bool = False, device: str = "cpu") -> list[dict]:
-    import torch
-
+    """The run's PyTorch model through the torch backend's runner: eager fp32, bf16 autocast on CPUs with
+    bf16 units, fp16 autocast and a CUDA graph on GPUs, torch.compile on request."""
     from dcube_edge import rundir
+    from dcube_edge.torch_backend import TorchRunner
 
-    if threads:
-        torch.set_num_threads(threads)
-    cfg, model = rundir.load_model(run)
-    model = model.to(device)
-    eager = lambda m: (lambda x: (lambda: m(x)))  # noqa: E731 — variant: batch tensor -> timed call
-    variants: list[tuple[str, str, Callable | None]] = [("torch-eager", "fp32", eager(model))]
+    cfg = rundir.load_config(run)
+    variants = [("torch-eager", "fp32", {})]
     if device == "cpu" and isa.has_bf16():
-        def autocast(x):
-            def call():
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    return model(x)
-            return call
-
-        variants.append(("torch-autocast", "bf16", autocast))
+        variants.append(("torch-autocast", "bf16", {}))
     if device == "cuda":
-        half = rundir.load_model(run)[1].to(device).half()
-        variants.append(("torch-eager", "fp16", lambda x: (lambda: half(x.half()))))
-        variants.append(("torch-cudagraph", "fp32", lambda x: cuda_graph(model, x)))
+        variants.append(("torch-autocast", "fp16", {}))
     if compile:
-        try:
-            variants.append(("torch-compile", "fp32", eager(torch.compile(model))))
-        except Exception as e:  # noqa: BLE001 — compile support varies by platform
-            variants.append(("torch-compile", f"unavailable: {type(e).__name__}", None))
+        variants.append(("torch-compile", "fp32", {"compile": True}))
     rows = []
-    for backend, precision, make in variants:
+    for backend, precision, extra in variants:
+        runner, _ = TorchRunner.from_run(run, precision=precision, device=device, threads=threads,
+                                         max_batch=max(batch_sizes), **extra)
+        try:
+            with runner:
+                for b in batch_sizes:
+                    feed = {"images": _inputs(b, cfg.image_size)}
+
+                    def call(feed: dict = feed, runner: TorchRunner = runner) -> None:
+                        runner.infer(feed)
+                        runner.synchronize()
+
+                    rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": b,
+                                 "timesteps": len(cfg.timesteps), **time_fn(call, iterations, warmup)})
+        except Exception as e:  # noqa: BLE001 — torch.compile fails lazily on first call, and by platform
+            rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": batch_sizes[0],
+                         "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"})
+    if device == "cuda":
+        import torch
+
+        model = rundir.load_model(run)[1].to(device)
         for b in batch_sizes:
-            if make is None:
-                continue
             x = torch.from_numpy(_inputs(b, cfg.image_size)).to(device)
-            try:
-                with torch.inference_mode():
-                    fn = make(x)
+            with torch.inference_mode():
+                replay = cuda_graph(model, x)
 
-                    def call(fn: Callable = fn) -> None:
-                        fn()
-                        if device == "cuda":
-                            torch.cuda.synchronize()
+                def call(replay: Callable = replay) -> None:
+                    replay()
+                    torch.cuda.synchronize()
 
-                    stats = time_fn(call, iterations, warmup)
-            except Exception as e:  # noqa: BLE001 — torch.compile fails lazily on first call
-                rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": b,
-                             "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"})
-                break
-            rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": b,
-                         "timesteps": len(cfg.timesteps), **stats})
+                rows.append({"engine": str(run), "backend": "torch-cudagraph", "precision": "fp32", "batch": b,
+                             "timesteps": len(cfg.timesteps), **time_fn(call, iterations, warmup)})
     return rows
 
 
@@ -221,26 +221,21 @@ def finish_rows(rows: list[dict], peaks: dict) -> None:
                 r["fraction_of_gemm_peak"] = r["achieved_gflops_per_s"] / peak["gflops_per_s"]
 
 
-MATRIX = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
-          ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "bf16"), ("openvino", "int8"),
-          ("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8")]
+def matrix() -> list[tuple[str, str]]:
+    """Every registered engine backend × its precisions (the torch backend is timed by its own rows)."""
+    return [(b.name, p) for b in runtimes.backends.REGISTRY.values() if b.name != "torch" for p in b.precisions]
 
 
 def available(backend: str, precision: str | None = None) -> str | None:
     """None if the backend (at that precision) can be built here, else the reason."""
-    if backend == "openvino" and precision:
-        try:
-            isa.openvino_hint(precision)
-        except isa.PrecisionUnavailable as e:
-            return str(e).split(";")[0]
+    entry = runtimes.backends.get(backend)
+    reason = entry.missing(build=True)
+    if reason or not precision:
+        return reason
     try:
-        if backend == "openvino":
-            import nncf  # noqa: F401
-            import openvino  # noqa: F401
-        elif backend == "tensorrt":
-            import tensorrt  # noqa: F401
-    except ImportError as e:
-        return f"{backend} not installed ({e.name})"
+        entry.build_module().check(precision)
+    except isa.PrecisionUnavailable as e:
+        return str(e).split(";")[0]
     return None
 
 
@@ -295,7 +290,7 @@ def timestep_figure(run: Path, root: Path, batch: int, iterations: int, warmup: 
                for t in cfg.timesteps]
     runners = [runtimes.make_runner(runtimes.read(p), threads=threads) for p in singles]
     batched = runtimes.make_runner(runtimes.read(one), threads=threads)
-    x = {"images": _inputs(batch, cfg.image_size)}
+    x = {runtimes.read(one).input_name: _inputs(batch, cfg.image_size)}
     for r in [batched, *runners]:
         r.activate()
     try:
@@ -351,6 +346,8 @@ def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 3, seconds:
 def add_figures(result: dict, batch: int, iterations: int, threads: int | None, log: Log,
                 profile: bool = False, vs_benchmark_app: bool = False) -> None:
     """Per-op profiles of every engine row and/or the benchmark_app comparison of every OpenVINO row."""
+    if not (profile or vs_benchmark_app):
+        return
     from dcube_edge.runtimes.profile import op_profile
 
     engines = dict.fromkeys(r["engine"] for r in result["results"] if not r["backend"].startswith("torch"))
@@ -421,38 +418,60 @@ def plot(result: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def run_bench(engines: list[Path], torch_run: Path | None, batch_sizes: tuple[int, ...], iterations: int,
-              warmup: int, threads: int | None, log: Log, compile: bool = False, device: str = "cpu",
-              matrix_run: Path | None = None, calibration: str | None = None, figures: bool = False) -> dict:
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything ``bench`` is asked, from the CLI to the JSON it writes."""
+
+    batch_sizes: tuple[int, ...] = (1, 8)
+    iterations: int = 30
+    warmup: int = 5
+    threads: int | None = None
+    compile: bool = False  # also time torch.compile
+    device: str = "cpu"  # the PyTorch rows' device
+    calibration: str | None = None  # --matrix int8 calibration data
+    figures: bool = False  # truncation and timestep-batching figures (needs a run)
+    profile: bool = False  # per-op profile of every engine at the smallest batch
+    vs_benchmark_app: bool = False  # every OpenVINO engine against benchmark_app on the same IR
+
+
+def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = None, matrix_run: Path | None = None,
+              log: Log = lambda _: None) -> dict:
+    """Every engine (and, with ``matrix_run``, every backend × precision built from it) and the run's PyTorch
+    rows, timed in this process; speedups and peak fractions computed within the run."""
     started = time.time()
     skipped: list[str] = []
+    engines = list(engines)
+    batch_sizes, iterations, warmup, threads = opts.batch_sizes, opts.iterations, opts.warmup, opts.threads
     if matrix_run is not None:
         root = matrix_run / "engines"
-        for backend, precision in MATRIX:
+        for backend, precision in matrix():
             reason = available(backend, precision)
             if reason:
                 skipped.append(f"{backend}/{precision}: {reason}")
                 continue
             engines.append(build_or_reuse(matrix_run, root / f"{backend}-{precision}", log, backend=backend,
-                                          precision=precision, calibration=calibration,
+                                          precision=precision, calibration=opts.calibration,
                                           max_batch=max(max(batch_sizes), 8)))
         torch_run = torch_run or matrix_run
     peak = gemm_peaks(threads)
     rows: list[dict] = []
     if torch_run is not None:
-        log(f"timing torch eager fp32 of {torch_run}")
-        rows += torch_rows(torch_run, batch_sizes, iterations, warmup, threads, compile, device)
+        log(f"timing PyTorch rows of {torch_run}")
+        rows += torch_rows(torch_run, batch_sizes, iterations, warmup, threads, opts.compile, opts.device)
     for e in engines:
         log(f"timing {e}")
         rows += engine_rows(e, batch_sizes, iterations, warmup, threads)
     finish_rows(rows, peak)
-    result = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "threads": threads, "iterations": iterations, "warmup": warmup,
+    result = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "options": asdict(opts),
+              "threads": threads, "iterations": iterations, "warmup": warmup,
               "gemm_peaks": peak, "results": rows, "skipped": skipped}
-    if figures and (matrix_run or torch_run):
+    if opts.figures and (matrix_run or torch_run):
         run = matrix_run or torch_run
         root = run / "engines"
         result["truncation"] = truncation_figure(run, root, 1, iterations, warmup, threads, log)
         result["timestep_batching"] = timestep_figure(run, root, 1, iterations, warmup, threads, log)
+    add_figures(result, min(batch_sizes), iterations, threads, log, profile=opts.profile,
+                vs_benchmark_app=opts.vs_benchmark_app)
     result["peak_rss_mb"] = peak_rss_mb()
     result["seconds"] = round(time.time() - started, 1)
     return result

@@ -2,7 +2,6 @@
 so ``classify``, ``evaluate`` and engine benchmarks run on a workstation without it."""
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="D-Cube diffusion-feature classifiers for medical images: train, export, classify, bench.")
@@ -20,8 +18,13 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STATE = {"debug": False}
 
-BACKEND_HELP = "onnxruntime | openvino | tensorrt"
-PRECISION_HELP = "fp32 | fp16 | int8"
+def backend_help() -> str:
+    from dcube_edge.runtimes import backends
+
+    return " | ".join(backends.names())
+
+
+PRECISION_HELP = "fp32 | fp16 (GPU; OpenVINO on AMX-FP16 CPUs) | bf16 (OpenVINO, torch on bf16 CPUs) | int8"
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -120,18 +123,6 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
     from dcube_edge.config import Config
     from dcube_edge.train import train as run_train
 
-    if amp not in ("auto", "none", "bf16", "fp16"):
-        fail(f"unknown --amp {amp!r}; choose auto, none, bf16 or fp16")
-    for name, value in (("--steps-diffusion", steps_diffusion), ("--steps-classifier", steps_classifier),
-                        ("--epochs-diffusion", epochs_diffusion), ("--epochs-classifier", epochs_classifier)):
-        if value is not None and value < 1:
-            fail(f"{name} must be at least 1 (got {value})")
-    if ema_decay is not None and not 0 <= ema_decay < 1:
-        fail(f"--ema-decay must lie in [0, 1) (got {ema_decay}); 0 turns EMA off")
-    if lr_schedule not in (None, "cosine", "constant"):
-        fail(f"unknown --lr-schedule {lr_schedule!r}; choose cosine or constant")
-    if class_weights not in (None, "none", "balanced"):
-        fail(f"unknown --class-weights {class_weights!r}; choose none or balanced")
     random_trunk = trunk is not None and str(trunk) == "random"
     distributed.setup()
     if (out_dir / "config.json").exists() and not resume:
@@ -192,10 +183,6 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
     if (out_dir / "config.json").exists():
         fail(f"{out_dir} already holds a run; choose another --out")
     try:
-        if class_weights not in ("none", "balanced"):
-            raise ValueError(f"unknown --class-weights {class_weights!r}; choose none or balanced")
-        if (steps is not None and steps < 1) or (epochs is not None and epochs < 1):
-            raise ValueError("--steps and --epochs must be at least 1")
         cfg = Config.from_preset(preset, model=model, steps_classifier=steps, epochs_classifier=epochs, seed=seed,
                                  class_weights=class_weights)
     except ValueError as e:
@@ -270,7 +257,7 @@ def augment(run: Annotated[Path, typer.Argument(help="Run directory (its diffusi
 @app.command()
 def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` or `init`.")],
            out_dir: Annotated[Path, typer.Option("--out", "-o", help="Engine directory to write.")],
-           backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
+           backend: Annotated[str, typer.Option(help=backend_help())] = "onnxruntime",
            precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
            calibration: Annotated[str | None, typer.Option(help="INT8: dataset folder or .npz from `calibrate` (default: the run's training data).")] = None,
            calibration_size: Annotated[int, typer.Option(help="INT8: calibration images.")] = 256,
@@ -280,6 +267,7 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
            triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository entry here.")] = None,
            json_out: Annotated[Path | None, typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
     """Export a run to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend, with a parity report."""
+    from dcube_edge import report
     from dcube_edge.export.build import ExportOptions
     from dcube_edge.export.build import export as run_export
 
@@ -288,15 +276,7 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
                          full_trunk=full_trunk, triton_repo=str(triton_repo) if triton_repo else None)
     with err.status(f"exporting {backend}/{precision} …"):
         manifest = run_export(run, out_dir, opts, log=err.print)
-    p = manifest["parity"]
-    table = Table(title=f"{out_dir}: {backend} {precision} vs torch fp32 ({p['data']})")
-    for col in ("top-1 agreement", "logit cosine (min)", "max |Δlogit|", "accuracy", "AUC"):
-        table.add_column(col, justify="right")
-    fmt = lambda k: f"{p[k]:.4f}" if k in p else "–"  # noqa: E731
-    table.add_row(fmt("top1_agreement"), fmt("logit_cosine_min"), f"{p['max_abs_logit_diff']:.2e}",
-                  f"{fmt('accuracy_engine')} ({p.get('accuracy_delta', 0):+.4f})" if "accuracy_engine" in p else "–",
-                  f"{fmt('auc_engine')} ({p.get('auc_delta', 0):+.4f})" if "auc_engine" in p else "–")
-    out.print(table)
+    out.print(report.parity(out_dir, manifest))
     emit_json(manifest, json_out)
 
 
@@ -319,10 +299,9 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory (gives ima
 
 
 def shown(path: str) -> str:
-    """A path safe to print: bytes that are not UTF-8 appear as \\xNN escapes, markup is escaped."""
-    import os
+    from dcube_edge.report import shown as safe
 
-    return escape(os.fsencode(path).decode("utf-8", "backslashreplace"))
+    return safe(path)
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
@@ -353,8 +332,8 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
 
     from rich.progress import Progress
 
-    from dcube_edge import runtimes
-    from dcube_edge.runtimes.files import atomic_path
+    from dcube_edge import report, runtimes
+    from dcube_edge.runtimes.files import json_list_stream
 
     files = expand_inputs(inputs)
     if not files:
@@ -362,74 +341,38 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     clf = runtimes.load(engine, threads=threads)
     to_stdout = json_out is not None and str(json_out) == "-"
     rows, failed, labels = [], [], Counter()
-    sink = atomic_path(json_out) if json_out is not None and not to_stdout else None
-    head = json.dumps({"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
-                       "classes": clf.classes})[:-1] + ', "predictions": [\n'
-    with clf, (sink or contextlib.nullcontext()) as tmp, Progress(console=err, transient=True,
-                                                                  disable=len(files) <= batch_size) as progress:
-        stream = open(tmp, "w") if tmp else (sys.stdout if to_stdout else None)
+    head = {"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
+            "classes": clf.classes}
+    with clf, json_list_stream(json_out, head, "predictions") as add, \
+            Progress(console=err, transient=True, disable=len(files) <= batch_size) as progress:
         task = progress.add_task("classifying", total=len(files))
-        if stream:
-            stream.write(head)
-        for i, p in enumerate(clf.classify(files, batch_size=batch_size, workers=workers)):
-            if stream:
-                stream.write(("" if i == 0 else ",\n") + json.dumps(p.to_dict()))
+        for p in clf.classify(files, batch_size=batch_size, workers=workers):
+            add(p.to_dict())
             (failed.append(p) if p.error else labels.update([p.label]))
             if len(files) <= TABLE_ROWS and not to_stdout:
                 rows.append(p)
             progress.advance(task)
-        if stream:
-            stream.write("\n]}\n")
-            if stream is not sys.stdout:
-                stream.close()
     if not to_stdout:
         title = f"{engine.name}: {clf.manifest.backend} {clf.manifest.precision}"
         if rows:
-            table = Table(title=title)
-            table.add_column("file", overflow="fold")
-            table.add_column("prediction")
-            for c in clf.classes:
-                table.add_column(f"p({c})", justify="right")
-            for p in rows:
-                if p.error:
-                    table.add_row(shown(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(clf.classes))
-                else:
-                    table.add_row(shown(p.path), p.label, *[f"{p.probs[c]:.3f}" for c in clf.classes])
+            out.print(report.predictions(title, rows, clf.classes))
         else:
-            table = Table(title=f"{title}: {len(files)} files")
-            table.add_column("prediction")
-            table.add_column("files", justify="right")
-            for c in clf.classes:
-                table.add_row(c, str(labels[c]))
-            table.add_row("[red]error[/]", str(len(failed)))
+            out.print(report.prediction_counts(f"{title}: {len(files)} files", labels, clf.classes, len(failed)))
             for p in failed[:10]:
                 err.print(f"[red]{shown(p.path)}: {escape(p.error)}[/]")
-        out.print(table)
         if failed:
             err.print(f"[red]{len(failed)} of {len(files)} file(s) could not be classified[/]")
-        if sink:
+        if json_out is not None:
             err.print(f"wrote {json_out}")
     if failed:
         raise typer.Exit(1)
 
 
 def show_metrics(title: str, m: dict) -> None:
-    table = Table(title=f"{title}: {m['n']} images" + (" (95 % bootstrap intervals)" if "ci95" in m else ""))
-    ci = m.get("ci95", {})
-    cell = lambda k: f"{m[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")  # noqa: E731
-    for col in ("accuracy", "macro-F1", "AUC"):
-        table.add_column(col, justify="right")
-    table.add_row(cell("accuracy"), cell("macro_f1"), cell("auc"))
-    out.print(table)
-    recall = Table(title="per-class recall and confusion matrix (rows: true, columns: predicted)")
-    names = list(m["per_class_recall"])
-    recall.add_column("class")
-    recall.add_column("recall", justify="right")
-    for n in names:
-        recall.add_column(n, justify="right")
-    for n, row in zip(names, m["confusion_matrix"]):
-        recall.add_row(n, f"{m['per_class_recall'][n]:.3f}", *map(str, row))
-    out.print(recall)
+    from dcube_edge import report
+
+    for table in report.metrics(title, m):
+        out.print(table)
 
 
 @app.command()
@@ -443,38 +386,26 @@ def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a
     bootstrap confidence intervals. Engines and the torch model are scored the same way."""
     import numpy as np
 
+    from dcube_edge import runtimes
     from dcube_edge.data import read_split
-    from dcube_edge.metrics import bootstrap_ci, classification_report, softmax
+    from dcube_edge.metrics import bootstrap_ci, classification_report
 
     if (target / "config.json").is_file() and not (target / "manifest.json").is_file():
-        import torch
+        from dcube_edge.torch_backend import TorchRunner
 
-        from dcube_edge import rundir
-        from dcube_edge.runtimes.preprocess import PreprocessSpec
-
-        if threads:
-            torch.set_num_threads(threads)
-        cfg, model = rundir.load_model(target)
-        classes = list(cfg.classes)
-        _, split = read_split(data, classes)
-        images = split.load(PreprocessSpec(cfg.image_size))
-        with torch.inference_mode():
-            logits = np.concatenate([model(torch.from_numpy(images[i:i + batch_size])).numpy()
-                                     for i in range(0, len(images), batch_size)])
-        probs, kind = softmax(logits), {"backend": "torch", "precision": "fp32"}
+        runner, manifest = TorchRunner.from_run(target, threads=threads, max_batch=batch_size)
+        clf = runtimes.Classifier(manifest, runner)
     else:
-        from dcube_edge import runtimes
-
         clf = runtimes.load(target, threads=threads)
-        classes = clf.classes
-        _, split = read_split(data, classes)
-        with clf:
-            preds = list(clf.classify(split.paths, batch_size=batch_size))
-        bad = [p for p in preds if p.error]
-        if bad:
-            fail(f"{len(bad)} image(s) could not be read, e.g. {shown(bad[0].path)}: {bad[0].error}")
-        probs = np.array([[p.probs[c] for c in classes] for p in preds])
-        kind = {"backend": clf.manifest.backend, "precision": clf.manifest.precision}
+    classes = clf.classes
+    _, split = read_split(data, classes)
+    with clf:
+        preds = list(clf.classify(split.paths, batch_size=batch_size))
+    bad = [p for p in preds if p.error]
+    if bad:
+        fail(f"{len(bad)} image(s) could not be read, e.g. {shown(bad[0].path)}: {bad[0].error}")
+    probs = np.array([[p.probs[c] for c in classes] for p in preds])
+    kind = {"backend": clf.manifest.backend, "precision": clf.manifest.precision}
     report = classification_report(split.labels, probs, classes)
     if bootstrap:
         report["ci95"] = bootstrap_ci(split.labels, probs, classes, n=bootstrap)
@@ -502,7 +433,8 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
     """Latency (p50/p90/p99), images/s, engine size and GFLOP/s per engine and batch size, with the speedup
     over PyTorch eager FP32 measured in the same run."""
-    from dcube_edge.benchmark import add_figures, peaks_text, run_bench, write_outputs
+    from dcube_edge import report
+    from dcube_edge.benchmark import BenchOptions, run_bench, write_outputs
 
     matrix_run = None
     if matrix:
@@ -511,53 +443,16 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
         matrix_run, targets = targets[0], []
     if figures and not (matrix_run or torch_run):
         fail("--figures needs a run: pass --matrix RUN or --torch RUN")
+    opts = BenchOptions(batch_sizes=ints(batch_sizes), iterations=iterations, warmup=warmup, threads=threads,
+                        compile=compile, device=device, calibration=calibration, figures=figures, profile=profile,
+                        vs_benchmark_app=vs_benchmark_app)
     with err.status("benchmarking …") as status:
-        result = run_bench(list(targets), torch_run, ints(batch_sizes), iterations, warmup, threads,
-                           log=lambda m: status.update(m), compile=compile, device=device, matrix_run=matrix_run,
-                           calibration=calibration, figures=figures)
-        add_figures(result, min(ints(batch_sizes)), iterations, threads, log=lambda m: status.update(m),
-                    profile=profile, vs_benchmark_app=vs_benchmark_app)
-    info = result["machine"]
-    table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {' '.join(info['isa']) or 'no ISA flags read'}"
-                        f"{'; ' + info['gpu'] if info['gpu'] else ''})\nGEMM peaks: {peaks_text(result['gemm_peaks'])}")
-    for col in ("engine", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs eager", "vs best torch", "MB", "% own peak"):
-        table.add_column(col, justify="left" if col in ("engine", "backend", "precision") else "right")
-    for r in result["results"]:
-        if "p50_ms" not in r:
-            table.add_row(Path(r["engine"]).name, r["backend"], r["precision"], str(r["batch"]), f"[red]{escape(r['error'])}[/]")
-            continue
-        table.add_row(Path(r["engine"]).name, r["backend"], r["precision"], str(r["batch"]), f"{r['p50_ms']:.2f}",
-                      f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['images_per_s']:.1f}",
-                      f"{r['speedup_vs_torch']:.2f}x" if r.get("speedup_vs_torch") else "–",
-                      f"{r['speedup_vs_fastest_torch']:.2f}x" if r.get("speedup_vs_fastest_torch") else "–",
-                      f"{r['engine_mb']:.1f}" if "engine_mb" in r else "–",
-                      f"{100 * r['fraction_of_gemm_peak']:.0f}%" if r.get("fraction_of_gemm_peak") else "–")
-    out.print(table)
-    for r in result["results"]:
-        if r.get("effective_precision") and r["batch"] == result["results"][-1]["batch"]:
-            out.print(f"{Path(r['engine']).name}: {r['effective_precision']}")
+        result = run_bench(list(targets), opts, torch_run=torch_run, matrix_run=matrix_run,
+                           log=lambda m: status.update(m))
+    for item in report.bench(result):
+        out.print(item)
     for s in result["skipped"]:
         err.print(f"skipped {s}")
-    for f in result.get("vs_benchmark_app", []):
-        out.print(f"{Path(f['engine']).name} batch {f['batch']}: {f['p50_ms_dcube_edge']:.2f} ms here vs "
-                  f"{f['p50_ms_benchmark_app']:.2f} ms in benchmark_app ({100 * f['overhead']:+.1f} %, hint {f['hint']}, "
-                  f"{f['rounds']} alternated rounds)")
-    for prof in result.get("profiles", []):
-        ptable = Table(title=f"{Path(prof['engine']).name} ({prof['backend']} {prof['precision']}, batch {prof['batch']}): "
-                             f"{prof['op_total_ms']:.2f} ms in ops per call")
-        for col in ("op type", "ms/call", "share", "ops", "kernels"):
-            ptable.add_column(col, justify="left" if col in ("op type", "kernels") else "right")
-        for op in prof["ops"][:12]:
-            ptable.add_row(op["op_type"], f"{op['ms']:.3f}", f"{100 * op['share']:.1f}%", str(op["ops_per_call"]),
-                           escape(", ".join(op["kernels"])))
-        out.print(ptable)
-    if "truncation" in result:
-        t = result["truncation"]
-        out.print(f"truncation after layer {t['truncated_after_layer']}: FLOP ratio {t['flop_ratio']:.2f}x, "
-                  f"latency speedup {t['latency_speedup']:.2f}x ({t['speedup_over_flop_ratio']:.2f} of the FLOP ratio)")
-        t = result["timestep_batching"]
-        out.print(f"{len(t['timesteps'])} timesteps in one call: {t['p50_ms_one_call']:.2f} ms vs "
-                  f"{t['p50_ms_separate_calls']:.2f} ms in separate calls ({t['speedup']:.2f}x)")
     write_outputs(result, json_out, csv_out, plot_out)
     emit_json(result, json_out if json_out is not None and str(json_out) == "-" else None)
     if json_out is not None and str(json_out) != "-":

@@ -2,7 +2,6 @@
 run dir stores it and export copies what the runtime needs into the manifest."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -46,6 +45,7 @@ class Config:
     resnet_width: int = 8
     resnet_layers: tuple[int, ...] = (1, 1, 1, 1)
     resnet_stem: str = "small"  # "imagenet": 7x7/2 + maxpool; "small": 3x3/1 for small images
+    resnet_block: str = "bottleneck"  # guide-branch block: "bottleneck" (ResNet-50 layout) or "basic" (ResNet-18/34)
     resnet_weights: str | None = None
     dropout: float = 0.5
     consistency_weight: float = 0.1
@@ -92,6 +92,22 @@ class Config:
     synthetic: str = ""  # folder of `dcube-edge augment` images mixed into the training split only
     synthetic_counts: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        """Option values a run cannot use, refused before any work (messages name the CLI option)."""
+        choices = {"amp": ("auto", "none", "bf16", "fp16"), "lr_schedule": ("cosine", "constant"),
+                   "class_weights": ("balanced", "none"), "resnet_block": ("bottleneck", "basic")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose {' or '.join(allowed)}")
+        for name in ("steps_diffusion", "steps_classifier", "epochs_diffusion", "epochs_classifier", "grad_accum"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0 turns EMA off")
+        if not self.timesteps or any(not 1 <= t < self.diffusion_steps for t in self.timesteps):
+            raise ValueError(f"--timesteps {','.join(map(str, self.timesteps))}: each must lie in 1..{self.diffusion_steps - 1}")
+
     @property
     def num_layers(self) -> int:
         return 2 * self.depth + 1
@@ -109,9 +125,6 @@ class Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .resnet import ResNet
+from .resnet import guide_branch
 from .uvit import UViT
 
 
@@ -30,7 +30,7 @@ class Head(nn.Module):
         self.grid = g
         self.norm = nn.LayerNorm(w)  # one LayerNorm shared by every selected layer
         self.mix = nn.Conv1d(num_selected * (1 + g * g), g * g, kernel_size=1)
-        self.resnet = ResNet(cfg.resnet_width, cfg.resnet_layers, cfg.resnet_stem)
+        self.resnet = guide_branch(cfg)
         self.guide = nn.Conv2d(self.resnet.out_channels, w, 1)
         self.score = nn.Conv2d(w, 1, 1)
         self.fuse = nn.Conv2d(2 * w, 1, 1)
@@ -75,16 +75,11 @@ class DCube(nn.Module):
         self.trunk = UViT(cfg, num_classes)
         self.head = Head(cfg, len(self.layers_used), num_classes)
         self.register_buffer("timesteps", torch.tensor(cfg.timesteps, dtype=torch.long), persistent=False)
-        self.truncate_after = max(self.layers_used)
-        self.time_tokens: torch.Tensor | None = None
-        self.expose_last_layer = False  # also return the last computed layer (full-trunk benchmark graph)
 
-    @torch.no_grad()
-    def bake_timesteps(self) -> DCube:
-        """Precompute the T fixed time tokens, so an exported graph holds them as one constant
-        (no timestep embedding, casts or sin/cos at inference). Call again after changing weights."""
-        self.time_tokens = self.trunk.time_token(self.timesteps).detach()
-        return self
+    @property
+    def truncate_after(self) -> int:
+        """The deepest layer the head reads: inference never runs the trunk past it."""
+        return max(self.layers_used)
 
     def features(self, x: torch.Tensor, timesteps: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Selected layer outputs for the unconditional trunk on the clean images, timestep-major.
@@ -92,16 +87,40 @@ class DCube(nn.Module):
         ``timesteps`` is (T,) shared by all images, or (T, B) per image (the reference's random t)."""
         ts = self.timesteps if timesteps is None else timesteps
         b = x.shape[0]
-        xb = x.repeat(ts.shape[0], 1, 1, 1)
-        if timesteps is None and self.time_tokens is not None:
-            time = self.time_tokens[:, None].expand(-1, b, -1).reshape(-1, self.time_tokens.shape[-1])
-            outs = self.trunk.layers(xb, None, upto=self.truncate_after, time=time)
-        else:
-            t = (ts[:, None].expand(-1, b) if ts.dim() == 1 else ts).reshape(-1)
-            outs = self.trunk.layers(xb, t, upto=self.truncate_after)
-        self._last = outs[-1]
+        t = (ts[:, None].expand(-1, b) if ts.dim() == 1 else ts).reshape(-1)
+        outs = self.trunk.layers(x.repeat(ts.shape[0], 1, 1, 1), t, upto=self.truncate_after)
         return [outs[i] for i in self.layers_used]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x), x, self.timesteps.shape[0])
+
+
+class FixedGraph(nn.Module):
+    """A D-Cube model as an inference graph (what export traces and the torch backend runs), built by
+    wrapping, never by changing the model: the fixed timesteps' time tokens precomputed (one constant,
+    no timestep embedding at inference), the trunk cut after ``upto`` (default: the deepest selected
+    layer), and with ``last_layer`` the last computed layer's tokens as a second output (the full-trunk
+    benchmark graph). Build it after the weights are loaded."""
+
+    def __init__(self, model: DCube, timesteps: tuple[int, ...] | None = None, upto: int | None = None,
+                 last_layer: bool = False):
+        super().__init__()
+        # the model's own submodules (shared, not copied) under their usual names, so graph node scopes
+        # read trunk.* / head.* as quantizers' ignored scopes expect
+        self.trunk, self.head, self.layers_used = model.trunk, model.head, model.layers_used
+        ts = torch.tensor(timesteps if timesteps else model.timesteps.tolist(), dtype=torch.long)
+        self.timesteps = tuple(int(t) for t in ts)
+        self.upto = model.truncate_after if upto is None else upto
+        if self.upto < model.truncate_after:
+            raise ValueError(f"cannot cut the trunk after layer {self.upto}: the head reads layer {model.truncate_after}")
+        self.last_layer = last_layer
+        with torch.no_grad():
+            self.register_buffer("time_tokens", model.trunk.time_token(ts.to(model.timesteps.device)).detach(),
+                                 persistent=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        logits = self.head(self.features(x), x, self.timesteps.shape[0])
-        return (logits, self._last) if self.expose_last_layer else logits
+        t, b = len(self.timesteps), x.shape[0]
+        time = self.time_tokens[:, None].expand(-1, b, -1).reshape(-1, self.time_tokens.shape[-1])
+        outs = self.trunk.layers(x.repeat(t, 1, 1, 1), None, upto=self.upto, time=time)
+        logits = self.head([outs[i] for i in self.layers_used], x, t)
+        return (logits, outs[-1]) if self.last_layer else logits

@@ -1,4 +1,5 @@
-"""The ResNet-50 (bottleneck) guide branch of the D-Cube head, grayscale input.
+"""The ResNet-50 (bottleneck) guide branch of the D-Cube head, grayscale input, and the plain-CNN baselines
+(ResNet-18/50, or the guide branch alone) trained beside it.
 
 Module names follow the common torchvision layout, so a local ResNet-50 state dict (safetensors,
 or a tensor-only .pth read with ``weights_only=True``) loads into the ``paper`` preset; RGB stem
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .config import Config
 
 
 class Bottleneck(nn.Module):
@@ -54,6 +57,9 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
         return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+BLOCKS: dict[str, type[nn.Module]] = {"bottleneck": Bottleneck, "basic": BasicBlock}
 
 
 class ResNet(nn.Module):
@@ -106,3 +112,28 @@ class ResNet(nn.Module):
         if result.unexpected_keys:
             raise ValueError(f"{path.name} does not fit this ResNet: unexpected keys {result.unexpected_keys[:3]}")
         return list(result.missing_keys)
+
+
+def guide_branch(cfg: Config) -> ResNet:
+    """D-Cube's ResNet guide branch as the config describes it (width, blocks per stage, block type, stem)."""
+    return ResNet(cfg.resnet_width, cfg.resnet_layers, cfg.resnet_stem, BLOCKS[cfg.resnet_block])
+
+
+ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3)),
+         "branch": (Bottleneck, None)}  # D-Cube's own ResNet guide branch (the preset's width), alone
+
+
+class Baseline(nn.Module):
+    def __init__(self, cfg: Config, num_classes: int):
+        super().__init__()
+        if cfg.model not in ARCHS:
+            raise ValueError(f"unknown baseline {cfg.model!r}; choose one of {', '.join(ARCHS)}")
+        block, layers = ARCHS[cfg.model]
+        if layers is None:
+            self.backbone = guide_branch(cfg)
+        else:
+            self.backbone = ResNet(64, layers, "small" if cfg.image_size <= 64 else "imagenet", block)
+        self.fc = nn.Linear(self.backbone.out_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x).mean(dim=(2, 3)))

@@ -14,6 +14,7 @@ from dcube_edge.runtimes.files import atomic_path, write_json
 from . import __version__
 from .config import Config
 from .head import DCube
+from .resnet import Baseline
 
 CONFIG, DIFFUSION, CLASSIFIER, SELECTION, METRICS, BASELINE = (
     "config.json", "diffusion.safetensors", "classifier.safetensors", "selection.json", "metrics.json",
@@ -67,8 +68,6 @@ def load_model(run: str | Path) -> tuple[Config, torch.nn.Module]:
     run = Path(run)
     cfg = load_config(run)
     if cfg.model != "dcube":
-        from .baseline import Baseline
-
         baseline = Baseline(cfg, len(cfg.classes))
         load_weights(baseline, run / BASELINE)
         return cfg, baseline.eval()

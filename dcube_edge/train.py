@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,17 +23,12 @@ from .config import Config
 from .data import Split, audit, discover, read_split
 from .diffusion import Schedule, eps_loss, margin_contrastive
 from .head import DCube
+from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
 from .metrics import auc, classification_report, selection_score, softmax
 from .uvit import UViT
 
 Report = Callable[[str, int, int, dict], None]  # (phase, done, total, scalars)
 AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _save_state(path: Path, **state) -> None:
@@ -222,14 +216,6 @@ def diagnostic_steps(total: int, count: int = 5) -> set[int]:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    model.eval()
-    dev = next(model.parameters()).device
-    return np.concatenate([model(torch.from_numpy(images[i:i + batch]).to(dev)).float().cpu().numpy()
-                           for i in range(0, len(images), batch)])
-
-
-@torch.no_grad()
 def _cached_features(model: DCube, images: np.ndarray, batch: int = 64) -> list[torch.Tensor]:
     """Selected trunk features (T, N, tokens, width) per layer: the trunk is frozen and t is fixed."""
     per_layer: list[list[torch.Tensor]] = [[] for _ in model.layers_used]
@@ -240,29 +226,6 @@ def _cached_features(model: DCube, images: np.ndarray, batch: int = 64) -> list[
         for k, f in enumerate(model.features(x)):
             per_layer[k].append(f.unflatten(0, (t, x.shape[0])).cpu())  # the cache lives in host memory
     return [torch.cat(p, dim=1) for p in per_layer]
-
-
-def class_weights(cfg: Config, labels: np.ndarray) -> torch.Tensor | None:
-    """Cross-entropy class weights: inverse class frequency (mean 1) for "balanced", else None."""
-    if cfg.class_weights == "none":
-        return None
-    if cfg.class_weights != "balanced":
-        raise ValueError(f"unknown class weighting {cfg.class_weights!r}; choose none or balanced")
-    counts = np.bincount(labels, minlength=len(cfg.classes)).astype(np.float64)
-    return torch.tensor(len(labels) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
-
-
-def on_device(t: torch.Tensor | None, dev: torch.device) -> torch.Tensor | None:
-    return None if t is None else t.to(dev)
-
-
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int) -> None:
-    """One plain step; a non-finite loss stops training before it touches the weights."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} loss became {loss.item()} at epoch {epoch + 1}")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
 
 
 def random_timesteps(cfg: Config, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -368,8 +331,6 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
                 overrides.setdefault(f"epochs_{phase}", None)
         cfg = rundir.load_config(out).replace(**overrides)
     seed_all(cfg.seed)
-    if not cfg.timesteps or any(not 1 <= t < cfg.diffusion_steps for t in cfg.timesteps):
-        raise ValueError(f"--timesteps {','.join(map(str, cfg.timesteps))}: each must lie in 1..{cfg.diffusion_steps - 1}")
     fixed_layers = selection.parse_choice(cfg.layer_choice, cfg.num_layers)  # bad --layers fails before any work
     ds = discover(data, cfg.val_fraction, cfg.split_seed)
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)

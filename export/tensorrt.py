@@ -4,22 +4,26 @@ calibrator), one optimization profile for the manifest's batch range, a workspac
 timing cache kept beside the plan."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dcube_edge.runtimes.trt import import_tensorrt
 
-from .spec import GraphSpec
+from .onnxruntime import effective_precision  # the same precision ONNX, the same parts
+
+if TYPE_CHECKING:
+    from .build import BuildJob
+
+__all__ = ["build", "check", "effective_precision", "tool_versions"]
 
 WORKSPACE_BYTES = 2 << 30
 
 
-def require_tensorrt() -> None:
-    import_tensorrt()
+def check(precision: str) -> None:
+    return None
 
 
-def build_plan(onnx_path: Path, work: Path, spec: GraphSpec, log: Callable[[str], None],
-               timing_cache: Path | None = None) -> tuple[str, dict]:
+def build(job: BuildJob) -> tuple[str, dict]:
+    onnx_path, work, spec, log = job.precision_onnx(), job.work, job.spec, job.log
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -37,8 +41,7 @@ def build_plan(onnx_path: Path, work: Path, spec: GraphSpec, log: Callable[[str]
         b = spec.batch
         profile.set_shape(t.name, spec.shape(t, b["min"]), spec.shape(t, b["opt"]), spec.shape(t, b["max"]))
     config.add_optimization_profile(profile)
-    cache_file = timing_cache or (work / "timing.cache")
-    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    cache = config.create_timing_cache(b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     log(f"building TensorRT plan (strongly typed, batch {spec.batch['min']}..{spec.batch['max']})")
     plan = builder.build_serialized_network(network, config)
@@ -48,3 +51,9 @@ def build_plan(onnx_path: Path, work: Path, spec: GraphSpec, log: Callable[[str]
     (work / "timing.cache").write_bytes(bytes(config.get_timing_cache().serialize()))
     return "model.plan", {"strongly_typed": True, "workspace_bytes": WORKSPACE_BYTES,
                           "profile": spec.batch, "timing_cache": "timing.cache"}
+
+
+def tool_versions() -> dict:
+    import tensorrt
+
+    return {"tensorrt": tensorrt.__version__}

@@ -10,8 +10,7 @@ from pathlib import Path
 import onnx
 import torch
 from dcube_edge.runtimes.files import atomic_path
-
-from .spec import GraphSpec
+from dcube_edge.runtimes.spec import GraphSpec
 
 
 def export_onnx(model: torch.nn.Module, spec: GraphSpec, path: str | Path) -> Path:

@@ -5,17 +5,18 @@ import json
 import shutil
 from pathlib import Path
 
+from dcube_edge.runtimes import backends
 from dcube_edge.runtimes.files import write_bytes
 
-PLATFORM = {"onnxruntime": ('platform: "onnxruntime_onnx"', "model.onnx"),
-            "tensorrt": ('platform: "tensorrt_plan"', "model.plan"),
-            "openvino": ('backend: "openvino"', "model.xml")}
 DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 
 
-def config_pbtxt(name: str, manifest: dict, gpu: bool) -> str:
+def config_pbtxt(name: str, manifest: dict) -> str:
     graph = manifest["graph"]
-    platform, filename = PLATFORM[manifest["backend"]]
+    backend = backends.get(manifest["backend"])
+    if backend.triton is None:
+        raise ValueError(f"Triton has no platform for {backend.name} engines")
+    platform, filename, gpu = backend.triton, backend.model_files[0], backend.gpu
 
     def tensor(t: dict) -> str:
         dims = ", ".join(str(d) for d in t["shape"][1:])
@@ -36,11 +37,9 @@ def write_model(engine_dir: Path, repo: Path, name: str | None = None, version: 
     target = repo / name
     vdir = target / str(version)
     vdir.mkdir(parents=True, exist_ok=True)
-    _, filename = PLATFORM[manifest["backend"]]
-    files = [manifest["model_file"]] + (["model.bin"] if manifest["backend"] == "openvino" else [])
-    for f in files:
+    for f in backends.get(manifest["backend"]).model_files:
         shutil.copyfile(engine_dir / f, vdir / f)
     shutil.copyfile(engine_dir / "manifest.json", target / "dcube_manifest.json")
     write_bytes(target / "config.pbtxt",
-                config_pbtxt(name, manifest, gpu=manifest["backend"] == "tensorrt").encode())
+                config_pbtxt(name, manifest).encode())
     return target

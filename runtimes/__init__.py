@@ -9,35 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import BackendUnavailable, Runner
+from . import backends
+from .base import BackendUnavailable, Runner, RunnerNotActive
 from .classifier import Classifier, NonFiniteOutput, Prediction
 from .manifest import EngineError, Manifest, read
+from .spec import GraphSpec, SpecMismatch
 
-__all__ = ["load", "make_runner", "Classifier", "Prediction", "Runner", "Manifest", "EngineError",
-           "BackendUnavailable", "NonFiniteOutput"]
+__all__ = ["load", "make_runner", "Classifier", "Prediction", "Runner", "Manifest", "EngineError", "GraphSpec",
+           "BackendUnavailable", "NonFiniteOutput", "RunnerNotActive", "SpecMismatch", "backends", "read"]
 
 
 def make_runner(manifest: Manifest, threads: int | None = None, device: str | None = None,
                 profile: bool = False) -> Runner:
-    """The backend's runner for an engine (not yet activated); backends are imported lazily.
+    """The engine's runner (not yet activated), from the backend registry; backends are imported lazily.
     ``profile`` builds it with per-op timing (``Runner.op_times``)."""
-    backend = manifest.backend
-    if backend == "onnxruntime":
-        from .ort import OnnxRuntimeRunner
-
-        providers = ["CPUExecutionProvider"] if device == "cpu" else None
-        return OnnxRuntimeRunner(manifest.model_file, threads=threads, providers=providers, profile=profile)
-    if backend == "openvino":
-        from .ov import OpenVINORunner
-
-        return OpenVINORunner(manifest.model_file, precision=manifest.data.get("openvino", {}).get(
-            "inference_precision", "f32"), threads=threads, device=device or "CPU",
-            cache_dir=manifest.dir / "ov_cache", profile=profile)
-    if backend == "tensorrt":
-        from .trt import TensorRTRunner
-
-        return TensorRTRunner(manifest.model_file)
-    raise EngineError(f"unknown backend {backend!r}")
+    return backends.get(manifest.backend).make_runner(manifest, threads=threads, device=device, profile=profile)
 
 
 def load(engine_dir: str | Path, threads: int | None = None, device: str | None = None,

@@ -1,23 +1,39 @@
-"""The runner shape every backend shares (after Polygraphy): ``activate / infer / deactivate``,
-a context manager, and the wall time of the last inference."""
+"""The runner shape every backend shares (after Polygraphy): ``activate / infer / deactivate`` with a
+checked lifecycle, a context manager, and (given the engine's graph spec) inputs validated before the
+backend sees them."""
 from __future__ import annotations
 
-import time
+import warnings
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+    from .spec import GraphSpec
 
 
 class BackendUnavailable(RuntimeError):
     """The backend's Python package (or device) is not present; the message says how to install it."""
 
 
+class RunnerNotActive(RuntimeError):
+    """``infer`` on a runner that was never activated (or already deactivated)."""
+
+
 class Runner(ABC):
     name = "runner"
 
-    def __init__(self) -> None:
+    def __init__(self, spec: GraphSpec | None = None) -> None:
+        self.spec = spec
         self.active = False
-        self.last_inference_time: float | None = None
+
+    @classmethod
+    @abstractmethod
+    def from_manifest(cls, manifest: Manifest, threads: int | None = None, device: str | None = None,
+                      profile: bool = False) -> Runner:
+        """The runner for an engine dir (not yet activated). ``profile`` enables :meth:`op_times`."""
 
     def __enter__(self) -> Runner:
         self.activate()
@@ -26,6 +42,11 @@ class Runner(ABC):
     def __exit__(self, *exc: object) -> None:
         self.deactivate()
 
+    def __del__(self) -> None:
+        if getattr(self, "active", False):
+            warnings.warn(f"{self.name} runner was left active: use it as a context manager or call deactivate()",
+                          ResourceWarning, stacklevel=2)
+
     def activate(self) -> None:
         if not self.active:
             self.activate_impl()
@@ -33,16 +54,20 @@ class Runner(ABC):
 
     def deactivate(self) -> None:
         if self.active:
-            self.deactivate_impl()
             self.active = False
+            self.deactivate_impl()
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name for a feed of named arrays (checked against the spec when the runner has one)."""
         if not self.active:
-            raise RuntimeError(f"{self.name} runner is not active: use it as a context manager or call activate()")
-        start = time.perf_counter()
-        out = self.infer_impl(feed)
-        self.last_inference_time = time.perf_counter() - start
-        return out
+            raise RunnerNotActive(f"{self.name} runner is not active: use it as a context manager or call activate()")
+        if self.spec is not None:
+            self.spec.check_inputs(feed)
+        return self.infer_impl(feed)
+
+    def compiled_precision(self) -> str | None:
+        """The precision the backend actually compiled to, where it can say (OpenVINO); None otherwise."""
+        return None
 
     def op_times(self) -> list[tuple[str, float, str]]:
         """(op type, milliseconds, kernel) per executed op of the last inference(s), for runners built

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .preprocess import MAX_PIXELS, ImageError
+from .images import MAX_PIXELS, ImageError
 
 
 def read_dicom(path: str | Path) -> np.ndarray:

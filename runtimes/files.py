@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 
 @contextlib.contextmanager
@@ -43,3 +44,32 @@ def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def json_list_stream(path: str | Path | None, head: dict, key: str) -> Iterator[Callable[[object], None]]:
+    """Write ``{**head, key: [item, ...]}`` one item at a time (memory does not grow with the items):
+    to ``path`` atomically, to stdout for ``'-'``, nowhere for None. Yields the function that adds an item."""
+    import sys
+
+    count = [0]
+
+    def writer(stream: IO[str] | None) -> Callable[[object], None]:
+        def add(item: object) -> None:
+            if stream is not None:
+                stream.write(("" if count[0] == 0 else ",\n") + json.dumps(item))
+            count[0] += 1
+        return add
+
+    opening = json.dumps({**head, key: []})[:-3] + "[\n"  # the object up to its open list
+    if path is None:
+        yield writer(None)
+    elif str(path) == "-":
+        sys.stdout.write(opening)
+        yield writer(sys.stdout)
+        sys.stdout.write("\n]}\n")
+    else:
+        with atomic_path(path) as tmp, open(tmp, "w") as stream:
+            stream.write(opening)
+            yield writer(stream)
+            stream.write("\n]}\n")

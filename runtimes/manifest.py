@@ -6,13 +6,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import backends
 from .files import sha256
 from .preprocess import PreprocessSpec
+from .spec import GraphSpec
 
 MANIFEST = "manifest.json"
 FORMAT = "dcube-edge-engine"
 FORMAT_VERSION = 1
-BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -42,16 +43,20 @@ class Manifest:
         return list(self.data["classes"])
 
     @property
+    def spec(self) -> GraphSpec:
+        return GraphSpec.from_dict(self.data["graph"])
+
+    @property
     def input_name(self) -> str:
-        return self.data["graph"]["inputs"][0]["name"]
+        return self.spec.input.name
 
     @property
     def output_name(self) -> str:
-        return self.data["graph"]["outputs"][0]["name"]
+        return self.spec.output.name
 
     @property
     def max_batch(self) -> int:
-        return int(self.data["graph"]["batch"]["max"])
+        return self.spec.batch["max"]
 
     @property
     def preprocess(self) -> PreprocessSpec:
@@ -77,8 +82,9 @@ def read(engine_dir: str | Path, verify: bool = True) -> Manifest:
     if version != FORMAT_VERSION:
         raise EngineError(f"{path} has format version {version}; this dcube-edge reads version {FORMAT_VERSION}: "
                           "re-export with this version or install the matching dcube-edge")
-    if data.get("backend") not in BACKENDS:
-        raise EngineError(f"{path} names unknown backend {data.get('backend')!r}")
+    if data.get("backend") not in backends.names():
+        raise EngineError(f"{path} names unknown backend {data.get('backend')!r} (this dcube-edge knows "
+                          f"{', '.join(backends.names())})")
     manifest = Manifest(path, data)
     if verify:
         for name, digest in data.get("files", {}).items():
@@ -93,3 +99,12 @@ def read(engine_dir: str | Path, verify: bool = True) -> Manifest:
         if data["model_file"] not in data.get("files", {}):
             raise EngineError(f"{path} does not hash its model file {data['model_file']}")
     return manifest
+
+
+def compose(backend: str, precision: str, model_file: str, spec: GraphSpec, classes: list[str],
+            preprocess: PreprocessSpec, **provenance: object) -> dict:
+    """A manifest's contents from typed parts; ``provenance`` adds what the builder records (run hashes,
+    timesteps, tools, parity, ...). ``files`` (name → sha256) is added last, by the writer."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "backend": backend, "precision": precision,
+            "model_file": model_file, "graph": spec.to_dict(), "classes": list(classes),
+            "preprocess": preprocess.to_dict(), **provenance}

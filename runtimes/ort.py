@@ -6,16 +6,22 @@ from pathlib import Path
 import numpy as np
 
 from .base import BackendUnavailable, Runner
+from .spec import GraphSpec
 
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, model: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                 profile: bool = False):
-        super().__init__()
+                 profile: bool = False, spec: GraphSpec | None = None):
+        super().__init__(spec)
         self.model, self.threads, self.providers, self.profile = Path(model), threads, providers, profile
         self.session = None
+
+    @classmethod
+    def from_manifest(cls, manifest, threads=None, device=None, profile=False) -> OnnxRuntimeRunner:
+        providers = ["CPUExecutionProvider"] if device == "cpu" else None
+        return cls(manifest.model_file, threads=threads, providers=providers, profile=profile, spec=manifest.spec)
 
     def activate_impl(self) -> None:
         try:

@@ -12,16 +12,25 @@ import numpy as np
 
 from . import isa
 from .base import BackendUnavailable, Runner
+from .spec import GraphSpec
 
 
 class OpenVINORunner(Runner):
     name = "openvino"
 
     def __init__(self, model: str | Path, precision: str = "f32", threads: int | None = None,
-                 device: str = "CPU", cache_dir: str | Path | None = None, profile: bool = False):
-        super().__init__()
+                 device: str = "CPU", cache_dir: str | Path | None = None, profile: bool = False,
+                 spec: GraphSpec | None = None):
+        super().__init__(spec)
         self.model, self.precision, self.threads, self.device = Path(model), precision, threads, device
         self.cache_dir, self.profile = cache_dir, profile
+
+    @classmethod
+    def from_manifest(cls, manifest, threads=None, device=None, profile=False) -> OpenVINORunner:
+        """The manifest's inference-precision hint; the compiled-model cache beside the engine."""
+        return cls(manifest.model_file, precision=manifest.data.get("openvino", {}).get("inference_precision", "f32"),
+                   threads=threads, device=device or "CPU", cache_dir=manifest.dir / "ov_cache", profile=profile,
+                   spec=manifest.spec)
 
     def activate_impl(self) -> None:
         try:
@@ -39,7 +48,7 @@ class OpenVINORunner(Runner):
                 pass  # read-only engine dir: run without the compiled-blob cache
         precision = self.precision
         if (precision == "bf16" and not isa.has_bf16()) or (precision == "f16" and not isa.has_native_fp16()):
-            precision = "f32"  # an engine built elsewhere: this CPU lacks the unit; effective_precision says so
+            precision = "f32"  # an engine built elsewhere: this CPU lacks the unit; compiled_precision says so
         config = {hints.inference_precision(): precision,
                   hints.performance_mode(): hints.PerformanceMode.LATENCY}
         if self.threads:
@@ -62,8 +71,7 @@ class OpenVINORunner(Runner):
             self.by_batch[batch] = (compiled, compiled.create_infer_request())
         return self.by_batch[batch]
 
-    @property
-    def effective_precision(self) -> str:
+    def compiled_precision(self) -> str:
         import openvino.properties.hint as hints
 
         value = self.compiled.get_property(hints.inference_precision())

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-MAX_PIXELS = 64_000_000  # refuse decompression bombs well before Pillow's own limit
+from .images import DICOM_SUFFIXES, IMAGE_SUFFIXES, MAX_PIXELS, ImageError
 
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "PreprocessSpec", "list_images", "load", "preprocess",
+           "read_image"]
 
-class ImageError(ValueError):
-    """A file that cannot be turned into a model input; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -109,4 +108,4 @@ def load(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name (DICOM included)."""
     return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",))
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES)

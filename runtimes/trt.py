@@ -8,6 +8,7 @@ import numpy as np
 
 from .base import BackendUnavailable, Runner
 from .cuda_mem import device_memory
+from .spec import GraphSpec
 
 INSTALL = "TensorRT is not installed: on a CUDA workstation run pip install 'dcube-edge[tensorrt]' (tensorrt, cuda-python)"
 
@@ -23,13 +24,18 @@ def import_tensorrt():
 class TensorRTRunner(Runner):
     name = "tensorrt"
 
-    def __init__(self, plan: str | Path, memory: str | None = None):
-        super().__init__()
-        self.plan, self.memory_pref = Path(plan), memory
+    def __init__(self, plan: str | Path, spec: GraphSpec | None = None):
+        super().__init__(spec)
+        self.plan = Path(plan)
+
+    @classmethod
+    def from_manifest(cls, manifest, threads=None, device=None, profile=False) -> TensorRTRunner:
+        """``threads`` and ``profile`` do not apply (a GPU plan; profile with Nsight or trtexec)."""
+        return cls(manifest.model_file, spec=manifest.spec)
 
     def activate_impl(self) -> None:
         trt = import_tensorrt()
-        self.mem = device_memory(self.memory_pref)
+        self.mem = device_memory()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())

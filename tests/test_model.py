@@ -73,7 +73,7 @@ def test_q_sample_endpoints():
 
 
 def test_samplers_are_seeded_and_bounded():
-    cfg = tiny(diffusion_steps=20)
+    cfg = tiny(diffusion_steps=20, timesteps=(5, 10))
     s = Schedule(cfg)
     eps = lambda x, t: 0.1 * x  # noqa: E731
     a = sample_ddim(eps, s, (2, 1, 8, 8), torch.Generator().manual_seed(1), steps=5)

@@ -118,7 +118,8 @@ def test_openvino_engines(engines, demo_data, precision):
         xml = (engines[key] / "model.xml").read_text()
         assert "FakeQuantize" in xml or "FakeConvert" in xml
     assert m["parity"]["top1_agreement"] >= 0.9
-    assert m["parity"].get("within_bounds") is not False or precision == "int8"  # int8 is checked below
+    assert m["parity"]["within_tolerance"] is True or precision == "int8"  # int8 is checked below
+    assert m["parity"]["tolerance"]["min_top1_agreement"] == 0.99
     want = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}.get(precision)
     if want:
         assert m["openvino"]["inference_precision"] == want and m["effective_precision"]["all"] == precision
@@ -127,7 +128,7 @@ def test_openvino_engines(engines, demo_data, precision):
         parts = m["effective_precision"]
         assert parts["trunk_matmuls_and_head_convs"].startswith("int8")
         assert parts["resnet_guide_branch"] == {"bf16": "bf16", "f32": "fp32"}[m["openvino"]["inference_precision"]]
-        assert m["parity"]["within_bounds"] or "pinned to f32" in parts["note"]
+        assert m["parity"]["within_tolerance"] or "pinned to f32" in parts["note"]
     files = sorted((demo_data / "val" / "normal").iterdir())[:3]
     with runtimes.load(engines[key]) as clf:
         preds = list(clf.classify(files))
@@ -206,25 +207,24 @@ def test_export_refuses_what_the_cpu_cannot_run(tiny_run, tmp_path, monkeypatch)
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(OLD))
     with pytest.raises(ExportError, match="bf16 needs AMX-BF16 or AVX512-BF16"):
         export(tiny_run, tmp_path / "b", ExportOptions(backend="openvino", precision="bf16"), **QUIET)
-    with pytest.raises(ExportError, match="OpenVINO CPU engines"):
+    with pytest.raises(ExportError, match="bf16 engines: --backend openvino"):
         export(tiny_run, tmp_path / "c", ExportOptions(backend="onnxruntime", precision="bf16"), **QUIET)
     assert not any(tmp_path.iterdir())
 
 
 def test_int8_float_islands_pinned_when_bf16_breaks_parity(tiny_run, tmp_path, monkeypatch):
     """With a bound no engine can meet, the bf16 float islands must be pinned to f32 and the reason recorded."""
-    from dcube_edge.export import parity
-    from dcube_edge.runtimes import isa
+    from dcube_edge.runtimes import isa, spec
 
     pytest.importorskip("nncf")
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
-    monkeypatch.setattr(parity, "MIN_TOP1_AGREEMENT", 1.01)
+    monkeypatch.setitem(spec.TOLERANCES, "int8", spec.Tolerance(min_top1_agreement=1.01))
     out = tmp_path / "ov-int8"
     export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
     m = manifest(out)
     assert m["openvino"]["inference_precision"] == "f32"
     assert m["effective_precision"]["resnet_guide_branch"] == "fp32"
-    assert "pinned to f32" in m["effective_precision"]["note"] and m["parity"]["within_bounds"] is False
+    assert "pinned to f32" in m["effective_precision"]["note"] and m["parity"]["within_tolerance"] is False
 
 
 @pytest.mark.parametrize("key", [("onnxruntime", "int8"), ("openvino", "int8"), ("openvino", "bf16")])

@@ -278,7 +278,8 @@ def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "model.onnx"))
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "backend": "onnxruntime", "precision": "fp32",
                 "model_file": "model.onnx", "classes": ["a", "b"], "preprocess": {"size": 32},
-                "graph": {"inputs": [{"name": "images"}], "outputs": [{"name": "logits"}], "batch": {"max": 8}},
+                "graph": {"inputs": [{"name": "images", "shape": ["batch", 1, 32, 32]}],
+                          "outputs": [{"name": "logits", "shape": ["batch", 2]}], "batch": {"min": 1, "max": 8}},
                 "files": {"model.onnx": sha256(tmp_path / "model.onnx")}}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     files = sorted((demo_data / "val" / "benign").iterdir())[:3]

@@ -143,7 +143,7 @@ def test_class_weights_are_inverse_frequency():
     assert class_weights(cfg.replace(class_weights="none"), np.array([0, 1])) is None
     w = class_weights(cfg.replace(class_weights="balanced"), np.array([0] * 6 + [1] * 3 + [2] * 1))
     torch.testing.assert_close(w, torch.tensor([10 / 18, 10 / 9, 10 / 3]))
-    with pytest.raises(ValueError, match="unknown class weighting"):
+    with pytest.raises(ValueError, match="unknown --class-weights .median."):
         class_weights(cfg.replace(class_weights="median"), np.array([0, 1]))
 
 

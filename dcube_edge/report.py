@@ -1,0 +1,130 @@
+"""The tables the command line prints (rich), built from the same dicts ``--json`` writes. Torch-free."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import RenderableType
+from rich.markup import escape
+from rich.table import Table
+
+
+def shown(path: str | Path) -> str:
+    """A path safe to print: bytes that are not UTF-8 appear as \\xNN escapes, markup is escaped."""
+    return escape(os.fsencode(str(path)).decode("utf-8", "backslashreplace"))
+
+
+def metrics(title: str, m: dict) -> Iterator[Table]:
+    """Accuracy / macro-F1 / AUC (with bootstrap intervals when present), then recall and confusion."""
+    table = Table(title=f"{title}: {m['n']} images" + (" (95 % bootstrap intervals)" if "ci95" in m else ""))
+    ci = m.get("ci95", {})
+
+    def cell(k: str) -> str:
+        return f"{m[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")
+
+    for col in ("accuracy", "macro-F1", "AUC"):
+        table.add_column(col, justify="right")
+    table.add_row(cell("accuracy"), cell("macro_f1"), cell("auc"))
+    yield table
+    recall = Table(title="per-class recall and confusion matrix (rows: true, columns: predicted)")
+    names = list(m["per_class_recall"])
+    recall.add_column("class")
+    recall.add_column("recall", justify="right")
+    for n in names:
+        recall.add_column(n, justify="right")
+    for n, row in zip(names, m["confusion_matrix"]):
+        recall.add_row(n, f"{m['per_class_recall'][n]:.3f}", *map(str, row))
+    yield recall
+
+
+def parity(out_dir: Path, manifest: dict) -> Table:
+    p = manifest["parity"]
+    table = Table(title=f"{out_dir}: {manifest['backend']} {manifest['precision']} vs torch fp32 ({p['data']})"
+                        + ("" if p.get("within_tolerance", True) else " — OUTSIDE its tolerance"))
+
+    def fmt(k: str) -> str:
+        return f"{p[k]:.4f}" if k in p else "–"
+
+    for col in ("top-1 agreement", "logit cosine (min)", "max |Δlogit|", "accuracy", "AUC"):
+        table.add_column(col, justify="right")
+    table.add_row(fmt("top1_agreement"), fmt("logit_cosine_min"), f"{p['max_abs_logit_diff']:.2e}",
+                  f"{fmt('accuracy_engine')} ({p.get('accuracy_delta', 0):+.4f})" if "accuracy_engine" in p else "–",
+                  f"{fmt('auc_engine')} ({p.get('auc_delta', 0):+.4f})" if "auc_engine" in p else "–")
+    return table
+
+
+def predictions(title: str, rows: list, classes: list[str]) -> Table:
+    """One row per file (errors in red)."""
+    table = Table(title=title)
+    table.add_column("file", overflow="fold")
+    table.add_column("prediction")
+    for c in classes:
+        table.add_column(f"p({c})", justify="right")
+    for p in rows:
+        if p.error:
+            table.add_row(shown(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(classes))
+        else:
+            table.add_row(shown(p.path), p.label, *[f"{p.probs[c]:.3f}" for c in classes])
+    return table
+
+
+def prediction_counts(title: str, counts: dict[str, int], classes: list[str], errors: int) -> Table:
+    """Files per predicted class, for runs too long to list."""
+    table = Table(title=title)
+    table.add_column("prediction")
+    table.add_column("files", justify="right")
+    for c in classes:
+        table.add_row(c, str(counts.get(c, 0)))
+    table.add_row("[red]error[/]", str(errors))
+    return table
+
+
+def bench(result: dict) -> Iterator[RenderableType]:
+    """The latency table, effective precisions, the benchmark_app comparison, per-op profiles and figures."""
+    from dcube_edge.benchmark import peaks_text
+
+    info = result["machine"]
+    isa = " ".join(info["isa"]) or "no ISA flags read"
+    gpu = f"; {info['gpu']}" if info["gpu"] else ""
+    table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {isa}{gpu})\n"
+                        f"GEMM peaks: {peaks_text(result['gemm_peaks'])}")
+    for col in ("engine", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs eager",
+                "vs best torch", "MB", "% own peak"):
+        table.add_column(col, justify="left" if col in ("engine", "backend", "precision") else "right")
+    for r in result["results"]:
+        name = Path(r["engine"]).name
+        if "p50_ms" not in r:
+            table.add_row(name, r["backend"], r["precision"], str(r["batch"]), f"[red]{escape(r['error'])}[/]")
+            continue
+        table.add_row(name, r["backend"], r["precision"], str(r["batch"]), f"{r['p50_ms']:.2f}",
+                      f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['images_per_s']:.1f}",
+                      f"{r['speedup_vs_torch']:.2f}x" if r.get("speedup_vs_torch") else "–",
+                      f"{r['speedup_vs_fastest_torch']:.2f}x" if r.get("speedup_vs_fastest_torch") else "–",
+                      f"{r['engine_mb']:.1f}" if "engine_mb" in r else "–",
+                      f"{100 * r['fraction_of_gemm_peak']:.0f}%" if r.get("fraction_of_gemm_peak") else "–")
+    yield table
+    last_batch = result["results"][-1]["batch"] if result["results"] else None
+    for r in result["results"]:
+        if r.get("effective_precision") and r["batch"] == last_batch:
+            yield f"{Path(r['engine']).name}: {r['effective_precision']}"
+    for f in result.get("vs_benchmark_app", []):
+        yield (f"{Path(f['engine']).name} batch {f['batch']}: {f['p50_ms_dcube_edge']:.2f} ms here vs "
+               f"{f['p50_ms_benchmark_app']:.2f} ms in benchmark_app ({100 * f['overhead']:+.1f} %, hint {f['hint']}, "
+               f"{f['rounds']} alternated rounds)")
+    for prof in result.get("profiles", []):
+        ptable = Table(title=f"{Path(prof['engine']).name} ({prof['backend']} {prof['precision']}, batch {prof['batch']}): "
+                             f"{prof['op_total_ms']:.2f} ms in ops per call")
+        for col in ("op type", "ms/call", "share", "ops", "kernels"):
+            ptable.add_column(col, justify="left" if col in ("op type", "kernels") else "right")
+        for op in prof["ops"][:12]:
+            ptable.add_row(op["op_type"], f"{op['ms']:.3f}", f"{100 * op['share']:.1f}%", str(op["ops_per_call"]),
+                           escape(", ".join(op["kernels"])))
+        yield ptable
+    if "truncation" in result:
+        t = result["truncation"]
+        yield (f"truncation after layer {t['truncated_after_layer']}: FLOP ratio {t['flop_ratio']:.2f}x, "
+               f"latency speedup {t['latency_speedup']:.2f}x ({t['speedup_over_flop_ratio']:.2f} of the FLOP ratio)")
+        t = result["timestep_batching"]
+        yield (f"{len(t['timesteps'])} timesteps in one call: {t['p50_ms_one_call']:.2f} ms vs "
+               f"{t['p50_ms_separate_calls']:.2f} ms in separate calls ({t['speedup']:.2f}x)")

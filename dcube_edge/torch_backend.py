@@ -1,0 +1,130 @@
+"""The ``torch`` backend: the PyTorch model itself behind the runner contract, in one module (runner and
+build half), added through the registry alone.
+
+It is the reference the other backends are measured against, so ``evaluate`` on a run dir, export
+parity and ``bench``'s PyTorch rows all run it the same way (:func:`dcube_edge.loop.predict_logits`).
+As an engine (``export --backend torch``) it is the run's weights (one safetensors file) and config,
+for a workstation that has PyTorch and wants no conversion; ``bf16`` is CPU autocast, offered where
+the CPU has bf16 units. Needs the ``train`` extra."""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dcube_edge.runtimes import isa
+from dcube_edge.runtimes.base import BackendUnavailable, Runner
+from dcube_edge.runtimes.manifest import Manifest, compose
+from dcube_edge.runtimes.preprocess import PreprocessSpec
+from dcube_edge.runtimes.spec import GraphSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from dcube_edge.export.build import BuildJob
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(self, load: Callable[[], torch.nn.Module], spec: GraphSpec | None = None, precision: str = "fp32",
+                 device: str = "cpu", threads: int | None = None, compile: bool = False):
+        super().__init__(spec)
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"the torch runner runs fp32, bf16 (autocast) or fp16 (CUDA), not {precision!r}")
+        self.load, self.precision, self.device, self.threads, self.compile = load, precision, device, threads, compile
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, threads: int | None = None, device: str | None = None,
+                      profile: bool = False) -> TorchRunner:
+        def load() -> torch.nn.Module:
+            from dcube_edge import rundir
+            from dcube_edge.head import DCube, FixedGraph
+
+            cfg = rundir.load_config(manifest.dir)
+            model = DCube(cfg, len(cfg.classes), tuple(manifest.data["selected_layers"]))
+            rundir.load_weights(model, manifest.dir / WEIGHTS)
+            return FixedGraph(model.eval(), tuple(manifest.data["timesteps"]), manifest.data["truncated_after_layer"],
+                              last_layer=len(manifest.spec.outputs) > 1)
+
+        return cls(load, manifest.spec, manifest.precision, device or "cpu", threads)
+
+    @classmethod
+    def from_run(cls, run: str | Path, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
+                 compile: bool = False, max_batch: int = 64) -> tuple[TorchRunner, Manifest]:
+        """A run dir (D-Cube or baseline) as a runner, with an in-memory manifest for :class:`Classifier`."""
+        from dcube_edge import rundir
+
+        run = Path(run)
+        cfg = rundir.load_config(run)
+        spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), max_batch)
+        manifest = Manifest(run / "manifest.json", compose("torch", precision, rundir.CONFIG, spec, list(cfg.classes),
+                                                           PreprocessSpec(cfg.image_size), run={"path": str(run)}))
+        return cls(lambda: rundir.load_model(run)[1], spec, precision, device, threads, compile), manifest
+
+    def activate_impl(self) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailable("the torch backend needs PyTorch: pip install 'dcube-edge[train]'") from None
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        model = self.load().to(self.device).eval()
+        self.model = torch.compile(model) if self.compile else model
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from dcube_edge.loop import predict_logits
+
+        (name, x), = feed.items()
+        names = [t.name for t in self.spec.outputs] if self.spec else ["logits"]
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        device_type = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            if len(names) == 1:
+                return {names[0]: predict_logits(self.model, x.astype(np.float32), batch=max(1, len(x)))}
+            outs = self.model(torch.from_numpy(x).to(self.device))
+            return {n: o.float().cpu().numpy() for n, o in zip(names, outs)}
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work (for timing)."""
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+
+    def deactivate_impl(self) -> None:
+        self.model = None
+
+
+# -- build half -------------------------------------------------------------------------------------
+
+def check(precision: str) -> None:
+    if precision == "bf16" and not isa.has_bf16():
+        raise isa.PrecisionUnavailable(f"this CPU has no bf16 units ({isa.describe()}); torch bf16 autocast "
+                                       "would be emulated: use fp32")
+
+
+def build(job: BuildJob) -> tuple[str, dict]:
+    """The run's inference weights (trunk + head, one safetensors file) and its config."""
+    from dcube_edge import rundir
+
+    model = rundir.load_model(job.run)[1]
+    rundir.save_weights(model, job.work / WEIGHTS)
+    shutil.copyfile(job.run / rundir.CONFIG, job.work / CONFIG)
+    return WEIGHTS, {"autocast": job.precision == "bf16"}
+
+
+def tool_versions() -> dict:
+    return {}
+
+
+def effective_precision(precision: str, hint: str | None) -> dict:
+    return {"all": "bf16 (torch CPU autocast: matmuls and convolutions bf16, reductions fp32)"
+            if precision == "bf16" else "fp32"}

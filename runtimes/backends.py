@@ -1,0 +1,111 @@
+"""The backend registry: one :class:`Backend` per runtime, the only place a backend is named.
+
+The manifest reader, the runner factory, ``export``, the Triton writer, ``bench`` and the CLI all look a
+backend up here. A backend is two halves, both named by import path and imported only when used: a
+torch-free *runner* class (``activate / infer / deactivate``, built from a manifest) and a *build*
+module (``check``, ``build``, ``tool_versions``, optionally ``effective_precision`` and ``fallback``;
+see :mod:`dcube_edge.export.build`). Adding a backend: write its module(s), add one ``register`` line
+below, its tests, its README row and its pyproject extra.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from .base import BackendUnavailable
+
+if TYPE_CHECKING:
+    from .base import Runner
+    from .manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    runner: str  # "module:Class" of the runner; the class has ``from_manifest(manifest, threads, device, profile)``
+    builder: str  # module with check(precision) -> hint, build(job) -> (model file, info), tool_versions()
+    packages: tuple[str, ...]  # what the runner imports (checked with importlib, nothing is imported)
+    build_packages: tuple[str, ...]  # what building additionally needs
+    install: str  # one line: how to get the packages
+    precisions: tuple[str, ...]
+    model_files: tuple[str, ...]  # the model file first, then what it needs beside it (Triton copies all)
+    triton: str | None  # config.pbtxt platform/backend line; None: Triton cannot serve this backend
+    gpu: bool = False  # runs on a GPU (Triton instance kind)
+    summary: str = ""  # one line for --help and the README
+
+    def missing(self, build: bool = False) -> str | None:
+        """None when the packages are importable here, else which one is not."""
+        for pkg in self.packages + (self.build_packages if build else ()):
+            if importlib.util.find_spec(pkg) is None:
+                return f"{self.name} needs {pkg}, which is not installed"
+        return None
+
+    def require(self, build: bool = False) -> None:
+        reason = self.missing(build)
+        if reason:
+            raise BackendUnavailable(f"{reason}: {self.install}")
+
+    def runner_class(self) -> type[Runner]:
+        module, cls = self.runner.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def make_runner(self, manifest: Manifest, threads: int | None = None, device: str | None = None,
+                    profile: bool = False) -> Runner:
+        return self.runner_class().from_manifest(manifest, threads=threads, device=device, profile=profile)
+
+    def build_module(self) -> ModuleType:
+        self.require(build=True)
+        return importlib.import_module(self.builder)
+
+
+REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    if backend.name in REGISTRY:
+        raise ValueError(f"backend {backend.name!r} is registered twice")
+    REGISTRY[backend.name] = backend
+    return backend
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``, or a ValueError naming the choices."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}") from None
+
+
+def offering(precision: str) -> list[str]:
+    return [b.name for b in REGISTRY.values() if precision in b.precisions]
+
+
+register(Backend(
+    "onnxruntime", "dcube_edge.runtimes.ort:OnnxRuntimeRunner", "dcube_edge.export.onnxruntime",
+    packages=("onnxruntime",), build_packages=(),
+    install="pip install onnxruntime (GPU: onnxruntime-gpu); fp16 export also needs 'dcube-edge[quant]'",
+    precisions=("fp32", "fp16", "int8"), model_files=("model.onnx",), triton='platform: "onnxruntime_onnx"',
+    summary="ONNX Runtime, CUDA provider first when present, else CPU; precision carried by the ONNX"))
+register(Backend(
+    "openvino", "dcube_edge.runtimes.ov:OpenVINORunner", "dcube_edge.export.openvino",
+    packages=("openvino",), build_packages=("nncf",), install="pip install 'dcube-edge[openvino]' (openvino, nncf)",
+    precisions=("fp32", "fp16", "bf16", "int8"), model_files=("model.xml", "model.bin"), triton='backend: "openvino"',
+    summary="OpenVINO IR on the CPU; bf16/fp16 an inference-precision hint chosen from the CPU's units, int8 by NNCF"))
+register(Backend(
+    "tensorrt", "dcube_edge.runtimes.trt:TensorRTRunner", "dcube_edge.export.tensorrt",
+    packages=("tensorrt",), build_packages=(),
+    install="on a CUDA workstation: pip install 'dcube-edge[tensorrt]' (tensorrt, cuda-python)",
+    precisions=("fp32", "fp16", "int8"), model_files=("model.plan",), triton='platform: "tensorrt_plan"', gpu=True,
+    summary="TensorRT 10/11 plan, strongly typed (precision from the ONNX's types and Q/DQ), one batch profile"))
+register(Backend(
+    "torch", "dcube_edge.torch_backend:TorchRunner", "dcube_edge.torch_backend",
+    packages=("torch", "safetensors"), build_packages=(), install="pip install 'dcube-edge[train]' (torch, safetensors)",
+    precisions=("fp32", "bf16"), model_files=("model.safetensors", "config.json"), triton=None,
+    summary="the PyTorch model itself (eager; bf16 = CPU autocast): the reference that evaluate, parity and bench share"))

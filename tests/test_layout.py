@@ -1,0 +1,95 @@
+"""The project's shape: no import cycles among its modules (function-level imports included)."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_modules() -> dict[str, Path]:
+    """Every module of dcube_edge and of the subpackages the pyproject maps from top-level folders."""
+    packages = ["dcube_edge"] + [f"dcube_edge.{d.name}" for d in sorted(ROOT.iterdir())
+                                 if (d / "__init__.py").is_file() and d.name != "dcube_edge"
+                                 and importlib.util.find_spec(f"dcube_edge.{d.name}") is not None]
+    mods = {}
+    for pkg in packages:
+        folder = Path(importlib.util.find_spec(pkg).submodule_search_locations[0])
+        for f in folder.glob("*.py"):
+            mods[pkg if f.stem == "__init__" else f"{pkg}.{f.stem}"] = f
+    return mods
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module → project modules it imports anywhere in its body (``if TYPE_CHECKING:`` blocks aside: they
+    never run). ``from pkg import mod`` counts as an import of ``pkg.mod``."""
+    mods = project_modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
+        deps: set[str] = set()
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
+                deps.update(subs or ([base] if base in mods else []))
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in mods)
+        graph[name] = deps - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_graph_sees_function_level_and_relative_imports():
+    graph = import_graph()
+    assert "dcube_edge.runtimes.dicom" in graph["dcube_edge.runtimes.preprocess"]  # imported inside a function
+    assert "dcube_edge.loop" in graph["dcube_edge.train"]
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
