@@ -184,7 +184,7 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def _recalls(val: dict) -> str:
-    return " / ".join(f"{r:.2f}" for r in val["per_class_recall"].values())
+    return " / ".join("–" if r is None else f"{r:.2f}" for r in val["per_class_recall"].values())
 
 
 def _preset(rows: dict) -> str:

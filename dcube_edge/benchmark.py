@@ -418,6 +418,24 @@ def plot(result: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def check(engines: list[Path], opts: BenchOptions, torch_run: Path | None) -> None:
+    """Refuse, before any timing, what would give an empty or meaningless table."""
+    if min(opts.batch_sizes) < 1 or opts.iterations < 1 or opts.warmup < 0:
+        raise ValueError("batch sizes and --iterations must be at least 1, --warmup at least 0")
+    for e in engines:
+        limit = runtimes.read(e).max_batch
+        if max(opts.batch_sizes) > limit:
+            raise ValueError(f"--batch-sizes {max(opts.batch_sizes)} is above {e}'s largest batch {limit}; "
+                             "lower it or re-export with a larger --max-batch")
+    if opts.device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown --device {opts.device!r}; choose cpu or cuda")
+    if opts.device == "cuda" and torch_run is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     """Everything ``bench`` is asked, from the CLI to the JSON it writes."""
@@ -441,6 +459,7 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
     started = time.time()
     skipped: list[str] = []
     engines = list(engines)
+    check(engines, opts, torch_run or matrix_run)
     batch_sizes, iterations, warmup, threads = opts.batch_sizes, opts.iterations, opts.warmup, opts.threads
     if matrix_run is not None:
         root = matrix_run / "engines"

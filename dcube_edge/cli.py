@@ -2,7 +2,6 @@
 so ``classify``, ``evaluate`` and engine benchmarks run on a workstation without it."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STATE = {"debug": False}
+EXIT_SOME_FAILED, EXIT_USER, EXIT_INTERNAL = 1, 2, 3
 
 def backend_help() -> str:
     from dcube_edge.runtimes import backends
@@ -35,26 +35,30 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, OSError, FloatingPointError, BackendUnavailable)
 
 
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+def fail(message: str, code: int = EXIT_USER) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def ints(text: str) -> tuple[int, ...]:
+def ints(text: str, minimum: int = 1, option: str = "") -> tuple[int, ...]:
+    """Comma-separated integers, each at least ``minimum``; a user error naming the option otherwise."""
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+        values = ()
+    if not values or min(values) < minimum:
+        fail(f"{option or 'expected'}: comma-separated integers of at least {minimum}, got {text!r}")
+    return values
 
 
 def emit_json(obj: object, path: Path | None) -> None:
     """--json: to a file when given a path, '-' for stdout."""
-    from dcube_edge.runtimes.files import write_json
+    from dcube_edge.runtimes.files import dumps, write_json
 
     if path is None:
         return
     if str(path) == "-":
-        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        sys.stdout.write(dumps(obj) + "\n")
     else:
         write_json(path, obj)
         err.print(f"wrote {path}")
@@ -67,9 +71,9 @@ def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show trace
 
 @app.command("demo-data")
 def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write <class>/*.png into.")],
-              per_class: Annotated[int, typer.Option(help="Training images per class.")] = 60,
-              val_per_class: Annotated[int, typer.Option(help="If > 0, write train/ and val/ splits.")] = 0,
-              size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+              per_class: Annotated[int, typer.Option(min=1, help="Training images per class.")] = 60,
+              val_per_class: Annotated[int, typer.Option(min=0, help="If > 0, write train/ and val/ splits.")] = 0,
+              size: Annotated[int, typer.Option(min=8, help="Image side in pixels.")] = 64,
               seed: int = 0) -> None:
     """Write the built-in synthetic ultrasound phantoms (benign, malignant, normal)."""
     from dcube_edge.phantoms import write_demo
@@ -100,7 +104,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           steps_classifier: Annotated[int | None, typer.Option(help="Step-2 budget in steps (preset default; validated every epoch).")] = None,
           epochs_diffusion: Annotated[int | None, typer.Option(help="Step-1 budget in epochs of this data instead of steps.")] = None,
           epochs_classifier: Annotated[int | None, typer.Option(help="Step-2 budget in epochs instead of steps.")] = None,
-          batch_size: Annotated[int | None, typer.Option(help="Images per step (preset default).")] = None,
+          batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step (preset default).")] = None,
           timesteps: Annotated[str | None, typer.Option(help="Fixed step-2 timesteps, e.g. 10,50,100.")] = None,
           seed: Annotated[int, typer.Option(help="Seed for splits, init and sampling.")] = 0,
           resnet_weights: Annotated[Path | None, typer.Option(help="Local ResNet-50 weights (.safetensors/.pth).")] = None,
@@ -114,7 +118,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           class_weights: Annotated[str | None, typer.Option(help="Step-2 cross-entropy class weights: balanced (inverse frequency, the default) | none (the reference).")] = None,
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: auto (bf16 where the CPU/GPU has it and the trunk is wide enough to gain) | none | bf16 | fp16 (GPU).")] = "auto",
-          grad_accum: Annotated[int, typer.Option(help="Step-1 batches per optimizer step.")] = 1,
+          grad_accum: Annotated[int, typer.Option(min=1, help="Step-1 batches per optimizer step.")] = 1,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation.
@@ -136,7 +140,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
                    if v is not None}
         cfg = Config.from_preset(preset, **budgets, ema_decay=ema_decay, lr_schedule=lr_schedule, guide_loss_weight=guide_loss_weight,
                                  class_weights=class_weights,
-                                 batch_size=batch_size, seed=seed, timesteps=ints(timesteps) if timesteps else None,
+                                 batch_size=batch_size, seed=seed, timesteps=ints(timesteps, 0, '--timesteps') if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,
                                  synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum,
                                  layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight,
@@ -219,7 +223,7 @@ def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create."
     if (out_dir / "config.json").exists():
         fail(f"{out_dir} already holds a run; init would overwrite its weights (choose another directory)")
     cfg = Config.from_preset(preset, seed=seed, classes=names)
-    chosen = ints(layers) if layers else tuple(i for i in (4, 5) if i < cfg.num_layers) or (cfg.depth,)
+    chosen = ints(layers, 0, '--layers') if layers else tuple(i for i in (4, 5) if i < cfg.num_layers) or (cfg.depth,)
     try:
         init_run(out_dir, cfg, chosen)
     except ValueError as e:
@@ -230,13 +234,13 @@ def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create."
 @app.command()
 def augment(run: Annotated[Path, typer.Argument(help="Run directory (its diffusion trunk samples the images).")],
             out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write <class>/*.png into.")],
-            num_synthetic: Annotated[int, typer.Option(help="Images per class (ignored with --balance).")] = 16,
+            num_synthetic: Annotated[int, typer.Option(min=1, help="Images per class (ignored with --balance).")] = 16,
             balance: Annotated[bool, typer.Option("--balance/--per-class", help="Fill minority classes up to the majority.")] = False,
             data: Annotated[Path | None, typer.Option(help="--balance: training data (default: the run's).")] = None,
             sampler: Annotated[str, typer.Option(help="ddim (fast, deterministic) | ddpm (1000-step ancestral, as the reference)")] = "ddim",
-            steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
+            steps: Annotated[int, typer.Option(min=1, help="DDIM steps.")] = 50,
             seed: int = 0,
-            batch_size: Annotated[int, typer.Option(help="Images sampled at once.")] = 16) -> None:
+            batch_size: Annotated[int, typer.Option(min=1, help="Images sampled at once.")] = 16) -> None:
     """Sample class-conditional synthetic images; resumable, never overwrites an existing file."""
     from rich.progress import Progress
 
@@ -260,9 +264,9 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
            backend: Annotated[str, typer.Option(help=backend_help())] = "onnxruntime",
            precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
            calibration: Annotated[str | None, typer.Option(help="INT8: dataset folder or .npz from `calibrate` (default: the run's training data).")] = None,
-           calibration_size: Annotated[int, typer.Option(help="INT8: calibration images.")] = 256,
+           calibration_size: Annotated[int, typer.Option(min=1, help="INT8: calibration images.")] = 256,
            data: Annotated[Path | None, typer.Option(help="Parity data (default: the run's validation split).")] = None,
-           max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts.")] = 64,
+           max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the engine accepts.")] = 64,
            full_trunk: Annotated[bool, typer.Option(help="Keep all trunk blocks (for the truncation benchmark).")] = False,
            triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository entry here.")] = None,
            json_out: Annotated[Path | None, typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
@@ -284,7 +288,7 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
 def calibrate(run: Annotated[Path, typer.Argument(help="Run directory (gives image size and seed).")],
               data: Annotated[Path, typer.Argument(help="Dataset folder; its training split is sampled.")],
               out_file: Annotated[Path, typer.Option("--out", "-o", help="Calibration .npz to write.")],
-              size: Annotated[int, typer.Option(help="Images, stratified by class.")] = 256) -> None:
+              size: Annotated[int, typer.Option(min=1, help="Images, stratified by class.")] = 256) -> None:
     """Build an INT8 calibration set (stratified, seeded, preprocessed like inference)."""
     from dcube_edge import rundir
     from dcube_edge.calibration import sets
@@ -322,9 +326,9 @@ TABLE_ROWS = 100  # above this many files, classify prints a summary instead of 
 @app.command()
 def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from `export`.")],
              inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
-             batch_size: Annotated[int, typer.Option(help="Images per engine call.")] = 32,
-             workers: Annotated[int, typer.Option(help="Threads decoding images.")] = 1,
-             threads: Annotated[int | None, typer.Option(help="CPU threads for the backend.")] = None,
+             batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call.")] = 32,
+             workers: Annotated[int, typer.Option(min=1, help="Threads decoding images.")] = 1,
+             threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write predictions JSON here ('-' = stdout).")] = None) -> None:
     """Classify images with an engine (no PyTorch needed). Streams in batches; exit 1 if any file could not
     be classified (the others still are)."""
@@ -365,7 +369,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
         if json_out is not None:
             err.print(f"wrote {json_out}")
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def show_metrics(title: str, m: dict) -> None:
@@ -378,9 +382,9 @@ def show_metrics(title: str, m: dict) -> None:
 @app.command()
 def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a run directory (PyTorch FP32).")],
              data: Annotated[Path, typer.Argument(help="A split folder with one sub-folder per class.")],
-             batch_size: int = 64,
-             threads: Annotated[int | None, typer.Option(help="CPU threads for the backend.")] = None,
-             bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % intervals (0 = none).")] = 1000,
+             batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call.")] = 64,
+             threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
+             bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95 % intervals (0 = none).")] = 1000,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix, with
     bootstrap confidence intervals. Engines and the torch model are scored the same way."""
@@ -409,6 +413,10 @@ def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a
     report = classification_report(split.labels, probs, classes)
     if bootstrap:
         report["ci95"] = bootstrap_ci(split.labels, probs, classes, n=bootstrap)
+    predicted = {int(i) for i in probs.argmax(1)}
+    if len(split.labels) > 1 and len(predicted) == 1:
+        err.print(f"[yellow]warning:[/] every image was predicted {classes[predicted.pop()]!r}: the model has collapsed to "
+                  "one class (too little training data or steps?)")
     report.update(target=str(target), data=str(data), **kind)
     show_metrics(f"{target.name} ({kind['backend']} {kind['precision']}) on {data}", report)
     emit_json(report, json_out)
@@ -421,9 +429,9 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           figures: Annotated[bool, typer.Option(help="Also measure the truncation and timestep-batching figures (needs a run).")] = False,
           calibration: Annotated[str | None, typer.Option(help="--matrix INT8 calibration data (default: the run's training data).")] = None,
           batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
-          iterations: Annotated[int, typer.Option(help="Timed calls per cell.")] = 30,
-          warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 5,
-          threads: Annotated[int | None, typer.Option(help="CPU threads for every backend and torch.")] = None,
+          iterations: Annotated[int, typer.Option(min=1, help="Timed calls per cell.")] = 30,
+          warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first.")] = 5,
+          threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for every backend and torch.")] = None,
           compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile (where it works).")] = False,
           device: Annotated[str, typer.Option(help="cpu | cuda (torch baseline device; cuda adds torch fp16).")] = "cpu",
           profile: Annotated[bool, typer.Option("--profile", help="Also time every engine per op type (OpenVINO PERF_COUNT, ONNX Runtime profiler) at the smallest batch.")] = False,
@@ -443,7 +451,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
         matrix_run, targets = targets[0], []
     if figures and not (matrix_run or torch_run):
         fail("--figures needs a run: pass --matrix RUN or --torch RUN")
-    opts = BenchOptions(batch_sizes=ints(batch_sizes), iterations=iterations, warmup=warmup, threads=threads,
+    opts = BenchOptions(batch_sizes=ints(batch_sizes, option='--batch-sizes'), iterations=iterations, warmup=warmup, threads=threads,
                         compile=compile, device=device, calibration=calibration, figures=figures, profile=profile,
                         vs_benchmark_app=vs_benchmark_app)
     with err.status("benchmarking …") as status:
@@ -460,23 +468,33 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
 
 
 def main() -> None:
-    """Console entry point: user errors become one red line and exit code 2; --debug shows tracebacks."""
+    """Console entry point. Exit codes: 0 success, 1 some inputs failed (the rest were processed), 2 user error
+    (one red line; bad option values included), 3 internal error (with the --debug hint), 130 interrupted."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except SystemExit:
         raise
     except KeyboardInterrupt:
-        err.print("[red]interrupted[/]")
-        sys.exit(130)
+        code = 130
     except Exception as e:  # noqa: BLE001 — the single place that turns errors into messages
         if STATE["debug"]:
             raise
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # the CLI parser's usage errors
+            command = getattr(getattr(e, "ctx", None), "command_path", "dcube-edge")
+            if e.format_message():  # (no arguments at all: the help was shown instead)
+                err.print(f"[bold red]error:[/] {escape(e.format_message())} (see `{escape(command)} --help`)",
+                          highlight=False, soft_wrap=True)
+            sys.exit(EXIT_USER)
         if isinstance(e, user_errors()):
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-            sys.exit(2)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            sys.exit(EXIT_USER)
         err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (run with --debug for the traceback)",
-                  highlight=False)
-        sys.exit(1)
+                  highlight=False, soft_wrap=True)
+        sys.exit(EXIT_INTERNAL)
+    if code == 130:
+        err.print("[red]interrupted[/]: what was written is complete (writes are atomic); `train --resume` continues "
+                  "an interrupted training run")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,17 @@ def selection_score(labels: np.ndarray, probs: np.ndarray) -> float:
 def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     pred = probs.argmax(1)
     k = len(classes)
+    absent = [c for i, c in enumerate(classes) if not (labels == i).any()]
+    undefined = {"undefined": {"auc": f"no image of class {', '.join(absent)} in these labels",
+                               **{f"per_class_recall.{c}": "no image of this class in these labels" for c in absent}}}
     return {
+        **(undefined if absent else {}),
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, pred)),
         "macro_f1": float(f1_score(labels, pred, average="macro", labels=range(k), zero_division=0)),
         "auc": auc(labels, probs),
-        "per_class_recall": dict(zip(classes, map(float, recall_score(
-            labels, pred, average=None, labels=range(k), zero_division=0)))),
+        "per_class_recall": {c: (None if c in absent else float(r)) for c, r in zip(classes, recall_score(
+            labels, pred, average=None, labels=range(k), zero_division=0))},
         "confusion_matrix": confusion_matrix(labels, pred, labels=range(k)).tolist(),
     }
 

@@ -21,7 +21,9 @@ def metrics(title: str, m: dict) -> Iterator[Table]:
     ci = m.get("ci95", {})
 
     def cell(k: str) -> str:
-        return f"{m[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")
+        if m[k] is None or m[k] != m[k]:  # undefined (a class absent from the labels): say so, not "nan"
+            return "– (undefined)"
+        return f"{m[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) and None not in ci[k] else "")
 
     for col in ("accuracy", "macro-F1", "AUC"):
         table.add_column(col, justify="right")
@@ -34,7 +36,8 @@ def metrics(title: str, m: dict) -> Iterator[Table]:
     for n in names:
         recall.add_column(n, justify="right")
     for n, row in zip(names, m["confusion_matrix"]):
-        recall.add_row(n, f"{m['per_class_recall'][n]:.3f}", *map(str, row))
+        r = m['per_class_recall'][n]
+        recall.add_row(n, '–' if r is None else f"{r:.3f}", *map(str, row))
     yield recall
 
 

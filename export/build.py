@@ -22,6 +22,7 @@ import onnx
 import torch
 from dcube_edge.calibration import sets as calib_sets
 from dcube_edge.runtimes import backends, isa, make_runner
+from dcube_edge.runtimes import facts as engine_facts
 from dcube_edge.runtimes import manifest as engine_manifest
 from dcube_edge.runtimes.files import sha256, write_json
 from dcube_edge.runtimes.manifest import MANIFEST, PRECISIONS
@@ -198,6 +199,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
             tools=tool_versions(builder), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **job.info, **({backend.name: backend_info} if backend_info else {}),
             effective_precision=parts(opts.precision, hint))
+        engine_facts.bind(work, manifest)  # classes, preprocessing, timesteps, ... into the hashed model file
         manifest["files"] = {p.name: sha256(p) for p in sorted(work.iterdir()) if p.is_file()}
         write_json(work / MANIFEST, manifest)
         tolerance = spec.tolerance(opts.precision)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,8 +35,24 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def finite(obj: object) -> object:
+    """``obj`` with every NaN/Inf float replaced by None: JSON has no NaN (the report says why, beside it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: object, indent: int | None = 2) -> str:
+    """Strict JSON (never NaN/Inf) of ``obj``."""
+    return json.dumps(finite(obj), indent=indent, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: object) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(path, (dumps(obj) + "\n").encode())
 
 
 def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -57,7 +74,7 @@ def json_list_stream(path: str | Path | None, head: dict, key: str) -> Iterator[
     def writer(stream: IO[str] | None) -> Callable[[object], None]:
         def add(item: object) -> None:
             if stream is not None:
-                stream.write(("" if count[0] == 0 else ",\n") + json.dumps(item))
+                stream.write(("" if count[0] == 0 else ",\n") + dumps(item, indent=None))
             count[0] += 1
         return add
 

@@ -6,14 +6,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import backends
+from . import backends, facts
 from .files import sha256
 from .preprocess import PreprocessSpec
 from .spec import GraphSpec
 
 MANIFEST = "manifest.json"
 FORMAT = "dcube-edge-engine"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: engine facts bound into the model file (runtimes/facts.py)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -98,6 +98,10 @@ def read(engine_dir: str | Path, verify: bool = True) -> Manifest:
                                   "re-export the engine")
         if data["model_file"] not in data.get("files", {}):
             raise EngineError(f"{path} does not hash its model file {data['model_file']}")
+        try:
+            facts.check(manifest.dir, data)
+        except facts.FactsMismatch as e:
+            raise EngineError(str(e)) from None
     return manifest
 
 

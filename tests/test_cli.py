@@ -102,6 +102,50 @@ def test_user_errors_are_one_line_exit_2(args, message):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+# Wrong invocations a user makes (issue 13): each must be refused before any work with exit 2, one line on
+# stderr naming what is wrong, no traceback, and nothing written. {E} engine, {R} run, {D} data, {T} scratch.
+WRONG = [
+    "classify {E} {D}/val/benign --batch-size 0", "classify {E} {D}/val/benign --batch-size -3",
+    "classify {E} {D}/val/benign --workers 0", "classify {E} {D}/val/benign --threads 0",
+    "classify {E}", "classify {T}/nowhere {D}/val/benign", "classify {R} {D}/val/benign",
+    "classify {E} {D}/val/benign --batch-size many", "classify {E} {D}/val/benign --no-such-option",
+    "evaluate {E} {D}/val --batch-size 0", "evaluate {E} {D}/val --bootstrap -1", "evaluate {E} {T}/nowhere",
+    "evaluate {E} {D}/val --threads 0",
+    "bench {E} --batch-sizes 0", "bench {E} --batch-sizes 1,x", "bench {E} --batch-sizes 1000",
+    "bench {E} --iterations 0", "bench {E} --warmup -1", "bench {E} --threads 0",
+    "bench {E} {E} --matrix", "bench {E} --figures",
+    "export {R} --out {T}/e --backend coreml", "export {R} --out {T}/e --precision fp8",
+    "export {R} --out {T}/e --backend onnxruntime --precision bf16", "export {R} --out {T}/e --max-batch 0",
+    "export {R} --out {T}/e --calibration-size 0", "export {R} --out {T}/e --backend torch --precision int8",
+    "export {R} --out {T}/e --backend torch --triton-repo {T}/repo", "export {R} --out {R}",
+    "export {T}/nowhere --out {T}/e", "export {E} --out {T}/e",
+    "train {D} --out {T}/r --batch-size 0", "train {D} --out {T}/r --timesteps 0,5000",
+    "train {D} --out {T}/r --timesteps a,b", "train {D} --out {T}/r --steps-diffusion 0",
+    "train {D} --out {T}/r --epochs-classifier 0", "train {D} --out {T}/r --ema-decay 1.5",
+    "train {D} --out {T}/r --amp fp64", "train {D} --out {T}/r --grad-accum 0", "train {D} --out {T}/r --preset huge",
+    "train {D} --out {T}/r --lr-schedule step", "train {D} --out {T}/r --class-weights median",
+    "train {D} --out {T}/r --layers 99", "train {D} --out {R}", "train {T}/nowhere --out {T}/r",
+    "baseline {D} --out {T}/b --model vgg", "baseline {D} --out {T}/b --steps 0",
+    "demo-data {T}/p --per-class 0", "demo-data {T}/p --size 2", "init {T}/i --classes a,a",
+    "init {T}/i --preset huge", "calibrate {R} {D} --out {T}/c.npz --size 0",
+    "augment {R} --out {T}/s --steps 0", "augment {R} --out {T}/s --num-synthetic 0", "nonsense-command",
+]
+
+
+@pytest.mark.parametrize("invocation", WRONG)
+def test_wrong_invocations_are_refused_in_one_line(invocation, ort_engine, tiny_run, demo_data, tmp_path):
+    args = invocation.format(E=ort_engine, R=tiny_run, D=demo_data, T=tmp_path).split()
+    res = cli(*args)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr + res.stdout, res.stderr
+    assert not any(tmp_path.iterdir()), f"{invocation} wrote {list(tmp_path.iterdir())}"
+
+
+def test_wrong_invocation_corpus_is_large_enough():
+    assert len(WRONG) >= 40
+
+
 def test_export_unknown_backend_and_missing_tensorrt(tiny_run, tmp_path):
     res = cli("export", tiny_run, "--out", tmp_path / "e", "--backend", "coreml", check=2)
     assert "unknown backend" in res.stderr

@@ -81,7 +81,7 @@ def test_dynamic_batch(ort_engine, batch):
 def test_manifest_records_contract(ort_engine, tiny_run):
     m = json.loads((ort_engine / "manifest.json").read_text())
     cfg = rundir.load_config(tiny_run)
-    assert m["format_version"] == 1 and m["backend"] == "onnxruntime" and m["precision"] == "fp32"
+    assert m["format_version"] == 2 and m["backend"] == "onnxruntime" and m["precision"] == "fp32"
     assert m["timesteps"] == list(cfg.timesteps) and m["classes"] == list(cfg.classes)
     assert m["graph"]["inputs"][0]["shape"] == ["batch", 1, 32, 32]
     assert m["preprocess"]["size"] == 32 and set(m["files"]) == {"model.onnx"}

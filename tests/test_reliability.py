@@ -260,6 +260,7 @@ def test_dicom_refusals(tmp_path):
 def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
     """A real ONNX graph whose logits are NaN (0/0), run by ONNX Runtime through the normal runtime path."""
     import onnx
+    from dcube_edge.runtimes import facts
     from dcube_edge.runtimes.files import sha256
     from dcube_edge.runtimes.manifest import FORMAT, FORMAT_VERSION
     from onnx import TensorProto, helper
@@ -280,7 +281,9 @@ def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
                 "model_file": "model.onnx", "classes": ["a", "b"], "preprocess": {"size": 32},
                 "graph": {"inputs": [{"name": "images", "shape": ["batch", 1, 32, 32]}],
                           "outputs": [{"name": "logits", "shape": ["batch", 2]}], "batch": {"min": 1, "max": 8}},
-                "files": {"model.onnx": sha256(tmp_path / "model.onnx")}}
+                "timesteps": [10]}
+    facts.bind(tmp_path, manifest)
+    manifest["files"] = {"model.onnx": sha256(tmp_path / "model.onnx")}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     files = sorted((demo_data / "val" / "benign").iterdir())[:3]
     with runtimes.load(tmp_path) as clf:
@@ -332,3 +335,38 @@ def test_export_and_init_never_replace_what_is_not_theirs(tiny_run, tmp_path):
     (notes / "keep.txt").write_text("clinical notes")
     res = cli("export", tiny_run, "--out", notes, check=2)
     assert "not an engine directory" in res.stderr and (notes / "keep.txt").read_text() == "clinical notes"
+
+
+@pytest.mark.parametrize("edit", [
+    ("classes", lambda m: m["classes"].reverse(), "classes"),
+    ("preprocess", lambda m: m["preprocess"].update(size=64), "preprocess"),
+    ("backend", lambda m: m.update(backend="openvino"), "backend"),
+    ("precision", lambda m: m.update(precision="int8"), "precision"),
+    ("timesteps", lambda m: m.update(timesteps=[1]), "timesteps"),
+    ("output name", lambda m: m["graph"]["outputs"][0].update(name="probs"), "graph")])
+def test_an_edited_manifest_cannot_relabel_an_engine(ort_engine, tmp_path, edit):
+    """Every file hash still matches: only the facts bound into model.onnx can tell the manifest was edited."""
+    _, change, field = edit
+    copy = tmp_path / "engine"
+    shutil.copytree(ort_engine, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    change(m)
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(runtimes.EngineError, match=f"manifest.json says {field} = .*re-export"):
+        runtimes.read(copy)
+
+
+def test_an_engine_without_bound_facts_is_refused(ort_engine, tmp_path):
+    import onnx
+    from dcube_edge.runtimes.files import sha256
+
+    copy = tmp_path / "engine"
+    shutil.copytree(ort_engine, copy)
+    model = onnx.load(str(copy / "model.onnx"))
+    del model.metadata_props[:]
+    onnx.save(model, str(copy / "model.onnx"))
+    m = json.loads((copy / "manifest.json").read_text())
+    m["files"]["model.onnx"] = sha256(copy / "model.onnx")
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(runtimes.EngineError, match="carries no bound engine facts"):
+        runtimes.read(copy)
