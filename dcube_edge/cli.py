@@ -64,6 +64,26 @@ def emit_json(obj: object, path: Path | None) -> None:
         err.print(f"wrote {path}")
 
 
+def writable(path: Path | None, option: str = "--json") -> None:
+    """Refuse, before any work, an output path that is a folder or whose folder cannot take a new file."""
+    import os
+    import tempfile
+
+    if path is None or str(path) == "-":
+        return
+    if path.is_dir():
+        fail(f"{option} {path} is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        fail(f"{option} {path}: folder {parent} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        fail(f"{option} {path}: cannot write in {parent} ({e.strerror or e})")
+
+
 @app.callback()
 def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
     STATE["debug"] = debug
@@ -123,6 +143,7 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
           json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation.
     Multi-process: torchrun --nproc-per-node N -m dcube_edge.cli train ... (step 1 runs data-parallel)."""
+    writable(json_out)
     from dcube_edge import distributed, rundir
     from dcube_edge.config import Config
     from dcube_edge.train import train as run_train
@@ -179,6 +200,7 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
              seed: int = 0,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Train a plain CNN on the same splits and preprocessing as D-Cube (a baseline column for results)."""
+    writable(json_out)
     from dcube_edge.baseline import ARCHS, train_baseline
     from dcube_edge.config import Config
 
@@ -271,6 +293,7 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
            triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository entry here.")] = None,
            json_out: Annotated[Path | None, typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
     """Export a run to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend, with a parity report."""
+    writable(json_out)
     from dcube_edge import report
     from dcube_edge.export.build import ExportOptions
     from dcube_edge.export.build import export as run_export
@@ -308,16 +331,32 @@ def shown(path: str) -> str:
     return safe(path)
 
 
-def expand_inputs(inputs: list[Path]) -> list[Path]:
-    from dcube_edge.runtimes.preprocess import list_images
+def expand_inputs(inputs: list[Path], recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to classify and files passed over with the reason; folders are listed (``recursive``: nested
+    ones too). A name the OS refuses (too long, ...) is kept as a file, to fail on its own."""
+    from dcube_edge.runtimes.preprocess import scan
 
     files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    nested: list[Path] = []
     for p in inputs:
-        if p.is_dir():
-            files += list_images(p)
+        try:
+            is_dir = p.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            images, passed, subfolders = scan(p, recursive)
+            files += images
+            skipped += passed
+            nested += subfolders
         else:
             files.append(p)
-    return files
+    if nested and not files:
+        fail(f"no images directly in the given folder(s), but sub-folders ({', '.join(n.name for n in nested[:4])}"
+             f"{', ...' if len(nested) > 4 else ''}): pass --recursive to classify them")
+    if nested:
+        err.print(f"[yellow]note:[/] {len(nested)} sub-folder(s) not entered (pass --recursive to include them)")
+    return files, skipped
 
 
 TABLE_ROWS = 100  # above this many files, classify prints a summary instead of one row per file
@@ -329,9 +368,11 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
              batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call.")] = 32,
              workers: Annotated[int, typer.Option(min=1, help="Threads decoding images.")] = 1,
              threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
+             recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also classify images in nested folders.")] = False,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write predictions JSON here ('-' = stdout).")] = None) -> None:
     """Classify images with an engine (no PyTorch needed). Streams in batches; exit 1 if any file could not
     be classified (the others still are)."""
+    writable(json_out)
     from collections import Counter
 
     from rich.progress import Progress
@@ -339,8 +380,8 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     from dcube_edge import report, runtimes
     from dcube_edge.runtimes.files import json_list_stream
 
-    files = expand_inputs(inputs)
-    if not files:
+    files, skipped = expand_inputs(inputs, recursive)
+    if not files and not skipped:
         fail("no images found in the given inputs")
     clf = runtimes.load(engine, threads=threads)
     to_stdout = json_out is not None and str(json_out) == "-"
@@ -349,11 +390,12 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
             "classes": clf.classes}
     with clf, json_list_stream(json_out, head, "predictions") as add, \
             Progress(console=err, transient=True, disable=len(files) <= batch_size) as progress:
-        task = progress.add_task("classifying", total=len(files))
-        for p in clf.classify(files, batch_size=batch_size, workers=workers):
+        task = progress.add_task("classifying", total=len(files) + len(skipped))
+        passed_over = [runtimes.Prediction(str(path), error=f"skipped: {why}") for path, why in skipped]
+        for p in [*passed_over, *clf.classify(files, batch_size=batch_size, workers=workers)]:
             add(p.to_dict())
             (failed.append(p) if p.error else labels.update([p.label]))
-            if len(files) <= TABLE_ROWS and not to_stdout:
+            if len(files) + len(skipped) <= TABLE_ROWS and not to_stdout:
                 rows.append(p)
             progress.advance(task)
     if not to_stdout:
@@ -361,11 +403,12 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
         if rows:
             out.print(report.predictions(title, rows, clf.classes))
         else:
-            out.print(report.prediction_counts(f"{title}: {len(files)} files", labels, clf.classes, len(failed)))
+            out.print(report.prediction_counts(f"{title}: {len(files) + len(skipped)} files", labels, clf.classes,
+                                               len(failed)))
             for p in failed[:10]:
                 err.print(f"[red]{shown(p.path)}: {escape(p.error)}[/]")
         if failed:
-            err.print(f"[red]{len(failed)} of {len(files)} file(s) could not be classified[/]")
+            err.print(f"[red]{len(failed)} of {len(files) + len(skipped)} file(s) could not be classified[/]")
         if json_out is not None:
             err.print(f"wrote {json_out}")
     if failed:
@@ -388,6 +431,7 @@ def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a
              json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix, with
     bootstrap confidence intervals. Engines and the torch model are scored the same way."""
+    writable(json_out)
     import numpy as np
 
     from dcube_edge import runtimes
@@ -441,6 +485,9 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
     """Latency (p50/p90/p99), images/s, engine size and GFLOP/s per engine and batch size, with the speedup
     over PyTorch eager FP32 measured in the same run."""
+    writable(json_out)
+    writable(csv_out, "--csv")
+    writable(plot_out, "--plot")
     from dcube_edge import report
     from dcube_edge.benchmark import BenchOptions, run_bench, write_outputs
 

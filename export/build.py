@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -182,6 +183,9 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
         spec = spec.with_trunk_output(len(graph.timesteps), 1 + cfg.grid ** 2, cfg.width)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the engine from the service account that runs it
     try:
         job = BuildJob(run, cfg, opts, spec, work, hint, log)
         log(f"exporting ONNX (opset {spec.opset}, timesteps {list(graph.timesteps)}, "

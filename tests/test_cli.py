@@ -129,6 +129,8 @@ WRONG = [
     "demo-data {T}/p --per-class 0", "demo-data {T}/p --size 2", "init {T}/i --classes a,a",
     "init {T}/i --preset huge", "calibrate {R} {D} --out {T}/c.npz --size 0",
     "augment {R} --out {T}/s --steps 0", "augment {R} --out {T}/s --num-synthetic 0", "nonsense-command",
+    "classify {E} {D}/val", "classify {E} {D}/val/benign --json /proc/dcube.json", "classify {E} {D}/val/benign --json {T}",
+    "evaluate {E} {D}/val --json {T}/missing/metrics.json", "bench {E} --csv {T}", "bench {E} --plot /proc/p.png",
 ]
 
 
@@ -204,3 +206,32 @@ def test_bf16_autocast_and_gradient_accumulation(demo_data, tmp_path):
     assert all(np.isfinite(h["eps"]) for h in state["history"])
     res = cli("train", demo_data, "--out", tmp_path / "bad", "--amp", "fp8", check=2)
     assert "unknown --amp" in res.stderr and not (tmp_path / "bad").exists()
+
+
+def test_classify_reports_every_file_it_passes_over(ort_engine, demo_data, tmp_path):
+    """Unsupported types, dangling links and a name the OS refuses are per-file errors (exit 1); the rest
+    is classified; --recursive enters sub-folders."""
+    import shutil
+
+    good = sorted((demo_data / "val" / "benign").iterdir())[0]
+    shutil.copy(good, tmp_path / "scan.png")
+    shutil.copy(good, tmp_path / "scan.gif")
+    (tmp_path / "notes.txt").write_text("not a scan")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")
+    (tmp_path / "sub").mkdir()
+    shutil.copy(good, tmp_path / "sub" / "nested.png")
+    res = cli("classify", ort_engine, tmp_path, tmp_path / ("x" * 300 + ".png"), "--json", "-", check=1)
+    out = {Path(p["path"]).name[:12]: p for p in json.loads(res.stdout)["predictions"]}
+    assert out["scan.png"]["error"] is None and out["scan.png"]["label"] in ("benign", "malignant", "normal")
+    assert "not a supported image type (.gif" in out["scan.gif"]["error"] and ".txt" in out["notes.txt"]["error"]
+    assert "dangling symbolic link" in out["gone.png"]["error"] and "File name too long" in out["x" * 12]["error"]
+    assert "nested.png" not in out and "pass --recursive" in res.stderr
+    res = cli("classify", ort_engine, tmp_path / "sub", tmp_path, "--recursive", "--json", "-", check=1)
+    assert sum(Path(p["path"]).name == "nested.png" and p["error"] is None for p in json.loads(res.stdout)["predictions"]) == 2
+
+
+def test_engine_dirs_are_readable_by_others_per_the_umask(ort_engine):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert ort_engine.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in ort_engine.iterdir() if f.is_file())
