@@ -116,8 +116,11 @@ def _progress():
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
 
 
+FIELD = {"layers": "layer_choice", "trunk": "trunk_from"}  # train options named otherwise in Config
+
+
 @app.command()
-def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* or <root>/{train,val}/<class>/*.")],
+def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* or <root>/{train,val}/<class>/*.")],
           out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
           preset: Annotated[str | None, typer.Option(help="tiny | small | paper (default: tiny, or the --trunk run's).")] = None,
           steps_diffusion: Annotated[int | None, typer.Option(help="Step-1 budget in steps of --batch-size images (preset default).")] = None,
@@ -144,8 +147,11 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
     """Train step 1 (diffusion trunk), select layers, train step 2 (head); pick the model on validation.
     Multi-process: torchrun --nproc-per-node N -m dcube_edge.cli train ... (step 1 runs data-parallel)."""
     writable(json_out)
+    import dataclasses
+
     from dcube_edge import distributed, rundir
     from dcube_edge.config import Config
+    from dcube_edge.train import resume_config
     from dcube_edge.train import train as run_train
 
     random_trunk = trunk is not None and str(trunk) == "random"
@@ -166,6 +172,13 @@ def train(data: Annotated[Path, typer.Argument(help="Dataset: <root>/<class>/* o
                                  synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum,
                                  layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight,
                                  trunk_from=("random" if random_trunk else str(trunk.resolve())) if trunk else None)
+        if resume and (out_dir / "config.json").exists():
+            given = {FIELD.get(name, name) for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+            cfg, finished = resume_config(out_dir, cfg, given & {f.name for f in dataclasses.fields(Config)})
+            if finished:
+                out.print(f"{out_dir} is already finished with these settings; nothing changed "
+                          "(give a larger --steps-* budget to continue training it)")
+                return
     except ValueError as e:
         fail(str(e))
     if not distributed.is_main():

@@ -316,6 +316,29 @@ def _quiet(phase: str, done: int, total: int, scalars: dict) -> None:
     pass
 
 
+BUDGETS = ("steps_diffusion", "steps_classifier", "epochs_diffusion", "epochs_classifier")
+OPTION = {"layer_choice": "--layers", "trunk_from": "--trunk"}  # config fields whose CLI option reads otherwise
+
+
+def resume_config(out: Path, requested: Config, given: set[str]) -> tuple[Config, bool]:
+    """(settings to continue ``out`` with, whether it is already finished with them). The saved
+    ``config.json`` decides; budgets the user gave extend it; any other option given that differs from the
+    saved value is refused (naming both), so a resume never mixes two recipes."""
+    saved = rundir.load_config(out)
+    conflicts = [f for f in sorted(given - set(BUDGETS)) if getattr(requested, f) != getattr(saved, f)]
+    if conflicts:
+        raise ValueError(f"--resume continues {out} with its saved settings, and these options differ from them: "
+                         + ", ".join(f"{OPTION.get(f, '--' + f.replace('_', '-'))} {getattr(requested, f)!r} "
+                                     f"(saved {getattr(saved, f)!r})" for f in conflicts)
+                         + "; drop them, or train into a new --out")
+    budgets = {f: getattr(requested, f) for f in given & set(BUDGETS)}
+    for phase in ("diffusion", "classifier"):  # an explicit step budget replaces a saved epoch budget
+        if f"steps_{phase}" in budgets:
+            budgets.setdefault(f"epochs_{phase}", None)
+    cfg = saved.replace(**budgets)
+    return cfg, cfg == saved and (out / rundir.METRICS).is_file()
+
+
 def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
           report: Report = _quiet, log: Callable[[str], None] = print, overrides: dict | None = None) -> dict:
     """Train a run from a dataset folder; returns ``metrics.json``'s content.

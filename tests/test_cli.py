@@ -235,3 +235,16 @@ def test_engine_dirs_are_readable_by_others_per_the_umask(ort_engine):
     os.umask(umask)
     assert ort_engine.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
     assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in ort_engine.iterdir() if f.is_file())
+
+
+def test_resume_of_a_finished_run_changes_nothing_and_conflicts_are_refused(tiny_run, demo_data, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {f.name: f.read_bytes() for f in run.glob("*.*")}
+    res = cli("train", demo_data, "--out", run, "--resume", check=0)
+    assert "already finished" in res.stdout
+    res = cli("train", demo_data, "--out", run, "--resume", "--preset", "small", "--seed", "3", check=2)
+    assert "--preset 'small' (saved 'tiny')" in res.stderr and "--seed 3 (saved 0)" in res.stderr
+    assert {f.name: f.read_bytes() for f in run.glob("*.*")} == before
