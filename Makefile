@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
-EXTRAS ?= train,quant,openvino,dicom,dev
+EXTRAS ?= train,quant,openvino,dicom,sign,dev
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 

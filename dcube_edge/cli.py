@@ -338,6 +338,28 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory (gives ima
     out.print(f"calibration set {out_file}: {d['size']} images, class counts {d['class_counts']}, sha256 {d['sha256'][:16]}…")
 
 
+@app.command()
+def keygen(out_file: Annotated[Path, typer.Option("--out", "-o", help="Private key file to create (the public key goes to FILE.pub).")]) -> None:
+    """Create an Ed25519 key pair for signing engines (needs the `sign` extra)."""
+    from dcube_edge.runtimes.signing import keygen as make_keys
+
+    public = make_keys(out_file)
+    out.print(f"private key {out_file} (keep it on the machine that approves engines), public key {public} "
+              "(install it on workstations and pass it as --trusted-key)")
+
+
+@app.command()
+def sign(engine: Annotated[Path, typer.Argument(help="Engine directory to approve.")],
+         key: Annotated[Path, typer.Option("--key", help="Private key from `keygen`.")]) -> None:
+    """Sign an engine's manifest (which hashes every engine file); `--trusted-key` then accepts it."""
+    from dcube_edge import runtimes
+    from dcube_edge.runtimes.signing import sign as sign_engine
+
+    runtimes.read(engine)  # only a verified engine is signed
+    record = sign_engine(engine, key)
+    out.print(f"signed {engine} with key {record['key_id']} ({engine / 'manifest.sig'})")
+
+
 def shown(path: str) -> str:
     from dcube_edge.report import shown as safe
 
@@ -382,6 +404,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
              workers: Annotated[int, typer.Option(min=1, help="Threads decoding images.")] = 1,
              threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
              recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also classify images in nested folders.")] = False,
+             trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse engines not signed by this public key (repeatable; see `sign`).")] = None,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write predictions JSON here ('-' = stdout).")] = None) -> None:
     """Classify images with an engine (no PyTorch needed). Streams in batches; exit 1 if any file could not
     be classified (the others still are)."""
@@ -396,7 +419,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     files, skipped = expand_inputs(inputs, recursive)
     if not files and not skipped:
         fail("no images found in the given inputs")
-    clf = runtimes.load(engine, threads=threads)
+    clf = runtimes.load(engine, threads=threads, trusted_keys=trusted_key)
     to_stdout = json_out is not None and str(json_out) == "-"
     rows, failed, labels = [], [], Counter()
     head = {"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
@@ -441,6 +464,7 @@ def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a
              batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call.")] = 64,
              threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
              bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95 % intervals (0 = none).")] = 1000,
+             trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse engines not signed by this public key (repeatable; see `sign`).")] = None,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
     """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix, with
     bootstrap confidence intervals. Engines and the torch model are scored the same way."""
@@ -457,7 +481,7 @@ def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a
         runner, manifest = TorchRunner.from_run(target, threads=threads, max_batch=batch_size)
         clf = runtimes.Classifier(manifest, runner)
     else:
-        clf = runtimes.load(target, threads=threads)
+        clf = runtimes.load(target, threads=threads, trusted_keys=trusted_key)
     classes = clf.classes
     _, split = read_split(data, classes)
     with clf:
@@ -493,6 +517,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           device: Annotated[str, typer.Option(help="cpu | cuda (torch baseline device; cuda adds torch fp16).")] = "cpu",
           profile: Annotated[bool, typer.Option("--profile", help="Also time every engine per op type (OpenVINO PERF_COUNT, ONNX Runtime profiler) at the smallest batch.")] = False,
           vs_benchmark_app: Annotated[bool, typer.Option("--vs-benchmark-app", help="Also compare each OpenVINO engine's latency with OpenVINO's benchmark_app on the same IR (alternated, smallest batch).")] = False,
+          trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse engines not signed by this public key (repeatable; see `sign`).")] = None,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
           csv_out: Annotated[Path | None, typer.Option("--csv", help="Write a CSV table here.")] = None,
           plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot (latency vs precision, log scale).")] = None) -> None:
@@ -511,6 +536,11 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
         matrix_run, targets = targets[0], []
     if figures and not (matrix_run or torch_run):
         fail("--figures needs a run: pass --matrix RUN or --torch RUN")
+    if trusted_key:
+        from dcube_edge import runtimes
+
+        for t in targets:
+            runtimes.read(t, trusted_keys=trusted_key)
     opts = BenchOptions(batch_sizes=ints(batch_sizes, option='--batch-sizes'), iterations=iterations, warmup=warmup, threads=threads,
                         compile=compile, device=device, calibration=calibration, figures=figures, profile=profile,
                         vs_benchmark_app=vs_benchmark_app)

@@ -27,7 +27,8 @@ def make_runner(manifest: Manifest, threads: int | None = None, device: str | No
 
 
 def load(engine_dir: str | Path, threads: int | None = None, device: str | None = None,
-         verify: bool = True) -> Classifier:
-    """Verify an engine dir against its manifest and return a :class:`Classifier` for it."""
-    manifest = read(engine_dir, verify=verify)
+         verify: bool = True, trusted_keys: list[Path] | None = None) -> Classifier:
+    """Verify an engine dir against its manifest (and, given ``trusted_keys``, its signature) and return a
+    :class:`Classifier` for it."""
+    manifest = read(engine_dir, verify=verify, trusted_keys=trusted_keys)
     return Classifier(manifest, make_runner(manifest, threads=threads, device=device))

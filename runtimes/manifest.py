@@ -67,8 +67,9 @@ class Manifest:
         return self.dir / self.data["model_file"]
 
 
-def read(engine_dir: str | Path, verify: bool = True) -> Manifest:
-    """Read and (by default) verify an engine dir; raise :class:`EngineError` with one clear line."""
+def read(engine_dir: str | Path, verify: bool = True, trusted_keys: list[Path] | None = None) -> Manifest:
+    """Read and (by default) verify an engine dir; raise :class:`EngineError` with one clear line. With
+    ``trusted_keys``, the manifest must also carry a signature by one of them (:mod:`.signing`)."""
     path = Path(engine_dir) / MANIFEST
     if not path.is_file():
         raise EngineError(f"{engine_dir} is not an engine directory (no {MANIFEST}); create one with `dcube-edge export`")
@@ -102,6 +103,10 @@ def read(engine_dir: str | Path, verify: bool = True) -> Manifest:
             facts.check(manifest.dir, data)
         except facts.FactsMismatch as e:
             raise EngineError(str(e)) from None
+    if trusted_keys:
+        from .signing import verify as verify_signature
+
+        verify_signature(manifest.dir, list(trusted_keys))
     return manifest
 
 
