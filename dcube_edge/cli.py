@@ -553,8 +553,9 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
         err.print(f"skipped {s}")
     write_outputs(result, json_out, csv_out, plot_out)
     emit_json(result, json_out if json_out is not None and str(json_out) == "-" else None)
-    if json_out is not None and str(json_out) != "-":
-        err.print(f"wrote {json_out}")
+    for path in (json_out, csv_out, plot_out):
+        if path is not None and str(path) != "-":
+            err.print(f"wrote {path}")
 
 
 def main() -> None:

@@ -272,9 +272,7 @@ def measure_parity(engine_dir: Path, graph: FixedGraph, cfg: Config, opts: Expor
     report = {"data": source, **parity.compare(ref, np.concatenate(got), labels)}
     if runtime:
         report["runtime_inference_precision"] = runtime
-    log("parity vs torch fp32: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                              for k, v in report.items() if k != "data"))
-    return report
+    return report  # the CLI prints it once, as a table
 
 
 def tool_versions(builder) -> dict:

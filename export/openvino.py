@@ -26,7 +26,11 @@ def build(job: BuildJob) -> tuple[str, dict]:
     model = ov.convert_model(str(onnx_path))
     info: dict = {"inference_precision": job.hint}
     if job.precision == "int8":
+        import logging
+
         import nncf
+
+        nncf.set_log_level(logging.WARNING)  # its INFO lines (about 70 per export) drown our own output
 
         calibration = job.calibration_images()
         job.log(f"nncf.quantize on {len(calibration)} calibration images (transformer model type)")
