@@ -355,8 +355,8 @@ def sign(engine: Annotated[Path, typer.Argument(help="Engine directory to approv
     from dcube_edge import runtimes
     from dcube_edge.runtimes.signing import sign as sign_engine
 
-    runtimes.read(engine)  # only a verified engine is signed
-    record = sign_engine(engine, key)
+    manifest = runtimes.read(engine)  # only a verified engine is signed
+    record = sign_engine(manifest.path, key)
     out.print(f"signed {engine} with key {record['key_id']} ({engine / 'manifest.sig'})")
 
 

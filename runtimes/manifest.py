@@ -104,9 +104,12 @@ def read(engine_dir: str | Path, verify: bool = True, trusted_keys: list[Path] |
         except facts.FactsMismatch as e:
             raise EngineError(str(e)) from None
     if trusted_keys:
-        from .signing import verify as verify_signature
+        from . import signing
 
-        verify_signature(manifest.dir, list(trusted_keys))
+        try:
+            signing.verify(manifest.path, list(trusted_keys))
+        except signing.Untrusted as e:
+            raise EngineError(str(e)) from None
     return manifest
 
 

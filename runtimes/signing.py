@@ -11,9 +11,12 @@ from pathlib import Path
 
 from .base import BackendUnavailable
 from .files import write_bytes
-from .manifest import MANIFEST, EngineError
 
 SIGNATURE = "manifest.sig"
+
+
+class Untrusted(ValueError):
+    """An engine no trusted key signed (the manifest reader turns it into an EngineError)."""
 INSTALL = "signing needs the cryptography package: pip install 'dcube-edge[sign]'"
 
 
@@ -52,8 +55,9 @@ def keygen(private_path: Path) -> Path:
     return public_path
 
 
-def sign(engine_dir: Path, private_path: Path) -> dict:
-    """Sign ``engine_dir/manifest.json`` with the private key; writes ``manifest.sig`` and returns it."""
+def sign(manifest: Path, private_path: Path) -> dict:
+    """Sign the bytes of an engine's ``manifest.json`` with the private key; writes ``manifest.sig`` beside
+    it and returns the record."""
     serialization, ed25519 = _crypto()
     try:
         key = serialization.load_pem_private_key(Path(private_path).read_bytes(), password=None)
@@ -61,29 +65,30 @@ def sign(engine_dir: Path, private_path: Path) -> dict:
         raise ValueError(f"{private_path} is not an unencrypted PEM private key ({e})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ValueError(f"{private_path} is not an Ed25519 key; create one with `dcube-edge keygen`")
-    message = (Path(engine_dir) / MANIFEST).read_bytes()
+    message = Path(manifest).read_bytes()
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    record = {"algorithm": "Ed25519", "signed": MANIFEST, "key_id": key_id(public),
+    record = {"algorithm": "Ed25519", "signed": Path(manifest).name, "key_id": key_id(public),
               "signature": base64.b64encode(key.sign(message)).decode()}
-    write_bytes(Path(engine_dir) / SIGNATURE, (json.dumps(record, indent=2) + "\n").encode())
+    write_bytes(Path(manifest).with_name(SIGNATURE), (json.dumps(record, indent=2) + "\n").encode())
     return record
 
 
-def verify(engine_dir: Path, trusted: list[Path]) -> str:
-    """The key id of the trusted key that signed this engine's manifest; :class:`EngineError` otherwise."""
+def verify(manifest: Path, trusted: list[Path]) -> str:
+    """The key id of the trusted key that signed this manifest; :class:`Untrusted` otherwise."""
     serialization, _ = _crypto()
     from cryptography.exceptions import InvalidSignature
 
-    sig_path = Path(engine_dir) / SIGNATURE
+    engine_dir = Path(manifest).parent
+    sig_path = Path(manifest).with_name(SIGNATURE)
     if not sig_path.is_file():
-        raise EngineError(f"{engine_dir} is not signed ({SIGNATURE} missing) and --trusted-key was given; sign it "
+        raise Untrusted(f"{engine_dir} is not signed ({SIGNATURE} missing) and --trusted-key was given; sign it "
                           "with `dcube-edge sign ENGINE --key KEY` on the machine that approves engines")
     try:
         record = json.loads(sig_path.read_text())
         signature = base64.b64decode(record["signature"], validate=True)
     except (ValueError, KeyError, TypeError) as e:
-        raise EngineError(f"{sig_path} is not a dcube-edge signature ({e}); sign the engine again") from None
-    message = (Path(engine_dir) / MANIFEST).read_bytes()
+        raise Untrusted(f"{sig_path} is not a dcube-edge signature ({e}); sign the engine again") from None
+    message = Path(manifest).read_bytes()
     for path in trusted:
         try:
             public = serialization.load_pem_public_key(Path(path).read_bytes())
@@ -94,5 +99,5 @@ def verify(engine_dir: Path, trusted: list[Path]) -> str:
             return key_id(Path(path).read_bytes())
         except (InvalidSignature, TypeError, AttributeError):
             continue
-    raise EngineError(f"{engine_dir} is not signed by a trusted key (signature by key {record.get('key_id', '?')}, "
+    raise Untrusted(f"{engine_dir} is not signed by a trusted key (signature by key {record.get('key_id', '?')}, "
                       "or the manifest changed after signing); refusing it")
