@@ -64,6 +64,8 @@ VARIANTS = {v.name: v for v in (
             ("--guide-loss-weight", "0.5"), reuse_trunk=True),
     Variant("unweighted-ce", "step 2 with unweighted cross-entropy (the reference; the default before 2026-11-26)",
             ("--class-weights", "none"), reuse_trunk=True),
+    Variant("resnet18-guide", "step 2 with a ResNet-18 guide branch (basic blocks, width 64) instead of the preset's",
+            ("--guide-branch", "resnet18"), reuse_trunk=True),
     Variant("large-t", "step 2 at t = 200, 350, 500", ("--timesteps", "200,350,500"), reuse_trunk=True),
     Variant("no-contrastive", "step 1 without the margin contrastive term (trunk retrained)", ("--contrastive-weight", "0")),
     Variant("all-layers", "all 13 trunk layers into the head", ("--layers", "all"), reuse_trunk=True),
@@ -74,7 +76,7 @@ VARIANTS = {v.name: v for v in (
             reuse_trunk=True, balance=True),
 )}
 HEADLINE = ("dcube", "resnet18", "branch")
-ABLATIONS = ("random-trunk", "old-recipe", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
+ABLATIONS = ("resnet18-guide", "random-trunk", "old-recipe", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
              "all-layers", "last-layer", "random-t", "balance")
 # Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (

@@ -116,7 +116,7 @@ def _progress():
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
 
 
-FIELD = {"layers": "layer_choice", "trunk": "trunk_from"}  # train options named otherwise in Config
+FIELD = {"layers": "layer_choice", "trunk": "trunk_from", "guide_branch": "resnet_block"}  # named otherwise in Config
 
 
 @app.command()
@@ -139,6 +139,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
           lr_schedule: Annotated[str | None, typer.Option(help="Step-1 lr after warmup: cosine (to 10 %) | constant (the reference).")] = None,
           guide_loss_weight: Annotated[float | None, typer.Option(help="Step 2: weight of a cross-entropy on the guide branch's pooled map (training only; 0 = the reference).")] = None,
           class_weights: Annotated[str | None, typer.Option(help="Step-2 cross-entropy class weights: balanced (inverse frequency, the default) | none (the reference).")] = None,
+          guide_branch: Annotated[str, typer.Option(help="Step-2 ResNet guide branch: preset (the preset's ResNet-50-layout branch) | resnet18 (basic blocks at width 64, the baseline's ResNet-18).")] = "preset",
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: auto (bf16 where the CPU/GPU has it and the trunk is wide enough to gain) | none | bf16 | fp16 (GPU).")] = "auto",
           grad_accum: Annotated[int, typer.Option(min=1, help="Step-1 batches per optimizer step.")] = 1,
@@ -150,7 +151,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
     import dataclasses
 
     from dcube_edge import distributed, rundir
-    from dcube_edge.config import Config
+    from dcube_edge.config import GUIDE_BRANCHES, Config
     from dcube_edge.train import resume_config
     from dcube_edge.train import train as run_train
 
@@ -165,7 +166,9 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
         budgets = {k: v for k, v in dict(steps_diffusion=steps_diffusion, steps_classifier=steps_classifier,
                                          epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier).items()
                    if v is not None}
-        cfg = Config.from_preset(preset, **budgets, ema_decay=ema_decay, lr_schedule=lr_schedule, guide_loss_weight=guide_loss_weight,
+        if guide_branch not in ("preset", *GUIDE_BRANCHES):
+            raise ValueError(f"unknown --guide-branch {guide_branch!r}; choose preset or {' or '.join(GUIDE_BRANCHES)}")
+        cfg = Config.from_preset(preset, **budgets, **GUIDE_BRANCHES.get(guide_branch, {}), ema_decay=ema_decay, lr_schedule=lr_schedule, guide_loss_weight=guide_loss_weight,
                                  class_weights=class_weights,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps, 0, '--timesteps') if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,

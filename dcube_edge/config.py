@@ -21,6 +21,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Step-2 guide branches other than the preset's (train --guide-branch): the config fields each one sets.
+GUIDE_BRANCHES: dict[str, dict[str, Any]] = {
+    "resnet18": dict(resnet_block="basic", resnet_width=64, resnet_layers=(2, 2, 2, 2))}
+
+
 @dataclass
 class Config:
     """Everything that defines a run. Saved as ``config.json``; sizes come from a preset."""

@@ -124,6 +124,7 @@ WRONG = [
     "train {D} --out {T}/r --epochs-classifier 0", "train {D} --out {T}/r --ema-decay 1.5",
     "train {D} --out {T}/r --amp fp64", "train {D} --out {T}/r --grad-accum 0", "train {D} --out {T}/r --preset huge",
     "train {D} --out {T}/r --lr-schedule step", "train {D} --out {T}/r --class-weights median",
+    "train {D} --out {T}/r --guide-branch vgg",
     "train {D} --out {T}/r --layers 99", "train {D} --out {R}", "train {T}/nowhere --out {T}/r",
     "baseline {D} --out {T}/b --model vgg", "baseline {D} --out {T}/b --steps 0",
     "demo-data {T}/p --per-class 0", "demo-data {T}/p --size 2", "init {T}/i --classes a,a",
