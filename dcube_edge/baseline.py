@@ -18,7 +18,7 @@ from . import distributed, rundir
 from .config import Config
 from .data import audit, discover
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
-from .metrics import classification_report, selection_score, softmax
+from .metrics import classification_report, collapse_warning, selection_score, softmax
 from .resnet import ARCHS, Baseline
 
 __all__ = ["ARCHS", "Baseline", "train_baseline"]
@@ -65,6 +65,8 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     rundir.save_config(cfg, out)
     rundir.save_weights(model, out / rundir.BASELINE)
     val = classification_report(ds.val.labels, softmax(predict_logits(model, x_val)), list(cfg.classes))
+    if collapse_warning(val):
+        log(collapse_warning(val))
     metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source, "model": cfg.model,
                "seconds": {"baseline": round(time.perf_counter() - t0, 1)}, "history": {"baseline": history}}
     write_json(out / rundir.METRICS, metrics)

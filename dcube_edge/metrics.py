@@ -60,3 +60,13 @@ def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, classes: list[str], n: i
     tail = (1 - level) / 2 * 100
     return {name: [float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))] if v else None
             for name, v in draws.items()} | {"resamples": n, "level": level, "seed": seed}
+
+
+def collapse_warning(report: dict) -> str | None:
+    """A warning when every image was predicted as one class (a model that learned only the prior)."""
+    used = [i for i, col in enumerate(zip(*report["confusion_matrix"])) if sum(col)]
+    if report["n"] > 1 and len(used) == 1:
+        name = list(report["per_class_recall"])[used[0]]
+        return (f"warning: every validation image was predicted {name!r}: the model collapsed to one class "
+                "(too few images or steps; try a larger --steps-classifier or more data)")
+    return None

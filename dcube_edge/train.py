@@ -24,7 +24,7 @@ from .data import Split, audit, discover, read_split
 from .diffusion import Schedule, eps_loss, margin_contrastive
 from .head import DCube
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
-from .metrics import auc, classification_report, selection_score, softmax
+from .metrics import auc, classification_report, collapse_warning, selection_score, softmax
 from .uvit import UViT
 
 Report = Callable[[str, int, int, dict], None]  # (phase, done, total, scalars)
@@ -428,6 +428,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     t_classifier = time.perf_counter() - t1
 
     val = classification_report(ds.val.labels, softmax(validation_logits(model, x_val, cfg)), list(ds.classes))
+    if collapse_warning(val):
+        log(collapse_warning(val))
     metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source,
                "world_size_step1": distributed.world_size(),
                "seconds": {"diffusion": round(t_diffusion, 1), "classifier": round(t_classifier, 1)},

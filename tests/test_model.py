@@ -125,3 +125,18 @@ def test_select_rules():
     assert select(p, 0.05, 2) == (1, 3)
     assert select(p, 0.05, 5) == (1, 3, 4)
     assert select(np.array([0.5, 0.3, 0.9]), 0.05, 3) == (1,)  # none pass: the most non-Gaussian
+
+
+def test_a_collapsed_model_is_reported():
+    import numpy as np
+
+    from dcube_edge.metrics import classification_report, collapse_warning
+
+    labels = np.array([0, 1, 2, 0])
+    flat = np.tile([0.2, 0.5, 0.3], (4, 1))
+    assert "predicted 'malignant'" in collapse_warning(classification_report(labels, flat, ["benign", "malignant", "normal"]))
+    good = np.eye(3)[labels]
+    assert collapse_warning(classification_report(labels, good, ["benign", "malignant", "normal"])) is None
+    absent = classification_report(np.array([0, 1, 0]), np.eye(3)[[0, 1, 0]], ["a", "b", "c"])
+    assert absent["auc"] != absent["auc"] and "class c" in absent["undefined"]["auc"]  # NaN, with the reason
+    assert absent["per_class_recall"]["c"] is None
