@@ -197,7 +197,16 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
             progress.update(tasks[phase], completed=done, total=total,
                             info=" ".join(f"{k} {v:.3g}" for k, v in scalars.items()))
 
-        metrics = run_train(data, out_dir, cfg, resume=resume, report=report, log=progress.console.print, overrides=budgets)
+        try:
+            metrics = run_train(data, out_dir, cfg, resume=resume, report=report, log=progress.console.print,
+                                overrides=budgets)
+        except KeyboardInterrupt:
+            progress.stop()
+            saved = sorted((out_dir / "state").glob("*")) if (out_dir / "state").is_dir() else []
+            err.print(f"[red]interrupted[/]: {len(saved)} checkpoint file(s) kept in {out_dir / 'state'} (the last complete "
+                      f"epoch); continue with:\n  dcube-edge train {data} --out {out_dir} --resume", soft_wrap=True)
+            STATE["interrupt_reported"] = True
+            raise typer.Exit(130) from None
     show_metrics("validation", metrics["validation"])
     out.print(f"run written to {out_dir} (best epoch {metrics['best_epoch']}; "
               f"{metrics['seconds']['diffusion']:.0f}s diffusion + {metrics['seconds']['classifier']:.0f}s classifier)")
@@ -585,9 +594,8 @@ def main() -> None:
         err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (run with --debug for the traceback)",
                   highlight=False, soft_wrap=True)
         sys.exit(EXIT_INTERNAL)
-    if code == 130:
-        err.print("[red]interrupted[/]: what was written is complete (writes are atomic); `train --resume` continues "
-                  "an interrupted training run")
+    if code == 130 and not STATE.get("interrupt_reported"):
+        err.print("[red]interrupted[/]: what was written is complete (writes are atomic)")
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -370,3 +370,18 @@ def test_an_engine_without_bound_facts_is_refused(ort_engine, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(runtimes.EngineError, match="carries no bound engine facts"):
         runtimes.read(copy)
+
+
+def test_ctrl_c_during_training_says_how_to_resume(demo_data, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([str(EXE), "train", str(demo_data), "--out", str(run), "--preset", "tiny",
+                             "--steps-diffusion", "5000", "--batch-size", "16"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "state" / "diffusion.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and f"--out {run} --resume" in err and "Traceback" not in err
+    assert (run / "state" / "diffusion.pt").is_file() and not (run / "metrics.json").exists()
