@@ -85,8 +85,13 @@ def writable(path: Path | None, option: str = "--json") -> None:
 
 
 @app.callback()
-def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+                 verbose: Annotated[bool, typer.Option("--verbose", help="Let third-party tools (NNCF, OpenVINO) print their INFO logs.")] = False) -> None:
+    import os
+
     STATE["debug"] = debug
+    if verbose:
+        os.environ["DCUBE_EDGE_VERBOSE"] = "1"
 
 
 @app.command("demo-data")

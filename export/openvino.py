@@ -4,6 +4,7 @@ bf16/fp16 are inference-precision hints chosen from the CPU's flags (:func:`runt
 and recorded, not a rewritten graph; an int8 engine's float islands get the same treatment."""
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,8 @@ def build(job: BuildJob) -> tuple[str, dict]:
 
         import nncf
 
-        nncf.set_log_level(logging.WARNING)  # its INFO lines (about 70 per export) drown our own output
+        if not os.environ.get("DCUBE_EDGE_VERBOSE"):  # `dcube-edge --verbose` keeps them
+            nncf.set_log_level(logging.WARNING)  # its INFO lines (about 70 per export) drown our own output
 
         calibration = job.calibration_images()
         job.log(f"nncf.quantize on {len(calibration)} calibration images (transformer model type)")

@@ -249,3 +249,26 @@ def test_resume_of_a_finished_run_changes_nothing_and_conflicts_are_refused(tiny
     res = cli("train", demo_data, "--out", run, "--resume", "--preset", "small", "--seed", "3", check=2)
     assert "--preset 'small' (saved 'tiny')" in res.stderr and "--seed 3 (saved 0)" in res.stderr
     assert {f.name: f.read_bytes() for f in run.glob("*.*")} == before
+
+
+def test_export_output_is_quiet_and_parity_printed_once(tiny_run, tmp_path):
+    pytest.importorskip("nncf")
+    res = cli("export", tiny_run, "--out", tmp_path / "ov-int8", "--backend", "openvino", "--precision", "int8",
+              "--calibration-size", "16", check=0)
+    assert "INFO" not in res.stderr and res.stdout.count("top-1 agreement") == 1
+    assert len(res.stderr.strip().splitlines()) < 15, res.stderr
+
+
+def test_evaluate_json_is_strict_when_a_class_is_absent(ort_engine, demo_data, tmp_path):
+    import shutil
+
+    split = tmp_path / "split"
+    for c in ("benign", "malignant"):
+        shutil.copytree(demo_data / "val" / c, split / c)
+    cli("evaluate", ort_engine, split, "--bootstrap", "20", "--json", tmp_path / "m.json", check=0)
+
+    def refuse(name):
+        raise AssertionError(f"{name} in JSON")
+
+    m = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
+    assert m["auc"] is None and "normal" in m["undefined"]["auc"] and m["per_class_recall"]["normal"] is None
