@@ -429,7 +429,9 @@ def check(engines: list[Path], opts: BenchOptions, torch_run: Path | None) -> No
                              "lower it or re-export with a larger --max-batch")
     if opts.device not in ("cpu", "cuda"):
         raise ValueError(f"unknown --device {opts.device!r}; choose cpu or cuda")
-    if opts.device == "cuda" and torch_run is not None:
+    if opts.device == "cuda":
+        if torch_run is None:
+            raise ValueError("--device sets where the PyTorch rows run: pass --torch RUN (engines run where they were built for)")
         import torch
 
         if not torch.cuda.is_available():

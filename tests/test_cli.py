@@ -113,7 +113,7 @@ WRONG = [
     "evaluate {E} {D}/val --threads 0",
     "bench {E} --batch-sizes 0", "bench {E} --batch-sizes 1,x", "bench {E} --batch-sizes 1000",
     "bench {E} --iterations 0", "bench {E} --warmup -1", "bench {E} --threads 0",
-    "bench {E} {E} --matrix", "bench {E} --figures",
+    "bench {E} {E} --matrix", "bench {E} --figures", "bench {E} --device cuda", "bench {E} --device tpu",
     "export {R} --out {T}/e --backend coreml", "export {R} --out {T}/e --precision fp8",
     "export {R} --out {T}/e --backend onnxruntime --precision bf16", "export {R} --out {T}/e --max-batch 0",
     "export {R} --out {T}/e --calibration-size 0", "export {R} --out {T}/e --backend torch --precision int8",
