@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
-EXTRAS ?= train,quant,openvino,dicom,sign,dev
+EXTRAS ?= train,quant,openvino,dicom,sign,serve,dev
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 

@@ -377,6 +377,50 @@ def sign(engine: Annotated[Path, typer.Argument(help="Engine directory to approv
     out.print(f"signed {engine} with key {record['key_id']} ({engine / 'manifest.sig'})")
 
 
+@app.command()
+def serve(engine: Annotated[Path, typer.Argument(help="Engine directory to classify with.")],
+          spool: Annotated[Path, typer.Option(help="Folder for received instances, rejected ones and the ledger.")],
+          host: Annotated[str, typer.Option(help="Address to bind (non-loopback needs --token-file and --allow-ae).")] = "127.0.0.1",
+          dicom_port: Annotated[int, typer.Option(min=1, max=65535, help="DICOM (C-STORE/C-ECHO) port.")] = 11112,
+          ae_title: Annotated[str, typer.Option(help="This node's AE title.")] = "DCUBE",
+          allow_ae: Annotated[str | None, typer.Option(help="Comma-separated calling AE titles to accept (default: any).")] = None,
+          http_port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port (results, classify, healthz, metrics).")] = 8080,
+          token_file: Annotated[Path | None, typer.Option(help="File holding the HTTP bearer token.")] = None,
+          max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the batcher forms.")] = 16,
+          max_delay_ms: Annotated[int, typer.Option(min=0, help="Longest wait for a batch to fill.")] = 50,
+          reclassify: Annotated[bool, typer.Option("--reclassify", help="The spool holds another engine's results: classify everything again.")] = False,
+          trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse an engine not signed by this public key.")] = None) -> None:
+    """A DICOM node on the workstation: the scanner sends (C-STORE), every acknowledged instance is classified
+    once and kept in a ledger; results over HTTP (needs the `serve` extra)."""
+    import ipaddress
+
+    from dcube_edge.runtimes.serve import ServeOptions, Service
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        fail(f"--host {host!r} is not an IP address")
+    if not loopback and not (token_file and allow_ae):
+        fail(f"--host {host} is reachable from the network: also pass --token-file (HTTP) and --allow-ae (DICOM)")
+    token = None
+    if token_file:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as e:
+            fail(f"--token-file {token_file}: {e.strerror or e}")
+        if len(token) < 16:
+            fail(f"--token-file {token_file}: the token must be at least 16 characters")
+    allowed = tuple(a.strip() for a in allow_ae.split(",") if a.strip()) if allow_ae else ()
+    opts = ServeOptions(spool=spool, host=host, dicom_port=dicom_port, http_port=http_port, ae_title=ae_title,
+                        allow_ae=allowed, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms,
+                        reclassify=reclassify)
+    service = Service(engine, opts, trusted_keys=trusted_key)
+    out.print(f"serving {engine} — DICOM {ae_title}@{host}:{dicom_port}"
+              f"{' (accepting ' + ', '.join(allowed) + ')' if allowed else ''}, HTTP http://{host}:{http_port} "
+              f"— spool {spool} ({service.ledger.counts()})")
+    service.run()
+
+
 def shown(path: str) -> str:
     from dcube_edge.report import shown as safe
 

@@ -1,0 +1,301 @@
+"""``dcube-edge serve``: a scanner-side DICOM node over one engine (extra ``serve``; torch-free).
+
+- DICOM in: a C-STORE/C-ECHO SCP (``pynetdicom``) for the storage classes a scanner sends. Each instance is
+  decoded with the same reader ``classify`` uses, written atomically into the spool and recorded in the ledger
+  *before* success is returned; one it cannot use gets a failure status with the reason and is kept in
+  ``rejected/``. Calling AE titles outside ``allow_ae`` are refused at association.
+- A batcher thread classifies pending instances from every association and request in batches of up to
+  ``max_batch``, waiting at most ``max_delay_ms`` for a batch to fill.
+- The ledger (SQLite, WAL) records every received instance and its one result. After ``kill -9`` and a restart
+  on the same spool, pending instances are classified; a result is written only to a pending row, so nothing
+  acknowledged is lost and nothing gets two results. The engine's hash is stored with the spool: another engine
+  needs another spool (or ``reclassify``).
+- HTTP (``waitress`` WSGI): ``POST /v1/classify``, ``GET /v1/results/{uid}``, ``GET /healthz``, ``GET /metrics``
+  (Prometheus text from ``prometheus_client``). A bearer token is required when a token is configured.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import dumps, sha256
+
+UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # a DICOM UID: digits and dots, never a path
+MAX_BODY = 64 << 20
+FAILURE_CANNOT_USE = 0xC000  # "Cannot understand" class of C-STORE failure statuses
+
+
+@dataclass
+class ServeOptions:
+    spool: Path
+    host: str = "127.0.0.1"
+    dicom_port: int = 11112
+    http_port: int = 8080
+    ae_title: str = "DCUBE"
+    allow_ae: tuple[str, ...] = ()
+    token: str | None = None
+    max_batch: int = 16
+    max_delay_ms: int = 50
+    reclassify: bool = False
+
+
+class Ledger:
+    """Every received instance and its result, in ``spool/ledger.sqlite`` (one connection, one lock)."""
+
+    def __init__(self, path: Path):
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.lock = threading.Lock()
+        with self.lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS instances (uid TEXT PRIMARY KEY, path TEXT, source TEXT, "
+                            "received REAL, status TEXT, label TEXT, probs TEXT, error TEXT, engine TEXT, "
+                            "classified REAL, batch INTEGER)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+
+    def meta(self, key: str, value: str | None = None) -> str | None:
+        with self.lock:
+            if value is not None:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def add(self, uid: str, path: Path, source: str) -> bool:
+        """Record a received instance (committed on return); False if this UID was already received."""
+        with self.lock:
+            cur = self.db.execute("INSERT OR IGNORE INTO instances (uid, path, source, received, status) "
+                                  "VALUES (?, ?, ?, ?, 'pending')", (uid, str(path), source, time.time()))
+        return cur.rowcount == 1
+
+    def pending(self, limit: int) -> list[tuple[str, str]]:
+        with self.lock:
+            return self.db.execute("SELECT uid, path FROM instances WHERE status = 'pending' ORDER BY received "
+                                   "LIMIT ?", (limit,)).fetchall()
+
+    def finish(self, results: list[tuple[str, str | None, dict, str | None]], engine: str) -> int:
+        """Store results, each only on a still-pending row (so no instance ever gets two)."""
+        now, n = time.time(), len(results)
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            written = sum(self.db.execute(
+                "UPDATE instances SET status = ?, label = ?, probs = ?, error = ?, engine = ?, classified = ?, "
+                "batch = ? WHERE uid = ? AND status = 'pending'",
+                ("error" if err else "done", label, dumps(probs, indent=None), err, engine, now, n, uid)).rowcount
+                for uid, label, probs, err in results)
+            self.db.execute("COMMIT")
+        return written
+
+    def reset(self) -> None:
+        with self.lock:
+            self.db.execute("UPDATE instances SET status = 'pending', label = NULL, probs = NULL, error = NULL "
+                            "WHERE status IN ('done', 'error')")
+
+    def get(self, uid: str) -> dict | None:
+        with self.lock:
+            row = self.db.execute("SELECT uid, source, received, status, label, probs, error, engine, classified, "
+                                  "batch FROM instances WHERE uid = ?", (uid,)).fetchone()
+        if row is None:
+            return None
+        keys = ("sop_instance_uid", "source", "received", "status", "label", "probs", "error", "engine_sha256",
+                "classified", "batch_size")
+        out = dict(zip(keys, row))
+        out["probs"] = json.loads(out["probs"]) if out["probs"] else None
+        return out
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.db.execute("SELECT status, COUNT(*) FROM instances GROUP BY status").fetchall())
+
+
+class Service:
+    """The engine, the spool, the ledger, the batcher, the DICOM and HTTP servers."""
+
+    def __init__(self, engine_dir: Path, opts: ServeOptions, trusted_keys: list[Path] | None = None):
+        from . import load
+
+        self.opts = opts
+        self.clf = load(engine_dir, trusted_keys=trusted_keys)
+        self.engine_hash = sha256(Path(engine_dir) / "manifest.json")
+        for sub in ("instances", "rejected"):
+            (opts.spool / sub).mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(opts.spool / "ledger.sqlite")
+        recorded = self.ledger.meta("engine_sha256")
+        if recorded and recorded != self.engine_hash:
+            if not opts.reclassify:
+                raise ValueError(f"{opts.spool} holds results of another engine (manifest sha256 {recorded[:12]}…); "
+                                 "use a new --spool, or pass --reclassify to classify everything again with this one")
+            self.ledger.reset()
+        self.ledger.meta("engine_sha256", self.engine_hash)
+        self.wake = threading.Condition()
+        self.stopping = threading.Event()
+        self._metrics()
+
+    # -- metrics ---------------------------------------------------------------------------------------
+    def _metrics(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.received = Counter("dcube_instances_received", "Instances received and acknowledged", registry=self.registry)
+        self.rejected = Counter("dcube_instances_rejected", "Instances refused with a failure status", registry=self.registry)
+        self.classified = Counter("dcube_instances_classified", "Results written", registry=self.registry)
+        self.queue = Gauge("dcube_queue_depth", "Instances waiting for a result", registry=self.registry)
+        self.batches = Histogram("dcube_batch_size", "Images per engine call", registry=self.registry,
+                                 buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.latency = Histogram("dcube_end_to_end_seconds", "Receipt to result", registry=self.registry,
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+    # -- DICOM -----------------------------------------------------------------------------------------
+    def on_echo(self, event) -> int:
+        return 0x0000
+
+    def on_store(self, event) -> int | object:
+        """Decode-check, write atomically, record in the ledger, then acknowledge; otherwise a failure status."""
+        import os
+
+        from .images import ImageError
+
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        uid = str(getattr(ds, "SOPInstanceUID", ""))
+        source = f"{event.assoc.requestor.ae_title}@{event.assoc.requestor.address}"
+        if not UID.match(uid) or len(uid) > 64:
+            return self._reject(ds, f"invalid SOP Instance UID {uid[:70]!r}", None)
+        fd, tmp = tempfile.mkstemp(prefix=f".{uid}.", suffix=".partial", dir=self.opts.spool / "instances")
+        os.close(fd)
+        try:
+            ds.save_as(tmp, enforce_file_format=True)
+            try:
+                self._check(Path(tmp))
+            except ImageError as e:
+                return self._reject(ds, str(e), Path(tmp))
+            target = self.opts.spool / "instances" / f"{uid}.dcm"
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        if self.ledger.add(uid, target, source):
+            self.received.inc()
+        with self.wake:
+            self.wake.notify()
+        return 0x0000
+
+    def _check(self, path: Path) -> None:
+        from .dicom import read_dicom
+
+        read_dicom(path)  # the decoder classify uses: what passes here can be classified
+
+    def _reject(self, ds, reason: str, written: Path | None) -> tuple:
+        from pydicom.dataset import Dataset
+
+        name = re.sub(r"[^0-9.]", "_", str(getattr(ds, "SOPInstanceUID", "unknown")))[:64] or "unknown"
+        keep = self.opts.spool / "rejected" / f"{name}.{int(time.time() * 1e6)}.dcm"
+        if written is not None:
+            keep.write_bytes(Path(written).read_bytes())
+        else:
+            ds.save_as(keep, enforce_file_format=False)
+        keep.with_suffix(".txt").write_text(reason + "\n")
+        self.rejected.inc()
+        status = Dataset()
+        status.Status = FAILURE_CANNOT_USE
+        status.ErrorComment = reason[:64]
+        return status
+
+    def dicom_server(self):
+        from pynetdicom import AE, StoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        ae = AE(ae_title=self.opts.ae_title)
+        ae.supported_contexts = StoragePresentationContexts
+        ae.add_supported_context(Verification)
+        if self.opts.allow_ae:
+            ae.require_calling_aet = list(self.opts.allow_ae)
+        handlers = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo)]
+        return ae.start_server((self.opts.host, self.opts.dicom_port), block=False, evt_handlers=handlers)
+
+    # -- batching --------------------------------------------------------------------------------------
+    def batcher(self) -> None:
+        """Pending instances (including those a previous run acknowledged but never classified) in batches."""
+        while not self.stopping.is_set():
+            rows = self.ledger.pending(self.opts.max_batch)
+            if len(rows) < self.opts.max_batch:
+                with self.wake:
+                    self.wake.wait(self.opts.max_delay_ms / 1000 if rows else 0.5)
+                rows = self.ledger.pending(self.opts.max_batch)
+            if rows:
+                self.classify_rows(rows)
+            self.queue.set(self.ledger.counts().get("pending", 0))
+
+    def classify_rows(self, rows: list[tuple[str, str]]) -> None:
+        preds = list(self.clf.classify([p for _, p in rows], batch_size=len(rows)))
+        self.batches.observe(len(rows))
+        results = [(uid, p.label, p.probs, p.error) for (uid, _), p in zip(rows, preds)]
+        written = self.ledger.finish(results, self.engine_hash)
+        self.classified.inc(written)
+        for uid, _ in rows:
+            got = self.ledger.get(uid)
+            if got and got["classified"]:
+                self.latency.observe(max(0.0, got["classified"] - got["received"]))
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+    def wsgi(self, environ, start_response):
+        def reply(code: str, body: object, kind: str = "application/json") -> list[bytes]:
+            data = body if isinstance(body, bytes) else (dumps(body) + "\n").encode()
+            start_response(code, [("Content-Type", kind), ("Content-Length", str(len(data)))])
+            return [data]
+
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+        if path == "/healthz":
+            return reply("200 OK", {"status": "ok", "engine_sha256": self.engine_hash, **self.ledger.counts()})
+        if self.opts.token:
+            given = environ.get("HTTP_AUTHORIZATION", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.opts.token}".encode()):
+                return reply("401 Unauthorized", {"error": "missing or wrong bearer token"})
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return reply("200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        if path.startswith("/v1/results/") and method == "GET":
+            uid = path.rsplit("/", 1)[1]
+            found = self.ledger.get(uid) if UID.match(uid) else None
+            return reply("200 OK", found) if found else reply("404 Not Found", {"error": f"no instance {uid[:70]!r}"})
+        if path == "/v1/classify" and method == "POST":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            if not 0 < size <= MAX_BODY:
+                return reply("413 Payload Too Large", {"error": f"body must be 1 byte to {MAX_BODY} bytes"})
+            body = environ["wsgi.input"].read(size)
+            suffix = ".dcm" if body[128:132] == b"DICM" else ".png"
+            with tempfile.TemporaryDirectory() as tmp:
+                f = Path(tmp) / f"upload{suffix}"
+                f.write_bytes(body)
+                pred = next(iter(self.clf.classify([f])))
+            out = {"label": pred.label, "probs": pred.probs, "error": pred.error, "engine_sha256": self.engine_hash}
+            return reply("422 Unprocessable Entity" if pred.error else "200 OK", out)
+        return reply("404 Not Found", {"error": f"no route {method} {path[:80]}"})
+
+    def run(self) -> None:
+        """Serve until interrupted; the DICOM server, the batcher and waitress share the process."""
+        from waitress import create_server
+
+        with self.clf:
+            dicom = self.dicom_server()
+            worker = threading.Thread(target=self.batcher, name="batcher", daemon=True)
+            worker.start()
+            http = create_server(self.wsgi, host=self.opts.host, port=self.opts.http_port, threads=4)
+            try:
+                http.run()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self.stopping.set()
+                dicom.shutdown()
+                http.close()
+                worker.join(timeout=5)

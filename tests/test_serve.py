@@ -1,0 +1,225 @@
+"""`dcube-edge serve` started for real on loopback and driven by real clients: a pynetdicom SCU and an HTTP
+client. Includes the kill -9 fault test: every acknowledged instance ends with exactly one result."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdicom)")
+pytest.importorskip("waitress", reason="serve needs the `serve` extra (waitress)")
+pytest.importorskip("prometheus_client", reason="serve needs the `serve` extra (prometheus-client)")
+
+from dcube_edge import runtimes  # noqa: E402
+
+EXE = Path(sys.executable).with_name("dcube-edge")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dicom_of(png: Path, out: Path, with_pixels: bool = True) -> Path:
+    """A secondary-capture instance holding a PNG's pixels (8-bit MONOCHROME2)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.uint8)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "US", "PHANTOM"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    if with_pixels:
+        ds.PixelData = pixels.tobytes()
+    ds.save_as(str(out), enforce_file_format=True)
+    return out
+
+
+class Server:
+    def __init__(self, engine: Path, spool: Path, *extra: str):
+        self.dicom, self.http = free_port(), free_port()
+        self.proc = subprocess.Popen([str(EXE), "serve", str(engine), "--spool", str(spool), "--dicom-port",
+                                      str(self.dicom), "--http-port", str(self.http), "--max-delay-ms", "20", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                self.get("/healthz")
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(self.proc.stderr.read()) from None
+                time.sleep(0.2)
+        raise RuntimeError("serve did not come up")
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}{path}", timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if path != "/metrics" else body.decode()
+
+    def result(self, uid: str, timeout: float = 60) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                r = self.get(f"/v1/results/{uid}")
+                if r["status"] != "pending":
+                    return r
+            except urllib.error.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"no result for {uid}")
+
+    def stop(self, sig=signal.SIGINT) -> None:
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def send(port: int, files: list[Path], ae_title: str = "SCANNER") -> list[int | None]:
+    """C-STORE each file over one association; the status per file (None: association refused)."""
+    from pydicom import dcmread
+    from pynetdicom import AE, StoragePresentationContexts
+
+    ae = AE(ae_title=ae_title)
+    ae.requested_contexts = StoragePresentationContexts[:100]
+    assoc = ae.associate("127.0.0.1", port, ae_title="DCUBE")
+    if not assoc.is_established:
+        return [None] * len(files)
+    statuses = []
+    for f in files:
+        status = assoc.send_c_store(dcmread(f))
+        statuses.append(int(status.Status) if status else None)
+    assoc.release()
+    return statuses
+
+
+@pytest.fixture()
+def scans(demo_data, tmp_path):
+    pngs = sorted((demo_data / "val" / "malignant").iterdir())[:3] + sorted((demo_data / "val" / "benign").iterdir())[:3]
+    return [dicom_of(p, tmp_path / f"scan{i}.dcm") for i, p in enumerate(pngs)]
+
+
+def test_echo_store_results_and_rejections(ort_engine, scans, tmp_path):
+    from pydicom import dcmread
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    server = Server(ort_engine, tmp_path / "spool")
+    try:
+        ae = AE(ae_title="SCANNER")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", server.dicom, ae_title="DCUBE")
+        assert assoc.is_established and assoc.send_c_echo().Status == 0
+        assoc.release()
+        assert send(server.dicom, scans) == [0] * len(scans)
+        ds = dcmread(scans[0])  # the same instance without pixel data, under a new UID
+        del ds.PixelData
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7.8"
+        ds.save_as(tmp_path / "nopix.dcm", enforce_file_format=True)
+        status = send(server.dicom, [tmp_path / "nopix.dcm"])[0]
+        assert status is not None and status >= 0xA000  # a failure status, not success
+        assert len(list((tmp_path / "spool" / "rejected").glob("*.dcm"))) == 1
+        reason = next((tmp_path / "spool" / "rejected").glob("*.txt")).read_text()
+        assert "no pixel data" in reason
+        with runtimes.load(ort_engine) as clf:
+            expected = list(clf.classify(scans))
+        for f, want in zip(scans, expected):
+            got = server.result(str(dcmread(f).SOPInstanceUID))
+            assert got["status"] == "done" and got["label"] == want.label
+            assert all(abs(got["probs"][c] - want.probs[c]) < 1e-5 for c in want.probs)
+        body = scans[0].read_bytes()
+        req = urllib.request.Request(f"http://127.0.0.1:{server.http}/v1/classify", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            direct = json.loads(r.read())
+        assert direct["label"] == expected[0].label
+        metrics = server.get("/metrics")
+        assert "dcube_instances_received_total 6.0" in metrics and "dcube_instances_rejected_total 1.0" in metrics
+        with pytest.raises(urllib.error.HTTPError):
+            server.get("/v1/results/..%2F..%2Fetc%2Fpasswd")
+    finally:
+        server.stop()
+
+
+def test_disallowed_calling_ae_is_refused(ort_engine, scans, tmp_path):
+    server = Server(ort_engine, tmp_path / "spool", "--allow-ae", "SCANNER")
+    try:
+        assert send(server.dicom, scans[:1], ae_title="INTRUDER") == [None]
+        assert send(server.dicom, scans[:1], ae_title="SCANNER") == [0]
+    finally:
+        server.stop()
+
+
+def test_kill_9_mid_stream_loses_nothing_and_classifies_once(ort_engine, demo_data, tmp_path):
+    from pydicom import dcmread
+
+    pngs = sorted((demo_data / "train" / "benign").iterdir())[:24]
+    files = [dicom_of(p, tmp_path / f"s{i}.dcm") for i, p in enumerate(pngs)]
+    spool = tmp_path / "spool"
+    server = Server(ort_engine, spool)
+    acked: list[str] = []
+    lock = threading.Lock()
+
+    def sender(chunk: list[Path]) -> None:
+        from pynetdicom import AE, StoragePresentationContexts
+
+        ae = AE(ae_title="SCANNER")
+        ae.requested_contexts = StoragePresentationContexts[:100]
+        assoc = ae.associate("127.0.0.1", server.dicom, ae_title="DCUBE")
+        if not assoc.is_established:
+            return
+        for f in chunk:
+            try:
+                status = assoc.send_c_store(dcmread(f))
+            except Exception:  # noqa: BLE001 — the server died mid-association
+                return
+            if status and int(status.Status) == 0:
+                with lock:
+                    acked.append(str(dcmread(f).SOPInstanceUID))
+        assoc.release()
+
+    threads = [threading.Thread(target=sender, args=(files[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    while len(acked) < 6:
+        time.sleep(0.01)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+    for t in threads:
+        t.join(timeout=30)
+    assert 6 <= len(acked) <= len(files)
+    restarted = Server(ort_engine, spool)
+    try:
+        for uid in acked:
+            r = restarted.result(uid)
+            assert r["status"] == "done" and r["label"] and r["engine_sha256"]
+    finally:
+        restarted.stop()
+    import sqlite3
+
+    db = sqlite3.connect(spool / "ledger.sqlite")
+    rows = dict(db.execute("SELECT uid, COUNT(*) FROM instances GROUP BY uid").fetchall())
+    assert all(rows.get(uid) == 1 for uid in acked)  # one ledger row, hence one result, per acknowledged instance
+    assert not list((spool / "instances").glob("*.partial"))
