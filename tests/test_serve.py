@@ -116,6 +116,19 @@ def send(port: int, files: list[Path], ae_title: str = "SCANNER") -> list[int | 
     return statuses
 
 
+def _multiframe(ds) -> None:
+    ds.NumberOfFrames = 2
+    ds.PixelData = ds.PixelData * 2
+
+
+def _colour(ds) -> None:
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.PixelData = ds.PixelData * 3
+
+
+BAD = [(lambda ds: ds.__delattr__("PixelData"), "no pixel data"), (_multiframe, "multi-frame"), (_colour, "colour")]
+
+
 @pytest.fixture()
 def scans(demo_data, tmp_path):
     pngs = sorted((demo_data / "val" / "malignant").iterdir())[:3] + sorted((demo_data / "val" / "benign").iterdir())[:3]
@@ -135,15 +148,19 @@ def test_echo_store_results_and_rejections(ort_engine, scans, tmp_path):
         assert assoc.is_established and assoc.send_c_echo().Status == 0
         assoc.release()
         assert send(server.dicom, scans) == [0] * len(scans)
-        ds = dcmread(scans[0])  # the same instance without pixel data, under a new UID
-        del ds.PixelData
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7.8"
-        ds.save_as(tmp_path / "nopix.dcm", enforce_file_format=True)
-        status = send(server.dicom, [tmp_path / "nopix.dcm"])[0]
-        assert status is not None and status >= 0xA000  # a failure status, not success
-        assert len(list((tmp_path / "spool" / "rejected").glob("*.dcm"))) == 1
-        reason = next((tmp_path / "spool" / "rejected").glob("*.txt")).read_text()
-        assert "no pixel data" in reason
+        bad = []
+        for i, (change, _) in enumerate(BAD):  # the same instance made unusable three ways, each under a new UID
+            ds = dcmread(scans[0])
+            change(ds)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.5.6.7.{i + 1}"
+            ds.save_as(tmp_path / f"bad{i}.dcm", enforce_file_format=True)
+            bad.append(tmp_path / f"bad{i}.dcm")
+        statuses = send(server.dicom, bad)
+        assert all(s is not None and s >= 0xA000 for s in statuses), statuses  # failure statuses, not success
+        rejected = tmp_path / "spool" / "rejected"
+        assert len(list(rejected.glob("*.dcm"))) == len(BAD)
+        reasons = " ".join(f.read_text() for f in rejected.glob("*.txt"))
+        assert all(why in reasons for _, why in BAD)
         with runtimes.load(ort_engine) as clf:
             expected = list(clf.classify(scans))
         for f, want in zip(scans, expected):
@@ -156,7 +173,7 @@ def test_echo_store_results_and_rejections(ort_engine, scans, tmp_path):
             direct = json.loads(r.read())
         assert direct["label"] == expected[0].label
         metrics = server.get("/metrics")
-        assert "dcube_instances_received_total 6.0" in metrics and "dcube_instances_rejected_total 1.0" in metrics
+        assert "dcube_instances_received_total 6.0" in metrics and "dcube_instances_rejected_total 3.0" in metrics
         with pytest.raises(urllib.error.HTTPError):
             server.get("/v1/results/..%2F..%2Fetc%2Fpasswd")
     finally:
