@@ -44,6 +44,7 @@ class ServeOptions:
     max_batch: int = 16
     max_delay_ms: int = 50
     reclassify: bool = False
+    forward: tuple[str, str, int] | None = None  # (AE title, host, port) of the PACS that receives the SRs
 
 
 class Ledger:
@@ -57,7 +58,8 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("CREATE TABLE IF NOT EXISTS instances (uid TEXT PRIMARY KEY, path TEXT, source TEXT, "
                             "received REAL, status TEXT, label TEXT, probs TEXT, error TEXT, engine TEXT, "
-                            "classified REAL, batch INTEGER)")
+                            "classified REAL, batch INTEGER, forwarded INTEGER DEFAULT 0, "
+                            "forward_attempts INTEGER DEFAULT 0, forward_next REAL DEFAULT 0, forward_error TEXT)")
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
     def meta(self, key: str, value: str | None = None) -> str | None:
@@ -92,6 +94,24 @@ class Ledger:
             self.db.execute("COMMIT")
         return written
 
+    def to_forward(self, limit: int = 16) -> list[tuple[str, str, str, str]]:
+        """Classified instances whose SR the PACS has not acknowledged yet and whose back-off has passed."""
+        with self.lock:
+            return self.db.execute("SELECT uid, path, label, probs FROM instances WHERE status = 'done' AND "
+                                   "forwarded = 0 AND forward_next <= ? ORDER BY classified LIMIT ?",
+                                   (time.time(), limit)).fetchall()
+
+    def forwarded(self, uid: str, error: str | None) -> None:
+        """Record a forwarding attempt: acknowledged, or failed and retried after 1, 2, 4, … 60 s."""
+        with self.lock:
+            if error is None:
+                self.db.execute("UPDATE instances SET forwarded = 1, forward_error = NULL, forward_attempts = "
+                                "forward_attempts + 1 WHERE uid = ?", (uid,))
+            else:
+                self.db.execute("UPDATE instances SET forward_attempts = forward_attempts + 1, forward_error = ?, "
+                                "forward_next = ? + MIN(60, 1 << MIN(forward_attempts, 6)) WHERE uid = ?",
+                                (error[:200], time.time(), uid))
+
     def reset(self) -> None:
         with self.lock:
             self.db.execute("UPDATE instances SET status = 'pending', label = NULL, probs = NULL, error = NULL "
@@ -100,11 +120,12 @@ class Ledger:
     def get(self, uid: str) -> dict | None:
         with self.lock:
             row = self.db.execute("SELECT uid, source, received, status, label, probs, error, engine, classified, "
-                                  "batch FROM instances WHERE uid = ?", (uid,)).fetchone()
+                                  "batch, forwarded, forward_attempts, forward_error FROM instances WHERE uid = ?",
+                                  (uid,)).fetchone()
         if row is None:
             return None
         keys = ("sop_instance_uid", "source", "received", "status", "label", "probs", "error", "engine_sha256",
-                "classified", "batch_size")
+                "classified", "batch_size", "forwarded", "forward_attempts", "forward_error")
         out = dict(zip(keys, row))
         out["probs"] = json.loads(out["probs"]) if out["probs"] else None
         return out
@@ -245,6 +266,68 @@ class Service:
             if got and got["classified"]:
                 self.latency.observe(max(0.0, got["classified"] - got["received"]))
 
+    # -- results back to the clinic ----------------------------------------------------------------------
+    def structured_report(self, source_path: str, label: str, probs: dict):
+        """A Comprehensive SR (highdicom) with the label and per-class probabilities, referencing the source
+        image; its UIDs derive from the source and the engine, so a retried send is the same document."""
+        from highdicom.sr import (
+            CodeContentItem,
+            CodedConcept,
+            ComprehensiveSR,
+            ContainerContentItem,
+            ContentSequence,
+            ImageContentItem,
+            NumContentItem,
+            RelationshipTypeValues,
+        )
+        from pydicom import dcmread
+        from pydicom.uid import generate_uid
+
+        src = dcmread(source_path, stop_before_pixels=True)
+        scheme, contains = "99DCUBE", RelationshipTypeValues.CONTAINS
+        root = ContainerContentItem(CodedConcept("report", scheme, "dcube-edge classification"))
+        items = [CodeContentItem(CodedConcept("label", scheme, "Predicted class"),
+                                 CodedConcept(label, scheme, label), relationship_type=contains)]
+        items += [NumContentItem(CodedConcept(f"p-{c}", scheme, f"Probability of {c}"), float(p),
+                                 CodedConcept("1", "UCUM", "no units"), relationship_type=contains)
+                  for c, p in probs.items()]
+        items.append(ImageContentItem(CodedConcept("source", scheme, "Classified image"), src.SOPClassUID,
+                                      src.SOPInstanceUID, relationship_type=contains))
+        root.ContentSequence = ContentSequence(items, is_root=False)
+        seed = [str(src.SOPInstanceUID), self.engine_hash]
+        return ComprehensiveSR([src], root, generate_uid(entropy_srcs=[*seed, "series"]), 990,
+                               generate_uid(entropy_srcs=[*seed, "sr"]), 1, manufacturer="dcube-edge",
+                               is_complete=True)
+
+    def forwarder(self) -> None:
+        """Send each result's SR to the PACS; kept in the ledger and retried with back-off until acknowledged."""
+        from pynetdicom import AE
+        from pynetdicom.sop_class import ComprehensiveSRStorage
+
+        title, host, port = self.opts.forward
+        ae = AE(ae_title=self.opts.ae_title)
+        ae.add_requested_context(ComprehensiveSRStorage)
+        while not self.stopping.is_set():
+            rows = self.ledger.to_forward()
+            if not rows:
+                self.stopping.wait(0.5)
+                continue
+            assoc = ae.associate(host, port, ae_title=title)
+            if not assoc.is_established:
+                for uid, *_ in rows:
+                    self.ledger.forwarded(uid, f"association with {title}@{host}:{port} failed")
+                continue
+            try:
+                for uid, path, label, probs in rows:
+                    try:
+                        status = assoc.send_c_store(self.structured_report(path, label, json.loads(probs)))
+                        ok = bool(status) and int(status.Status) == 0
+                        self.ledger.forwarded(uid, None if ok else f"PACS status {getattr(status, 'Status', 'none')}")
+                    except Exception as e:  # noqa: BLE001 — one bad instance must not stop the others
+                        self.ledger.forwarded(uid, f"{type(e).__name__}: {e}")
+            finally:
+                assoc.release()
+
     # -- HTTP ------------------------------------------------------------------------------------------
     def wsgi(self, environ, start_response):
         def reply(code: str, body: object, kind: str = "application/json") -> list[bytes]:
@@ -289,6 +372,8 @@ class Service:
             dicom = self.dicom_server()
             worker = threading.Thread(target=self.batcher, name="batcher", daemon=True)
             worker.start()
+            if self.opts.forward:
+                threading.Thread(target=self.forwarder, name="forwarder", daemon=True).start()
             http = create_server(self.wsgi, host=self.opts.host, port=self.opts.http_port, threads=4)
             try:
                 http.run()

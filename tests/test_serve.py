@@ -32,6 +32,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+STUDY = "1.2.826.0.1.3680043.10.1000.1"
+
+
 def dicom_of(png: Path, out: Path, with_pixels: bool = True) -> Path:
     """A secondary-capture instance holding a PNG's pixels (8-bit MONOCHROME2)."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -45,7 +48,10 @@ def dicom_of(png: Path, out: Path, with_pixels: bool = True) -> Path:
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "US", "PHANTOM"
+    ds.Modality, ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "US", "PHANTOM", "Phantom^Demo", "", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, generate_uid()
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20261126", "120000", "1", "A1", ""
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
@@ -240,3 +246,55 @@ def test_kill_9_mid_stream_loses_nothing_and_classifies_once(ort_engine, demo_da
     rows = dict(db.execute("SELECT uid, COUNT(*) FROM instances GROUP BY uid").fetchall())
     assert all(rows.get(uid) == 1 for uid in acked)  # one ledger row, hence one result, per acknowledged instance
     assert not list((spool / "instances").glob("*.partial"))
+
+
+class Pacs:
+    """A storage SCP standing in for the PACS: keeps every dataset it is sent."""
+
+    def __init__(self, port: int):
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import ComprehensiveSRStorage
+
+        self.received: list = []
+        ae = AE(ae_title="PACS")
+        ae.add_supported_context(ComprehensiveSRStorage)
+
+        def keep(event):
+            self.received.append(event.dataset)
+            return 0x0000
+
+        self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_results_go_back_to_the_pacs_as_structured_reports_retried_until_acknowledged(ort_engine, scans, tmp_path):
+    from pydicom import dcmread
+
+    pacs_port = free_port()
+    server = Server(ort_engine, tmp_path / "spool", "--forward", f"PACS@127.0.0.1:{pacs_port}")
+    pacs = None
+    try:
+        assert send(server.dicom, scans[:2]) == [0, 0]
+        uids = [str(dcmread(f).SOPInstanceUID) for f in scans[:2]]
+        first = server.result(uids[0])
+        deadline = time.time() + 20
+        while time.time() < deadline and server.get(f"/v1/results/{uids[0]}")["forward_attempts"] == 0:
+            time.sleep(0.1)
+        failed = server.get(f"/v1/results/{uids[0]}")
+        assert not failed["forwarded"] and "association" in failed["forward_error"]  # no PACS yet: kept, retried
+        pacs = Pacs(pacs_port)
+        deadline = time.time() + 30
+        while time.time() < deadline and len({str(d.SOPInstanceUID) for d in pacs.received}) < 2:
+            time.sleep(0.2)
+        reports = {str(d.ContentSequence[-1].ReferencedSOPSequence[0].ReferencedSOPInstanceUID): d for d in pacs.received}
+        assert set(reports) == set(uids)
+        sr = reports[uids[0]]
+        assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33" and sr.StudyInstanceUID == STUDY
+        assert sr.ContentSequence[0].ConceptCodeSequence[0].CodeValue == first["label"]
+        assert server.get(f"/v1/results/{uids[0]}")["forwarded"] == 1
+    finally:
+        server.stop()
+        if pacs:
+            pacs.stop()
