@@ -558,3 +558,116 @@ def report_markdown(results: dict[str, dict]) -> str:
                           f"({ts['speedup']:.2f}×)."]
         lines.append("")
     return "\n".join(lines)
+
+
+def serve_load(engine: Path, senders: tuple[int, ...] = (1, 4, 16), per_sender: int = 16, log: Log = lambda _: None,
+               images: list[Path] | None = None) -> list[dict]:
+    """`dcube-edge serve` under load: for each sender count, a fresh server (subprocess, loopback) and that many
+    concurrent C-STORE associations of ``per_sender`` instances each. Throughput is instances acknowledged and
+    classified per second of wall time; latency is receipt → result from the ledger; batch sizes are the ones the
+    batcher formed."""
+    import shutil
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+    import urllib.request
+
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE, StoragePresentationContexts
+
+    def port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    manifest = runtimes.read(engine)
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="dcube-serve-load-"))
+    try:
+        sources = _phantom_dicoms(work / "src", manifest.preprocess.size, per_sender * max(senders), images)
+        for n in senders:
+            spool, dport, hport = work / f"spool-{n}", port(), port()
+            proc = subprocess.Popen([sys.executable, "-m", "dcube_edge.cli", "serve", str(engine), "--spool", str(spool),
+                                     "--dicom-port", str(dport), "--http-port", str(hport)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                for _ in range(300):
+                    try:
+                        urllib.request.urlopen(f"http://127.0.0.1:{hport}/healthz", timeout=1).read()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                log(f"serve load: {n} sender(s) × {per_sender}")
+                datasets = [dcmread(f) for f in sources[: n * per_sender]]
+                for ds in datasets:  # fresh UIDs per round
+                    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+
+                def sender(chunk: list, dport: int = dport) -> None:
+                    ae = AE(ae_title="LOAD")
+                    ae.requested_contexts = StoragePresentationContexts[:100]
+                    assoc = ae.associate("127.0.0.1", dport, ae_title="DCUBE")
+                    for ds in chunk:
+                        assoc.send_c_store(ds)
+                    assoc.release()
+
+                start = time.perf_counter()
+                threads = [threading.Thread(target=sender, args=(datasets[i::n],)) for i in range(n)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                db = sqlite3.connect(spool / "ledger.sqlite")
+                while db.execute("SELECT COUNT(*) FROM instances WHERE status = 'pending'").fetchone()[0]:
+                    time.sleep(0.02)
+                wall = time.perf_counter() - start
+                got = db.execute("SELECT classified - received, batch FROM instances").fetchall()
+                if len(got) != len(datasets):
+                    raise RuntimeError(f"serve acknowledged {len(got)} of {len(datasets)} instances under load")
+                lat = np.array([g[0] for g in got]) * 1e3
+                batches = np.array([g[1] for g in got])
+                rows.append({"senders": n, "instances": len(got), "throughput_per_s": len(got) / wall,
+                             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+                             "batch_sizes": {int(b): int((batches == b).sum()) for b in np.unique(batches)}})
+                db.close()
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _phantom_dicoms(folder: Path, size: int, count: int, images: list[Path] | None) -> list[Path]:
+    """Secondary-capture instances from the given images (or built-in phantoms) for load tests."""
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from dcube_edge.phantoms import write_demo
+
+    if not images:
+        write_demo(folder / "png", per_class=max(1, count // 3 + 1), size=size, seed=0)
+        images = sorted((folder / "png").rglob("*.png"))
+    study, out = generate_uid(), []
+    for i in range(count):
+        pixels = np.asarray(Image.open(images[i % len(images)]).convert("L"), dtype=np.uint8)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.PatientID = study, generate_uid(), "US", "LOAD"
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = pixels.tobytes()
+        path = folder / f"{i:05d}.dcm"
+        folder.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        out.append(path)
+    return out

@@ -585,6 +585,8 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile (where it works).")] = False,
           device: Annotated[str, typer.Option(help="cpu | cuda (torch baseline device; cuda adds torch fp16).")] = "cpu",
           profile: Annotated[bool, typer.Option("--profile", help="Also time every engine per op type (OpenVINO PERF_COUNT, ONNX Runtime profiler) at the smallest batch.")] = False,
+          serve: Annotated[str | None, typer.Option("--serve", help="Instead: load-test `serve` on the engine with these numbers of concurrent DICOM senders, e.g. 1,4,16.")] = None,
+          per_sender: Annotated[int, typer.Option(min=1, help="--serve: instances each sender stores.")] = 16,
           vs_benchmark_app: Annotated[bool, typer.Option("--vs-benchmark-app", help="Also compare each OpenVINO engine's latency with OpenVINO's benchmark_app on the same IR (alternated, smallest batch).")] = False,
           trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse engines not signed by this public key (repeatable; see `sign`).")] = None,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
@@ -598,6 +600,19 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
     from dcube_edge import report
     from dcube_edge.benchmark import BenchOptions, run_bench, write_outputs
 
+    if serve:
+        from dcube_edge.benchmark import serve_load
+        from dcube_edge.runtimes.bench import machine_info
+
+        if len(targets) != 1:
+            fail("--serve takes exactly one engine directory")
+        counts = ints(serve, option="--serve")
+        with err.status("load-testing serve …") as status:
+            rows = serve_load(targets[0], counts, per_sender, log=lambda m: status.update(m))
+        for item in report.serve_load(targets[0], rows, machine_info()):
+            out.print(item)
+        emit_json({"machine": machine_info(), "engine": str(targets[0]), "serve_load": rows}, json_out)
+        return
     matrix_run = None
     if matrix:
         if len(targets) != 1:

@@ -131,3 +131,14 @@ def bench(result: dict) -> Iterator[RenderableType]:
         t = result["timestep_batching"]
         yield (f"{len(t['timesteps'])} timesteps in one call: {t['p50_ms_one_call']:.2f} ms vs "
                f"{t['p50_ms_separate_calls']:.2f} ms in separate calls ({t['speedup']:.2f}x)")
+
+
+def serve_load(engine: Path, rows: list[dict], machine: dict) -> Iterator[Table]:
+    table = Table(title=f"serve {Path(engine).name} under load on {machine['cpu_model']} ({machine['cpu_count']} cpus): "
+                        "loopback C-STORE, receipt → result")
+    for col in ("senders", "instances", "instances/s", "p50 ms", "p99 ms", "batch sizes formed (size: instances)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["senders"]), str(r["instances"]), f"{r['throughput_per_s']:.1f}", f"{r['p50_ms']:.1f}",
+                      f"{r['p99_ms']:.1f}", ", ".join(f"{k}: {v}" for k, v in r["batch_sizes"].items()))
+    yield table

@@ -29,6 +29,7 @@ from .files import dumps, sha256
 
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # a DICOM UID: digits and dots, never a path
 MAX_BODY = 64 << 20
+MAX_ASSOCIATIONS = 64
 FAILURE_CANNOT_USE = 0xC000  # "Cannot understand" class of C-STORE failure statuses
 
 
@@ -235,6 +236,7 @@ class Service:
         from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.opts.ae_title)
+        ae.maximum_associations = MAX_ASSOCIATIONS  # pynetdicom's default (10) refused a 16-sender load test
         ae.supported_contexts = StoragePresentationContexts
         ae.add_supported_context(Verification)
         if self.opts.allow_ae:

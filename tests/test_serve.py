@@ -298,3 +298,12 @@ def test_results_go_back_to_the_pacs_as_structured_reports_retried_until_acknowl
         server.stop()
         if pacs:
             pacs.stop()
+
+
+def test_serve_load_benchmark_reports_what_the_batcher_formed(ort_engine):
+    res = subprocess.run([str(EXE), "bench", str(ort_engine), "--serve", "1,2", "--per-sender", "3", "--json", "-"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout[res.stdout.index('{\n  "machine"'):])["serve_load"]
+    assert [r["senders"] for r in rows] == [1, 2] and [r["instances"] for r in rows] == [3, 6]
+    assert all(sum(r["batch_sizes"].values()) == r["instances"] and r["p99_ms"] >= r["p50_ms"] > 0 for r in rows)
