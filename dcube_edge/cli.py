@@ -388,6 +388,7 @@ def serve(engine: Annotated[Path, typer.Argument(help="Engine directory to class
           token_file: Annotated[Path | None, typer.Option(help="File holding the HTTP bearer token.")] = None,
           max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the batcher forms.")] = 16,
           max_delay_ms: Annotated[int, typer.Option(min=0, help="Longest wait for a batch to fill.")] = 50,
+          workers: Annotated[int, typer.Option(min=1, help="Threads decoding each batch's files.")] = 1,
           forward: Annotated[str | None, typer.Option(help="AE@HOST:PORT of a PACS: send each result there as a DICOM SR (retried until acknowledged).")] = None,
           reclassify: Annotated[bool, typer.Option("--reclassify", help="The spool holds another engine's results: classify everything again.")] = False,
           trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse an engine not signed by this public key.")] = None) -> None:
@@ -420,7 +421,7 @@ def serve(engine: Annotated[Path, typer.Argument(help="Engine directory to class
             fail(f"--forward {forward!r}: expected AE@HOST:PORT, e.g. PACS@10.0.0.5:104")
         target = (found.group(1), found.group(2), int(found.group(3)))
     opts = ServeOptions(spool=spool, host=host, dicom_port=dicom_port, http_port=http_port, ae_title=ae_title,
-                        allow_ae=allowed, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms,
+                        allow_ae=allowed, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
                         reclassify=reclassify, forward=target)
     service = Service(engine, opts, trusted_keys=trusted_key)
     out.print(f"serving {engine} — DICOM {ae_title}@{host}:{dicom_port}"

@@ -44,6 +44,7 @@ class ServeOptions:
     token: str | None = None
     max_batch: int = 16
     max_delay_ms: int = 50
+    workers: int = 1  # threads decoding a batch's files
     reclassify: bool = False
     forward: tuple[str, str, int] | None = None  # (AE title, host, port) of the PACS that receives the SRs
 
@@ -258,7 +259,7 @@ class Service:
             self.queue.set(self.ledger.counts().get("pending", 0))
 
     def classify_rows(self, rows: list[tuple[str, str]]) -> None:
-        preds = list(self.clf.classify([p for _, p in rows], batch_size=len(rows)))
+        preds = list(self.clf.classify([p for _, p in rows], batch_size=len(rows), workers=self.opts.workers))
         self.batches.observe(len(rows))
         results = [(uid, p.label, p.probs, p.error) for (uid, _), p in zip(rows, preds)]
         written = self.ledger.finish(results, self.engine_hash)

@@ -187,7 +187,7 @@ def test_echo_store_results_and_rejections(ort_engine, scans, tmp_path):
 
 
 def test_disallowed_calling_ae_is_refused(ort_engine, scans, tmp_path):
-    server = Server(ort_engine, tmp_path / "spool", "--allow-ae", "SCANNER")
+    server = Server(ort_engine, tmp_path / "spool", "--allow-ae", "SCANNER", "--workers", "2")
     try:
         assert send(server.dicom, scans[:1], ae_title="INTRUDER") == [None]
         assert send(server.dicom, scans[:1], ae_title="SCANNER") == [0]
