@@ -132,6 +132,7 @@ WRONG = [
     "augment {R} --out {T}/s --steps 0", "augment {R} --out {T}/s --num-synthetic 0", "nonsense-command",
     "classify {E} {D}/val", "classify {E} {D}/val/benign --json /proc/dcube.json", "classify {E} {D}/val/benign --json {T}",
     "evaluate {E} {D}/val --json {T}/missing/metrics.json", "bench {E} --csv {T}", "bench {E} --plot /proc/p.png",
+    "serve {E} --spool {T}/s --host 0.0.0.0", "serve {E} --spool {T}/s --forward PACS-no-port", "bench {E} --serve 0",
 ]
 
 

@@ -307,3 +307,21 @@ def test_serve_load_benchmark_reports_what_the_batcher_formed(ort_engine):
     rows = json.loads(res.stdout[res.stdout.index('{\n  "machine"'):])["serve_load"]
     assert [r["senders"] for r in rows] == [1, 2] and [r["instances"] for r in rows] == [3, 6]
     assert all(sum(r["batch_sizes"].values()) == r["instances"] and r["p99_ms"] >= r["p50_ms"] > 0 for r in rows)
+
+
+def test_http_needs_the_bearer_token_when_one_is_set(ort_engine, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-for-the-test\n")
+    server = Server(ort_engine, tmp_path / "spool", "--token-file", token)
+    try:
+        assert server.get("/healthz")["status"] == "ok"  # liveness stays open for the orchestrator
+        with pytest.raises(urllib.error.HTTPError) as e:
+            server.get("/v1/results/1.2.3")
+        assert e.value.code == 401
+        req = urllib.request.Request(f"http://127.0.0.1:{server.http}/v1/results/1.2.3",
+                                     headers={"Authorization": "Bearer s3cret-token-for-the-test"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 404  # authorised; no such instance
+    finally:
+        server.stop()
