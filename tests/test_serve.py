@@ -325,3 +325,26 @@ def test_http_needs_the_bearer_token_when_one_is_set(ort_engine, tmp_path):
         assert e.value.code == 404  # authorised; no such instance
     finally:
         server.stop()
+
+
+def test_another_engine_needs_another_spool_or_reclassify(ort_engine, tiny_run, scans, tmp_path):
+    from dcube_edge.export.build import ExportOptions, export
+    from pydicom import dcmread
+
+    other = tmp_path / "other-engine"
+    export(tiny_run, other, ExportOptions(max_batch=8), log=lambda *_: None)  # same model, another manifest
+    spool = tmp_path / "spool"
+    server = Server(ort_engine, spool)
+    try:
+        assert send(server.dicom, scans[:1]) == [0]
+        first = server.result(str(dcmread(scans[0]).SOPInstanceUID))
+    finally:
+        server.stop()
+    res = subprocess.run([str(EXE), "serve", str(other), "--spool", str(spool)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "another engine" in res.stderr and "--reclassify" in res.stderr
+    again = Server(other, spool, "--reclassify")
+    try:
+        redone = again.result(first["sop_instance_uid"])
+        assert redone["engine_sha256"] != first["engine_sha256"] and redone["label"] == first["label"]
+    finally:
+        again.stop()
