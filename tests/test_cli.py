@@ -137,12 +137,21 @@ WRONG = [
 
 
 @pytest.mark.parametrize("invocation", WRONG)
-def test_wrong_invocations_are_refused_in_one_line(invocation, ort_engine, tiny_run, demo_data, tmp_path):
+def test_wrong_invocations_are_refused_in_one_line(invocation, ort_engine, tiny_run, demo_data, tmp_path, capsys,
+                                                    monkeypatch):
+    """Run through the console entry point in this process (the same `main()` the script calls; a subprocess per
+    invocation cost about 1.5 s of interpreter start each)."""
+    from dcube_edge import cli as entry
+
     args = invocation.format(E=ort_engine, R=tiny_run, D=demo_data, T=tmp_path).split()
-    res = cli(*args)
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr + res.stdout, res.stderr
+    monkeypatch.setattr(sys, "argv", ["dcube-edge", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_:
+        entry.main()
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert exit_.value.code == 2, out + err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err + out, err
     assert not any(tmp_path.iterdir()), f"{invocation} wrote {list(tmp_path.iterdir())}"
 
 
