@@ -156,6 +156,7 @@ class Service:
                                  "use a new --spool, or pass --reclassify to classify everything again with this one")
             self.ledger.reset()
         self.ledger.meta("engine_sha256", self.engine_hash)
+        self.engine_lock = threading.Lock()  # one engine call at a time: an OpenVINO infer request is not thread-safe
         self.wake = threading.Condition()
         self.stopping = threading.Event()
         self._metrics()
@@ -259,7 +260,8 @@ class Service:
             self.queue.set(self.ledger.counts().get("pending", 0))
 
     def classify_rows(self, rows: list[tuple[str, str]]) -> None:
-        preds = list(self.clf.classify([p for _, p in rows], batch_size=len(rows), workers=self.opts.workers))
+        with self.engine_lock:
+            preds = list(self.clf.classify([p for _, p in rows], batch_size=len(rows), workers=self.opts.workers))
         self.batches.observe(len(rows))
         results = [(uid, p.label, p.probs, p.error) for (uid, _), p in zip(rows, preds)]
         written = self.ledger.finish(results, self.engine_hash)
@@ -362,7 +364,8 @@ class Service:
             with tempfile.TemporaryDirectory() as tmp:
                 f = Path(tmp) / f"upload{suffix}"
                 f.write_bytes(body)
-                pred = next(iter(self.clf.classify([f])))
+                with self.engine_lock:
+                    pred = next(iter(self.clf.classify([f])))
             out = {"label": pred.label, "probs": pred.probs, "error": pred.error, "engine_sha256": self.engine_hash}
             return reply("422 Unprocessable Entity" if pred.error else "200 OK", out)
         return reply("404 Not Found", {"error": f"no route {method} {path[:80]}"})
