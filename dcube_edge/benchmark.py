@@ -644,30 +644,14 @@ def serve_load(engine: Path, senders: tuple[int, ...] = (1, 4, 16), per_sender: 
 def _phantom_dicoms(folder: Path, size: int, count: int, images: list[Path] | None) -> list[Path]:
     """Secondary-capture instances from the given images (or built-in phantoms) for load tests."""
     from PIL import Image
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     from dcube_edge.phantoms import write_demo
+    from dcube_edge.runtimes.dicom import write_secondary_capture
 
     if not images:
         write_demo(folder / "png", per_class=max(1, count // 3 + 1), size=size, seed=0)
         images = sorted((folder / "png").rglob("*.png"))
-    study, out = generate_uid(), []
-    for i in range(count):
-        pixels = np.asarray(Image.open(images[i % len(images)]).convert("L"), dtype=np.uint8)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.PatientID = study, generate_uid(), "US", "LOAD"
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-        ds.PixelData = pixels.tobytes()
-        path = folder / f"{i:05d}.dcm"
-        folder.mkdir(parents=True, exist_ok=True)
-        ds.save_as(path, enforce_file_format=True)
-        out.append(path)
-    return out
+    study = generate_uid()
+    return [write_secondary_capture(np.asarray(Image.open(images[i % len(images)]).convert("L")),
+                                    folder / f"{i:05d}.dcm", study, "LOAD") for i in range(count)]

@@ -99,11 +99,21 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write <cla
               per_class: Annotated[int, typer.Option(min=1, help="Training images per class.")] = 60,
               val_per_class: Annotated[int, typer.Option(min=0, help="If > 0, write train/ and val/ splits.")] = 0,
               size: Annotated[int, typer.Option(min=8, help="Image side in pixels.")] = 64,
-              seed: int = 0) -> None:
+              seed: int = 0,
+              dicom: Annotated[bool, typer.Option("--dicom", help="Write DICOM secondary-capture files (.dcm) instead of PNG, e.g. to send to `serve`.")] = False) -> None:
     """Write the built-in synthetic ultrasound phantoms (benign, malignant, normal)."""
     from dcube_edge.phantoms import write_demo
 
     counts = write_demo(out_dir, per_class, size, seed, val_per_class)
+    if dicom:
+        import numpy as np
+        from PIL import Image
+
+        from dcube_edge.runtimes.dicom import write_secondary_capture
+
+        for png in sorted(Path(out_dir).rglob("*.png")):
+            write_secondary_capture(np.asarray(Image.open(png).convert("L")), png.with_suffix(".dcm"))
+            png.unlink()
     out.print(f"wrote {sum(counts.values())} phantom images to {out_dir} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
 
 

@@ -40,3 +40,29 @@ def read_dicom(path: str | Path) -> np.ndarray:
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         arr = 1.0 - arr
     return arr.astype(np.float32)
+
+
+def write_secondary_capture(pixels: np.ndarray, path: str | Path, study_uid: str | None = None,
+                            patient_id: str = "PHANTOM") -> Path:
+    """An 8-bit MONOCHROME2 secondary-capture instance (for demo scans and load tests): what a sender would
+    C-STORE. Study/series/instance UIDs are generated (the study's when given)."""
+    try:
+        from pydicom.dataset import Dataset, FileMetaDataset
+        from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    except ImportError:
+        raise ImageError("writing DICOM needs pydicom: pip install 'dcube-edge[dicom]'") from None
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid or generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID, ds.PatientName = "OT", patient_id, "Phantom^Demo"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return Path(path)

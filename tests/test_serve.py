@@ -348,3 +348,23 @@ def test_another_engine_needs_another_spool_or_reclassify(ort_engine, tiny_run, 
         assert redone["engine_sha256"] != first["engine_sha256"] and redone["label"] == first["label"]
     finally:
         again.stop()
+
+
+def test_readme_walkthrough_demo_scans_through_a_standard_sender(ort_engine, tmp_path):
+    """`demo-data --dicom`, then pynetdicom's own storescu app as the sender, then the results over HTTP."""
+    subprocess.run([str(EXE), "demo-data", str(tmp_path / "scans"), "--per-class", "1", "--size", "32", "--dicom"],
+                   check=True, capture_output=True)
+    files = sorted((tmp_path / "scans").rglob("*.dcm"))
+    server = Server(ort_engine, tmp_path / "spool", "--allow-ae", "SCANNER")
+    try:
+        res = subprocess.run([sys.executable, "-m", "pynetdicom", "storescu", "127.0.0.1", str(server.dicom),
+                              *map(str, files), "-aet", "SCANNER", "-aec", "DCUBE"], capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        from pydicom import dcmread
+
+        with runtimes.load(ort_engine) as clf:
+            expected = {str(dcmread(f).SOPInstanceUID): p.label for f, p in zip(files, clf.classify(files))}
+        assert {uid: server.result(uid)["label"] for uid in expected} == expected
+    finally:
+        server.stop()
