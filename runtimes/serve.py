@@ -148,6 +148,8 @@ class Service:
         self.engine_hash = sha256(Path(engine_dir) / "manifest.json")
         for sub in ("instances", "rejected"):
             (opts.spool / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (opts.spool / "instances").glob(".*.partial"):
+            stale.unlink()  # a write a kill interrupted: never acknowledged, so the sender still has it
         self.ledger = Ledger(opts.spool / "ledger.sqlite")
         recorded = self.ledger.meta("engine_sha256")
         if recorded and recorded != self.engine_hash:

@@ -35,29 +35,17 @@ def free_port() -> int:
 STUDY = "1.2.826.0.1.3680043.10.1000.1"
 
 
-def dicom_of(png: Path, out: Path, with_pixels: bool = True) -> Path:
-    """A secondary-capture instance holding a PNG's pixels (8-bit MONOCHROME2)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+def dicom_of(png: Path, out: Path) -> Path:
+    """A secondary-capture instance holding a PNG's pixels, with the study attributes a scanner sends."""
+    from dcube_edge.runtimes.dicom import write_secondary_capture
+    from pydicom import dcmread
 
-    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.uint8)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "US", "PHANTOM", "Phantom^Demo", "", "O"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, generate_uid()
+    write_secondary_capture(np.asarray(Image.open(png).convert("L"), dtype=np.uint8), out, STUDY)
+    ds = dcmread(out)
+    ds.Modality, ds.PatientBirthDate, ds.PatientSex = "US", "", "O"
     ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20261126", "120000", "1", "A1", ""
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    if with_pixels:
-        ds.PixelData = pixels.tobytes()
-    ds.save_as(str(out), enforce_file_format=True)
+    ds.save_as(out, enforce_file_format=True)
     return out
 
 
