@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dcube_edge.report import shown
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="D-Cube diffusion-feature classifiers for medical images: train, export, classify, bench.")
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column fallback.
@@ -438,12 +440,6 @@ def serve(engine: Annotated[Path, typer.Argument(help="Engine directory to class
               f"{' (accepting ' + ', '.join(allowed) + ')' if allowed else ''}, HTTP http://{host}:{http_port} "
               f"— spool {spool} ({service.ledger.counts()})")
     service.run()
-
-
-def shown(path: str) -> str:
-    from dcube_edge.report import shown as safe
-
-    return safe(path)
 
 
 def expand_inputs(inputs: list[Path], recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:

@@ -78,21 +78,21 @@ class Ledger:
                                   "VALUES (?, ?, ?, ?, 'pending')", (uid, str(path), source, time.time()))
         return cur.rowcount == 1
 
-    def pending(self, limit: int) -> list[tuple[str, str]]:
+    def pending(self, limit: int) -> list[tuple[str, str, float]]:
+        """(uid, path, received) of instances still waiting for a result, oldest first."""
         with self.lock:
-            return self.db.execute("SELECT uid, path FROM instances WHERE status = 'pending' ORDER BY received "
-                                   "LIMIT ?", (limit,)).fetchall()
+            return self.db.execute("SELECT uid, path, received FROM instances WHERE status = 'pending' "
+                                   "ORDER BY received LIMIT ?", (limit,)).fetchall()
 
-    def finish(self, results: list[tuple[str, str | None, dict, str | None]], engine: str) -> int:
-        """Store results, each only on a still-pending row (so no instance ever gets two)."""
-        now, n = time.time(), len(results)
+    def finish(self, results: list[tuple[str, str | None, dict, str | None]], engine: str, now: float) -> list[str]:
+        """Store results, each only on a still-pending row (so no instance ever gets two); the UIDs written."""
+        n = len(results)
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
-            written = sum(self.db.execute(
+            written = [uid for uid, label, probs, err in results if self.db.execute(
                 "UPDATE instances SET status = ?, label = ?, probs = ?, error = ?, engine = ?, classified = ?, "
                 "batch = ? WHERE uid = ? AND status = 'pending'",
-                ("error" if err else "done", label, dumps(probs, indent=None), err, engine, now, n, uid)).rowcount
-                for uid, label, probs, err in results)
+                ("error" if err else "done", label, dumps(probs, indent=None), err, engine, now, n, uid)).rowcount]
             self.db.execute("COMMIT")
         return written
 
@@ -261,17 +261,17 @@ class Service:
                 self.classify_rows(rows)
             self.queue.set(self.ledger.counts().get("pending", 0))
 
-    def classify_rows(self, rows: list[tuple[str, str]]) -> None:
+    def classify_rows(self, rows: list[tuple[str, str, float]]) -> None:
         with self.engine_lock:
-            preds = list(self.clf.classify([p for _, p in rows], batch_size=len(rows), workers=self.opts.workers))
+            preds = list(self.clf.classify([p for _, p, _ in rows], batch_size=len(rows), workers=self.opts.workers))
         self.batches.observe(len(rows))
-        results = [(uid, p.label, p.probs, p.error) for (uid, _), p in zip(rows, preds)]
-        written = self.ledger.finish(results, self.engine_hash)
-        self.classified.inc(written)
-        for uid, _ in rows:
-            got = self.ledger.get(uid)
-            if got and got["classified"]:
-                self.latency.observe(max(0.0, got["classified"] - got["received"]))
+        results = [(uid, p.label, p.probs, p.error) for (uid, _, _), p in zip(rows, preds)]
+        now = time.time()
+        written = set(self.ledger.finish(results, self.engine_hash, now))
+        self.classified.inc(len(written))
+        for uid, _, received in rows:
+            if uid in written:
+                self.latency.observe(max(0.0, now - received))
 
     # -- results back to the clinic ----------------------------------------------------------------------
     def structured_report(self, source_path: str, label: str, probs: dict):
