@@ -69,7 +69,7 @@ class Config:
     layer_choice: str = "gaussianity"
     p_threshold: float = 0.05
     max_layers: int = 3
-    selection_samples: int = 256
+    selection_samples: int = 2048  # training images the Gaussianity test sees (all, on the MedMNIST sets)
     selected_layers: tuple[int, ...] = ()
     # optimisation. Budgets are in steps (batches); `--epochs-*` are converted by train() for the data
     # at hand and kept here as asked, so a run records both.

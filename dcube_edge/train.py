@@ -400,9 +400,12 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
         f"{best_probe['kind']}) vs pixel probe {trunk_report['pixel_probe']:.3f}; x0-MSE/variance at t=500 "
         f"{trunk_report['x0_ratio_t500']:.2f} (trunk.png)")
 
-    rng = np.random.default_rng(cfg.seed)
-    sample = rng.permutation(real)[: cfg.selection_samples]  # the Gaussianity test sees real images only
-    pvals = selection.layer_pvalues(trunk, x_train[sample], cfg.timesteps)
+    # The Gaussianity test sees real images only, drawn with the split seed: the layers are a property of
+    # the trunk and the data, not of the step-2 seed (a seed-drawn 256-image sample picked 44 different sets)
+    sample = np.sort(np.random.default_rng(cfg.split_seed).permutation(real)[: cfg.selection_samples])
+    features = selection.layer_features(trunk, x_train[sample], cfg.timesteps)
+    pvals = selection.layer_pvalues(features)
+    frequency = selection.stability(features, cfg.p_threshold, cfg.max_layers, seed=cfg.split_seed)
     layers = fixed_layers or selection.select(pvals, cfg.p_threshold, cfg.max_layers)
     cfg = cfg.replace(selected_layers=layers)
     write_json(out / rundir.SELECTION, {
@@ -410,12 +413,14 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
                 "token- and timestep-averaged layer features",
         "samples": int(len(sample)), "timesteps": list(cfg.timesteps), "threshold": cfg.p_threshold,
         "max_layers": cfg.max_layers, "p_values": [float(p) for p in pvals], "layer_choice": cfg.layer_choice,
-        "selected_layers": list(layers)})
+        "selected_layers": list(layers), "sample_seed": cfg.split_seed,
+        "frequency_on_halves": {"draws": 50, "per_layer": [round(f, 3) for f in frequency]}})
     how = "Gaussianity selection" if fixed_layers is None else f"--layers {cfg.layer_choice}"
     selection.plot(pvals, layers, cfg.p_threshold, out / "selection.png",
-                   f"{how} on {Path(data).name}: layers {list(layers)}")
+                   f"{how} on {Path(data).name}: layers {list(layers)}", frequency)
     rundir.save_config(cfg, out)
-    log(f"{how}: layers {list(layers)} (p = {', '.join(f'{pvals[i]:.2g}' for i in layers)})")
+    log(f"{how}: layers {list(layers)} (p = {', '.join(f'{pvals[i]:.2g}' for i in layers)}; picked on "
+        f"{', '.join(f'{frequency[i]:.0%}' for i in layers)} of random halves of the {len(sample)} images)")
 
     t1 = time.perf_counter()
     model = DCube(cfg, k)

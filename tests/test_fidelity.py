@@ -132,3 +132,18 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
     assert "| breastmnist | ResNet branch alone |" in text and "| breastmnist | dcube | 8 |" in text  # trunk table
     assert (out.parent / "figures" / "trunk-curves.png").stat().st_size > 0
     assert cfg("dcube")["steps_diffusion"] == 8 and cfg("all-layers")["steps_classifier"] == 4
+
+
+def test_layer_selection_does_not_move_with_the_step2_seed(tiny_run, demo_data, tmp_path):
+    """The Gaussianity sample is drawn with the split seed: a reseeded step 2 on the same trunk sees the
+    same images, gets the same p-values and layers, and records how often each layer wins on random halves."""
+    from dcube_edge.config import Config
+    from dcube_edge.train import train
+
+    cfg = Config.from_preset("tiny", epochs_diffusion=2, steps_classifier=2, batch_size=16, selection_samples=64,
+                             seed=7, trunk_from=str(tiny_run))
+    train(demo_data, tmp_path / "reseeded", cfg, log=lambda *_: None)
+    before, after = (json.loads((run / "selection.json").read_text()) for run in (tiny_run, tmp_path / "reseeded"))
+    assert after["p_values"] == before["p_values"] and after["selected_layers"] == before["selected_layers"]
+    freq = after["frequency_on_halves"]["per_layer"]
+    assert len(freq) == len(after["p_values"]) and all(0 <= f <= 1 for f in freq)

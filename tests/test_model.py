@@ -5,7 +5,7 @@ import torch
 from dcube_edge.config import PRESETS, Config
 from dcube_edge.diffusion import Schedule, eps_loss, margin_contrastive, sample_ddim, sample_ddpm
 from dcube_edge.head import DCube
-from dcube_edge.selection import pc1_pvalue, select
+from dcube_edge.selection import pc1_pvalue, select, stability
 from dcube_edge.uvit import UViT
 
 
@@ -118,6 +118,15 @@ def test_gaussianity_statistic_separates_bimodal_from_gaussian():
     bimodal[:100, 0] += 8
     assert pc1_pvalue(gaussian) > 0.05
     assert pc1_pvalue(bimodal) < 1e-6
+
+
+def test_selection_stability_on_random_halves():
+    rng = np.random.default_rng(0)
+    gaussian = [rng.normal(size=(300, 16)) for _ in range(3)]
+    bimodal = gaussian[1].copy()
+    bimodal[:150, 0] += 8  # one layer with a clear two-group structure, two without
+    freq = stability([gaussian[0], bimodal, gaussian[2]], threshold=0.05, max_layers=1, draws=20)
+    assert freq[1] == 1.0 and freq[0] < 0.5 and freq[2] < 0.5 and len(freq) == 3
 
 
 def test_select_rules():
