@@ -24,8 +24,8 @@ def tool_versions() -> dict:
 
 def effective_precision(precision: str, hint: str | None) -> dict:
     if precision == "int8":
-        return {"trunk_matmuls_and_head_convs": "int8 (Q/DQ, symmetric, per-channel weights)",
-                "resnet_guide_branch": "fp32", "other_ops": "fp32"}
+        return {"trunk_matmuls": "int8 (Q/DQ, symmetric, per-channel weights)",
+                "resnet_guide_branch": "fp32", "rest_of_head": "fp32", "other_ops": "fp32"}
     if precision == "fp16":
         return {"all": "fp16 (LayerNorm/Softmax reductions fp32, I/O fp32)"}
     return {"all": precision}

@@ -95,8 +95,9 @@ def test_int8_qdq_graph_is_what_tensorrt_accepts(engines):
     model = onnx.load(str(path))
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     gemms = [n for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
-    in_resnet = [n for n in gemms if n.name.startswith("head.resnet")]
-    assert in_resnet and not any(set(n.input) & dq_out for n in in_resnet)  # kept float (see int8.py)
+    in_head = [n for n in gemms if n.name.startswith("head.")]
+    assert any(n.name.startswith("head.resnet") for n in in_head)
+    assert in_head and not any(set(n.input) & dq_out for n in in_head)  # the step-2 head stays float (see int8.py)
     assert any(set(n.input) & dq_out for n in gemms if n.name.startswith("trunk."))
     assert not any(n.op_type == "LayerNormalization" and set(n.input) & dq_out for n in model.graph.node)
     with runtimes.load(engines[("onnxruntime", "int8")]) as clf:
@@ -126,9 +127,13 @@ def test_openvino_engines(engines, demo_data, precision):
         assert m["parity"]["runtime_inference_precision"] == want
     else:
         parts = m["effective_precision"]
-        assert parts["trunk_matmuls_and_head_convs"].startswith("int8")
-        assert parts["resnet_guide_branch"] == {"bf16": "bf16", "f32": "fp32"}[m["openvino"]["inference_precision"]]
+        assert parts["trunk_matmuls"].startswith("int8") and parts["rest_of_head"] == {"bf16": "bf16", "f32": "fp32"}[m["openvino"]["inference_precision"]]
+        guide = "fp32" if m["openvino"].get("f32_scopes") else {"bf16": "bf16", "f32": "fp32"}[m["openvino"]["inference_precision"]]
+        assert parts["resnet_guide_branch"] == guide
         assert m["parity"]["within_tolerance"] or "pinned to f32" in parts["note"]
+    if m["openvino"].get("f32_scopes"):  # a fallback marked the guide branch f32 in the IR itself
+        assert "guide branch kept in f32" in m["effective_precision"]["note"]
+        assert 'name="precise"' in (engines[key] / "model.xml").read_text()
     files = sorted((demo_data / "val" / "normal").iterdir())[:3]
     with runtimes.load(engines[key]) as clf:
         preds = list(clf.classify(files))
@@ -224,7 +229,36 @@ def test_int8_float_islands_pinned_when_bf16_breaks_parity(tiny_run, tmp_path, m
     m = manifest(out)
     assert m["openvino"]["inference_precision"] == "f32"
     assert m["effective_precision"]["resnet_guide_branch"] == "fp32"
-    assert "pinned to f32" in m["effective_precision"]["note"] and m["parity"]["within_tolerance"] is False
+    note = m["effective_precision"]["note"]  # both steps of the ladder, in order
+    assert note.index("guide branch kept in f32") < note.index("pinned to f32") and m["parity"]["within_tolerance"] is False
+    assert m["openvino"]["f32_scopes"] == ["head.resnet"]
+
+
+def test_bf16_engine_keeps_the_guide_branch_f32_when_parity_breaks(tiny_run, tmp_path, monkeypatch):
+    """bf16 has one step down (guide branch f32 in the IR); the CPU plugin must really run those layers in
+    f32 (compiled model's runtimePrecision), and the manifest must hash the rewritten IR."""
+    import openvino as ov
+    import openvino.properties.hint as hints
+    from dcube_edge.runtimes import isa, spec
+
+    if not isa.has_bf16():
+        pytest.skip("this CPU has no bf16 unit (AMX-BF16 or AVX512-BF16): the plugin would run everything in f32")
+    monkeypatch.setitem(spec.TOLERANCES, "bf16", spec.Tolerance(min_top1_agreement=1.01))
+    out = tmp_path / "ov-bf16"
+    export(tiny_run, out, ExportOptions(backend="openvino", precision="bf16", max_batch=16), **QUIET)
+    m = manifest(out)
+    assert m["openvino"]["inference_precision"] == "bf16" and m["openvino"]["f32_scopes"] == ["head.resnet"]
+    assert m["effective_precision"] == {"all": "bf16", "resnet_guide_branch": "fp32", "note": m["effective_precision"]["note"]}
+    assert "pinned" not in m["effective_precision"]["note"] and m["parity"]["within_tolerance"] is False
+    runtimes.read(out)  # file hashes match the rewritten IR
+    compiled = ov.Core().compile_model(str(out / "model.xml"), "CPU", {hints.inference_precision(): "bf16"})
+    convs = {}
+    for node in compiled.get_runtime_model().get_ops():
+        info = node.get_rt_info()
+        if info["layerType"].astype(str) == "Convolution":
+            names = info["originalLayersNames"].astype(str)
+            convs.setdefault(names.startswith("head.resnet"), set()).add(info["runtimePrecision"].astype(str))
+    assert convs[True] == {"f32"} and "bf16" in convs[False]
 
 
 @pytest.mark.parametrize("key", [("onnxruntime", "int8"), ("openvino", "int8"), ("openvino", "bf16")])
