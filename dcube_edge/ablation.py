@@ -51,8 +51,8 @@ DATASETS = {d.name: d for d in (
     Dataset("busi128", "stratified 15 % of train/, split seed 0 (94 images)"),
 )}
 VARIANTS = {v.name: v for v in (
-    Variant("dcube", "D-Cube, current defaults: EMA trunk, warmup + cosine lr, Gaussianity layers, t = 10, 50, 100, "
-                     "class-balanced cross-entropy"),
+    Variant("dcube", "D-Cube, current defaults: EMA trunk, warmup + cosine lr, Gaussianity layers (split-seed sample), "
+                     "t = 10, 50, 100, class-balanced cross-entropy"),
     Variant("resnet18", "ResNet-18 baseline, same splits, preprocessing, optimiser, flips", baseline=True),
     Variant("branch", "D-Cube's own ResNet guide branch alone (+ global pool + linear), same harness", baseline=True),
     Variant("random-trunk", "untrained (random-init) trunk, step 2 as D-Cube", ("--trunk", "random")),
@@ -83,6 +83,7 @@ PLAN: tuple[tuple[str, str, int], ...] = (
     *[(d, m, 0) for d in DATASETS for m in HEADLINE],
     *[(d, v, 0) for d in ("breastmnist", "busi128") for v in ABLATIONS],
     *[(d, m, s) for s in (1, 2) for d in DATASETS for m in HEADLINE],
+    *[("breastmnist", "resnet18-guide", s) for s in (1, 2)],  # the component that decides the headline
     *[("pneumoniamnist", v, 0) for v in ABLATIONS],
 )
 # Layers the D-Cube authors report (DESIGN §2), matched to our datasets by modality.
