@@ -64,8 +64,8 @@ VARIANTS = {v.name: v for v in (
             ("--guide-loss-weight", "0.5"), reuse_trunk=True),
     Variant("unweighted-ce", "step 2 with unweighted cross-entropy (the reference; the default before 2026-11-26)",
             ("--class-weights", "none"), reuse_trunk=True),
-    Variant("resnet18-guide", "step 2 with a ResNet-18 guide branch (basic blocks, width 64) instead of the preset's",
-            ("--guide-branch", "resnet18"), reuse_trunk=True),
+    Variant("narrow-guide", "step 2 with the previous `small` guide branch (ResNet-50 layout at width 16)",
+            ("--guide-branch", "narrow-resnet50"), reuse_trunk=True),
     Variant("large-t", "step 2 at t = 200, 350, 500", ("--timesteps", "200,350,500"), reuse_trunk=True),
     Variant("no-contrastive", "step 1 without the margin contrastive term (trunk retrained)", ("--contrastive-weight", "0")),
     Variant("all-layers", "all 13 trunk layers into the head", ("--layers", "all"), reuse_trunk=True),
@@ -76,14 +76,14 @@ VARIANTS = {v.name: v for v in (
             reuse_trunk=True, balance=True),
 )}
 HEADLINE = ("dcube", "resnet18", "branch")
-ABLATIONS = ("resnet18-guide", "random-trunk", "old-recipe", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
+ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
              "all-layers", "last-layer", "random-t", "balance")
 # Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (
     *[(d, m, 0) for d in DATASETS for m in HEADLINE],
     *[(d, v, 0) for d in ("breastmnist", "busi128") for v in ABLATIONS],
     *[(d, m, s) for s in (1, 2) for d in DATASETS for m in HEADLINE],
-    *[("breastmnist", "resnet18-guide", s) for s in (1, 2)],  # the component that decides the headline
+    *[("breastmnist", "narrow-guide", s) for s in (1, 2)],  # the component that decided the headline
     *[("pneumoniamnist", v, 0) for v in ABLATIONS],
 )
 # Layers the D-Cube authors report (DESIGN §2), matched to our datasets by modality.

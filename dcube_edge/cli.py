@@ -156,7 +156,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
           lr_schedule: Annotated[str | None, typer.Option(help="Step-1 lr after warmup: cosine (to 10 %) | constant (the reference).")] = None,
           guide_loss_weight: Annotated[float | None, typer.Option(help="Step 2: weight of a cross-entropy on the guide branch's pooled map (training only; 0 = the reference).")] = None,
           class_weights: Annotated[str | None, typer.Option(help="Step-2 cross-entropy class weights: balanced (inverse frequency, the default) | none (the reference).")] = None,
-          guide_branch: Annotated[str, typer.Option(help="Step-2 ResNet guide branch: preset (the preset's ResNet-50-layout branch) | resnet18 (basic blocks at width 64, the baseline's ResNet-18).")] = "preset",
+          guide_branch: Annotated[str, typer.Option(help="Step-2 ResNet guide branch: preset (small: ResNet-18 layout; tiny, paper: ResNet-50 layout) | resnet18 (basic blocks, width 64) | narrow-resnet50 (ResNet-50 layout at width 16, small's branch before 2026-11-26).")] = "preset",
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: auto (bf16 where the CPU/GPU has it and the trunk is wide enough to gain) | none | bf16 | fp16 (GPU).")] = "auto",
           grad_accum: Annotated[int, typer.Option(min=1, help="Step-1 batches per optimizer step.")] = 1,
