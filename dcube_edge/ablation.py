@@ -250,6 +250,13 @@ def _trunk(root_row: dict | None) -> dict | None:
     return (root_row or {}).get("trunk")
 
 
+def _trunk_of(rows: dict, dataset: str, variant: str) -> dict | None:
+    """A row's trunk report; the default trunk recipe is the same under either guide branch, so `dcube`
+    falls back to the `narrow-guide` run where only that was trained."""
+    t = _trunk(rows.get((dataset, variant, 0)))
+    return t if t or variant != "dcube" else _trunk(rows.get((dataset, "narrow-guide", 0)))
+
+
 def trunk_section(rows: dict, figure: Path | None, out: Path) -> list[str]:
     """What each trunk learned (trunk.json of the run): probes vs the pixel probe, x0 at t = 500."""
     lines = ["", "## What the trunk learned (seed 0, `trunk.json` of each run)", "",
@@ -261,8 +268,7 @@ def trunk_section(rows: dict, figure: Path | None, out: Path) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         for variant in TRUNK_ROWS:
-            r = rows.get((dataset, variant, 0))
-            t = _trunk(r)
+            t = _trunk_of(rows, dataset, variant)
             if not t:
                 continue
             b, last = t["best_probe"], t["checkpoints"][-1]
@@ -290,13 +296,13 @@ def trunk_figure(rows: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = [d for d in DATASETS if any(_trunk(rows.get((d, v, 0))) for v in TRUNK_ROWS)]
+    datasets = [d for d in DATASETS if any(_trunk_of(rows, d, v) for v in TRUNK_ROWS)]
     if not datasets:
         return
     fig, axes = plt.subplots(2, len(datasets), figsize=(4.6 * len(datasets), 6.4), dpi=110, squeeze=False)
     for j, dataset in enumerate(datasets):
         for variant in TRUNK_ROWS:
-            t = _trunk(rows.get((dataset, variant, 0)))
+            t = _trunk_of(rows, dataset, variant)
             if not t or len(t["checkpoints"]) < 1:
                 continue
             checks = t["checkpoints"]
