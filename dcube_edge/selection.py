@@ -39,10 +39,13 @@ def layer_pvalues(features: list[np.ndarray], rows: np.ndarray | None = None) ->
 
 
 def stability(features: list[np.ndarray], threshold: float, max_layers: int, draws: int = 50,
-              seed: int = 0) -> list[float]:
+              seed: int = 0) -> list[float] | None:
     """How often each layer is selected on random halves of the sample: a pick that moves with the
-    sample (measured on BreastMNIST: 44 different layer sets over 200 256-image subsets) is noise."""
+    sample (measured on BreastMNIST: 44 different layer sets over 200 256-image subsets) is noise.
+    None where halves would be too small for the normality test (fewer than 20 images)."""
     n = len(features[0])
+    if n // 2 < 20:
+        return None
     rng = np.random.default_rng(seed)
     counts = np.zeros(len(features))
     for _ in range(draws):

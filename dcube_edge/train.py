@@ -414,13 +414,14 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
         "samples": int(len(sample)), "timesteps": list(cfg.timesteps), "threshold": cfg.p_threshold,
         "max_layers": cfg.max_layers, "p_values": [float(p) for p in pvals], "layer_choice": cfg.layer_choice,
         "selected_layers": list(layers), "sample_seed": cfg.split_seed,
-        "frequency_on_halves": {"draws": 50, "per_layer": [round(f, 3) for f in frequency]}})
+        "frequency_on_halves": frequency and {"draws": 50, "per_layer": [round(f, 3) for f in frequency]}})
     how = "Gaussianity selection" if fixed_layers is None else f"--layers {cfg.layer_choice}"
     selection.plot(pvals, layers, cfg.p_threshold, out / "selection.png",
                    f"{how} on {Path(data).name}: layers {list(layers)}", frequency)
     rundir.save_config(cfg, out)
-    log(f"{how}: layers {list(layers)} (p = {', '.join(f'{pvals[i]:.2g}' for i in layers)}; picked on "
-        f"{', '.join(f'{frequency[i]:.0%}' for i in layers)} of random halves of the {len(sample)} images)")
+    stable = (f"; picked on {', '.join(f'{frequency[i]:.0%}' for i in layers)} of random halves of the "
+              f"{len(sample)} images" if frequency else "")
+    log(f"{how}: layers {list(layers)} (p = {', '.join(f'{pvals[i]:.2g}' for i in layers)}{stable})")
 
     t1 = time.perf_counter()
     model = DCube(cfg, k)

@@ -127,6 +127,7 @@ def test_selection_stability_on_random_halves():
     bimodal[:150, 0] += 8  # one layer with a clear two-group structure, two without
     freq = stability([gaussian[0], bimodal, gaussian[2]], threshold=0.05, max_layers=1, draws=20)
     assert freq[1] == 1.0 and freq[0] < 0.5 and freq[2] < 0.5 and len(freq) == 3
+    assert stability([g[:30] for g in gaussian], threshold=0.05, max_layers=1) is None  # halves of 15: too few
 
 
 def test_select_rules():
