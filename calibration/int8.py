@@ -40,10 +40,15 @@ OP_TYPES = ["Conv", "MatMul", "Gemm"]
 KEEP_FLOAT_SCOPES = ["head"]
 
 
+def in_scopes(name: str, scopes: list[str]) -> bool:
+    """Whether a node or IR layer name (module-scoped at export, e.g. ``head.resnet.layer1/...``) falls
+    under any of ``scopes``."""
+    return any(name.startswith(s + ".") or name.startswith(s + "/") for s in scopes)
+
+
 def excluded_nodes(model: onnx.ModelProto, scopes: list[str]) -> list[str]:
-    """Nodes whose names (module-scoped at export) fall under any of ``scopes``."""
-    return [n.name for n in model.graph.node if any(n.name.startswith(s + ".") or n.name.startswith(s + "/")
-                                                      for s in scopes)]
+    """Nodes whose names fall under any of ``scopes``."""
+    return [n.name for n in model.graph.node if in_scopes(n.name, scopes)]
 
 
 def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str,

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dcube_edge.calibration.int8 import KEEP_FLOAT_SCOPES
+from dcube_edge.calibration.int8 import KEEP_FLOAT_SCOPES, in_scopes
 from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.files import atomic_path
 
@@ -89,10 +89,9 @@ def keep_f32(xml: Path, scopes: list[str] = BF16_F32_SCOPES) -> int:
     """Mark every computing layer of the IR under ``scopes`` (module names at export) ``precise``, so the
     CPU plugin runs it in f32 whatever the inference-precision hint. Returns how many layers were marked."""
     tree = ET.parse(xml)
-    pattern = re.compile("|".join(re.escape(s) + r"[./]" for s in scopes))
     marked = 0
     for layer in tree.getroot().iter("layer"):
-        if layer.get("type") in ("Const", "Parameter", "Result") or not pattern.match(layer.get("name", "")):
+        if layer.get("type") in ("Const", "Parameter", "Result") or not in_scopes(layer.get("name", ""), scopes):
             continue
         rt = layer.find("rt_info")
         if rt is None:
