@@ -6,6 +6,7 @@ or a tensor-only .pth read with ``weights_only=True``) loads into the ``paper`` 
 weights are summed over the colour axis. Nothing is ever downloaded."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -116,23 +117,35 @@ class ResNet(nn.Module):
 
 def guide_branch(cfg: Config) -> ResNet:
     """D-Cube's ResNet guide branch as the config describes it (width, blocks per stage, block type, stem)."""
-    return ResNet(cfg.resnet_width, cfg.resnet_layers, cfg.resnet_stem, BLOCKS[cfg.resnet_block])
+    return ResNet(*layout(dataclasses.replace(cfg, model="branch")))
 
 
 ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3)),
          "branch": (Bottleneck, None)}  # D-Cube's own ResNet guide branch (the preset's width), alone
 
 
+def layout(cfg: Config) -> tuple[int, tuple[int, ...], str, type[nn.Module]]:
+    """(width, blocks per stage, stem, block) of the network ``cfg.model`` names: a baseline or the guide branch."""
+    if cfg.model not in ARCHS:
+        raise ValueError(f"unknown baseline {cfg.model!r}; choose one of {', '.join(ARCHS)}")
+    block, layers = ARCHS[cfg.model]
+    if layers is None:
+        return cfg.resnet_width, tuple(cfg.resnet_layers), cfg.resnet_stem, BLOCKS[cfg.resnet_block]
+    return 64, layers, "small" if cfg.image_size <= 64 else "imagenet", block
+
+
+def branch_twin(cfg: Config) -> str | None:
+    """The standard baseline the preset's guide branch is identical to (e.g. ``small``'s is ResNet-18), if any."""
+    branch = layout(dataclasses.replace(cfg, model="branch"))
+    return next((name for name in ARCHS if name != "branch"
+                 and layout(dataclasses.replace(cfg, model=name)) == branch), None)
+
+
 class Baseline(nn.Module):
     def __init__(self, cfg: Config, num_classes: int):
         super().__init__()
-        if cfg.model not in ARCHS:
-            raise ValueError(f"unknown baseline {cfg.model!r}; choose one of {', '.join(ARCHS)}")
-        block, layers = ARCHS[cfg.model]
-        if layers is None:
-            self.backbone = guide_branch(cfg)
-        else:
-            self.backbone = ResNet(64, layers, "small" if cfg.image_size <= 64 else "imagenet", block)
+        width, layers, stem, block = layout(cfg)
+        self.backbone = ResNet(width, layers, stem, block)
         self.fc = nn.Linear(self.backbone.out_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,13 @@ def imbalanced(tmp_path_factory) -> Path:
     return root
 
 
+def test_results_driver_does_not_retrain_a_branch_that_is_a_baseline(tmp_path):
+    said = []
+    assert ablation.run(tmp_path / "runs", tmp_path, [("breastmnist", "branch", 0)], preset="small", echo=said.append) == []
+    assert "the small guide branch is resnet18" in said[0]
+    assert not ablation.run_dir(tmp_path / "runs", "breastmnist", "branch", 0).exists()
+
+
 def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced, tmp_path):
     root, data = tmp_path / "runs", imbalanced.parent
     plan = [("breastmnist", v, s) for v, s in

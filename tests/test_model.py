@@ -104,6 +104,20 @@ def test_presets_are_data_and_paper_sizes_match_reference():
         Config.from_preset("huge")
 
 
+def test_guide_branch_twin_is_the_identical_baseline_network():
+    from dcube_edge.resnet import Baseline, branch_twin, guide_branch
+
+    assert branch_twin(tiny()) is None  # width 8: no standard network
+    for preset, twin in (("small", "resnet18"), ("paper", "resnet50")):
+        cfg = Config.from_preset(preset)
+        assert branch_twin(cfg) == twin
+        branch = guide_branch(cfg).state_dict()
+        base = Baseline(Config.from_preset(preset, model=twin), 2).backbone.state_dict()
+        assert {k: v.shape for k, v in branch.items()} == {k: v.shape for k, v in base.items()}
+    # a changed branch is no longer a twin
+    assert branch_twin(Config.from_preset("small", resnet_block="bottleneck", resnet_width=16)) is None
+
+
 def test_config_roundtrip_and_unknown_keys():
     cfg = tiny(classes=("a", "b"), selected_layers=(1, 2))
     assert Config.from_dict(cfg.to_dict()) == cfg
