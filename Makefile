@@ -39,6 +39,8 @@ clean:
 
 # Latency tables for benchmarks/README.md, filed under the CPU class of the machine that runs it
 # (benchmarks/amx, benchmarks/avx512-bf16, ...; see `dcube-edge bench --help` for GPU options).
+# ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 make bench runs an AMX CPU as the AVX512-BF16 class (PyTorch and OpenVINO
+# both honour it) and files the tables under benchmarks/avx512-bf16-capped: what AMX buys, on one machine.
 BENCH ?= bench-out
 bench: install
 	test -d $(BENCH)/phantoms || $(BIN)/dcube-edge demo-data $(BENCH)/phantoms --per-class 40 --size 128

@@ -377,7 +377,7 @@ def write_outputs(result: dict, json_path: Path | None, csv_path: Path | None, p
         machine = result["machine"]
         for r in result["results"]:
             w.writerow(r)
-        buf.write(f"# machine: {machine['cpu_model']}, {machine['cpu_count']} cpus, isa {' '.join(machine['isa'])}, "
+        buf.write(f"# machine: {machine['cpu_model']}, {machine['cpu_count']} cpus, isa {isa.recorded(machine)}, "
                   f"gpu {machine['gpu']}\n")
         write_bytes(csv_path, buf.getvalue().encode())
     if plot_path is not None:
@@ -522,7 +522,7 @@ def report_markdown(results: dict[str, dict]) -> str:
         m = r["machine"]
         peaks = r.get("gemm_peaks") or {"fp32": r["gemm_peak"]}  # files written before per-precision peaks
         lines += [f"## {title}", "",
-                  f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, ISA {' '.join(m['isa']) or '–'}, GPU {m['gpu'] or 'none'}; "
+                  f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, ISA {isa.recorded(m)}, GPU {m['gpu'] or 'none'}; "
                   f"threads {r['threads'] or 'default'}; {r['iterations']} timed calls after {r['warmup']} warm-up; "
                   f"GEMM peaks measured in the same run: {peaks_text(peaks)}; date {r.get('date', '?')}.", "",
                   "| backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s | speedup vs torch eager fp32 | vs fastest torch | engine MB | GFLOP/s (% of own-precision peak) |",

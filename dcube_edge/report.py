@@ -86,9 +86,10 @@ def prediction_counts(title: str, counts: dict[str, int], classes: list[str], er
 def bench(result: dict) -> Iterator[RenderableType]:
     """The latency table, effective precisions, the benchmark_app comparison, per-op profiles and figures."""
     from dcube_edge.benchmark import peaks_text
+    from dcube_edge.runtimes.isa import recorded
 
     info = result["machine"]
-    isa = " ".join(info["isa"]) or "no ISA flags read"
+    isa = recorded(info)
     gpu = f"; {info['gpu']}" if info["gpu"] else ""
     table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {isa}{gpu})\n"
                         f"GEMM peaks: {peaks_text(result['gemm_peaks'])}")

@@ -36,7 +36,7 @@ def machine_info() -> dict:
     from . import isa
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "cpu_model": isa.cpu_model(), "isa": isa.notable(), "gpu": None}
+            "cpu_model": isa.cpu_model(), "isa": isa.notable(), "isa_cap": isa.isa_cap(), "gpu": None}
     try:
         import subprocess
 

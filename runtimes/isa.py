@@ -5,8 +5,9 @@ a flag set, so they are tested against given flag sets, not only against the mac
 from __future__ import annotations
 
 import functools
+import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 # Flags worth recording with every figure: they decide which half/int8 units exist.
@@ -14,16 +15,46 @@ NOTABLE = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "
            "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
 
 
+# oneDNN's dispatch cap (ONEDNN_MAX_CPU_ISA, honoured by PyTorch's and OpenVINO's oneDNN) in ascending order,
+# each level with the flags it adds: a cap hides the units above it, e.g. AVX512_CORE_BF16 runs an AMX Xeon
+# as the AVX512-BF16/VNNI class (an AMD EPYC's) for the same-machine comparison `make bench` files separately.
+CAP_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("AVX2", ("avx2", "fma")), ("AVX2_VNNI", ("avx_vnni",)), ("AVX512_CORE", ("avx512f",)),
+    ("AVX512_CORE_VNNI", ("avx512_vnni",)), ("AVX512_CORE_BF16", ("avx512_bf16",)),
+    ("AVX512_CORE_FP16", ("avx512_fp16",)), ("AVX512_CORE_AMX", ("amx_tile", "amx_bf16", "amx_int8")),
+    ("AVX512_CORE_AMX_FP16", ("amx_fp16",)))
+CAP_ALIASES = {"AVX10_1_512": "AVX512_CORE_FP16", "AVX10_1_512_AMX": "AVX512_CORE_AMX",
+               "AVX10_1_512_AMX_FP16": "AVX512_CORE_AMX_FP16"}
+
+
+def isa_cap(env: Mapping[str, str] | None = None) -> str | None:
+    """The oneDNN ISA cap in force (``ONEDNN_MAX_CPU_ISA``, or its older name ``DNNL_MAX_CPU_ISA``), if any."""
+    env = os.environ if env is None else env
+    value = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    value = CAP_ALIASES.get(value, value)
+    return value if value in dict(CAP_LEVELS) else None
+
+
+def capped(flags: Iterable[str], cap: str | None) -> frozenset[str]:
+    """``flags`` less the units above ``cap`` (a CAP_LEVELS name; None or unknown: no cap)."""
+    names = [name for name, _ in CAP_LEVELS]
+    if cap not in names:
+        return frozenset(flags)
+    hidden = {f for name, added in CAP_LEVELS[names.index(cap) + 1:] for f in added}
+    return frozenset(flags) - hidden
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    """This machine's CPU flags (empty where /proc/cpuinfo is unreadable, e.g. macOS)."""
+    """This machine's CPU flags as the inference libraries see them: /proc/cpuinfo less what an ISA cap hides
+    (empty where /proc/cpuinfo is unreadable, e.g. macOS)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return frozenset()
     for line in text.splitlines():
         if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
+            return capped(line.split(":", 1)[1].split(), isa_cap())
     return frozenset()
 
 
@@ -43,8 +74,15 @@ def cpu_model() -> str:
 
 
 def describe(flags: Iterable[str] | None = None) -> str:
-    """One line for reports: CPU model and the flags that matter."""
-    return f"{cpu_model()} ({' '.join(notable(flags)) or 'no AVX-512/AMX'})"
+    """One line for reports: CPU model and the flags that matter (and the ISA cap that hid others)."""
+    cap = f"; ONEDNN_MAX_CPU_ISA={isa_cap()}" if flags is None and isa_cap() else ""
+    return f"{cpu_model()} ({' '.join(notable(flags)) or 'no AVX-512/AMX'}{cap})"
+
+
+def recorded(machine: dict) -> str:
+    """The ISA a bench/report record names: its flags, and the cap they were measured under."""
+    flags = " ".join(machine.get("isa") or []) or "no ISA flags read"
+    return flags + (f"; AMX and others hidden by ONEDNN_MAX_CPU_ISA={machine['isa_cap']}" if machine.get("isa_cap") else "")
 
 
 def has_bf16(flags: Iterable[str] | None = None) -> bool:
@@ -109,10 +147,13 @@ def openvino_hint(precision: str, flags: Iterable[str] | None = None) -> str:
 
 
 def tag(flags: Iterable[str] | None = None) -> str:
-    """A short name for the CPU class, used to file benchmark tables: amx, avx512-bf16, avx512, avx2, other."""
+    """A short name for the CPU class, used to file benchmark tables: amx, avx512-bf16, avx512, avx2, other;
+    ``-capped`` where an ISA cap made a bigger CPU play that class (its tables are not a real one's)."""
     have = cpu_flags() if flags is None else frozenset(flags)
     if has_amx(have):
-        return "amx"
-    if has_bf16(have):
-        return "avx512-bf16"
-    return "avx512" if "avx512f" in have else "avx2" if "avx2" in have else "other"
+        name = "amx"
+    elif has_bf16(have):
+        name = "avx512-bf16"
+    else:
+        name = "avx512" if "avx512f" in have else "avx2" if "avx2" in have else "other"
+    return f"{name}-capped" if flags is None and isa_cap() else name

@@ -201,6 +201,20 @@ def test_openvino_precision_from_flags(flags, precision, hint):
         assert isa.openvino_hint(precision, flags) == hint
 
 
+def test_an_isa_cap_hides_the_units_above_it():
+    from dcube_edge.runtimes import isa
+
+    assert isa.isa_cap({"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}) == "AVX512_CORE_BF16"
+    assert isa.isa_cap({"DNNL_MAX_CPU_ISA": "AVX10_1_512_AMX"}) == "AVX512_CORE_AMX"
+    assert isa.isa_cap({"ONEDNN_MAX_CPU_ISA": "ALL"}) is None and isa.isa_cap({}) is None
+    # an AMX Xeon capped at AVX512_CORE_BF16 is the EPYC class, and gets its precisions
+    played = isa.capped(AMX_XEON, "AVX512_CORE_BF16")
+    assert played == EPYC and isa.tag(played) == "avx512-bf16" and isa.openvino_hint("int8", played) == "bf16"
+    assert isa.capped(AMX_XEON, "AVX2") == frozenset() and isa.tag(isa.capped(AMX_XEON | OLD, "AVX2")) == "avx2"
+    assert isa.capped(AMX_XEON, None) == AMX_XEON
+    assert "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in isa.recorded({"isa": sorted(EPYC), "isa_cap": "AVX512_CORE_BF16"})
+
+
 def test_export_refuses_what_the_cpu_cannot_run(tiny_run, tmp_path, monkeypatch):
     from dcube_edge.export.build import ExportError
     from dcube_edge.runtimes import isa
