@@ -500,7 +500,8 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     rows, failed, labels = [], [], Counter()
     head = {"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
             "classes": clf.classes}
-    with clf, json_list_stream(json_out, head, "predictions") as add, \
+    timing: dict = {}  # filled in before the JSON closes
+    with clf, json_list_stream(json_out, head, "predictions", tail=timing) as add, \
             Progress(console=err, transient=True, disable=len(files) <= batch_size) as progress:
         task = progress.add_task("classifying", total=len(files) + len(skipped))
         passed_over = [runtimes.Prediction(str(path), error=f"skipped: {why}") for path, why in skipped]
@@ -510,6 +511,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
             if len(files) + len(skipped) <= TABLE_ROWS and not to_stdout:
                 rows.append(p)
             progress.advance(task)
+        timing["engine_time"] = clf.engine_time()
     if not to_stdout:
         title = f"{engine.name}: {clf.manifest.backend} {clf.manifest.precision}"
         if rows:
@@ -521,6 +523,10 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
                 err.print(f"[red]{shown(p.path)}: {escape(p.error)}[/]")
         if failed:
             err.print(f"[red]{len(failed)} of {len(files) + len(skipped)} file(s) could not be classified[/]")
+        if timing["engine_time"]:
+            err.print("engine time per call (median, decoding excluded): " + ", ".join(
+                f"{t['p50_ms']:.2f} ms at batch {b} ({t['calls']} call{'s' * (t['calls'] > 1)})"
+                for b, t in timing["engine_time"].items()))
         if json_out is not None:
             err.print(f"wrote {json_out}")
     if failed:

@@ -1,6 +1,7 @@
 """A loaded engine: preprocessing from the manifest, batching to the engine's batch range, softmax."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,14 @@ class Classifier:
         self.manifest, self.runner = manifest, runner
         self.classes = manifest.classes
         self.spec = manifest.preprocess
+        self.engine_calls: list[tuple[int, float]] = []  # (batch, ms) of every engine call: decoding excluded
+
+    def engine_time(self) -> dict:
+        """Median engine milliseconds per call, by batch size, with call counts (what `bench` and
+        OpenVINO's benchmark_app time, so the three can be compared)."""
+        sizes = sorted({b for b, _ in self.engine_calls})
+        return {str(b): {"calls": len(ms), "p50_ms": round(float(np.median(ms)), 3)}
+                for b in sizes for ms in [[t for n, t in self.engine_calls if n == b]]}
 
     def __enter__(self) -> Classifier:
         self.runner.activate()
@@ -55,7 +64,9 @@ class Classifier:
         outs = []
         for i in range(0, len(images), step):
             feed = {self.manifest.input_name: np.ascontiguousarray(images[i:i + step], dtype=np.float32)}
+            t0 = time.perf_counter()
             outs.append(self.runner.infer(feed)[self.manifest.output_name])
+            self.engine_calls.append((len(feed[self.manifest.input_name]), (time.perf_counter() - t0) * 1e3))
         out = np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
         if not np.isfinite(out).all():
             raise NonFiniteOutput(f"{self.manifest.backend}/{self.manifest.precision} engine returned NaN/Inf "

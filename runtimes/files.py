@@ -64,9 +64,11 @@ def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def json_list_stream(path: str | Path | None, head: dict, key: str) -> Iterator[Callable[[object], None]]:
-    """Write ``{**head, key: [item, ...]}`` one item at a time (memory does not grow with the items):
-    to ``path`` atomically, to stdout for ``'-'``, nowhere for None. Yields the function that adds an item."""
+def json_list_stream(path: str | Path | None, head: dict, key: str,
+                     tail: dict | None = None) -> Iterator[Callable[[object], None]]:
+    """Write ``{**head, key: [item, ...], **tail}`` one item at a time (memory does not grow with the items):
+    to ``path`` atomically, to stdout for ``'-'``, nowhere for None. Yields the function that adds an item;
+    ``tail`` is read when the list closes, so the caller can fill it in (e.g. with timings) meanwhile."""
     import sys
 
     count = [0]
@@ -78,15 +80,18 @@ def json_list_stream(path: str | Path | None, head: dict, key: str) -> Iterator[
             count[0] += 1
         return add
 
+    def closing() -> str:
+        return "\n]" + "".join(f", {json.dumps(k)}: {dumps(v, indent=None)}" for k, v in (tail or {}).items()) + "}\n"
+
     opening = json.dumps({**head, key: []})[:-3] + "[\n"  # the object up to its open list
     if path is None:
         yield writer(None)
     elif str(path) == "-":
         sys.stdout.write(opening)
         yield writer(sys.stdout)
-        sys.stdout.write("\n]}\n")
+        sys.stdout.write(closing())
     else:
         with atomic_path(path) as tmp, open(tmp, "w") as stream:
             stream.write(opening)
             yield writer(stream)
-            stream.write("\n]}\n")
+            stream.write(closing())

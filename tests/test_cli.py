@@ -34,6 +34,17 @@ def test_classify_json_and_bad_file(ort_engine, demo_data, tmp_path):
     assert [p["error"] is None for p in out["predictions"]] == [True, True, False]
     assert "not a readable image" in out["predictions"][2]["error"]
     assert out["classes"] == ["benign", "malignant", "normal"] and "Traceback" not in res.stderr
+    # the two readable images went through the engine in one call, and that call's time is reported
+    assert list(out["engine_time"]) == ["2"] and out["engine_time"]["2"]["calls"] == 1
+    assert out["engine_time"]["2"]["p50_ms"] > 0
+
+
+def test_classify_reports_engine_time_per_batch(ort_engine, demo_data, tmp_path):
+    files = sorted((demo_data / "val" / "normal").iterdir())[:7]
+    res = cli("classify", ort_engine, *files, "--batch-size", "3", "--json", tmp_path / "p.json", check=0)
+    timing = json.loads((tmp_path / "p.json").read_text())["engine_time"]
+    assert {b: t["calls"] for b, t in timing.items()} == {"1": 1, "3": 2}
+    assert "ms at batch 3 (2 calls)" in res.stderr
 
 
 def test_classify_folder_table(ort_engine, demo_data):
