@@ -218,6 +218,12 @@ def _loss_note(row: dict) -> str:
     return "" if used == Config().class_weights else f" ({used} CE)"
 
 
+def _branch(row: dict) -> str:
+    """The guide branch a run trained with, as block type × width × blocks per stage."""
+    c = row["config"]
+    return f"{c.get('resnet_block', 'bottleneck')} ×{c['resnet_width']} {'-'.join(map(str, c['resnet_layers']))}"
+
+
 MODEL_NAMES = {"dcube": "D-Cube small", "resnet18": "ResNet-18", "branch": "ResNet branch alone"}
 
 
@@ -399,6 +405,8 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                 extra += _loss_note(r)
             if r["config"].get("synthetic_counts"):
                 extra += f" (+{'/'.join(map(str, r['config']['synthetic_counts']))} synthetic)"
+            if variant != "narrow-guide" and ref and _branch(r) != _branch(ref):
+                extra += f" (guide branch {_branch(r)}, not the D-Cube row's: Δ mixes two changes)"
             if "validation_fixed_t" in r["metrics"]:
                 extra += f" (fixed-t engine: AUC {r['metrics']['validation_fixed_t']['auc']:.3f})"
             lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what}{extra} | "
