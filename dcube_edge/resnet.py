@@ -144,8 +144,7 @@ def branch_twin(cfg: Config) -> str | None:
 class Baseline(nn.Module):
     def __init__(self, cfg: Config, num_classes: int):
         super().__init__()
-        width, layers, stem, block = layout(cfg)
-        self.backbone = ResNet(width, layers, stem, block)
+        self.backbone = ResNet(*layout(cfg))
         self.fc = nn.Linear(self.backbone.out_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,20 +36,24 @@ class Prediction:
     def to_dict(self) -> dict:
         return {"path": self.path, "label": self.label, "probs": self.probs, "error": self.error}
 
+RECENT_CALLS = 1024  # engine timings kept per batch size
+
 
 class Classifier:
     def __init__(self, manifest: Manifest, runner: Runner):
         self.manifest, self.runner = manifest, runner
         self.classes = manifest.classes
         self.spec = manifest.preprocess
-        self.engine_calls: list[tuple[int, float]] = []  # (batch, ms) of every engine call: decoding excluded
+        # Engine milliseconds per call by batch size (decoding excluded): every call counted, the latest
+        # RECENT_CALLS kept, so a long-running server's memory does not grow with the calls it serves.
+        self.engine_calls: Counter[int] = Counter()
+        self.engine_ms: dict[int, deque[float]] = defaultdict(lambda: deque(maxlen=RECENT_CALLS))
 
     def engine_time(self) -> dict:
-        """Median engine milliseconds per call, by batch size, with call counts (what `bench` and
-        OpenVINO's benchmark_app time, so the three can be compared)."""
-        sizes = sorted({b for b, _ in self.engine_calls})
-        return {str(b): {"calls": len(ms), "p50_ms": round(float(np.median(ms)), 3)}
-                for b in sizes for ms in [[t for n, t in self.engine_calls if n == b]]}
+        """Median engine milliseconds per call (of the latest RECENT_CALLS), by batch size, with call counts
+        (what `bench` and OpenVINO's benchmark_app time, so the three can be compared)."""
+        return {str(b): {"calls": self.engine_calls[b], "p50_ms": round(float(np.median(self.engine_ms[b])), 3)}
+                for b in sorted(self.engine_calls)}
 
     def __enter__(self) -> Classifier:
         self.runner.activate()
@@ -66,7 +71,9 @@ class Classifier:
             feed = {self.manifest.input_name: np.ascontiguousarray(images[i:i + step], dtype=np.float32)}
             t0 = time.perf_counter()
             outs.append(self.runner.infer(feed)[self.manifest.output_name])
-            self.engine_calls.append((len(feed[self.manifest.input_name]), (time.perf_counter() - t0) * 1e3))
+            batch = len(feed[self.manifest.input_name])
+            self.engine_calls[batch] += 1
+            self.engine_ms[batch].append((time.perf_counter() - t0) * 1e3)
         out = np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
         if not np.isfinite(out).all():
             raise NonFiniteOutput(f"{self.manifest.backend}/{self.manifest.precision} engine returned NaN/Inf "

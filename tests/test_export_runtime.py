@@ -78,6 +78,17 @@ def test_dynamic_batch(ort_engine, batch):
         assert clf.logits(x).shape == (batch, 3)
 
 
+def test_engine_timings_are_bounded_for_a_long_running_server(ort_engine, monkeypatch):
+    from dcube_edge.runtimes import classifier
+
+    monkeypatch.setattr(classifier, "RECENT_CALLS", 3)
+    x = np.zeros((2, 1, 32, 32), np.float32)
+    with runtimes.load(ort_engine) as clf:
+        for _ in range(5):
+            clf.logits(x)
+    assert clf.engine_time()["2"]["calls"] == 5 and len(clf.engine_ms[2]) == 3
+
+
 def test_manifest_records_contract(ort_engine, tiny_run):
     m = json.loads((ort_engine / "manifest.json").read_text())
     cfg = rundir.load_config(tiny_run)
