@@ -41,6 +41,7 @@ class Variant:
     balance: bool = False  # `augment --balance` from that trunk, mixed into training
     baseline: bool = False
     own_budget: bool = False  # the variant sets its own step budgets (not the plan's)
+    step1_scale: int = 1  # step 1 runs this many times the plan's (or the preset's) step-1 budget
 
 
 # Budgets are the preset's (steps, the same on every dataset), so every dataset gets the same number of
@@ -59,6 +60,8 @@ VARIANTS = {v.name: v for v in (
     Variant("old-recipe", "the previous recipe: 680 step-1 steps (40 BreastMNIST epochs), constant lr, no EMA",
             ("--steps-diffusion", "680", "--lr-schedule", "constant", "--ema-decay", "0", "--steps-classifier", "270"),
             own_budget=True),
+    Variant("long-trunk", "step 1 for twice the budget at a constant lr (does a trunk trained further learn more?)",
+            ("--lr-schedule", "constant"), step1_scale=2),
     Variant("no-ema", "step 1 without EMA (trunk retrained)", ("--ema-decay", "0")),
     Variant("guide-loss", "step 2 + cross-entropy on the guide branch's pooled map (weight 0.5)",
             ("--guide-loss-weight", "0.5"), reuse_trunk=True),
@@ -76,7 +79,7 @@ VARIANTS = {v.name: v for v in (
             reuse_trunk=True, balance=True),
 )}
 HEADLINE = ("dcube", "resnet18", "branch")
-ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
+ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
              "all-layers", "last-layer", "random-t", "balance")
 # Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (
@@ -111,7 +114,11 @@ def run_one(root: Path, data: Path, dataset: str, variant: str, seed: int, prese
     if (out / "metrics.json").is_file():
         return False
     v = VARIANTS[variant]
-    budget = [] if steps is None or v.own_budget else ["--steps-diffusion", str(steps[0]), "--steps-classifier", str(steps[1])]
+    step1, step2 = steps or (None, None)
+    if v.step1_scale != 1:
+        step1 = v.step1_scale * (step1 or Config.from_preset(preset).steps_diffusion)
+    budget = [] if v.own_budget else [*(["--steps-diffusion", str(step1)] if step1 else []),
+                                      *(["--steps-classifier", str(step2)] if step2 else [])]
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".log")
     src = str(data / dataset)
@@ -261,7 +268,7 @@ def selection_figure(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
-TRUNK_ROWS = ("dcube", "old-recipe", "no-ema", "random-trunk")
+TRUNK_ROWS = ("dcube", "old-recipe", "long-trunk", "no-ema", "random-trunk")
 
 
 def _trunk(root_row: dict | None) -> dict | None:
@@ -308,7 +315,8 @@ def _figure(draw, rows: dict, figure: Path | None, out: Path, caption: str) -> l
 
 
 def trunk_figure(rows: dict, path: Path) -> None:
-    """Per dataset: ε-MSE at t = 500 and the best token-mean probe vs step, one line per trunk recipe."""
+    """Per dataset: x0-MSE / image variance at t = 500 (the issue's yardstick, target < 0.5) and the best
+    token-mean probe vs step, one line per trunk recipe."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,11 +334,13 @@ def trunk_figure(rows: dict, path: Path) -> None:
             checks = t["checkpoints"]
             steps = [c["step"] for c in checks]
             i = checks[-1]["denoising"]["timesteps"].index(500)
-            axes[0, j].plot(steps, [c["denoising"]["eps_mse"][i] for c in checks], marker="o", label=variant)
+            axes[0, j].plot(steps, [c["denoising"]["x0_mse"][i] / c["denoising"]["image_variance"] for c in checks],
+                            marker="o", label=variant)
             axes[1, j].plot(steps, [max(max(row) for row in c["probes"]["token_mean"]) for c in checks], marker="o",
                             label=f"{variant} (best token-mean)")
             axes[1, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
-        axes[0, j].set(title=f"{dataset}: ε-MSE at t = 500 (validation)", xlabel="step-1 step", yscale="log")
+        axes[0, j].axhline(0.5, ls="--", c="k", lw=1)
+        axes[0, j].set(title=f"{dataset}: x0-MSE / variance at t = 500 (dashed: 0.5)", xlabel="step-1 step", yscale="log")
         axes[1, j].set(title=f"{dataset}: probe AUC (dashed: pixel probe)", xlabel="step-1 step")
         for ax in axes[:, j]:
             ax.legend(fontsize=7)

@@ -100,7 +100,8 @@ def test_results_driver_does_not_retrain_a_branch_that_is_a_baseline(tmp_path):
 def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced, tmp_path):
     root, data = tmp_path / "runs", imbalanced.parent
     plan = [("breastmnist", v, s) for v, s in
-            (("dcube", 0), ("dcube", 1), ("resnet18", 0), ("branch", 0), ("all-layers", 0), ("random-t", 0), ("balance", 0))]
+            (("dcube", 0), ("dcube", 1), ("resnet18", 0), ("branch", 0), ("all-layers", 0), ("random-t", 0), ("balance", 0),
+                              ("long-trunk", 0))]
     assert ablation.run(root, data, plan, preset="tiny", steps=(8, 4), echo=lambda *_: None) == []
 
     def cfg(variant, seed=0):
@@ -139,6 +140,8 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
     assert "| breastmnist | ResNet branch alone |" in text and "| breastmnist | dcube | 8 |" in text  # trunk table
     assert (out.parent / "figures" / "trunk-curves.png").stat().st_size > 0
     assert cfg("dcube")["steps_diffusion"] == 8 and cfg("all-layers")["steps_classifier"] == 4
+    assert cfg("long-trunk")["steps_diffusion"] == 16 and cfg("long-trunk")["lr_schedule"] == "constant"
+    assert cfg("long-trunk")["steps_classifier"] == 4 and "| breastmnist | long-trunk | 16 |" in text
 
 
 def test_layer_selection_does_not_move_with_the_step2_seed(tiny_run, demo_data, tmp_path):
