@@ -193,6 +193,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
         export_onnx(graph, spec, job.fp32_onnx)
         model_file, backend_info = builder.build(job)
         job.fp32_onnx.unlink()
+        hint = job.hint  # a builder may have measured the hint it was given and changed it
         parts = getattr(builder, "effective_precision", lambda p, h: {"all": p})
         manifest = engine_manifest.compose(
             backend.name, opts.precision, model_file, spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
@@ -209,7 +210,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
         tolerance = spec.tolerance(opts.precision)
         manifest["parity"] = measure_parity(work, graph, cfg, opts, spec, log)
         fallback = getattr(builder, "fallback", None)
-        notes = []
+        notes = [backend_info["hint_choice"]] if backend_info and backend_info.get("hint_choice") else []
         while fallback and not tolerance.holds(manifest["parity"]):
             note = fallback(work, manifest, manifest["parity"])
             if not note:

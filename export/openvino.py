@@ -1,7 +1,8 @@
 """OpenVINO IR builder: ``ov.convert_model`` on the ONNX, ``ov.save_model``; INT8 with
 ``nncf.quantize`` on the IR (transformer model type, symmetric preset) from the calibration set.
 bf16/fp16 are inference-precision hints chosen from the CPU's flags (:func:`runtimes.isa.openvino_hint`)
-and recorded; an int8 engine's float islands get the same treatment.
+and recorded; an int8 engine's float islands get the same treatment, then a bf16 hint is timed against f32
+on the IR (:func:`speed_check`): islands stay bf16 only where that is faster on this CPU.
 
 Where the hint breaks parity, :func:`fallback` keeps the ResNet guide branch in f32 by marking its IR
 layers with OpenVINO's ``precise`` run-time attribute (``ov::DisableFP16Compression``, which the CPU plugin
@@ -56,7 +57,59 @@ def build(job: BuildJob) -> tuple[str, dict]:
                                   "model_type": "transformer", "subset_size": int(len(calibration)),
                                   "ignored_scope_patterns": patterns})
     ov.save_model(model, str(job.work / "model.xml"), compress_to_fp16=False)
+    if job.hint == "bf16":
+        info.update(speed_check(job))
     return "model.xml", info
+
+
+# bf16 islands must beat f32 ones by this much to be kept (f32 is the more precise of two equal choices).
+ISLANDS_BF16_MIN_GAIN = 0.05
+
+
+def hint_latency(xml: Path, image_size: int, hints: tuple[str, ...] = ("bf16", "f32"), rounds: int = 3,
+                 calls: int = 5) -> dict[str, float]:
+    """Median batch-1 latency (ms) of the IR compiled under each inference-precision hint, the hints
+    alternated over ``rounds`` so a noisy machine hurts each alike."""
+    import time
+
+    import numpy as np
+    import openvino as ov
+    import openvino.properties.hint as ov_hints
+
+    core = ov.Core()
+    requests = {h: core.compile_model(str(xml), "CPU", {ov_hints.inference_precision(): h,
+                                                         ov_hints.performance_mode(): ov_hints.PerformanceMode.LATENCY})
+                .create_infer_request() for h in hints}
+    feed = np.random.default_rng(0).uniform(-1, 1, (1, 1, image_size, image_size)).astype(np.float32)
+    times: dict[str, list[float]] = {h: [] for h in hints}
+    for r in requests.values():
+        r.infer([feed])  # warm-up
+    for _ in range(rounds):
+        for h, r in requests.items():
+            for _ in range(calls):
+                start = time.perf_counter()
+                r.infer([feed])
+                times[h].append((time.perf_counter() - start) * 1e3)
+    return {h: float(np.median(t)) for h, t in times.items()}
+
+
+def speed_check(job: BuildJob) -> dict:
+    """Measure, don't assume: a CPU may list AVX512-BF16 and still run bf16 slower than f32 (an AMX Xeon
+    capped below AMX: 1.5× slower, its bf16 dot product has the FMA's rate plus conversions; an AMD EPYC:
+    2× faster). An int8 engine's float islands stay bf16 only where measured faster; a bf16 engine is built
+    as asked, with a warning where fp32 would be faster here. Returns the manifest's record of it."""
+    ms = hint_latency(job.work / "model.xml", job.cfg.image_size)
+    record: dict = {"latency_by_hint_ms": {h: round(v, 3) for h, v in ms.items()}}
+    measured = f"batch 1 at export: bf16 {ms['bf16']:.2f} ms, f32 {ms['f32']:.2f} ms"
+    if job.precision == "int8" and ms["bf16"] > ms["f32"] * (1 - ISLANDS_BF16_MIN_GAIN):
+        job.hint = "f32"
+        record.update(inference_precision="f32",
+                      hint_choice=f"float islands in f32: bf16 islands were not faster here ({measured})")
+        job.log(record["hint_choice"])
+    elif job.precision == "bf16" and ms["bf16"] > ms["f32"]:
+        record["hint_choice"] = f"bf16 as asked, but slower than f32 on this CPU ({measured}): fp32 or int8 would be faster here"
+        job.log(f"warning: {record['hint_choice']}")
+    return record
 
 
 def tool_versions() -> dict:

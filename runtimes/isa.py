@@ -127,7 +127,7 @@ def openvino_hint(precision: str, flags: Iterable[str] | None = None) -> str:
 
     fp32 → f32; bf16 → bf16 where AMX-BF16 or AVX512-BF16 exists; fp16 → f16 only with AMX-FP16 (the
     only CPU unit that runs it faster than fp32); int8 → its float parts in bf16 where the CPU has it,
-    else f32 (export then keeps bf16 only if parity holds)."""
+    else f32 (export keeps bf16 only where it measured faster than f32 and parity holds)."""
     if precision == "fp32":
         return "f32"
     if precision == "bf16":

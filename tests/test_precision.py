@@ -7,6 +7,7 @@ import onnx
 import pytest
 from dcube_edge.calibration import sets
 from dcube_edge.calibration.int8 import qdq_properties
+from dcube_edge.export import openvino as ov_export
 from dcube_edge.export.build import ExportOptions, export
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 
@@ -238,6 +239,7 @@ def test_int8_float_islands_pinned_when_bf16_breaks_parity(tiny_run, tmp_path, m
     pytest.importorskip("nncf")
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
     monkeypatch.setitem(spec.TOLERANCES, "int8", spec.Tolerance(min_top1_agreement=1.01))
+    monkeypatch.setattr(ov_export, "hint_latency", lambda *a, **k: {"bf16": 1.0, "f32": 2.0})  # bf16 islands faster
     out = tmp_path / "ov-int8"
     export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
     m = manifest(out)
@@ -246,6 +248,46 @@ def test_int8_float_islands_pinned_when_bf16_breaks_parity(tiny_run, tmp_path, m
     note = m["effective_precision"]["note"]  # both steps of the ladder, in order
     assert note.index("guide branch kept in f32") < note.index("pinned to f32") and m["parity"]["within_tolerance"] is False
     assert m["openvino"]["f32_scopes"] == ["head.resnet"]
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_bf16_hint_is_measured_against_f32_at_export(tiny_run, tmp_path, monkeypatch, precision):
+    """A CPU with a bf16 unit may still run bf16 slower than f32 (an AMX Xeon capped below AMX does): an
+    int8 engine's float islands then go f32, a bf16 engine is built as asked with the measurement and a
+    warning in its manifest. The timings are given; the rest (IR, compile, parity under the hint) is real."""
+    pytest.importorskip("nncf")
+    from dcube_edge.runtimes import isa
+
+    monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
+    monkeypatch.setattr(ov_export, "hint_latency", lambda *a, **k: {"bf16": 3.0, "f32": 2.0})
+    said = []
+    out = tmp_path / f"ov-{precision}"
+    export(tiny_run, out, ExportOptions(backend="openvino", precision=precision, calibration_size=24, max_batch=16),
+           log=said.append)
+    m = manifest(out)
+    assert m["openvino"]["latency_by_hint_ms"] == {"bf16": 3.0, "f32": 2.0}
+    note = m["effective_precision"]["note"]
+    if precision == "int8":
+        assert m["openvino"]["inference_precision"] == "f32" and m["parity"]["runtime_inference_precision"] == "f32"
+        assert m["effective_precision"]["rest_of_head"] == "fp32" and note.startswith("float islands in f32")
+    else:
+        assert m["openvino"]["inference_precision"] == "bf16" and m["effective_precision"]["all"] == "bf16"
+        assert "slower than f32 on this CPU" in note and any(line.startswith("warning: bf16 as asked") for line in said)
+
+
+def test_export_speed_check_times_every_hint_on_the_real_ir(engines):
+    """hint_latency compiles the IR under each hint and returns a positive median per hint; an engine built
+    under a bf16 hint records what it measured, an f32 one has nothing to compare."""
+    if ("openvino", "fp32") not in engines:
+        pytest.skip("openvino is not installed")
+    out = engines[("openvino", "fp32")]
+    assert "latency_by_hint_ms" not in manifest(out)["openvino"]
+    ms = ov_export.hint_latency(out / "model.xml", 32, hints=("f32",), rounds=1, calls=2)
+    assert set(ms) == {"f32"} and ms["f32"] > 0
+    for precision in ("bf16", "int8"):
+        if ("openvino", precision) in engines:
+            recorded = manifest(engines[("openvino", precision)])["openvino"]["latency_by_hint_ms"]
+            assert set(recorded) == {"bf16", "f32"} and min(recorded.values()) > 0
 
 
 def test_bf16_engine_keeps_the_guide_branch_f32_when_parity_breaks(tiny_run, tmp_path, monkeypatch):
