@@ -282,7 +282,19 @@ def _trunk_of(rows: dict, dataset: str, variant: str) -> dict | None:
     return t if t or variant != "dcube" else _trunk(rows.get((dataset, "narrow-guide", 0)))
 
 
-def trunk_section(rows: dict, figure: Path | None, out: Path) -> list[str]:
+def _trunks(root: Path, rows: dict) -> dict[tuple[str, str], dict]:
+    """Seed-0 trunk reports per (dataset, trunk recipe): a finished row's, else the run directory's own
+    ``trunk.json`` — written when step 1 ends, so a trunk shows here while its step 2 still runs."""
+    found = {}
+    for dataset in DATASETS:
+        for variant in TRUNK_ROWS:
+            t = _trunk_of(rows, dataset, variant) or _load(run_dir(root, dataset, variant, 0) / "trunk.json")
+            if t:
+                found[dataset, variant] = t
+    return found
+
+
+def trunk_section(trunks: dict, figure: Path | None, out: Path) -> list[str]:
     """What each trunk learned (trunk.json of the run): probes vs the pixel probe, x0 at t = 500."""
     lines = ["", "## What the trunk learned (seed 0, `trunk.json` of each run)", "",
              "Linear probes: logistic regression on training-image features, AUC on validation (best L2 of three), per "
@@ -293,7 +305,7 @@ def trunk_section(rows: dict, figure: Path | None, out: Path) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         for variant in TRUNK_ROWS:
-            t = _trunk_of(rows, dataset, variant)
+            t = trunks.get((dataset, variant))
             if not t:
                 continue
             b, last = t["best_probe"], t["checkpoints"][-1]
@@ -302,19 +314,19 @@ def trunk_section(rows: dict, figure: Path | None, out: Path) -> list[str]:
             lines.append(f"| {dataset} | {variant} | {last['step']} | {t['pixel_probe']:.3f} | {b['auc']:.3f} ({b['kind']}, "
                          f"{b['layer']}, {b['timestep']}) | {b['over_pixels']:+.3f} | {t['x0_ratio_t500']:.2f} | "
                          f"{den['eps_mse'][i]:.4f} |")
-    lines += _figure(trunk_figure, rows, figure, out, "trunk curves")
+    lines += _figure(trunk_figure, trunks, figure, out, "trunk curves")
     return lines
 
 
-def _figure(draw, rows: dict, figure: Path | None, out: Path, caption: str) -> list[str]:
+def _figure(draw, data: dict, figure: Path | None, out: Path, caption: str) -> list[str]:
     """Draw a figure next to the report and return the markdown lines that show it (none without a path)."""
     if not figure:
         return []
-    draw(rows, figure)
+    draw(data, figure)
     return ["", f"![{caption}](./{figure.relative_to(out.parent).as_posix()})"]
 
 
-def trunk_figure(rows: dict, path: Path) -> None:
+def trunk_figure(trunks: dict, path: Path) -> None:
     """Per dataset: x0-MSE / image variance at t = 500 (the issue's yardstick, target < 0.5) and the best
     token-mean probe vs step, one line per trunk recipe."""
     import matplotlib
@@ -322,13 +334,13 @@ def trunk_figure(rows: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = [d for d in DATASETS if any(_trunk_of(rows, d, v) for v in TRUNK_ROWS)]
+    datasets = [d for d in DATASETS if any((d, v) in trunks for v in TRUNK_ROWS)]
     if not datasets:
         return
     fig, axes = plt.subplots(2, len(datasets), figsize=(4.6 * len(datasets), 6.4), dpi=110, squeeze=False)
     for j, dataset in enumerate(datasets):
         for variant in TRUNK_ROWS:
-            t = _trunk_of(rows, dataset, variant)
+            t = trunks.get((dataset, variant))
             if not t or len(t["checkpoints"]) < 1:
                 continue
             checks = t["checkpoints"]
@@ -396,7 +408,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
             lines.append(f"| {dataset} | D-Cube − ResNet-18 (same seed) | {_mean_sd(auc)} | | {_mean_sd(f1)} | "
                          f"D-Cube ahead on AUC in {sum(d > 0 for d in auc)} of {len(auc)} seeds, on macro-F1 in "
                          f"{sum(d > 0 for d in f1)} | | | |")
-    lines += trunk_section(rows, figure.parent / "trunk-curves.png" if figure else None, out)
+    lines += trunk_section(_trunks(root, rows), figure.parent / "trunk-curves.png" if figure else None, out)
     lines += ["", "## Ablations (seed 0; step-2 variants reuse the seed-0 D-Cube trunk)", "",
               "Δ AUC is against the D-Cube row of the same seed (same trunk unless the variant retrains it).", "",
               "| dataset | variant | what changes | layers | val AUC | Δ AUC | accuracy | macro-F1 | recall per class | best epoch | train time |",

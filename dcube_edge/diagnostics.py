@@ -113,6 +113,16 @@ def best_probe(p: dict) -> dict:
     return best
 
 
+def summary(check: dict) -> str:
+    """One log line for a step-1 checkpoint: what the issue's yardsticks read at this step."""
+    den, probes_ = check["denoising"], check["probes"]
+    i = list(den["timesteps"]).index(500)
+    best = best_probe(probes_)
+    return (f"checkpoint step {check['step']}: x0-MSE/variance at t=500 {den['x0_mse'][i] / den['image_variance']:.2f} "
+            f"(eps-MSE {den['eps_mse'][i]:.4f}); best probe AUC {best['auc']:.3f} (layer {best['layer']}, "
+            f"t={best['timestep']}, {best['kind']}) vs pixel probe {probes_['pixels']:.3f}")
+
+
 @torch.no_grad()
 def samples(trunk: UViT, schedule: Schedule, num_classes: int, per_class: int = 4, seed: int = 0,
             steps: int = 50) -> np.ndarray:

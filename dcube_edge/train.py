@@ -195,6 +195,7 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
         if step in checkpoints and diagnose is not None and distributed.is_main():
             t_diag = time.perf_counter()
             checks.append({"step": step, **diagnose(ema.module if ema is not None else trunk, step)})
+            log(diagnostics.summary(checks[-1]))
             t_epoch += time.perf_counter() - t_diag  # steps/s counts training only
         if s + 1 == per_epoch or step == cfg.steps_diffusion:
             row = {"epoch": epoch + 1, "step": step, **distributed.mean(totals), "lr": cfg.lr * lr_factor(cfg, step - 1),
@@ -450,7 +451,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
 
 
 def epoch_log(out: Path, log: Callable[[str], None], total: int) -> Callable[[str], None]:
-    """One line per epoch appended to ``out/train.log``; about ten of them also reach the console."""
+    """Every line appended to ``out/train.log``; of the per-epoch lines about ten also reach the console,
+    other lines (the checkpoint diagnostics) all of them."""
     last = [-1]
 
     def write(line: str) -> None:
@@ -458,6 +460,9 @@ def epoch_log(out: Path, log: Callable[[str], None], total: int) -> Callable[[st
             return
         with open(out / "train.log", "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        if not line.startswith("epoch "):
+            log(line)
+            return
         step = int(line.split(" step ")[1].split("/")[0])
         if step * 10 // total != last[0]:
             last[0] = step * 10 // total

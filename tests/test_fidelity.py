@@ -1,6 +1,7 @@
 """Issue-6 switches: --layers, --trunk (step 2 only), --random-t, the seed-independent validation
 split, and the results driver behind docs/results.md."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,12 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
     assert cfg("dcube")["steps_diffusion"] == 8 and cfg("all-layers")["steps_classifier"] == 4
     assert cfg("long-trunk")["steps_diffusion"] == 16 and cfg("long-trunk")["lr_schedule"] == "constant"
     assert cfg("long-trunk")["steps_classifier"] == 4 and "| breastmnist | long-trunk | 16 |" in text
+    # a trunk whose step 2 is still running (trunk.json, no metrics.json) is in the trunk table, not the others
+    pending = ablation.run_dir(root, "breastmnist", "no-ema", 0)
+    pending.mkdir()
+    shutil.copy(dcube / "trunk.json", pending / "trunk.json")
+    text = ablation.report(root, out)
+    assert "| breastmnist | no-ema | 8 |" in text and "| breastmnist | no-ema | step 1 without EMA (trunk retrained) | | not run |" in text
 
 
 def test_layer_selection_does_not_move_with_the_step2_seed(tiny_run, demo_data, tmp_path):

@@ -112,7 +112,10 @@ def test_every_run_writes_trunk_diagnostics(tiny_run):
     den = last["denoising"]
     assert den["timesteps"] == [10, 100, 250, 500, 750] and all(v > 0 for v in den["eps_mse"])
     assert cfg["amp"] in ("none", "bf16")  # "auto" is recorded as what it resolved to
-    assert (tiny_run / "train.log").read_text().count(" eps/px ") >= 1
+    log = (tiny_run / "train.log").read_text()
+    assert log.count(" eps/px ") >= 1
+    assert log.count("checkpoint step ") == len(report["checkpoints"])  # one line per checkpoint, during step 1
+    assert f"checkpoint step {last['step']}: x0-MSE/variance at t=500 {report['x0_ratio_t500']:.2f}" in log
 
 
 def test_random_trunk_and_branch_baseline_rows(demo_data, tmp_path):
