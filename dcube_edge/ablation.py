@@ -352,7 +352,7 @@ def trunk_figure(trunks: dict, path: Path) -> None:
                             label=f"{variant} (best token-mean)")
             axes[1, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
         axes[0, j].axhline(0.5, ls="--", c="k", lw=1)
-        axes[0, j].set(title=f"{dataset}: x0-MSE / variance at t = 500 (dashed: 0.5)", xlabel="step-1 step", yscale="log")
+        axes[0, j].set(title=f"{dataset}: x0-MSE / var., t = 500 (- - 0.5)", xlabel="step-1 step", yscale="log")
         axes[1, j].set(title=f"{dataset}: probe AUC (dashed: pixel probe)", xlabel="step-1 step")
         for ax in axes[:, j]:
             ax.legend(fontsize=7)
