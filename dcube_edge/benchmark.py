@@ -202,7 +202,7 @@ def gemm_peaks(threads: int | None = None, rounds: int = 1) -> dict:
         for name, precision in precisions.items():
             for n, chain in shapes:
                 samples[name].append(openvino_gemm_peak(precision, threads, n=n, chain=chain))
-    return merge_peaks(*({name: _best(got)} for name, got in samples.items()))
+    return {name: _best(got) for name, got in samples.items()}
 
 
 def _best(samples: list[dict]) -> dict:

@@ -68,29 +68,25 @@ ISLANDS_BF16_MIN_GAIN = 0.05
 
 def hint_latency(xml: Path, image_size: int, hints: tuple[str, ...] = ("bf16", "f32"), rounds: int = 3,
                  calls: int = 5) -> dict[str, float]:
-    """Median batch-1 latency (ms) of the IR compiled under each inference-precision hint, the hints
-    alternated over ``rounds`` so a noisy machine hurts each alike."""
-    import time
+    """Batch-1 latency (ms) of the IR compiled under each inference-precision hint: the median of the
+    per-round medians, the hints alternated over ``rounds`` so a noisy machine hurts each alike."""
+    from functools import partial
 
     import numpy as np
     import openvino as ov
     import openvino.properties.hint as ov_hints
+    from dcube_edge.runtimes.bench import time_fn
 
     core = ov.Core()
     requests = {h: core.compile_model(str(xml), "CPU", {ov_hints.inference_precision(): h,
                                                          ov_hints.performance_mode(): ov_hints.PerformanceMode.LATENCY})
                 .create_infer_request() for h in hints}
     feed = np.random.default_rng(0).uniform(-1, 1, (1, 1, image_size, image_size)).astype(np.float32)
-    times: dict[str, list[float]] = {h: [] for h in hints}
-    for r in requests.values():
-        r.infer([feed])  # warm-up
-    for _ in range(rounds):
-        for h, r in requests.items():
-            for _ in range(calls):
-                start = time.perf_counter()
-                r.infer([feed])
-                times[h].append((time.perf_counter() - start) * 1e3)
-    return {h: float(np.median(t)) for h, t in times.items()}
+    rounds_ms: dict[str, list[float]] = {h: [] for h in hints}
+    for r in range(rounds):
+        for h, request in requests.items():
+            rounds_ms[h].append(time_fn(partial(request.infer, [feed]), calls, warmup=1 if r == 0 else 0)["p50_ms"])
+    return {h: float(np.median(ms)) for h, ms in rounds_ms.items()}
 
 
 def speed_check(job: BuildJob) -> dict:
