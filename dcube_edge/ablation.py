@@ -62,6 +62,8 @@ VARIANTS = {v.name: v for v in (
             own_budget=True),
     Variant("long-trunk", "step 1 for twice the budget at a constant lr (does a trunk trained further learn more?)",
             ("--lr-schedule", "constant"), step1_scale=2),
+    Variant("wsd", "step 1 at a constant lr, then cosine to 10 % over the last quarter (same budget as D-Cube)",
+            ("--lr-schedule", "wsd")),
     Variant("no-ema", "step 1 without EMA (trunk retrained)", ("--ema-decay", "0")),
     Variant("guide-loss", "step 2 + cross-entropy on the guide branch's pooled map (weight 0.5)",
             ("--guide-loss-weight", "0.5"), reuse_trunk=True),
@@ -79,7 +81,7 @@ VARIANTS = {v.name: v for v in (
             reuse_trunk=True, balance=True),
 )}
 HEADLINE = ("dcube", "resnet18", "branch")
-ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
+ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "wsd", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
              "all-layers", "last-layer", "random-t", "balance")
 # Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (
@@ -268,7 +270,7 @@ def selection_figure(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
-TRUNK_ROWS = ("dcube", "old-recipe", "long-trunk", "no-ema", "random-trunk")
+TRUNK_ROWS = ("dcube", "old-recipe", "long-trunk", "wsd", "no-ema", "random-trunk")
 
 
 def _trunk(root_row: dict | None) -> dict | None:

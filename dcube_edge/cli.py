@@ -153,11 +153,12 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
           random_t: Annotated[bool, typer.Option("--random-t", help="Step 2 as the reference: a random t per image at training and validation (engines still use --timesteps).")] = False,
           trunk: Annotated[Path | None, typer.Option(help="Reuse this run's trained step-1 trunk (or 'random': an untrained one); train only layer selection and step 2.")] = None,
           ema_decay: Annotated[float | None, typer.Option(help="Step-1 EMA decay of the trunk weights (0.999; 0 turns EMA off).")] = None,
-          lr_schedule: Annotated[str | None, typer.Option(help="Step-1 lr after warmup: cosine (to 10 %) | constant (the reference).")] = None,
+          lr_schedule: Annotated[str | None, typer.Option(help="Step-1 lr after warmup: cosine (to 10 %) | constant (the reference) | wsd (constant, then cosine to 10 % over the last quarter).")] = None,
           guide_loss_weight: Annotated[float | None, typer.Option(help="Step 2: weight of a cross-entropy on the guide branch's pooled map (training only; 0 = the reference).")] = None,
           class_weights: Annotated[str | None, typer.Option(help="Step-2 cross-entropy class weights: balanced (inverse frequency, the default) | none (the reference).")] = None,
           guide_branch: Annotated[str, typer.Option(help="Step-2 ResNet guide branch: preset (small: ResNet-18 layout; tiny, paper: ResNet-50 layout) | resnet18 (basic blocks, width 64) | narrow-resnet50 (ResNet-50 layout at width 16, small's branch before 2026-11-26).")] = "preset",
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
+          min_snr_gamma: Annotated[float | None, typer.Option(help="Step-1 ε-loss weight min(SNR, γ)/SNR per timestep (0 = off, the reference; 5 is the usual γ).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: auto (bf16 where the CPU/GPU has it and the trunk is wide enough to gain) | none | bf16 | fp16 (GPU).")] = "auto",
           grad_accum: Annotated[int, typer.Option(min=1, help="Step-1 batches per optimizer step.")] = 1,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
@@ -190,7 +191,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps, 0, '--timesteps') if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,
                                  synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum,
-                                 layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight,
+                                 layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight, min_snr_gamma=min_snr_gamma,
                                  trunk_from=("random" if random_trunk else str(trunk.resolve())) if trunk else None)
         if resume and (out_dir / "config.json").exists():
             given = {FIELD.get(name, name) for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}

@@ -49,6 +49,9 @@ class Config:
     p_uncond: float = 0.1  # class label dropped so the unconditional trunk used at step 2 is trained
     margin: float = 0.1
     contrastive_weight: float = 1.0
+    # Step-1 ε-loss weight min(SNR_t, γ) / SNR_t (min-SNR-γ, Hang et al. 2023): the low-noise timesteps, whose
+    # ε-loss dominates the sum, count less. 0 = off (the reference: every t weighs the same).
+    min_snr_gamma: float = 0.0
     # step 2 head
     resnet_width: int = 8
     resnet_layers: tuple[int, ...] = (1, 1, 1, 1)
@@ -83,7 +86,9 @@ class Config:
     batch_size: int = 32
     lr: float = 2e-4
     warmup_steps: int = 0  # step-1 linear lr warmup; 0 = 5 % of the budget
-    lr_schedule: str = "cosine"  # step 1 after warmup: "cosine" (to 10 % of lr) or "constant" (the reference)
+    # step 1 after warmup: "cosine" (to 10 % of lr), "constant" (the reference) or "wsd" (constant, then cosine
+    # to 10 % over the last quarter)
+    lr_schedule: str = "cosine"
     ema_decay: float = 0.999  # step-1 EMA of the trunk weights (with warmup), used for everything after; 0 = off
     grad_clip: float = 1.0  # step-1 gradient-norm clip on the per-pixel loss scale; 0 = off
     amp: str = "auto"  # step-1 autocast: "auto" (runtimes.isa.training_autocast), "none", "bf16", "fp16" (GPU)
@@ -102,7 +107,7 @@ class Config:
 
     def __post_init__(self) -> None:
         """Option values a run cannot use, refused before any work (messages name the CLI option)."""
-        choices = {"amp": ("auto", "none", "bf16", "fp16"), "lr_schedule": ("cosine", "constant"),
+        choices = {"amp": ("auto", "none", "bf16", "fp16"), "lr_schedule": ("cosine", "constant", "wsd"),
                    "class_weights": ("balanced", "none"), "resnet_block": ("bottleneck", "basic")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

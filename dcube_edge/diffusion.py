@@ -20,9 +20,18 @@ class Schedule:
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
-def eps_loss(pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over pixels, mean over the batch (the reference's loss)."""
-    return (pred - noise).pow(2).flatten(1).sum(1).mean()
+def eps_loss(pred: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error summed over pixels, mean over the batch (the reference's loss); optionally weighted per image."""
+    err = (pred - noise).pow(2).flatten(1).sum(1)
+    return (err * weight).mean() if weight is not None else err.mean()
+
+
+def min_snr_weights(schedule: Schedule, gamma: float) -> torch.Tensor:
+    """Per-timestep ε-loss weight min(SNR_t, γ) / SNR_t, SNR_t = ᾱ_t / (1 − ᾱ_t); all ones for γ = 0."""
+    snr = schedule.alphas_bar / (1 - schedule.alphas_bar)
+    if gamma <= 0:
+        return torch.ones_like(snr, dtype=torch.float32)
+    return (torch.clamp(snr, max=gamma) / snr).float()
 
 
 def margin_contrastive(a: torch.Tensor, b: torch.Tensor, different: torch.Tensor, margin: float) -> torch.Tensor:

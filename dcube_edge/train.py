@@ -21,7 +21,7 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 from . import diagnostics, distributed, rundir, selection
 from .config import Config
 from .data import Split, audit, discover, read_split
-from .diffusion import Schedule, eps_loss, margin_contrastive
+from .diffusion import Schedule, eps_loss, margin_contrastive, min_snr_weights
 from .head import DCube
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
 from .metrics import auc, classification_report, collapse_warning, selection_score, softmax
@@ -82,14 +82,18 @@ def classifier_steps_per_epoch(cfg: Config, n_train: int) -> int:
     return max(1, -(-n_train // cfg.batch_size))
 
 
+WSD_DECAY = 0.25  # "wsd": the share of the step-1 budget spent decaying the lr
+
+
 def lr_factor(cfg: Config, step: int) -> float:
-    """Linear warmup, then cosine decay to 10 % (or constant)."""
+    """Linear warmup, then cosine decay to 10 %, constant, or "wsd": constant, then cosine to 10 % over the last quarter."""
     warm = cfg.warmup_steps or max(1, cfg.steps_diffusion // 20)
     if step < warm:
         return (step + 1) / warm
     if cfg.lr_schedule == "constant":
         return 1.0
-    progress = (step - warm) / max(1, cfg.steps_diffusion - warm)
+    start = warm if cfg.lr_schedule == "cosine" else max(warm, round(cfg.steps_diffusion * (1 - WSD_DECAY)))
+    progress = max(0.0, (step - start) / max(1, cfg.steps_diffusion - start))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -124,6 +128,7 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
     ema = ema_model(trunk, cfg.ema_decay) if cfg.ema_decay > 0 else None
     opt = torch.optim.AdamW(trunk.parameters(), lr=cfg.lr)
     schedule, history, checks, step = Schedule(cfg), [], [], 0
+    snr_weight = min_snr_weights(schedule, cfg.min_snr_gamma).to(dev)
     amp = resolve_amp(cfg)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
     if resume and (state := _load_state(state_path)):
@@ -170,9 +175,10 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
         t, noise = t[rows].to(dev), noise[rows].to(dev)
         with torch.autocast(dev.type, dtype=AMP[amp], enabled=amp != "none"):
             eps, mid = model(schedule.q_sample(x0, t, noise), t, y_all[idx[rows]].to(dev), drop[rows].to(dev))
-        l_eps = eps_loss(eps.float(), noise)
+        l_eps = eps_loss(eps.float(), noise)  # logged unweighted, so curves compare across weightings
+        l_fit = eps_loss(eps.float(), noise, snr_weight[t]) if cfg.min_snr_gamma > 0 else l_eps
         l_con = margin_contrastive(mid[: len(mine)].float(), mid[len(mine):].float(), different[mine].to(dev), cfg.margin)
-        loss = l_eps + cfg.contrastive_weight * l_con
+        loss = l_fit + cfg.contrastive_weight * l_con
         if not torch.isfinite(loss):
             raise FloatingPointError(f"diffusion loss became {loss.item()} at step {step + 1}; "
                                      "the last good checkpoint is kept, lower --lr and resume")
@@ -388,7 +394,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
         log(f"step 1 skipped: trunk {'randomly initialised' if cfg.trunk_from == 'random' else 'reused from ' + cfg.trunk_from}")
     else:
         log(f"step 1: {cfg.steps_diffusion} steps of {cfg.batch_size} images, autocast {cfg.amp}, "
-            f"EMA {cfg.ema_decay or 'off'}, lr {cfg.lr:g} ({cfg.lr_schedule}), CPU {isa.describe()}")
+            f"EMA {cfg.ema_decay or 'off'}, lr {cfg.lr:g} ({cfg.lr_schedule}), "
+            f"{f'min-SNR-{cfg.min_snr_gamma:g}' if cfg.min_snr_gamma > 0 else 'uniform'} ε weights, CPU {isa.describe()}")
         trunk, diff_hist, checks = train_diffusion(cfg, x_train, ds.train.labels, state_dir / "diffusion.pt", report,
                                                    resume, log=epoch_log(out, log, cfg.steps_diffusion), diagnose=diagnose)
     if not distributed.is_main():

@@ -51,6 +51,9 @@ def test_lr_warms_up_then_decays_to_a_tenth():
     assert f[-1] == pytest.approx(0.1, abs=1e-3)
     const = cfg.replace(lr_schedule="constant")
     assert lr_factor(const, 999) == 1.0
+    wsd = [lr_factor(cfg.replace(lr_schedule="wsd"), s) for s in range(1000)]
+    assert wsd[:100] == f[:100] and set(wsd[100:751]) == {1.0}
+    assert all(a >= b for a, b in zip(wsd[750:], wsd[751:])) and wsd[-1] == pytest.approx(0.1, abs=1e-3)
 
 
 def test_ema_warmup_follows_the_formula():
@@ -173,3 +176,15 @@ def test_guide_classifier_is_training_only(tmp_path):
 def test_bad_training_options_are_refused_before_any_work(demo_data, tmp_path, args, message):
     res = cli("train", demo_data, "--out", tmp_path / "r", *args, check=2)
     assert message in res.stderr and "Traceback" not in res.stderr and not (tmp_path / "r").exists()
+
+
+def test_min_snr_weights_cap_the_low_noise_timesteps():
+    from dcube_edge.diffusion import Schedule, eps_loss, min_snr_weights
+    sched = Schedule(Config.from_preset("tiny"))
+    snr = sched.alphas_bar / (1 - sched.alphas_bar)
+    w = min_snr_weights(sched, 5.0)
+    high = snr > 5
+    assert torch.all(w[~high] == 1) and torch.allclose(w[high].double(), 5 / snr[high], rtol=1e-5)
+    assert w[0] < 0.01 and torch.all(min_snr_weights(sched, 0) == 1)
+    pred, noise = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
+    assert eps_loss(pred, noise, torch.tensor([1.0, 0.0])) == pytest.approx(8.0)  # 16 px · 1, 16 px · 0, mean
