@@ -64,6 +64,7 @@ VARIANTS = {v.name: v for v in (
             ("--lr-schedule", "constant"), step1_scale=2),
     Variant("wsd", "step 1 at a constant lr, then cosine to 10 % over the last quarter (same budget as D-Cube)",
             ("--lr-schedule", "wsd")),
+    Variant("min-snr", "step 1 with min-SNR-5 ε-loss weights (trunk retrained)", ("--min-snr-gamma", "5")),
     Variant("no-ema", "step 1 without EMA (trunk retrained)", ("--ema-decay", "0")),
     Variant("guide-loss", "step 2 + cross-entropy on the guide branch's pooled map (weight 0.5)",
             ("--guide-loss-weight", "0.5"), reuse_trunk=True),
@@ -81,7 +82,7 @@ VARIANTS = {v.name: v for v in (
             reuse_trunk=True, balance=True),
 )}
 HEADLINE = ("dcube", "resnet18", "branch")
-ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "wsd", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
+ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "wsd", "min-snr", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
              "all-layers", "last-layer", "random-t", "balance")
 # Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (
@@ -270,7 +271,7 @@ def selection_figure(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
-TRUNK_ROWS = ("dcube", "old-recipe", "long-trunk", "wsd", "no-ema", "random-trunk")
+TRUNK_ROWS = ("dcube", "old-recipe", "long-trunk", "wsd", "min-snr", "no-ema", "random-trunk")
 
 
 def _trunk(root_row: dict | None) -> dict | None:
@@ -302,9 +303,12 @@ def trunk_section(trunks: dict, figure: Path | None, out: Path) -> list[str]:
              "Linear probes: logistic regression on training-image features, AUC on validation (best L2 of three), per "
              "layer × timestep, token-mean and 2×2-pooled patch tokens; the pixel probe is the same regression on raw "
              "pixels. x0-MSE is the trunk's clean-image estimate from x_t at t = 500 on validation images, as a fraction of "
-             "the image variance (1 = no better than the mean image).", "",
-             "| dataset | trunk | steps | pixel probe | best trunk probe (kind, layer, t) | margin | x0-MSE / variance at t = 500 | ε-MSE at t = 500 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "the image variance (1 = no better than the mean image); the linear denoiser is the Wiener filter on the "
+             "training images' principal components, scored the same way (a trunk above it has learned less than the "
+             "pixel covariance).", "",
+             "| dataset | trunk | steps | pixel probe | best trunk probe (kind, layer, t) | margin | x0-MSE / variance at t = 500 | "
+             "linear denoiser | ε-MSE at t = 500 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         for variant in TRUNK_ROWS:
             t = trunks.get((dataset, variant))
@@ -315,9 +319,13 @@ def trunk_section(trunks: dict, figure: Path | None, out: Path) -> list[str]:
             i = den["timesteps"].index(500)
             lines.append(f"| {dataset} | {variant} | {last['step']} | {t['pixel_probe']:.3f} | {b['auc']:.3f} ({b['kind']}, "
                          f"{b['layer']}, {b['timestep']}) | {b['over_pixels']:+.3f} | {t['x0_ratio_t500']:.2f} | "
-                         f"{den['eps_mse'][i]:.4f} |")
+                         f"{_ratio(t.get('linear_x0_ratio_t500'))} | {den['eps_mse'][i]:.4f} |")
     lines += _figure(trunk_figure, trunks, figure, out, "trunk curves")
     return lines
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def _figure(draw, data: dict, figure: Path | None, out: Path, caption: str) -> list[str]:
@@ -354,6 +362,9 @@ def trunk_figure(trunks: dict, path: Path) -> None:
                             label=f"{variant} (best token-mean)")
             axes[1, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
         axes[0, j].axhline(0.5, ls="--", c="k", lw=1)
+        linear = [t["linear_x0_ratio_t500"] for v in TRUNK_ROWS if (t := trunks.get((dataset, v))) and t.get("linear_x0_ratio_t500")]
+        if linear:
+            axes[0, j].axhline(linear[0], ls=":", c="C3", lw=1.5, label="linear denoiser")
         axes[0, j].set(title=f"{dataset}: x0-MSE / var., t = 500 (- - 0.5)", xlabel="step-1 step", yscale="log")
         axes[1, j].set(title=f"{dataset}: probe AUC (dashed: pixel probe)", xlabel="step-1 step")
         for ax in axes[:, j]:

@@ -4,6 +4,8 @@
   against the image variance (the x0-MSE of predicting the mean image). The average training ε-loss is
   dominated by the easy, low-noise timesteps, so it says little about global structure; x0-MSE at
   t = 500 below half the variance does.
+- The same x0 score for the best *linear* denoiser (Wiener filter on the principal components of the
+  training images): a trunk that does not beat it has learned no structure beyond the pixel covariance.
 - Linear probes: logistic regression fitted on training images' features, AUC on validation, per
   trunk layer × timestep, on token-mean features and on a 2×2 spatial pooling of the patch tokens,
   beside the same probe on raw pixels. A trunk whose probes do not beat the pixel probe adds nothing
@@ -51,6 +53,29 @@ def denoising(trunk: UViT, schedule: Schedule, images: np.ndarray, seed: int = 0
             x0_se += float((x0_hat.clamp(-1, 1) - x0).pow(2).sum())
         out["eps_mse"].append(eps_se / x0_all.numel())
         out["x0_mse"].append(x0_se / x0_all.numel())
+    return out
+
+
+def linear_reference(schedule: Schedule, train_images: np.ndarray, images: np.ndarray, seed: int = 0) -> dict:
+    """x0-MSE per pixel at :data:`BANDS` of the linear MMSE (Wiener) estimate of x0 from x_t, with the mean and
+    principal components of ``train_images``; scored as :func:`denoising` scores the trunk (same noise draws,
+    clamped to [-1, 1])."""
+    flat = train_images.reshape(len(train_images), -1).astype(np.float64)
+    mu = flat.mean(0)
+    _, sv, vt = np.linalg.svd(flat - mu, full_matrices=False)  # components beyond the sample count get gain 0
+    evals = sv ** 2 / max(1, len(flat) - 1)
+    x0_all = torch.from_numpy(images)
+    x0 = x0_all.reshape(len(images), -1).double().numpy()
+    variance = float(((x0 - x0.mean(0)) ** 2).mean())
+    noise_all = torch.randn(x0_all.shape, generator=torch.Generator().manual_seed(seed))
+    out = {"timesteps": list(BANDS), "x0_mse": [], "image_variance": variance}
+    for t_val in BANDS:
+        ab = float(schedule.alphas_bar[t_val])
+        x_t = schedule.q_sample(x0_all, torch.full((len(images),), t_val, dtype=torch.long), noise_all)
+        y = x_t.reshape(len(images), -1).double().numpy() / ab ** 0.5 - mu  # x0 − μ plus noise of variance (1−ᾱ)/ᾱ
+        gain = evals / (evals + (1 - ab) / ab)
+        x0_hat = mu + ((y @ vt.T) * gain) @ vt
+        out["x0_mse"].append(float(((np.clip(x0_hat, -1, 1) - x0) ** 2).mean()))
     return out
 
 
@@ -118,8 +143,10 @@ def summary(check: dict) -> str:
     den, probes_ = check["denoising"], check["probes"]
     i = list(den["timesteps"]).index(500)
     best = best_probe(probes_)
+    linear = check.get("linear_reference")
+    versus = f", linear denoiser {linear['x0_mse'][i] / linear['image_variance']:.2f}" if linear else ""
     return (f"checkpoint step {check['step']}: x0-MSE/variance at t=500 {den['x0_mse'][i] / den['image_variance']:.2f} "
-            f"(eps-MSE {den['eps_mse'][i]:.4f}); best probe AUC {best['auc']:.3f} (layer {best['layer']}, "
+            f"(eps-MSE {den['eps_mse'][i]:.4f}{versus}); best probe AUC {best['auc']:.3f} (layer {best['layer']}, "
             f"t={best['timestep']}, {best['kind']}) vs pixel probe {probes_['pixels']:.3f}")
 
 
@@ -156,6 +183,11 @@ def plot(report: dict, path: Path, title: str) -> None:
                      marker=".", label=f"t={t_val}")
     axes[0].set(title="ε-MSE per pixel (validation)", xlabel="step", yscale="log")
     axes[1].axhline(0.5, ls="--", c="k", lw=1)
+    linear = checks[-1].get("linear_reference")
+    if linear:
+        j = list(linear["timesteps"]).index(500)
+        axes[1].axhline(linear["x0_mse"][j] / linear["image_variance"], ls=":", c="C3", lw=1.5,
+                        label="linear denoiser, t=500")
     axes[1].set(title="x0-MSE / image variance (validation)", xlabel="step", yscale="log")
     for ax in axes[:2]:
         ax.legend(fontsize=7)

@@ -406,7 +406,7 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     best_probe = trunk_report["best_probe"]
     log(f"trunk: best probe AUC {best_probe['auc']:.3f} (layer {best_probe['layer']}, t={best_probe['timestep']}, "
         f"{best_probe['kind']}) vs pixel probe {trunk_report['pixel_probe']:.3f}; x0-MSE/variance at t=500 "
-        f"{trunk_report['x0_ratio_t500']:.2f} (trunk.png)")
+        f"{trunk_report['x0_ratio_t500']:.2f}{_linear_text(trunk_report)} (trunk.png)")
 
     # The Gaussianity test sees real images only, drawn with the split seed: the layers are a property of
     # the trunk and the data, not of the step-2 seed (a seed-drawn 256-image sample picked 44 different sets)
@@ -492,19 +492,28 @@ def trunk_diagnosis(cfg: Config, x_train: np.ndarray, y_train: np.ndarray, x_val
 
     def diagnose(trunk: UViT, step: int) -> dict:
         last = step in (0, cfg.steps_diffusion)
-        return {"denoising": diagnostics.denoising(trunk, schedule, x_val[va], seed=cfg.seed),
-                "probes": diagnostics.probes(trunk, x_train[tr], y_train[tr], x_val[va], y_val[va], spatial=last)}
+        out = {"denoising": diagnostics.denoising(trunk, schedule, x_val[va], seed=cfg.seed),
+               "probes": diagnostics.probes(trunk, x_train[tr], y_train[tr], x_val[va], y_val[va], spatial=last)}
+        if last:
+            out["linear_reference"] = diagnostics.linear_reference(schedule, x_train[tr], x_val[va], seed=cfg.seed)
+        return out
 
     return diagnose
+
+
+def _linear_text(report: dict) -> str:
+    r = report.get("linear_x0_ratio_t500")  # absent from checkpoints written before 2026-11-27
+    return "" if r is None else f", linear denoiser {r:.2f}"
 
 
 def write_trunk_report(out: Path, cfg: Config, trunk: UViT, checks: list[dict], dataset: str) -> dict:
     """``trunk.json`` (all checkpoints) and ``trunk.png`` (curves, final probes, DDIM samples)."""
     final = checks[-1]
-    den = final["denoising"]
+    den, linear = final["denoising"], final.get("linear_reference")
     i500 = list(den["timesteps"]).index(500)
     report = {"checkpoints": checks, "best_probe": diagnostics.best_probe(final["probes"]),
               "pixel_probe": final["probes"]["pixels"], "x0_ratio_t500": den["x0_mse"][i500] / den["image_variance"],
+              "linear_x0_ratio_t500": linear["x0_mse"][i500] / linear["image_variance"] if linear else None,
               "probe": "logistic regression on train features, AUC on validation; best L2 of "
                        f"{list(diagnostics.PROBE_C)}", "timesteps_bands": list(diagnostics.BANDS)}
     write_json(out / "trunk.json", report)

@@ -103,6 +103,22 @@ def test_probe_separates_what_is_separable():
     assert best == {"kind": "token_mean", "timestep": 100, "layer": 0, "auc": 0.9, "over_pixels": pytest.approx(0.1)}
 
 
+def test_linear_reference_is_the_wiener_filter():
+    from dcube_edge.diagnostics import linear_reference
+    from dcube_edge.diffusion import Schedule
+    sched = Schedule(Config.from_preset("tiny"))
+    rng = np.random.default_rng(0)
+    iid = rng.uniform(-0.5, 0.5, (2000, 1, 4, 4)).astype(np.float32)  # no structure: gain v/(v+s) per pixel
+    ref = linear_reference(sched, iid[:1500], iid[1500:])
+    ab = float(sched.alphas_bar[500])
+    s_, v = (1 - ab) / ab, 1 / 12
+    assert ref["x0_mse"][3] / ref["image_variance"] == pytest.approx(s_ / (v + s_), abs=0.03)
+    patterns = rng.normal(size=(2, 1024))  # rank-2 32 px images: the filter pools the noise over all pixels
+    low_rank = np.clip(rng.normal(size=(1000, 2)) @ patterns * 0.3, -1, 1).reshape(1000, 1, 32, 32).astype(np.float32)
+    ref = linear_reference(sched, low_rank[:800], low_rank[800:])
+    assert ref["x0_mse"][3] / ref["image_variance"] < 0.3 and ref["x0_mse"][0] < ref["x0_mse"][3]
+
+
 def test_every_run_writes_trunk_diagnostics(tiny_run):
     report = json.loads((tiny_run / "trunk.json").read_text())
     assert (tiny_run / "trunk.png").stat().st_size > 10_000
@@ -112,6 +128,10 @@ def test_every_run_writes_trunk_diagnostics(tiny_run):
     assert len(last["probes"]["token_mean"][0]) == 2 * cfg["depth"] + 1
     assert len(last["probes"]["spatial"]) == len(last["probes"]["timesteps"])
     assert 0 <= report["pixel_probe"] <= 1 and report["x0_ratio_t500"] > 0
+    linear = last["linear_reference"]
+    assert linear["timesteps"] == last["denoising"]["timesteps"]
+    assert linear["image_variance"] == pytest.approx(last["denoising"]["image_variance"])
+    assert report["linear_x0_ratio_t500"] == pytest.approx(linear["x0_mse"][3] / linear["image_variance"])
     den = last["denoising"]
     assert den["timesteps"] == [10, 100, 250, 500, 750] and all(v > 0 for v in den["eps_mse"])
     assert cfg["amp"] in ("none", "bf16")  # "auto" is recorded as what it resolved to
