@@ -85,6 +85,7 @@ class Config:
     epochs_classifier: int | None = None
     batch_size: int = 32
     lr: float = 2e-4
+    diffusion_lr: float | None = None  # step-1 peak lr; None = `lr` (steps 2 and the baselines always use `lr`)
     warmup_steps: int = 0  # step-1 linear lr warmup; 0 = 5 % of the budget
     # step 1 after warmup: "cosine" (to 10 % of lr), "constant" (the reference) or "wsd" (constant, then cosine
     # to 10 % over the last quarter)
@@ -116,6 +117,8 @@ class Config:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+        if self.diffusion_lr is not None and not 0 < self.diffusion_lr < 1:
+            raise ValueError(f"--diffusion-lr must lie in (0, 1) (got {self.diffusion_lr})")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0 turns EMA off")
         if not self.timesteps or any(not 1 <= t < self.diffusion_steps for t in self.timesteps):

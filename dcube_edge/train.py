@@ -126,7 +126,8 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
     dev = distributed.device()
     trunk = UViT(cfg, len(cfg.classes)).to(dev)
     ema = ema_model(trunk, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    opt = torch.optim.AdamW(trunk.parameters(), lr=cfg.lr)
+    peak = cfg.diffusion_lr or cfg.lr
+    opt = torch.optim.AdamW(trunk.parameters(), lr=peak)
     schedule, history, checks, step = Schedule(cfg), [], [], 0
     snr_weight = min_snr_weights(schedule, cfg.min_snr_gamma).to(dev)
     amp = resolve_amp(cfg)
@@ -158,7 +159,7 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
             totals, seen, t_epoch = {"eps": 0.0, "contrastive": 0.0}, 0, time.perf_counter()
         trunk.train()
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg, step)
+            group["lr"] = peak * lr_factor(cfg, step)
         # The global batch is drawn identically on every rank; each rank trains on its slice of pairs.
         anchors = perm[s * half:(s + 1) * half]
         partners, different = pick_partners(y_all, anchors, g)
@@ -204,7 +205,7 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
             log(diagnostics.summary(checks[-1]))
             t_epoch += time.perf_counter() - t_diag  # steps/s counts training only
         if s + 1 == per_epoch or step == cfg.steps_diffusion:
-            row = {"epoch": epoch + 1, "step": step, **distributed.mean(totals), "lr": cfg.lr * lr_factor(cfg, step - 1),
+            row = {"epoch": epoch + 1, "step": step, **distributed.mean(totals), "lr": peak * lr_factor(cfg, step - 1),
                    "steps_per_s": round(rate, 3)}
             history.append(row)
             log(f"epoch {row['epoch']} step {step}/{cfg.steps_diffusion} eps/px {row['eps']:.4f} "
@@ -394,7 +395,7 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
         log(f"step 1 skipped: trunk {'randomly initialised' if cfg.trunk_from == 'random' else 'reused from ' + cfg.trunk_from}")
     else:
         log(f"step 1: {cfg.steps_diffusion} steps of {cfg.batch_size} images, autocast {cfg.amp}, "
-            f"EMA {cfg.ema_decay or 'off'}, lr {cfg.lr:g} ({cfg.lr_schedule}), "
+            f"EMA {cfg.ema_decay or 'off'}, lr {cfg.diffusion_lr or cfg.lr:g} ({cfg.lr_schedule}), "
             f"{f'min-SNR-{cfg.min_snr_gamma:g}' if cfg.min_snr_gamma > 0 else 'uniform'} ε weights, CPU {isa.describe()}")
         trunk, diff_hist, checks = train_diffusion(cfg, x_train, ds.train.labels, state_dir / "diffusion.pt", report,
                                                    resume, log=epoch_log(out, log, cfg.steps_diffusion), diagnose=diagnose)

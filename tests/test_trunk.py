@@ -208,3 +208,17 @@ def test_min_snr_weights_cap_the_low_noise_timesteps():
     assert w[0] < 0.01 and torch.all(min_snr_weights(sched, 0) == 1)
     pred, noise = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
     assert eps_loss(pred, noise, torch.tensor([1.0, 0.0])) == pytest.approx(8.0)  # 16 px · 1, 16 px · 0, mean
+
+
+def test_step1_peak_lr_and_min_snr_reach_the_optimizer(tmp_path):
+    from dcube_edge.train import train_diffusion
+    cfg = Config.from_preset("tiny", steps_diffusion=4, batch_size=8, classes=("a", "b"), warmup_steps=1,
+                             lr_schedule="constant", diffusion_lr=6e-4, min_snr_gamma=5.0)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (16, 1, 32, 32)).astype(np.float32)
+    _, history, _ = train_diffusion(cfg, images, np.array([0, 1] * 8), tmp_path / "d.pt", lambda *a: None, resume=False)
+    assert history[-1]["lr"] == pytest.approx(6e-4)  # step 1 at its own lr; step 2 keeps cfg.lr
+    state = torch.load(tmp_path / "d.pt", weights_only=True)
+    assert all(g["lr"] == pytest.approx(6e-4) for g in state["opt"]["param_groups"])
+    with pytest.raises(ValueError, match="--diffusion-lr"):
+        Config.from_preset("tiny", diffusion_lr=0.0)
