@@ -160,6 +160,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
           contrastive_weight: Annotated[float | None, typer.Option(help="Weight of step 1's margin contrastive loss (1; 0 turns it off).")] = None,
           min_snr_gamma: Annotated[float | None, typer.Option(help="Step-1 ε-loss weight min(SNR, γ)/SNR per timestep (0 = off, the reference; 5 is the usual γ).")] = None,
           diffusion_lr: Annotated[float | None, typer.Option(help="Step-1 peak learning rate (default: the preset's lr, 2e-4).")] = None,
+          input_skip: Annotated[bool | None, typer.Option("--input-skip/--no-input-skip", help="Trunk predicts ε as a correction to the linear estimate g(t)·x_t (EDM-style skip; features and engines unchanged).")] = None,
           amp: Annotated[str, typer.Option(help="Step-1 autocast: auto (bf16 where the CPU/GPU has it and the trunk is wide enough to gain) | none | bf16 | fp16 (GPU).")] = "auto",
           grad_accum: Annotated[int, typer.Option(min=1, help="Step-1 batches per optimizer step.")] = 1,
           resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
@@ -192,7 +193,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps, 0, '--timesteps') if timesteps else None,
                                  resnet_weights=str(resnet_weights) if resnet_weights else None,
                                  synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum,
-                                 layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight, min_snr_gamma=min_snr_gamma, diffusion_lr=diffusion_lr,
+                                 layer_choice=layers, random_t=random_t, contrastive_weight=contrastive_weight, min_snr_gamma=min_snr_gamma, diffusion_lr=diffusion_lr, input_skip=input_skip,
                                  trunk_from=("random" if random_trunk else str(trunk.resolve())) if trunk else None)
         if resume and (out_dir / "config.json").exists():
             given = {FIELD.get(name, name) for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}

@@ -48,6 +48,10 @@ class Config:
     beta_end: float = 0.02
     p_uncond: float = 0.1  # class label dropped so the unconditional trunk used at step 2 is trained
     margin: float = 0.1
+    # Trunk output ε̂ = network + g(t)·x_t, g(t) = √(1−ᾱ)/(ᾱσ² + 1−ᾱ) with σ = 0.5: the linear MMSE estimate of ε for
+    # images of that spread, so at high noise the network learns a correction instead of copying its input
+    # (EDM-style skip). The hyper-features (block outputs) and the exported graphs do not change.
+    input_skip: bool = False
     contrastive_weight: float = 1.0
     # Step-1 ε-loss weight min(SNR_t, γ) / SNR_t (min-SNR-γ, Hang et al. 2023): the low-noise timesteps, whose
     # ε-loss dominates the sum, count less. 0 = off (the reference: every t weighs the same).

@@ -368,6 +368,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     k = len(ds.classes)
     real = len(ds.train)  # synthetic images are appended after the real ones
     reused = reuse_trunk(cfg) if cfg.trunk_from else None  # checked before anything is written
+    if reused is not None and cfg.trunk_from != "random":  # the run samples (augment) as its trunk was trained
+        cfg = cfg.replace(input_skip=rundir.load_config(cfg.trunk_from).input_skip)
     if cfg.synthetic:
         _, synth = read_split(Path(cfg.synthetic), list(ds.classes))
         ds.train = Split(ds.train.paths + synth.paths, np.concatenate([ds.train.labels, synth.labels]))
@@ -540,7 +542,7 @@ def reuse_trunk(cfg: Config) -> UViT:
         raise rundir.RunError(f"--trunk {src} has another architecture ({', '.join(differ)}): pass --preset {other.preset}")
     if other.classes != cfg.classes:
         raise rundir.RunError(f"--trunk {src} was trained on classes {list(other.classes)}, this data has {list(cfg.classes)}")
-    trunk = UViT(cfg, len(cfg.classes))
+    trunk = UViT(cfg.replace(input_skip=other.input_skip), len(cfg.classes))
     rundir.load_weights(trunk, src / rundir.DIFFUSION)
     return trunk.to(distributed.device()).eval()
 

@@ -10,6 +10,8 @@ from torch import nn
 
 from .config import Config
 
+SKIP_SIGMA = 0.5  # image spread assumed by the input skip (EDM's σ_data; images lie in [-1, 1])
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer timesteps, (B,) → (B, dim)."""
@@ -68,6 +70,11 @@ class UViT(nn.Module):
         self.norm = nn.LayerNorm(w)
         self.decoder_pred = nn.Linear(w, p * p)
         self.final_conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.input_skip = cfg.input_skip
+        if cfg.input_skip:
+            ab = torch.cumprod(1 - torch.linspace(cfg.beta_start, cfg.beta_end, cfg.diffusion_steps, dtype=torch.float64), 0)
+            gain = (1 - ab).sqrt() / (ab * SKIP_SIGMA ** 2 + 1 - ab)
+            self.register_buffer("skip_gain", gain.float(), persistent=False)  # derived from the config, not saved
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(self._init)
     @staticmethod
@@ -134,4 +141,7 @@ class UViT(nn.Module):
         h = self.norm(outs[-1])[:, 1:]
         b, p, g = x.shape[0], self.patch_size, self.grid
         img = self.decoder_pred(h).reshape(b, g, g, p, p).permute(0, 1, 3, 2, 4).reshape(b, 1, g * p, g * p)
-        return self.final_conv(img), outs[self.depth]
+        eps = self.final_conv(img)
+        if self.input_skip:
+            eps = eps + self.skip_gain[t].view(-1, 1, 1, 1).to(eps.dtype) * x
+        return eps, outs[self.depth]

@@ -222,3 +222,23 @@ def test_step1_peak_lr_and_min_snr_reach_the_optimizer(tmp_path):
     assert all(g["lr"] == pytest.approx(6e-4) for g in state["opt"]["param_groups"])
     with pytest.raises(ValueError, match="--diffusion-lr"):
         Config.from_preset("tiny", diffusion_lr=0.0)
+
+
+def test_input_skip_gives_the_linear_eps_estimate_and_leaves_features_alone():
+    from dcube_edge.diffusion import Schedule
+    from dcube_edge.uvit import UViT
+    cfg = Config.from_preset("tiny")
+    torch.manual_seed(0)
+    plain, skip = UViT(cfg, 2).eval(), UViT(cfg.replace(input_skip=True), 2).eval()
+    skip.load_state_dict(plain.state_dict())  # same weights: the skip adds no parameter
+    assert set(plain.state_dict()) == set(skip.state_dict())
+    x0 = torch.rand(16, 1, 32, 32) - 0.5  # spread about the assumed σ
+    noise = torch.randn_like(x0)
+    t = torch.full((16,), 750)
+    x_t = Schedule(cfg).q_sample(x0, t, noise)
+    with torch.no_grad():
+        for a, b in zip(plain.layers(x_t, t), skip.layers(x_t, t)):
+            torch.testing.assert_close(a, b)
+        err_plain = (plain(x_t, t)[0] - noise).pow(2).mean()
+        err_skip = (skip(x_t, t)[0] - noise).pow(2).mean()
+    assert err_skip < 0.1 < err_plain  # untrained: ε̂ ≈ g(t)·x_t vs ε̂ ≈ 0
