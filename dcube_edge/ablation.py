@@ -52,8 +52,9 @@ DATASETS = {d.name: d for d in (
     Dataset("busi128", "stratified 15 % of train/, split seed 0 (94 images)"),
 )}
 VARIANTS = {v.name: v for v in (
-    Variant("dcube", "D-Cube, current defaults: EMA trunk, warmup + cosine lr, Gaussianity layers (split-seed sample), "
-                     "t = 10, 50, 100, class-balanced cross-entropy"),
+    Variant("dcube", "D-Cube, the preset's defaults (small: EMA trunk, warmup + constant lr + decay over the last quarter, "
+                     "Gaussianity layers on a split-seed sample, t = 10, 50, 100, class-balanced cross-entropy; rows "
+                     "trained with an older step-1 recipe say so above the headline)"),
     Variant("resnet18", "ResNet-18 baseline, same splits, preprocessing, optimiser, flips", baseline=True),
     Variant("branch", "D-Cube's own ResNet guide branch alone (+ global pool + linear), same harness", baseline=True),
     Variant("random-trunk", "untrained (random-init) trunk, step 2 as D-Cube", ("--trunk", "random")),
@@ -62,8 +63,10 @@ VARIANTS = {v.name: v for v in (
             own_budget=True),
     Variant("long-trunk", "step 1 for twice the budget at a constant lr (does a trunk trained further learn more?)",
             ("--lr-schedule", "constant"), step1_scale=2),
-    Variant("wsd", "step 1 at a constant lr, then cosine to 10 % over the last quarter (same budget as D-Cube)",
-            ("--lr-schedule", "wsd")),
+    Variant("wsd", "step 1 at a constant lr, then cosine to 10 % over the last quarter (same budget as D-Cube; the `small` "
+                   "default since 2026-11-27)", ("--lr-schedule", "wsd")),
+    Variant("cosine", "step 1 with warmup + cosine decay to 10 % (the `small` default until 2026-11-27)",
+            ("--lr-schedule", "cosine")),
     Variant("min-snr", "step 1 with min-SNR-5 ε-loss weights (trunk retrained)", ("--min-snr-gamma", "5")),
     Variant("no-ema", "step 1 without EMA (trunk retrained)", ("--ema-decay", "0")),
     Variant("guide-loss", "step 2 + cross-entropy on the guide branch's pooled map (weight 0.5)",
@@ -82,7 +85,7 @@ VARIANTS = {v.name: v for v in (
             reuse_trunk=True, balance=True),
 )}
 HEADLINE = ("dcube", "resnet18", "branch")
-ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "wsd", "min-snr", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
+ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "wsd", "cosine", "min-snr", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
              "all-layers", "last-layer", "random-t", "balance")
 # Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (
@@ -200,6 +203,26 @@ def _rows(root: Path) -> dict[tuple[str, str, int], dict]:
     return rows
 
 
+STEP1_RECIPE = ("lr_schedule", "input_skip", "diffusion_lr", "min_snr_gamma", "ema_decay", "contrastive_weight")
+
+
+def _stale_recipe(rows: dict) -> list[str]:
+    """A line naming the D-Cube headline rows whose trunk was trained with another step-1 recipe than their preset's
+    current defaults (the trunk's own config where the row reused one)."""
+    stale: dict[str, list[str]] = {}
+    for (dataset, variant, seed), row in sorted(rows.items()):
+        if variant != "dcube":
+            continue
+        source = row["config"].get("trunk_from") or ""
+        trunk_cfg = (_load(Path(source) / "config.json") if source and source != "random" else row["config"]) or {}
+        now = Config.from_preset(row["config"]["preset"]).to_dict()
+        differ = ", ".join(f"{k} {trunk_cfg[k]} (now {now[k]})" for k in STEP1_RECIPE if k in trunk_cfg and trunk_cfg[k] != now[k])
+        if differ:
+            stale.setdefault(differ, []).append(f"{dataset} seed {seed}")
+    return [f"**Trained before the defaults changed:** {', '.join(runs)} — step 1 with {differ}." for differ, runs in stale.items()] + (
+        [""] if stale else [])
+
+
 def _mean_sd(values: list[float]) -> str:
     if not values:
         return "not run"
@@ -271,7 +294,7 @@ def selection_figure(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
-TRUNK_ROWS = ("dcube", "old-recipe", "long-trunk", "wsd", "min-snr", "no-ema", "random-trunk")
+TRUNK_ROWS = ("dcube", "old-recipe", "cosine", "long-trunk", "wsd", "min-snr", "no-ema", "random-trunk")
 
 
 def _trunk(root_row: dict | None) -> dict | None:
@@ -397,6 +420,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
     lines += ["", "## D-Cube vs ResNet-18 vs D-Cube's ResNet branch alone (headline, seeds 0, 1, 2)", "",
               "| dataset | model | val AUC mean ± sd | accuracy | macro-F1 | per-seed AUC | recall per class (seed 0) | best epoch (per seed) | train time / run |",
               "|---|---|---|---|---|---|---|---|---|"]
+    lines[-2:-2] = _stale_recipe(rows)
     twin = _branch_twin(_preset(rows))
     for dataset in DATASETS:
         for model in HEADLINE:

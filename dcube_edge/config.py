@@ -15,7 +15,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # macro-F1 0.80 -> 0.83 over the ResNet-50 layout at width 16 (kept as --guide-branch narrow-resnet50).
     "small": dict(image_size=32, patch_size=4, width=96, depth=6, heads=4,
                   resnet_block="basic", resnet_width=64, resnet_layers=(2, 2, 2, 2), resnet_stem="small",
-                  steps_diffusion=4000, steps_classifier=300, batch_size=64, timesteps=(10, 50, 100)),
+                  steps_diffusion=4000, steps_classifier=300, batch_size=64, timesteps=(10, 50, 100),
+                  # since 2026-11-27: at the same 4,000 steps, x0-MSE/variance at t = 500 2.46 -> 0.87 (BreastMNIST)
+                  # and 0.96 -> 0.77 (BUSI-128), best probe over pixels +0.029 -> +0.064 and +0.022 -> +0.036
+                  lr_schedule="wsd"),
     # The reference sizes (DESIGN §2).
     "paper": dict(image_size=128, patch_size=8, width=512, depth=6, heads=8,
                   resnet_width=64, resnet_layers=(3, 4, 6, 3), resnet_stem="imagenet",

@@ -149,6 +149,12 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
     shutil.copy(dcube / "trunk.json", pending / "trunk.json")
     text = ablation.report(root, out)
     assert "| breastmnist | no-ema | 8 |" in text and "| breastmnist | no-ema | step 1 without EMA (trunk retrained) | | not run |" in text
+    assert "Trained before the defaults changed" not in text  # the tiny rows use tiny's current step-1 recipe
+    # a headline row whose trunk used another step-1 recipe says so (here: seed 1's trunk, as if trained at a constant lr)
+    seed1 = ablation.run_dir(root, "breastmnist", "dcube", 1) / "config.json"
+    seed1.write_text(json.dumps({**cfg("dcube", 1), "lr_schedule": "constant"}))
+    text = ablation.report(root, out)
+    assert "**Trained before the defaults changed:** breastmnist seed 1 — step 1 with lr_schedule constant (now cosine)." in text
 
 
 def test_layer_selection_does_not_move_with_the_step2_seed(tiny_run, demo_data, tmp_path):
