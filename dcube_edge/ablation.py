@@ -63,10 +63,11 @@ VARIANTS = {v.name: v for v in (
             own_budget=True),
     Variant("long-trunk", "step 1 for twice the budget at a constant lr (does a trunk trained further learn more?)",
             ("--lr-schedule", "constant"), step1_scale=2),
-    Variant("wsd", "step 1 at a constant lr, then cosine to 10 % over the last quarter (same budget as D-Cube; the `small` "
-                   "default since 2026-11-27)", ("--lr-schedule", "wsd")),
-    Variant("cosine", "step 1 with warmup + cosine decay to 10 % (the `small` default until 2026-11-27)",
-            ("--lr-schedule", "cosine")),
+    Variant("wsd", "step 1 at a constant lr, then cosine to 10 % over the last quarter, no input skip (same budget as D-Cube)",
+            ("--lr-schedule", "wsd", "--no-input-skip")),
+    Variant("input-skip", "step 1 with WSD and the input skip (ε̂ = network + g(t)·x_t)", ("--lr-schedule", "wsd", "--input-skip")),
+    Variant("cosine", "step 1 with warmup + cosine decay to 10 %, no input skip (the `small` recipe until 2026-11-27)",
+            ("--lr-schedule", "cosine", "--no-input-skip")),
     Variant("min-snr", "step 1 with min-SNR-5 ε-loss weights (trunk retrained)", ("--min-snr-gamma", "5")),
     Variant("no-ema", "step 1 without EMA (trunk retrained)", ("--ema-decay", "0")),
     Variant("guide-loss", "step 2 + cross-entropy on the guide branch's pooled map (weight 0.5)",
@@ -85,7 +86,7 @@ VARIANTS = {v.name: v for v in (
             reuse_trunk=True, balance=True),
 )}
 HEADLINE = ("dcube", "resnet18", "branch")
-ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "wsd", "cosine", "min-snr", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
+ABLATIONS = ("narrow-guide", "random-trunk", "old-recipe", "long-trunk", "wsd", "input-skip", "cosine", "min-snr", "guide-loss", "unweighted-ce", "large-t", "no-ema", "no-contrastive",
              "all-layers", "last-layer", "random-t", "balance")
 # Seed 0 of the headline on every dataset first, then BreastMNIST's and BUSI's ablations, then more seeds.
 PLAN: tuple[tuple[str, str, int], ...] = (
@@ -294,7 +295,7 @@ def selection_figure(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
-TRUNK_ROWS = ("dcube", "old-recipe", "cosine", "long-trunk", "wsd", "min-snr", "no-ema", "random-trunk")
+TRUNK_ROWS = ("dcube", "old-recipe", "cosine", "long-trunk", "wsd", "input-skip", "min-snr", "no-ema", "random-trunk")
 
 
 def _trunk(root_row: dict | None) -> dict | None:
