@@ -30,15 +30,19 @@ PROBE_T = (10, 100, 250, 500)  # timesteps of the probes
 PROBE_C = (0.01, 0.1, 1.0)  # L2 strengths tried per probe (best on validation, same grid for pixels)
 
 
+def _scored(images: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The images every denoiser is scored on, their fixed noise draws and their variance about the mean image."""
+    x0_all = torch.from_numpy(images)
+    noise_all = torch.randn(x0_all.shape, generator=torch.Generator().manual_seed(seed))
+    return x0_all, noise_all, float((x0_all - x0_all.mean(0)).pow(2).mean())
+
+
 @torch.no_grad()
 def denoising(trunk: UViT, schedule: Schedule, images: np.ndarray, seed: int = 0, batch: int = 128) -> dict:
     """ε-MSE and x0-MSE per pixel at each of :data:`BANDS`, unconditional trunk, fixed noise."""
     trunk.eval()
     dev = next(trunk.parameters()).device
-    x0_all = torch.from_numpy(images)
-    variance = float((x0_all - x0_all.mean(0)).pow(2).mean())
-    g = torch.Generator().manual_seed(seed)
-    noise_all = torch.randn(x0_all.shape, generator=g)
+    x0_all, noise_all, variance = _scored(images, seed)
     out = {"timesteps": list(BANDS), "eps_mse": [], "x0_mse": [], "image_variance": variance}
     for t_val in BANDS:
         eps_se = x0_se = 0.0
@@ -64,10 +68,8 @@ def linear_reference(schedule: Schedule, train_images: np.ndarray, images: np.nd
     mu = flat.mean(0)
     _, sv, vt = np.linalg.svd(flat - mu, full_matrices=False)  # components beyond the sample count get gain 0
     evals = sv ** 2 / max(1, len(flat) - 1)
-    x0_all = torch.from_numpy(images)
+    x0_all, noise_all, variance = _scored(images, seed)
     x0 = x0_all.reshape(len(images), -1).double().numpy()
-    variance = float(((x0 - x0.mean(0)) ** 2).mean())
-    noise_all = torch.randn(x0_all.shape, generator=torch.Generator().manual_seed(seed))
     out = {"timesteps": list(BANDS), "x0_mse": [], "image_variance": variance}
     for t_val in BANDS:
         ab = float(schedule.alphas_bar[t_val])

@@ -368,8 +368,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     k = len(ds.classes)
     real = len(ds.train)  # synthetic images are appended after the real ones
     reused = reuse_trunk(cfg) if cfg.trunk_from else None  # checked before anything is written
-    if reused is not None and cfg.trunk_from != "random":  # the run samples (augment) as its trunk was trained
-        cfg = cfg.replace(input_skip=rundir.load_config(cfg.trunk_from).input_skip)
+    if reused is not None:  # the run samples (augment) as its trunk was trained
+        cfg = cfg.replace(input_skip=reused.input_skip)
     if cfg.synthetic:
         _, synth = read_split(Path(cfg.synthetic), list(ds.classes))
         ds.train = Split(ds.train.paths + synth.paths, np.concatenate([ds.train.labels, synth.labels]))

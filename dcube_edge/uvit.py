@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .diffusion import Schedule
 
 SKIP_SIGMA = 0.5  # image spread assumed by the input skip (EDM's σ_data; images lie in [-1, 1])
 
@@ -72,7 +73,7 @@ class UViT(nn.Module):
         self.final_conv = nn.Conv2d(1, 1, 3, padding=1)
         self.input_skip = cfg.input_skip
         if cfg.input_skip:
-            ab = torch.cumprod(1 - torch.linspace(cfg.beta_start, cfg.beta_end, cfg.diffusion_steps, dtype=torch.float64), 0)
+            ab = Schedule(cfg).alphas_bar
             gain = (1 - ab).sqrt() / (ab * SKIP_SIGMA ** 2 + 1 - ab)
             self.register_buffer("skip_gain", gain.float(), persistent=False)  # derived from the config, not saved
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
