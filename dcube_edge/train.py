@@ -127,7 +127,7 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
     trunk = UViT(cfg, len(cfg.classes)).to(dev)
     ema = ema_model(trunk, cfg.ema_decay) if cfg.ema_decay > 0 else None
     peak = cfg.diffusion_lr or cfg.lr
-    opt = torch.optim.AdamW(trunk.parameters(), lr=peak)
+    opt = torch.optim.AdamW(trunk.parameters(), lr=peak, weight_decay=0.01)  # fixed: every trunk measured used it
     schedule, history, checks, step = Schedule(cfg), [], [], 0
     snr_weight = min_snr_weights(schedule, cfg.min_snr_gamma).to(dev)
     amp = resolve_amp(cfg)
@@ -182,7 +182,8 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
         loss = l_fit + cfg.contrastive_weight * l_con
         if not torch.isfinite(loss):
             raise FloatingPointError(f"diffusion loss became {loss.item()} at step {step + 1}; "
-                                     "the last good checkpoint is kept, lower --lr and resume")
+                                     "the last good checkpoint is kept, but --resume would repeat the recipe: "
+                                     "train into a new --out with a lower --diffusion-lr (or --amp none)")
         scaler.scale(loss / accum).backward()
         if (s + 1) % accum == 0 or s + 1 == per_epoch or step + 1 == cfg.steps_diffusion:
             if cfg.grad_clip > 0:
