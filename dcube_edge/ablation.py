@@ -265,6 +265,25 @@ def _seconds(m: dict) -> float:
     return sum(m["seconds"].values())
 
 
+def _trunk_source(row: dict) -> Path | None:
+    source = row["config"].get("trunk_from") or ""
+    return Path(source) if source and source != "random" else None
+
+
+def _seconds_with_trunk(row: dict) -> float:
+    """A run's training time including the step 1 of the trunk it reused (its own time counts loading it only)."""
+    source = _trunk_source(row)
+    trunk = _load(source / "metrics.json") if source else None
+    return _seconds(row["metrics"]) + (trunk["seconds"]["diffusion"] if trunk else 0.0)
+
+
+def _shared_trunk(rows: dict) -> list[str]:
+    """A line saying which D-Cube headline rows reuse another run's trunk (their seeds vary step 2 only)."""
+    shared = sorted(f"{d} seed {s}" for (d, v, s), r in rows.items() if v == "dcube" and _trunk_source(r))
+    return [f"**One trunk per dataset:** {', '.join(shared)} reuse a trained step-1 trunk (`--trunk`, the seed-0 "
+            "run's): their seeds vary step 2 only, and their train time adds that trunk's step 1.", ""] if shared else []
+
+
 def selection_figure(rows: dict, path: Path) -> None:
     import matplotlib
 
@@ -421,7 +440,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
     lines += ["", "## D-Cube vs ResNet-18 vs D-Cube's ResNet branch alone (headline, seeds 0, 1, 2)", "",
               "| dataset | model | val AUC mean ± sd | accuracy | macro-F1 | per-seed AUC | recall per class (seed 0) | best epoch (per seed) | train time / run |",
               "|---|---|---|---|---|---|---|---|---|"]
-    lines[-2:-2] = _stale_recipe(rows)
+    lines[-2:-2] = _stale_recipe(rows) + _shared_trunk(rows)
     twin = _branch_twin(_preset(rows))
     for dataset in DATASETS:
         for model in HEADLINE:
@@ -434,7 +453,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                 f"{_mean_sd([v['macro_f1'] for v in vals])} | {', '.join(format(v['auc'], '.3f') for v in vals) or '-'} | "
                 f"{_recalls(first['metrics']['validation']) if first else '-'} | "
                 f"{', '.join(str(r['metrics']['best_epoch']) for r in got)} of {_epochs(got[0])} | "
-                f"{np.mean([_seconds(r['metrics']) for r in got]) / 60:.1f} min |" if got else
+                f"{np.mean([_seconds_with_trunk(r) for r in got]) / 60:.1f} min |" if got else
                 f"| {dataset} | {MODEL_NAMES[model]} | = {MODEL_NAMES[twin]}: the `{_preset(rows)}` guide branch is that "
                 f"network | | | | | | |" if model == "branch" and twin in MODEL_NAMES else
                 f"| {dataset} | {MODEL_NAMES[model]} | not run | | | | | | |")

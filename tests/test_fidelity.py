@@ -155,6 +155,14 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
     seed1.write_text(json.dumps({**cfg("dcube", 1), "lr_schedule": "constant"}))
     text = ablation.report(root, out)
     assert "**Trained before the defaults changed:** breastmnist seed 1 — step 1 with lr_schedule constant (now cosine)." in text
+    # a seed that reuses the seed-0 trunk says so, and its train time includes that trunk's step 1
+    seed1.write_text(json.dumps({**cfg("dcube", 1), "lr_schedule": cfg("dcube")["lr_schedule"], "trunk_from": str(dcube)}))
+    text = ablation.report(root, out)
+    assert "**One trunk per dataset:** breastmnist seed 1 reuse" in text and "Trained before" not in text
+    seconds = {s: json.loads((ablation.run_dir(root, "breastmnist", "dcube", s) / "metrics.json").read_text())["seconds"]
+               for s in (0, 1)}
+    row = ablation._rows(root)["breastmnist", "dcube", 1]
+    assert ablation._seconds_with_trunk(row) == pytest.approx(sum(seconds[1].values()) + seconds[0]["diffusion"])
 
 
 def test_layer_selection_does_not_move_with_the_step2_seed(tiny_run, demo_data, tmp_path):
