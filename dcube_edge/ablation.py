@@ -321,20 +321,13 @@ def _trunk(root_row: dict | None) -> dict | None:
     return (root_row or {}).get("trunk")
 
 
-def _trunk_of(rows: dict, dataset: str, variant: str) -> dict | None:
-    """A row's trunk report; the default trunk recipe is the same under either guide branch, so `dcube`
-    falls back to the `narrow-guide` run where only that was trained."""
-    t = _trunk(rows.get((dataset, variant, 0)))
-    return t if t or variant != "dcube" else _trunk(rows.get((dataset, "narrow-guide", 0)))
-
-
 def _trunks(root: Path, rows: dict) -> dict[tuple[str, str], dict]:
     """Seed-0 trunk reports per (dataset, trunk recipe): a finished row's, else the run directory's own
     ``trunk.json`` — written when step 1 ends, so a trunk shows here while its step 2 still runs."""
     found = {}
     for dataset in DATASETS:
         for variant in TRUNK_ROWS:
-            t = _trunk_of(rows, dataset, variant) or _load(run_dir(root, dataset, variant, 0) / "trunk.json")
+            t = _trunk(rows.get((dataset, variant, 0))) or _load(run_dir(root, dataset, variant, 0) / "trunk.json")
             if t:
                 found[dataset, variant] = t
     return found
@@ -380,8 +373,9 @@ def _figure(draw, data: dict, figure: Path | None, out: Path, caption: str) -> l
 
 
 def trunk_figure(trunks: dict, path: Path) -> None:
-    """Per dataset: x0-MSE / image variance at t = 500 (the issue's yardstick, target < 0.5) and the best
-    token-mean probe vs step, one line per trunk recipe."""
+    """Per dataset, one line per trunk recipe against the step-1 step: validation ε-MSE at t = 500, x0-MSE / image
+    variance at t = 500 (target < 0.5, beside the linear denoiser) and the best probe of any kind, layer and t
+    (the trunk table's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,7 +384,9 @@ def trunk_figure(trunks: dict, path: Path) -> None:
     datasets = [d for d in DATASETS if any((d, v) in trunks for v in TRUNK_ROWS)]
     if not datasets:
         return
-    fig, axes = plt.subplots(2, len(datasets), figsize=(4.6 * len(datasets), 6.4), dpi=110, squeeze=False)
+    from dcube_edge.diagnostics import best_probe
+
+    fig, axes = plt.subplots(3, len(datasets), figsize=(4.6 * len(datasets), 9.4), dpi=110, squeeze=False)
     for j, dataset in enumerate(datasets):
         for variant in TRUNK_ROWS:
             t = trunks.get((dataset, variant))
@@ -399,17 +395,18 @@ def trunk_figure(trunks: dict, path: Path) -> None:
             checks = t["checkpoints"]
             steps = [c["step"] for c in checks]
             i = checks[-1]["denoising"]["timesteps"].index(500)
-            axes[0, j].plot(steps, [c["denoising"]["x0_mse"][i] / c["denoising"]["image_variance"] for c in checks],
+            axes[0, j].plot(steps, [c["denoising"]["eps_mse"][i] for c in checks], marker="o", label=variant)
+            axes[1, j].plot(steps, [c["denoising"]["x0_mse"][i] / c["denoising"]["image_variance"] for c in checks],
                             marker="o", label=variant)
-            axes[1, j].plot(steps, [max(max(row) for row in c["probes"]["token_mean"]) for c in checks], marker="o",
-                            label=f"{variant} (best token-mean)")
-            axes[1, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
-        axes[0, j].axhline(0.5, ls="--", c="k", lw=1)
+            axes[2, j].plot(steps, [best_probe(c["probes"])["auc"] for c in checks], marker="o", label=variant)
+            axes[2, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
+        axes[1, j].axhline(0.5, ls="--", c="k", lw=1)
         linear = [t["linear_x0_ratio_t500"] for v in TRUNK_ROWS if (t := trunks.get((dataset, v))) and t.get("linear_x0_ratio_t500")]
         if linear:
-            axes[0, j].axhline(linear[0], ls=":", c="C3", lw=1.5, label="linear denoiser")
-        axes[0, j].set(title=f"{dataset}: x0-MSE / var., t = 500 (- - 0.5)", xlabel="step-1 step", yscale="log")
-        axes[1, j].set(title=f"{dataset}: probe AUC (dashed: pixel probe)", xlabel="step-1 step")
+            axes[1, j].axhline(linear[0], ls=":", c="C3", lw=1.5, label="linear denoiser")
+        axes[0, j].set(title=f"{dataset}: ε-MSE, t = 500", xlabel="step-1 step", yscale="log")
+        axes[1, j].set(title=f"{dataset}: x0-MSE / var., t = 500 (- - 0.5)", xlabel="step-1 step", yscale="log")
+        axes[2, j].set(title=f"{dataset}: best probe AUC (- - pixel probe)", xlabel="step-1 step")
         for ax in axes[:, j]:
             ax.legend(fontsize=7)
     fig.tight_layout()
