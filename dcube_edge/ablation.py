@@ -198,7 +198,7 @@ def _rows(root: Path) -> dict[tuple[str, str, int], dict]:
         if metrics and config:
             source = config.get("trunk_from") or ""
             trunk = _load(Path(source) / "trunk.json") if source and source != "random" else None
-            rows[dataset, variant, seed] = {"metrics": metrics, "config": config,
+            rows[dataset, variant, seed] = {"metrics": metrics, "config": config, "dir": out.resolve(),
                                             "selection": _load(out / "selection.json"),
                                             "trunk": trunk or _load(out / "trunk.json")}  # a reused trunk's own history
     return rows
@@ -268,6 +268,11 @@ def _seconds(m: dict) -> float:
 def _trunk_source(row: dict) -> Path | None:
     source = row["config"].get("trunk_from") or ""
     return Path(source) if source and source != "random" else None
+
+
+def _trunk_dir(row: dict) -> Path:
+    """The run directory whose step 1 trained this row's trunk."""
+    return (_trunk_source(row) or row["dir"]).resolve()
 
 
 def _seconds_with_trunk(row: dict) -> float:
@@ -481,6 +486,8 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                 extra += _loss_note(r)
             if r["config"].get("synthetic_counts"):
                 extra += f" (+{'/'.join(map(str, r['config']['synthetic_counts']))} synthetic)"
+            if VARIANTS[variant].reuse_trunk and ref and _trunk_dir(r) != _trunk_dir(ref):
+                extra += f" (on the trunk of {_trunk_dir(r).name}, not the D-Cube row's: Δ mixes two changes)"
             if variant != "narrow-guide" and ref and _branch(r) != _branch(ref):
                 extra += f" (guide branch {_branch(r)}, not the D-Cube row's: Δ mixes two changes)"
             if "validation_fixed_t" in r["metrics"]:
