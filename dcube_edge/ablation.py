@@ -487,7 +487,9 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
             if r["config"].get("synthetic_counts"):
                 extra += f" (+{'/'.join(map(str, r['config']['synthetic_counts']))} synthetic)"
             if VARIANTS[variant].reuse_trunk and ref and _trunk_dir(r) != _trunk_dir(ref):
-                extra += f" (on the trunk of {_trunk_dir(r).name}, not the D-Cube row's: Δ mixes two changes)"
+                mine, theirs = (_load(_trunk_dir(x) / "config.json") or {} for x in (r, ref))
+                differ = ", ".join(f"{k} {mine[k]}" for k in STEP1_RECIPE if k in mine and mine[k] != theirs.get(k))
+                extra += f" (on another trunk than the D-Cube row's{f': step 1 with {differ}' if differ else ''}; Δ mixes two changes)"
             if variant != "narrow-guide" and ref and _branch(r) != _branch(ref):
                 extra += f" (guide branch {_branch(r)}, not the D-Cube row's: Δ mixes two changes)"
             if "validation_fixed_t" in r["metrics"]:
