@@ -190,14 +190,20 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _trunk_source(row: dict) -> Path | None:
+    """The run whose trained trunk this row reused (``--trunk``); None for its own or a random trunk."""
+    source = row["config"].get("trunk_from") or ""
+    return Path(source) if source and source != "random" else None
+
+
 def _rows(root: Path) -> dict[tuple[str, str, int], dict]:
     rows = {}
     for dataset, variant, seed in PLAN:
         out = run_dir(root, dataset, variant, seed)
         metrics, config = _load(out / "metrics.json"), _load(out / "config.json")
         if metrics and config:
-            source = config.get("trunk_from") or ""
-            trunk = _load(Path(source) / "trunk.json") if source and source != "random" else None
+            source = _trunk_source({"config": config})
+            trunk = _load(source / "trunk.json") if source else None
             rows[dataset, variant, seed] = {"metrics": metrics, "config": config, "dir": out.resolve(),
                                             "selection": _load(out / "selection.json"),
                                             "trunk": trunk or _load(out / "trunk.json")}  # a reused trunk's own history
@@ -214,8 +220,8 @@ def _stale_recipe(rows: dict) -> list[str]:
     for (dataset, variant, seed), row in sorted(rows.items()):
         if variant != "dcube":
             continue
-        source = row["config"].get("trunk_from") or ""
-        trunk_cfg = (_load(Path(source) / "config.json") if source and source != "random" else row["config"]) or {}
+        source = _trunk_source(row)
+        trunk_cfg = (_load(source / "config.json") if source else row["config"]) or {}
         now = Config.from_preset(row["config"]["preset"]).to_dict()
         differ = ", ".join(f"{k} {trunk_cfg[k]} (now {now[k]})" for k in STEP1_RECIPE if k in trunk_cfg and trunk_cfg[k] != now[k])
         if differ:
@@ -263,11 +269,6 @@ MODEL_NAMES = {"dcube": "D-Cube small", "resnet18": "ResNet-18", "branch": "ResN
 
 def _seconds(m: dict) -> float:
     return sum(m["seconds"].values())
-
-
-def _trunk_source(row: dict) -> Path | None:
-    source = row["config"].get("trunk_from") or ""
-    return Path(source) if source and source != "random" else None
 
 
 def _trunk_dir(row: dict) -> Path:
