@@ -347,10 +347,11 @@ def trunk_section(trunks: dict, figure: Path | None, out: Path) -> list[str]:
              "pixels. x0-MSE is the trunk's clean-image estimate from x_t at t = 500 on validation images, as a fraction of "
              "the image variance (1 = no better than the mean image); the linear denoiser is the Wiener filter on the "
              "training images' principal components, scored the same way (a trunk above it has learned less than the "
-             "pixel covariance).", "",
+             "pixel covariance); the memorising denoiser is the posterior mean over the training images (what recalling "
+             "the training set reaches; both references use the same ≤ 1,000 training images).", "",
              "| dataset | trunk | steps | pixel probe | best trunk probe (kind, layer, t) | margin | x0-MSE / variance at t = 500 | "
-             "linear denoiser | ε-MSE at t = 500 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "linear denoiser | memorising denoiser | ε-MSE at t = 500 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         for variant in TRUNK_ROWS:
             t = trunks.get((dataset, variant))
@@ -361,7 +362,8 @@ def trunk_section(trunks: dict, figure: Path | None, out: Path) -> list[str]:
             i = den["timesteps"].index(500)
             lines.append(f"| {dataset} | {variant} | {last['step']} | {t['pixel_probe']:.3f} | {b['auc']:.3f} ({b['kind']}, "
                          f"{b['layer']}, {b['timestep']}) | {b['over_pixels']:+.3f} | {t['x0_ratio_t500']:.2f} | "
-                         f"{_ratio(t.get('linear_x0_ratio_t500'))} | {den['eps_mse'][i]:.4f} |")
+                         f"{_ratio(t.get('linear_x0_ratio_t500'))} | {_ratio(t.get('memorised_x0_ratio_t500'))} | "
+                         f"{den['eps_mse'][i]:.4f} |")
     lines += _figure(trunk_figure, trunks, figure, out, "trunk curves")
     return lines
 
@@ -380,7 +382,7 @@ def _figure(draw, data: dict, figure: Path | None, out: Path, caption: str) -> l
 
 def trunk_figure(trunks: dict, path: Path) -> None:
     """Per dataset, one line per trunk recipe against the step-1 step: validation ε-MSE at t = 500, x0-MSE / image
-    variance at t = 500 (target < 0.5, beside the linear denoiser) and the best probe of any kind, layer and t
+    variance at t = 500 (target < 0.5, beside the linear and memorising denoisers) and the best probe of any kind, layer and t
     (the trunk table's)."""
     import matplotlib
 
@@ -407,9 +409,10 @@ def trunk_figure(trunks: dict, path: Path) -> None:
             axes[2, j].plot(steps, [best_probe(c["probes"])["auc"] for c in checks], marker="o", label=variant)
             axes[2, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
         axes[1, j].axhline(0.5, ls="--", c="k", lw=1)
-        linear = [t["linear_x0_ratio_t500"] for v in TRUNK_ROWS if (t := trunks.get((dataset, v))) and t.get("linear_x0_ratio_t500")]
-        if linear:
-            axes[1, j].axhline(linear[0], ls=":", c="C3", lw=1.5, label="linear denoiser")
+        for name, label, colour in (("linear", "linear", "C3"), ("memorised", "memorising", "C4")):
+            refs = [r for v in TRUNK_ROWS if (t := trunks.get((dataset, v))) and (r := t.get(f"{name}_x0_ratio_t500"))]
+            if refs:
+                axes[1, j].axhline(refs[0], ls=":", c=colour, lw=1.5, label=f"{label} denoiser")
         axes[0, j].set(title=f"{dataset}: ε-MSE, t = 500", xlabel="step-1 step", yscale="log")
         axes[1, j].set(title=f"{dataset}: x0-MSE / var., t = 500 (- - 0.5)", xlabel="step-1 step", yscale="log")
         axes[2, j].set(title=f"{dataset}: best probe AUC (- - pixel probe)", xlabel="step-1 step")

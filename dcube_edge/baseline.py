@@ -18,7 +18,7 @@ from . import distributed, rundir
 from .config import Config
 from .data import audit, discover
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
-from .metrics import classification_report, collapse_warning, selection_score, softmax
+from .metrics import classification_report, collapse_warning, macro_f1, selection_score, softmax
 from .resnet import ARCHS, Baseline
 
 __all__ = ["ARCHS", "Baseline", "train_baseline"]
@@ -56,8 +56,9 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
             optimizer_step(opt, loss, "baseline", epoch)
             total += loss.item() / steps
             report("baseline", epoch * steps + s + 1, epochs * steps, {"epoch": epoch + 1, "loss": total})
-        score = selection_score(ds.val.labels, softmax(predict_logits(model, x_val)))
-        history.append({"epoch": epoch + 1, "loss": total, "val_score": score})
+        probs = softmax(predict_logits(model, x_val))
+        score = selection_score(ds.val.labels, probs)
+        history.append({"epoch": epoch + 1, "loss": total, "val_score": score, "val_macro_f1": macro_f1(ds.val.labels, probs)})
         if score > best["score"]:
             best = {"score": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
     model.load_state_dict(best["state"])

@@ -22,6 +22,11 @@ def selection_score(labels: np.ndarray, probs: np.ndarray) -> float:
     return value if np.isfinite(value) else float((probs.argmax(1) == labels).mean())
 
 
+def macro_f1(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Macro-F1 of the argmax prediction over every class of ``probs`` (0 for a class never predicted)."""
+    return float(f1_score(labels, probs.argmax(1), average="macro", labels=range(probs.shape[1]), zero_division=0))
+
+
 def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     pred = probs.argmax(1)
     k = len(classes)
@@ -32,7 +37,7 @@ def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[s
         **(undefined if absent else {}),
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, pred)),
-        "macro_f1": float(f1_score(labels, pred, average="macro", labels=range(k), zero_division=0)),
+        "macro_f1": macro_f1(labels, probs),
         "auc": auc(labels, probs),
         "per_class_recall": {c: (None if c in absent else float(r)) for c, r in zip(classes, recall_score(
             labels, pred, average=None, labels=range(k), zero_division=0))},

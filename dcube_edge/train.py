@@ -24,7 +24,7 @@ from .data import Split, audit, discover, read_split
 from .diffusion import Schedule, eps_loss, margin_contrastive, min_snr_weights
 from .head import DCube
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
-from .metrics import auc, classification_report, collapse_warning, selection_score, softmax
+from .metrics import auc, classification_report, collapse_warning, macro_f1, selection_score, softmax
 from .uvit import UViT
 
 Report = Callable[[str, int, int, dict], None]  # (phase, done, total, scalars)
@@ -312,7 +312,8 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
         probs = softmax(validation_logits(model, x_val, cfg))
         val_auc, val_acc = auc(y_val, probs), float((probs.argmax(1) == y_val).mean())
         score = selection_score(y_val, probs)
-        history.append({"epoch": epoch + 1, "loss": total, "val_auc": val_auc, "val_accuracy": val_acc})
+        history.append({"epoch": epoch + 1, "loss": total, "val_auc": val_auc, "val_accuracy": val_acc,
+                        "val_macro_f1": macro_f1(y_val, probs)})  # what the AUC-picked epoch costs at argmax
         if score > best["auc"]:
             best = {"auc": score, "epoch": epoch + 1, "state": copy.deepcopy(model.head.state_dict())}
         _save_state(state_path, model=model.head.state_dict(), opt=opt.state_dict(), epoch=epoch + 1,
@@ -410,7 +411,7 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     best_probe = trunk_report["best_probe"]
     log(f"trunk: best probe AUC {best_probe['auc']:.3f} (layer {best_probe['layer']}, t={best_probe['timestep']}, "
         f"{best_probe['kind']}) vs pixel probe {trunk_report['pixel_probe']:.3f}; x0-MSE/variance at t=500 "
-        f"{trunk_report['x0_ratio_t500']:.2f}{_linear_text(trunk_report)} (trunk.png)")
+        f"{trunk_report['x0_ratio_t500']:.2f}{_reference_text(trunk_report)} (trunk.png)")
 
     # The Gaussianity test sees real images only, drawn with the split seed: the layers are a property of
     # the trunk and the data, not of the step-2 seed (a seed-drawn 256-image sample picked 44 different sets)
@@ -500,24 +501,29 @@ def trunk_diagnosis(cfg: Config, x_train: np.ndarray, y_train: np.ndarray, x_val
                "probes": diagnostics.probes(trunk, x_train[tr], y_train[tr], x_val[va], y_val[va], spatial=last)}
         if last:
             out["linear_reference"] = diagnostics.linear_reference(schedule, x_train[tr], x_val[va], seed=cfg.seed)
+            out["memorised_reference"] = diagnostics.memorised_reference(schedule, x_train[tr], x_val[va], seed=cfg.seed)
         return out
 
     return diagnose
 
 
-def _linear_text(report: dict) -> str:
-    r = report.get("linear_x0_ratio_t500")  # absent from checkpoints written before 2026-11-27
-    return "" if r is None else f", linear denoiser {r:.2f}"
+def _reference_text(report: dict) -> str:
+    """The reference denoisers' x0 ratios (absent from trunks written before 2026-11-27 / -28)."""
+    return "".join(f", {label} denoiser {r:.2f}" for name, label in (("linear", "linear"), ("memorised", "memorising"))
+                   if (r := report.get(f"{name}_x0_ratio_t500")) is not None)
 
 
 def write_trunk_report(out: Path, cfg: Config, trunk: UViT, checks: list[dict], dataset: str) -> dict:
     """``trunk.json`` (all checkpoints) and ``trunk.png`` (curves, final probes, DDIM samples)."""
     final = checks[-1]
-    den, linear = final["denoising"], final.get("linear_reference")
+    den = final["denoising"]
     i500 = list(den["timesteps"]).index(500)
+    refs = {name: final.get(f"{name}_reference") for name in ("linear", "memorised")}
+    ratio = {f"{name}_x0_ratio_t500": ref["x0_mse"][i500] / ref["image_variance"] if ref else None
+             for name, ref in refs.items()}
     report = {"checkpoints": checks, "best_probe": diagnostics.best_probe(final["probes"]),
               "pixel_probe": final["probes"]["pixels"], "x0_ratio_t500": den["x0_mse"][i500] / den["image_variance"],
-              "linear_x0_ratio_t500": linear["x0_mse"][i500] / linear["image_variance"] if linear else None,
+              **ratio,
               "probe": "logistic regression on train features, AUC on validation; best L2 of "
                        f"{list(diagnostics.PROBE_C)}", "timesteps_bands": list(diagnostics.BANDS)}
     write_json(out / "trunk.json", report)

@@ -205,6 +205,7 @@ def test_baseline_trains_in_the_same_harness_and_evaluates(demo_data, tmp_path):
     assert cfg["model"] == "resnet18" and cfg["val_source"] == "val/" and (run / "baseline.safetensors").is_file()
     m = json.loads((run / "metrics.json").read_text())
     assert m["validation"]["n"] == 24 and m["model"] == "resnet18"
+    assert m["history"]["baseline"][0]["val_macro_f1"] == pytest.approx(m["validation"]["macro_f1"], abs=1e-6)
     cli("evaluate", run, demo_data / "val", "--bootstrap", "0", "--json", tmp_path / "e.json", check=0)
     e = json.loads((tmp_path / "e.json").read_text())
     assert e["confusion_matrix"] == m["validation"]["confusion_matrix"]

@@ -42,6 +42,8 @@ def test_trunk_reuse_trains_step_2_only_and_checks_compatibility(tiny_run, demo_
     assert cfg["layer_choice"] == "last" and cfg["selected_layers"] == [4]
     m = json.loads((run / "metrics.json").read_text())
     assert m["history"]["diffusion"] == [] and not (run / "state" / "diffusion.pt").exists()
+    (epoch,) = m["history"]["classifier"]  # each epoch records the argmax macro-F1 beside the AUC it is picked on
+    assert epoch["val_macro_f1"] == pytest.approx(m["validation"]["macro_f1"], abs=1e-6)
     assert json.loads((run / "selection.json").read_text())["layer_choice"] == "last"
 
     res = cli("train", demo_data, "--out", tmp_path / "wide", "--trunk", tiny_run, "--preset", "small", check=2)

@@ -119,6 +119,29 @@ def test_linear_reference_is_the_wiener_filter():
     assert ref["x0_mse"][3] / ref["image_variance"] < 0.3 and ref["x0_mse"][0] < ref["x0_mse"][3]
 
 
+def test_memorised_reference_is_the_posterior_mean_over_the_training_images():
+    from dcube_edge.diagnostics import BANDS, memorised_reference
+    from dcube_edge.diffusion import Schedule
+    sched = Schedule(Config.from_preset("tiny"))
+    rng = np.random.default_rng(1)
+    bank = rng.uniform(-1, 1, (40, 1, 8, 8)).astype(np.float32)
+    seen = memorised_reference(sched, bank, bank[:10], seed=3, chunk=4)  # images it has memorised
+    assert seen["train_images"] == 40 and seen["timesteps"] == list(BANDS)
+    assert seen["x0_mse"][0] / seen["image_variance"] < 0.01 and seen["x0_mse"][1] / seen["image_variance"] < 0.05
+    fresh = rng.uniform(-1, 1, (10, 1, 8, 8)).astype(np.float32)  # unseen iid images: it returns training images
+    unseen = memorised_reference(sched, bank, fresh, seed=3)
+    assert unseen["x0_mse"][1] / unseen["image_variance"] > 1.0
+    # brute force at t = 500: softmax of −‖x_t − √ᾱ x_k‖² / 2(1 − ᾱ) over k, then the weighted mean
+    ab = float(sched.alphas_bar[500])
+    noise = torch.randn(fresh.shape, generator=torch.Generator().manual_seed(3)).numpy()
+    x_t = (ab ** 0.5 * fresh + (1 - ab) ** 0.5 * noise).reshape(10, -1).astype(np.float64)
+    flat = bank.reshape(40, -1).astype(np.float64)
+    logw = -((x_t[:, None] - ab ** 0.5 * flat[None]) ** 2).sum(-1) / (2 * (1 - ab))
+    w = np.exp(logw - logw.max(1, keepdims=True))
+    x0_hat = np.clip((w / w.sum(1, keepdims=True)) @ flat, -1, 1)
+    assert unseen["x0_mse"][3] == pytest.approx(((x0_hat - fresh.reshape(10, -1)) ** 2).mean(), rel=1e-4)
+
+
 def test_every_run_writes_trunk_diagnostics(tiny_run):
     report = json.loads((tiny_run / "trunk.json").read_text())
     assert (tiny_run / "trunk.png").stat().st_size > 10_000
@@ -132,6 +155,9 @@ def test_every_run_writes_trunk_diagnostics(tiny_run):
     assert linear["timesteps"] == last["denoising"]["timesteps"]
     assert linear["image_variance"] == pytest.approx(last["denoising"]["image_variance"])
     assert report["linear_x0_ratio_t500"] == pytest.approx(linear["x0_mse"][3] / linear["image_variance"])
+    memorised = last["memorised_reference"]
+    assert memorised["image_variance"] == pytest.approx(last["denoising"]["image_variance"])
+    assert report["memorised_x0_ratio_t500"] == pytest.approx(memorised["x0_mse"][3] / memorised["image_variance"])
     den = last["denoising"]
     assert den["timesteps"] == [10, 100, 250, 500, 750] and all(v > 0 for v in den["eps_mse"])
     assert cfg["amp"] in ("none", "bf16")  # "auto" is recorded as what it resolved to
