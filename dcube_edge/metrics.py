@@ -68,10 +68,18 @@ def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, classes: list[str], n: i
 
 
 def collapse_warning(report: dict) -> str | None:
-    """A warning when every image was predicted as one class (a model that learned only the prior)."""
+    """A warning when the argmax prediction misses a class: every image predicted as one class (a model that
+    learned only the prior), or a class recalled under half the time by a model that ranks well (AUC ≥ 0.85:
+    the checkpoint is picked on AUC and nothing tunes its threshold)."""
     used = [i for i, col in enumerate(zip(*report["confusion_matrix"])) if sum(col)]
     if report["n"] > 1 and len(used) == 1:
         name = list(report["per_class_recall"])[used[0]]
         return (f"warning: every validation image was predicted {name!r}: the model collapsed to one class "
                 "(too few images or steps; try a larger --steps-classifier or more data)")
+    missed = {c: r for c, r in report["per_class_recall"].items() if r is not None and r < 0.5}
+    if missed and report["auc"] >= 0.85:
+        worst = min(missed, key=missed.get)
+        return (f"warning: validation recall of {worst!r} is {missed[worst]:.2f} at AUC {report['auc']:.3f}: the model "
+                "ranks this class well but its argmax threshold misses it; judge it by AUC or choose an operating "
+                "point on your own labelled data before use")
     return None

@@ -161,6 +161,11 @@ def test_a_collapsed_model_is_reported():
     assert "predicted 'malignant'" in collapse_warning(classification_report(labels, flat, ["benign", "malignant", "normal"]))
     good = np.eye(3)[labels]
     assert collapse_warning(classification_report(labels, good, ["benign", "malignant", "normal"])) is None
+    ranked = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45], [0.3, 0.7]])
+    binary = np.array([0, 0, 0, 1, 1, 1])  # AUC 1, but the argmax calls two of three positives negative
+    warning = collapse_warning(classification_report(binary, ranked, ["benign", "malignant"]))
+    assert "'malignant' is 0.33 at AUC 1.000" in warning and "operating point" in warning
+    assert collapse_warning(classification_report(binary, ranked[::-1], ["benign", "malignant"])) is None  # AUC 0
     absent = classification_report(np.array([0, 1, 0]), np.eye(3)[[0, 1, 0]], ["a", "b", "c"])
     assert absent["auc"] != absent["auc"] and "class c" in absent["undefined"]["auc"]  # NaN, with the reason
     assert absent["per_class_recall"]["c"] is None
