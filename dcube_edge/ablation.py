@@ -409,10 +409,10 @@ def trunk_figure(trunks: dict, path: Path) -> None:
             axes[2, j].plot(steps, [best_probe(c["probes"])["auc"] for c in checks], marker="o", label=variant)
             axes[2, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
         axes[1, j].axhline(0.5, ls="--", c="k", lw=1)
-        for name, label, colour in (("linear", "linear", "C3"), ("memorised", "memorising", "C4")):
+        for name, label, style in (("linear", "linear", ":"), ("memorised", "memorising", "-.")):
             refs = [r for v in TRUNK_ROWS if (t := trunks.get((dataset, v))) and (r := t.get(f"{name}_x0_ratio_t500"))]
             if refs:
-                axes[1, j].axhline(refs[0], ls=":", c=colour, lw=1.5, label=f"{label} denoiser")
+                axes[1, j].axhline(refs[0], ls=style, c="C3", lw=1.5, label=f"{label} denoiser")
         axes[0, j].set(title=f"{dataset}: ε-MSE, t = 500", xlabel="step-1 step", yscale="log")
         axes[1, j].set(title=f"{dataset}: x0-MSE / var., t = 500 (- - 0.5)", xlabel="step-1 step", yscale="log")
         axes[2, j].set(title=f"{dataset}: best probe AUC (- - pixel probe)", xlabel="step-1 step")

@@ -215,11 +215,11 @@ def plot(report: dict, path: Path, title: str) -> None:
                      marker=".", label=f"t={t_val}")
     axes[0].set(title="ε-MSE per pixel (validation)", xlabel="step", yscale="log")
     axes[1].axhline(0.5, ls="--", c="k", lw=1)
-    for key, name, colour in (("linear_reference", "linear", "C3"), ("memorised_reference", "memorising", "C4")):
+    for key, name, style in (("linear_reference", "linear", ":"), ("memorised_reference", "memorising", "-.")):
         ref = checks[-1].get(key)
         if ref:
             j = list(ref["timesteps"]).index(500)
-            axes[1].axhline(ref["x0_mse"][j] / ref["image_variance"], ls=":", c=colour, lw=1.5,
+            axes[1].axhline(ref["x0_mse"][j] / ref["image_variance"], ls=style, c="C3", lw=1.5,
                             label=f"{name} denoiser, t=500")
     axes[1].set(title="x0-MSE / image variance (validation)", xlabel="step", yscale="log")
     for ax in axes[:2]:
