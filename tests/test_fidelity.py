@@ -100,6 +100,23 @@ def test_results_driver_does_not_retrain_a_branch_that_is_a_baseline(tmp_path):
     assert not ablation.run_dir(tmp_path / "runs", "breastmnist", "branch", 0).exists()
 
 
+def test_ablation_rows_with_several_seeds_are_summarised_against_dcube_seed_for_seed():
+    from dcube_edge.ablation import seeded_ablations
+
+    def row(auc, f1, recalls):
+        return {"metrics": {"validation": {"auc": auc, "macro_f1": f1, "per_class_recall": dict(zip("ab", recalls))}}}
+
+    rows = {("breastmnist", "dcube", 0): row(0.90, 0.7, (0.3, 1.0)), ("breastmnist", "dcube", 1): row(0.94, 0.8, (0.6, 0.9)),
+            ("breastmnist", "random-trunk", 0): row(0.95, 0.8, (0.8, 0.9)),
+            ("breastmnist", "random-trunk", 1): row(0.93, 0.9, (0.7, 1.0)),
+            ("breastmnist", "long-trunk", 0): row(0.99, 0.9, (0.9, 0.9))}  # one seed: stays in the seed-0 table only
+    lines = seeded_ablations(rows)
+    table = [line for line in lines if line.startswith("| breastmnist")]
+    assert len(table) == 1 and table[0].startswith("| breastmnist | random-trunk | 0, 1 | 0.940 ± 0.014 (2 seeds) | 0.850 ± 0.071")
+    assert "| 0.75 |" in table[0] and "0.020 ± 0.042 (2 seeds) (ahead in 1 of 2)" in table[0]
+    assert seeded_ablations({k: v for k, v in rows.items() if k[1] != "random-trunk"}) == []
+
+
 def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced, tmp_path):
     root, data = tmp_path / "runs", imbalanced.parent
     plan = [("breastmnist", v, s) for v, s in
