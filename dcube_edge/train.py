@@ -508,7 +508,7 @@ def trunk_diagnosis(cfg: Config, x_train: np.ndarray, y_train: np.ndarray, x_val
 
 
 def _reference_text(report: dict) -> str:
-    """The reference denoisers' x0 ratios (absent from trunks written before 2026-11-27 / -28)."""
+    """The reference denoisers' x0 ratios (each absent from trunk reports written before it existed)."""
     return "".join(f", {label} denoiser {r:.2f}" for name, label in (("linear", "linear"), ("memorised", "memorising"))
                    if (r := report.get(f"{name}_x0_ratio_t500")) is not None)
 
