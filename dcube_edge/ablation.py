@@ -418,7 +418,7 @@ def trunk_figure(trunks: dict, path: Path) -> None:
     datasets = [d for d in DATASETS if any((d, v) in trunks for v in TRUNK_ROWS)]
     if not datasets:
         return
-    from dcube_edge.diagnostics import best_probe
+    from dcube_edge.diagnostics import REFERENCES, best_probe
 
     fig, axes = plt.subplots(3, len(datasets), figsize=(4.6 * len(datasets), 9.4), dpi=110, squeeze=False)
     for j, dataset in enumerate(datasets):
@@ -435,8 +435,8 @@ def trunk_figure(trunks: dict, path: Path) -> None:
             axes[2, j].plot(steps, [best_probe(c["probes"])["auc"] for c in checks], marker="o", label=variant)
             axes[2, j].axhline(t["pixel_probe"], ls="--", c="k", lw=1)
         axes[1, j].axhline(0.5, ls="--", c="k", lw=1)
-        for name, label, style in (("linear", "linear", ":"), ("memorised", "memorising", "-.")):
-            refs = [r for v in TRUNK_ROWS if (t := trunks.get((dataset, v))) and (r := t.get(f"{name}_x0_ratio_t500"))]
+        for (key, label), style in zip(REFERENCES, (":", "-.")):
+            refs = [r for v in TRUNK_ROWS if (t := trunks.get((dataset, v))) and (r := t.get(f"{key}_x0_ratio_t500"))]
             if refs:
                 axes[1, j].axhline(refs[0], ls=style, c="C3", lw=1.5, label=f"{label} denoiser")
         axes[0, j].set(title=f"{dataset}: ε-MSE, t = 500", xlabel="step-1 step", yscale="log")

@@ -66,8 +66,8 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     rundir.save_config(cfg, out)
     rundir.save_weights(model, out / rundir.BASELINE)
     val = classification_report(ds.val.labels, softmax(predict_logits(model, x_val)), list(cfg.classes))
-    if collapse_warning(val):
-        log(collapse_warning(val))
+    if warning := collapse_warning(val):
+        log(warning)
     metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source, "model": cfg.model,
                "seconds": {"baseline": round(time.perf_counter() - t0, 1)}, "history": {"baseline": history}}
     write_json(out / rundir.METRICS, metrics)

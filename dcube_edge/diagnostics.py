@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,51 +64,56 @@ def denoising(trunk: UViT, schedule: Schedule, images: np.ndarray, seed: int = 0
     return out
 
 
-def linear_reference(schedule: Schedule, train_images: np.ndarray, images: np.ndarray, seed: int = 0) -> dict:
-    """x0-MSE per pixel at :data:`BANDS` of the linear MMSE (Wiener) estimate of x0 from x_t, with the mean and
-    principal components of ``train_images``; scored as :func:`denoising` scores the trunk (same noise draws,
-    clamped to [-1, 1])."""
-    flat = train_images.reshape(len(train_images), -1).astype(np.float64)
-    mu = flat.mean(0)
-    _, sv, vt = np.linalg.svd(flat - mu, full_matrices=False)  # components beyond the sample count get gain 0
-    evals = sv ** 2 / max(1, len(flat) - 1)
+# The closed-form denoisers every trunk is compared with: (trunk.json key stem, label in logs and figures).
+REFERENCES = (("linear", "linear"), ("memorised", "memorising"))
+
+
+def _reference(schedule: Schedule, images: np.ndarray, seed: int,
+               estimate: Callable[[float, np.ndarray], np.ndarray]) -> dict:
+    """x0-MSE per pixel at :data:`BANDS` of a closed-form denoiser ``estimate(ᾱ, flattened x_t) -> flattened x0``,
+    scored as :func:`denoising` scores the trunk (same noise draws, clamped to [-1, 1])."""
     x0_all, noise_all, variance = _scored(images, seed)
-    x0 = x0_all.reshape(len(images), -1).double().numpy()
+    n = len(images)
+    x0 = x0_all.reshape(n, -1).double().numpy()
     out = {"timesteps": list(BANDS), "x0_mse": [], "image_variance": variance}
     for t_val in BANDS:
         ab = float(schedule.alphas_bar[t_val])
-        x_t = schedule.q_sample(x0_all, torch.full((len(images),), t_val, dtype=torch.long), noise_all)
-        y = x_t.reshape(len(images), -1).double().numpy() / ab ** 0.5 - mu  # x0 − μ plus noise of variance (1−ᾱ)/ᾱ
-        gain = evals / (evals + (1 - ab) / ab)
-        x0_hat = mu + ((y @ vt.T) * gain) @ vt
+        x_t = schedule.q_sample(x0_all, torch.full((n,), t_val, dtype=torch.long), noise_all)
+        x0_hat = estimate(ab, x_t.reshape(n, -1).double().numpy())
         out["x0_mse"].append(float(((np.clip(x0_hat, -1, 1) - x0) ** 2).mean()))
     return out
 
 
+def linear_reference(schedule: Schedule, train_images: np.ndarray, images: np.ndarray, seed: int = 0) -> dict:
+    """The linear MMSE (Wiener) estimate of x0 from x_t, with the mean and principal components of
+    ``train_images``, scored by :func:`_reference`."""
+    flat = train_images.reshape(len(train_images), -1).astype(np.float64)
+    mu = flat.mean(0)
+    _, sv, vt = np.linalg.svd(flat - mu, full_matrices=False)  # components beyond the sample count get gain 0
+    evals = sv ** 2 / max(1, len(flat) - 1)
+
+    def estimate(ab: float, y: np.ndarray) -> np.ndarray:
+        y = y / ab ** 0.5 - mu  # x0 − μ plus noise of variance (1−ᾱ)/ᾱ
+        return mu + ((y @ vt.T) * (evals / (evals + (1 - ab) / ab))) @ vt
+
+    return _reference(schedule, images, seed, estimate)
+
+
 def memorised_reference(schedule: Schedule, train_images: np.ndarray, images: np.ndarray, seed: int = 0,
                         chunk: int = 64) -> dict:
-    """x0-MSE per pixel at :data:`BANDS` of the posterior mean of x0 under the empirical distribution of
-    ``train_images``: the ideal denoiser of a model that has memorised its training set (a softmax-weighted average
-    of training images). Scored as :func:`denoising` scores the trunk. Beside the linear reference it brackets what
-    the data allow: a trunk needs structure beyond both to beat them."""
+    """The posterior mean of x0 under the empirical distribution of ``train_images``, scored by :func:`_reference`:
+    the ideal denoiser of a model that has memorised its training set (a softmax-weighted average of training
+    images). Beside the linear reference it brackets what the data allow: a trunk needs structure beyond both."""
     from scipy.special import softmax
 
     bank = train_images.reshape(len(train_images), -1).astype(np.float64)
     bank_sq = (bank ** 2).sum(1)
-    x0_all, noise_all, variance = _scored(images, seed)
-    x0 = x0_all.reshape(len(images), -1).double().numpy()
-    out = {"timesteps": list(BANDS), "x0_mse": [], "image_variance": variance, "train_images": len(bank)}
-    for t_val in BANDS:
-        ab = float(schedule.alphas_bar[t_val])
-        x_t = schedule.q_sample(x0_all, torch.full((len(images),), t_val, dtype=torch.long), noise_all)
-        y = x_t.reshape(len(images), -1).double().numpy()
-        se = 0.0
-        for i in range(0, len(y), chunk):  # ||y − √ᾱ x_k||² up to a per-row constant, as logits over k
-            logits = (ab ** 0.5 * y[i:i + chunk] @ bank.T - 0.5 * ab * bank_sq) / (1 - ab)
-            x0_hat = softmax(logits, axis=1) @ bank
-            se += float(((np.clip(x0_hat, -1, 1) - x0[i:i + chunk]) ** 2).sum())
-        out["x0_mse"].append(se / x0.size)
-    return out
+
+    def estimate(ab: float, y: np.ndarray) -> np.ndarray:  # ‖y − √ᾱ x_k‖² up to a per-row constant, as logits
+        return np.concatenate([softmax((ab ** 0.5 * y[i:i + chunk] @ bank.T - 0.5 * ab * bank_sq) / (1 - ab), axis=1)
+                               @ bank for i in range(0, len(y), chunk)])
+
+    return {**_reference(schedule, images, seed, estimate), "train_images": len(bank)}
 
 
 @torch.no_grad()
@@ -174,9 +180,8 @@ def summary(check: dict) -> str:
     den, probes_ = check["denoising"], check["probes"]
     i = list(den["timesteps"]).index(500)
     best = best_probe(probes_)
-    versus = "".join(f", {name} denoiser {ref['x0_mse'][i] / ref['image_variance']:.2f}"
-                     for name, ref in (("linear", check.get("linear_reference")),
-                                       ("memorising", check.get("memorised_reference"))) if ref)
+    versus = "".join(f", {label} denoiser {ref['x0_mse'][i] / ref['image_variance']:.2f}"
+                     for key, label in REFERENCES if (ref := check.get(f"{key}_reference")))
     return (f"checkpoint step {check['step']}: x0-MSE/variance at t=500 {den['x0_mse'][i] / den['image_variance']:.2f} "
             f"(eps-MSE {den['eps_mse'][i]:.4f}{versus}); best probe AUC {best['auc']:.3f} (layer {best['layer']}, "
             f"t={best['timestep']}, {best['kind']}) vs pixel probe {probes_['pixels']:.3f}")
@@ -215,12 +220,11 @@ def plot(report: dict, path: Path, title: str) -> None:
                      marker=".", label=f"t={t_val}")
     axes[0].set(title="ε-MSE per pixel (validation)", xlabel="step", yscale="log")
     axes[1].axhline(0.5, ls="--", c="k", lw=1)
-    for key, name, style in (("linear_reference", "linear", ":"), ("memorised_reference", "memorising", "-.")):
-        ref = checks[-1].get(key)
-        if ref:
+    for (key, label), style in zip(REFERENCES, (":", "-.")):
+        if ref := checks[-1].get(f"{key}_reference"):
             j = list(ref["timesteps"]).index(500)
             axes[1].axhline(ref["x0_mse"][j] / ref["image_variance"], ls=style, c="C3", lw=1.5,
-                            label=f"{name} denoiser, t=500")
+                            label=f"{label} denoiser, t=500")
     axes[1].set(title="x0-MSE / image variance (validation)", xlabel="step", yscale="log")
     for ax in axes[:2]:
         ax.legend(fontsize=7)

@@ -447,8 +447,8 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     t_classifier = time.perf_counter() - t1
 
     val = classification_report(ds.val.labels, softmax(validation_logits(model, x_val, cfg)), list(ds.classes))
-    if collapse_warning(val):
-        log(collapse_warning(val))
+    if warning := collapse_warning(val):
+        log(warning)
     metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source,
                "world_size_step1": distributed.world_size(),
                "seconds": {"diffusion": round(t_diffusion, 1), "classifier": round(t_classifier, 1)},
@@ -509,8 +509,8 @@ def trunk_diagnosis(cfg: Config, x_train: np.ndarray, y_train: np.ndarray, x_val
 
 def _reference_text(report: dict) -> str:
     """The reference denoisers' x0 ratios (each absent from trunk reports written before it existed)."""
-    return "".join(f", {label} denoiser {r:.2f}" for name, label in (("linear", "linear"), ("memorised", "memorising"))
-                   if (r := report.get(f"{name}_x0_ratio_t500")) is not None)
+    return "".join(f", {label} denoiser {r:.2f}" for key, label in diagnostics.REFERENCES
+                   if (r := report.get(f"{key}_x0_ratio_t500")) is not None)
 
 
 def write_trunk_report(out: Path, cfg: Config, trunk: UViT, checks: list[dict], dataset: str) -> dict:
@@ -518,9 +518,9 @@ def write_trunk_report(out: Path, cfg: Config, trunk: UViT, checks: list[dict], 
     final = checks[-1]
     den = final["denoising"]
     i500 = list(den["timesteps"]).index(500)
-    refs = {name: final.get(f"{name}_reference") for name in ("linear", "memorised")}
-    ratio = {f"{name}_x0_ratio_t500": ref["x0_mse"][i500] / ref["image_variance"] if ref else None
-             for name, ref in refs.items()}
+    refs = {key: final.get(f"{key}_reference") for key, _ in diagnostics.REFERENCES}
+    ratio = {f"{key}_x0_ratio_t500": ref["x0_mse"][i500] / ref["image_variance"] if ref else None
+             for key, ref in refs.items()}
     report = {"checkpoints": checks, "best_probe": diagnostics.best_probe(final["probes"]),
               "pixel_probe": final["probes"]["pixels"], "x0_ratio_t500": den["x0_mse"][i500] / den["image_variance"],
               **ratio,
