@@ -125,6 +125,6 @@ def tool_versions() -> dict:
     return {}
 
 
-def effective_precision(precision: str, hint: str | None) -> dict:
+def effective_precision(precision: str, hint: str | None, info: dict | None = None) -> dict:
     return {"all": "bf16 (torch CPU autocast: matmuls and convolutions bf16, reductions fp32)"
             if precision == "bf16" else "fp32"}

@@ -194,7 +194,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
         model_file, backend_info = builder.build(job)
         job.fp32_onnx.unlink()
         hint = job.hint  # a builder may have measured the hint it was given and changed it
-        parts = getattr(builder, "effective_precision", lambda p, h: {"all": p})
+        parts = getattr(builder, "effective_precision", lambda p, h, i: {"all": p})
         manifest = engine_manifest.compose(
             backend.name, opts.precision, model_file, spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
             timesteps=list(graph.timesteps), selected_layers=list(model.layers_used),
@@ -203,7 +203,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
                                                 (rundir.CONFIG, rundir.DIFFUSION, rundir.CLASSIFIER)}},
             tools=tool_versions(builder), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **job.info, **({backend.name: backend_info} if backend_info else {}),
-            effective_precision=parts(opts.precision, hint))
+            effective_precision=parts(opts.precision, hint, backend_info))
         engine_facts.bind(work, manifest)  # classes, preprocessing, timesteps, ... into the hashed model file
         manifest["files"] = file_hashes(work)
         write_json(work / MANIFEST, manifest)

@@ -22,7 +22,7 @@ def tool_versions() -> dict:
     return {}
 
 
-def effective_precision(precision: str, hint: str | None) -> dict:
+def effective_precision(precision: str, hint: str | None, info: dict | None = None) -> dict:
     if precision == "int8":
         return {"trunk_matmuls": "int8 (Q/DQ, symmetric, per-channel weights)",
                 "resnet_guide_branch": "fp32", "rest_of_head": "fp32", "other_ops": "fp32"}

@@ -2,7 +2,13 @@
 ``nncf.quantize`` on the IR (transformer model type, symmetric preset) from the calibration set.
 bf16/fp16 are inference-precision hints chosen from the CPU's flags (:func:`runtimes.isa.openvino_hint`)
 and recorded; an int8 engine's float islands get the same treatment, then a bf16 hint is timed against f32
-on the IR (:func:`speed_check`): islands stay bf16 only where that is faster on this CPU.
+on the IR (:func:`speed_check`): islands stay bf16 only where that is faster on this CPU. Then the
+attention's two activation × activation products (Q·Kᵀ and P·V, which NNCF quantizes as inputs of
+``ScaledDotProductAttention``) are timed int8 against float under the chosen hint (:func:`attention_check`)
+and the int8 form is kept only where faster: on an AMX Xeon at a static batch-1 shape the two were level
+(paper preset; float is the more precise), capped below AMX the int8 form was 5 % faster under f32. All
+timings compile the IR as the runner does, at a static batch-1 shape (a dynamic-batch compile ranked the
+attention forms differently: float 25 % faster).
 
 Where the hint breaks parity, :func:`fallback` keeps the ResNet guide branch in f32 by marking its IR
 layers with OpenVINO's ``precise`` run-time attribute (``ov::DisableFP16Compression``, which the CPU plugin
@@ -59,17 +65,20 @@ def build(job: BuildJob) -> tuple[str, dict]:
     ov.save_model(model, str(job.work / "model.xml"), compress_to_fp16=False)
     if job.hint == "bf16":
         info.update(speed_check(job))
+    if job.precision == "int8":
+        info["attention"] = attention_check(job)
     return "model.xml", info
 
 
-# bf16 islands must beat f32 ones by this much to be kept (f32 is the more precise of two equal choices).
-ISLANDS_BF16_MIN_GAIN = 0.05
+# The less precise of two choices (bf16 islands over f32, int8 attention over float) must be faster by this
+# much to be kept: of two equal choices the more precise one is kept.
+MIN_GAIN = 0.05
 
 
-def hint_latency(xml: Path, image_size: int, hints: tuple[str, ...] = ("bf16", "f32"), rounds: int = 3,
-                 calls: int = 5) -> dict[str, float]:
-    """Batch-1 latency (ms) of the IR compiled under each inference-precision hint: the median of the
-    per-round medians, the hints alternated over ``rounds`` so a noisy machine hurts each alike."""
+def latency(configs: dict[str, tuple[Path, str]], image_size: int, rounds: int = 3, calls: int = 5) -> dict[str, float]:
+    """Batch-1 latency (ms) of each ``label: (IR, inference-precision hint)``, compiled at a static batch-1
+    shape as the runner compiles it: the median of the per-round medians, the configurations alternated over
+    ``rounds`` so a noisy machine hurts each alike."""
     from functools import partial
 
     import numpy as np
@@ -78,15 +87,27 @@ def hint_latency(xml: Path, image_size: int, hints: tuple[str, ...] = ("bf16", "
     from dcube_edge.runtimes.bench import time_fn
 
     core = ov.Core()
-    requests = {h: core.compile_model(str(xml), "CPU", {ov_hints.inference_precision(): h,
-                                                         ov_hints.performance_mode(): ov_hints.PerformanceMode.LATENCY})
-                .create_infer_request() for h in hints}
+
+    def request(xml: Path, hint: str):
+        model = core.read_model(str(xml))  # a static batch-1 shape, as the runner compiles it
+        model.reshape({i.get_any_name(): [1, *i.get_partial_shape()[1:]] for i in model.inputs})
+        return core.compile_model(model, "CPU", {ov_hints.inference_precision(): hint,
+                                                 ov_hints.performance_mode(): ov_hints.PerformanceMode.LATENCY}
+                                  ).create_infer_request()
+
+    requests = {label: request(xml, hint) for label, (xml, hint) in configs.items()}
     feed = np.random.default_rng(0).uniform(-1, 1, (1, 1, image_size, image_size)).astype(np.float32)
-    rounds_ms: dict[str, list[float]] = {h: [] for h in hints}
+    rounds_ms: dict[str, list[float]] = {label: [] for label in configs}
     for r in range(rounds):
-        for h, request in requests.items():
-            rounds_ms[h].append(time_fn(partial(request.infer, [feed]), calls, warmup=1 if r == 0 else 0)["p50_ms"])
-    return {h: float(np.median(ms)) for h, ms in rounds_ms.items()}
+        for label, request in requests.items():
+            rounds_ms[label].append(time_fn(partial(request.infer, [feed]), calls, warmup=1 if r == 0 else 0)["p50_ms"])
+    return {label: float(np.median(ms)) for label, ms in rounds_ms.items()}
+
+
+def hint_latency(xml: Path, image_size: int, hints: tuple[str, ...] = ("bf16", "f32"), rounds: int = 3,
+                 calls: int = 5) -> dict[str, float]:
+    """Batch-1 latency (ms) of one IR compiled under each inference-precision hint (see :func:`latency`)."""
+    return latency({h: (xml, h) for h in hints}, image_size, rounds, calls)
 
 
 def speed_check(job: BuildJob) -> dict:
@@ -97,7 +118,7 @@ def speed_check(job: BuildJob) -> dict:
     ms = hint_latency(job.work / "model.xml", job.cfg.image_size)
     record: dict = {"latency_by_hint_ms": {h: round(v, 3) for h, v in ms.items()}}
     measured = f"batch 1 at export: bf16 {ms['bf16']:.2f} ms, f32 {ms['f32']:.2f} ms"
-    if job.precision == "int8" and ms["bf16"] > ms["f32"] * (1 - ISLANDS_BF16_MIN_GAIN):
+    if job.precision == "int8" and ms["bf16"] > ms["f32"] * (1 - MIN_GAIN):
         job.hint = "f32"
         record.update(inference_precision="f32",
                       hint_choice=f"float islands in f32: bf16 islands were not faster here ({measured})")
@@ -108,6 +129,56 @@ def speed_check(job: BuildJob) -> dict:
     return record
 
 
+# Ops that only move or view data: an attention input's FakeQuantize may sit behind a chain of them.
+_LAYOUT_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze"}
+
+
+def float_attention(model) -> int:
+    """Remove the FakeQuantize nodes that feed ``ScaledDotProductAttention`` inputs (directly or through
+    layout ops that feed nothing else), so Q·Kᵀ and P·V run at the float islands' precision. Returns how
+    many were removed; the projections around the attention stay int8."""
+    removed = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "ScaledDotProductAttention":
+            continue
+        for port in range(min(3, op.get_input_size())):
+            node = op.input_value(port).get_node()
+            while node.get_type_name() in _LAYOUT_OPS and len(node.output(0).get_target_inputs()) == 1:
+                node = node.input_value(0).get_node()
+            if node.get_type_name() == "FakeQuantize" and len(node.output(0).get_target_inputs()) == 1:
+                node.output(0).replace(node.input_value(0))
+                removed += 1
+    return removed
+
+
+def attention_check(job: BuildJob) -> dict:
+    """Time the int8 IR against the same IR with float attention products, under the chosen hint, and keep
+    the faster (int8 only when faster by :data:`MIN_GAIN`). Returns the manifest's record of it."""
+    import openvino as ov
+
+    xml = job.work / "model.xml"
+    model = ov.Core().read_model(str(xml))
+    removed = float_attention(model)
+    if not removed:
+        return {"matmuls": "int8", "choice": "no quantized attention inputs in the IR"}
+    variant = job.work / "attention-float.xml"
+    ov.save_model(model, str(variant), compress_to_fp16=False)
+    hint = job.hint or "f32"
+    ms = latency({"int8": (xml, hint), "float": (variant, hint)}, job.cfg.image_size)
+    measured = f"batch 1 under a {hint} hint: int8 {ms['int8']:.2f} ms, float {ms['float']:.2f} ms"
+    keep_int8 = ms["int8"] < ms["float"] * (1 - MIN_GAIN)
+    if keep_int8:
+        variant.unlink()
+        variant.with_suffix(".bin").unlink()
+    else:
+        os.replace(variant, xml)
+        os.replace(variant.with_suffix(".bin"), xml.with_suffix(".bin"))
+    choice = "int8" if keep_int8 else "float"
+    job.log(f"attention products (Q·Kᵀ, P·V) {choice}: {measured}")
+    return {"matmuls": choice, "quantizers_removed": removed if choice == "float" else 0,
+            "latency_ms": {k: round(v, 3) for k, v in ms.items()}, "choice": measured}
+
+
 def tool_versions() -> dict:
     import nncf
     import openvino
@@ -115,15 +186,19 @@ def tool_versions() -> dict:
     return {"openvino": openvino.get_version(), "nncf": nncf.__version__}
 
 
-def effective_precision(precision: str, hint: str | None, guide_f32: bool = False) -> dict:
-    """What each part computes in, as built (OpenVINO may keep some ops, e.g. reductions, in f32 under a
-    bf16 hint; the runner reads the compiled model's actual hint back)."""
+def effective_precision(precision: str, hint: str | None, info: dict | None = None) -> dict:
+    """What each part computes in, as built, from the hint and the builder's manifest section ``info``
+    (guide branch pinned to f32, attention products float or int8). OpenVINO may keep some ops, e.g.
+    reductions, in f32 under a bf16 hint; the runner reads the compiled model's actual hint back."""
+    info = info or {}
     float_part = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(hint or "", precision)
-    guide = "fp32" if guide_f32 else float_part
+    guide = "fp32" if info.get("f32_scopes") else float_part
     if precision == "int8":
+        attention = info.get("attention", {}).get("matmuls", "int8")
         return {"trunk_matmuls": "int8 (NNCF, symmetric, per-channel weights)",
+                "attention_products": "int8" if attention == "int8" else float_part,
                 "resnet_guide_branch": guide, "rest_of_head": float_part, "other_ops": float_part}
-    if guide_f32:
+    if info.get("f32_scopes"):
         return {"all": float_part, "resnet_guide_branch": guide}
     return {"all": float_part}
 
@@ -167,10 +242,10 @@ def fallback(work: Path, manifest: dict, failed: dict) -> str | None:
         count = keep_f32(work / manifest["model_file"])
         shutil.rmtree(work / "ov_cache", ignore_errors=True)  # blobs compiled from the unmarked IR
         info["f32_scopes"] = list(BF16_F32_SCOPES)
-        manifest["effective_precision"] = effective_precision(manifest["precision"], "bf16", guide_f32=True)
+        manifest["effective_precision"] = effective_precision(manifest["precision"], "bf16", info)
         return f"ResNet guide branch kept in f32 ({count} IR layers marked precise): with it in bf16, {was}"
     if manifest["precision"] != "int8":
         return None
     info["inference_precision"] = "f32"
-    manifest["effective_precision"] = effective_precision("int8", "f32")
+    manifest["effective_precision"] = effective_precision("int8", "f32", info)
     return f"float islands pinned to f32: with bf16 islands (guide branch f32), {was}"

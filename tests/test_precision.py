@@ -275,6 +275,76 @@ def test_bf16_hint_is_measured_against_f32_at_export(tiny_run, tmp_path, monkeyp
         assert "slower than f32 on this CPU" in note and any(line.startswith("warning: bf16 as asked") for line in said)
 
 
+@pytest.mark.parametrize("faster", ["int8", "float"])
+def test_int8_attention_products_are_timed_int8_against_float(tiny_run, tmp_path, monkeypatch, faster):
+    """NNCF quantizes Q·Kᵀ and P·V as inputs of ScaledDotProductAttention; the export times that IR against
+    one with those quantizers removed and keeps the faster (the timings are given, the IRs and parity real).
+    The kept IR must be what the manifest says, with no leftover variant files."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+    from dcube_edge.runtimes import isa
+
+    monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
+    times = {"bf16": 1.0, "f32": 2.0, "int8": 1.0 if faster == "int8" else 2.0, "float": 1.0 if faster == "float" else 2.0}
+    monkeypatch.setattr(ov_export, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
+    out = tmp_path / "ov-int8"
+    export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
+    m = manifest(out)
+    attention = m["openvino"]["attention"]
+    assert attention["matmuls"] == faster and attention["latency_ms"] == {"int8": times["int8"], "float": times["float"]}
+    assert m["effective_precision"]["attention_products"] == ("int8" if faster == "int8" else "bf16")
+    assert {"model.bin", "model.xml"} <= set(m["files"]) and not list(out.glob("attention*"))
+    assert not any(name.startswith("attention") for name in m["files"])
+    ir = ov.Core().read_model(str(out / "model.xml"))
+    fake_quantizers = sum(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())
+    left = ov_export.float_attention(ir)  # quantizers still feeding the attention
+    assert (left > 0) == (faster == "int8") and fake_quantizers > left  # the projections stay int8 either way
+    assert attention.get("quantizers_removed", 0) == (0 if faster == "int8" else 2 * len(
+        [op for op in ir.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]))
+    runtimes.read(out)  # hashes match the IR that was kept
+    assert m["parity"]["within_tolerance"]
+
+
+def test_float_attention_removes_only_the_attention_quantizers(engines):
+    """On the real NNCF IR: removing the attention's quantizers is complete (a second pass finds none),
+    leaves every other FakeQuantize, and agrees with what the engine's manifest recorded."""
+    if ("openvino", "int8") not in engines:
+        pytest.skip("openvino int8 cannot be built here")
+    import openvino as ov
+
+    m = manifest(engines[("openvino", "int8")])
+    ir = ov.Core().read_model(str(engines[("openvino", "int8")] / "model.xml"))
+    before = sum(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())
+    removed = ov_export.float_attention(ir)
+    assert (removed == 0) == (m["openvino"]["attention"]["matmuls"] == "float")
+    after = sum(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())
+    assert after == before - removed > 0 and ov_export.float_attention(ir) == 0
+
+
+def test_compiled_blob_cache_is_kept_per_precision(engines, tmp_path):
+    """OpenVINO's CPU cache names a blob by the model and not by the inference-precision hint, so a blob
+    compiled under one hint would be loaded under another (seen: 98.7 % agreement with a fresh compile).
+    The runner keeps one cache folder per CPU class and precision; each gives what a cacheless compile gives."""
+    import shutil
+
+    from dcube_edge.runtimes import isa
+    from dcube_edge.runtimes.ov import OpenVINORunner
+
+    if ("openvino", "int8") not in engines:
+        pytest.skip("openvino int8 cannot be built here")
+    engine = tmp_path / "engine"
+    shutil.copytree(engines[("openvino", "int8")], engine, ignore=shutil.ignore_patterns("ov_cache"))
+    hints = ["f32", "bf16"] if isa.has_bf16() else ["f32"]
+    x = {"images": np.random.default_rng(1).uniform(-1, 1, (2, 1, 32, 32)).astype(np.float32)}
+    for hint in hints:
+        with OpenVINORunner(engine / "model.xml", precision=hint, cache_dir=engine / "ov_cache") as cached, \
+                OpenVINORunner(engine / "model.xml", precision=hint) as fresh:
+            np.testing.assert_array_equal(cached.infer(x)["logits"], fresh.infer(x)["logits"])
+    folders = sorted(p.name for p in (engine / "ov_cache").iterdir())
+    assert folders == sorted(f"{isa.tag()}-{h}" for h in hints)
+    assert all(any((engine / "ov_cache" / f).glob("*.blob")) for f in folders)
+
+
 def test_export_speed_check_times_every_hint_on_the_real_ir(engines):
     """hint_latency compiles the IR under each hint and returns a positive median per hint; an engine built
     under a bf16 hint records what it measured, an f32 one has nothing to compare."""
