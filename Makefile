@@ -48,10 +48,10 @@ bench: install
 	test -f $(BENCH)/small/config.json || $(BIN)/dcube-edge init $(BENCH)/small --preset small --layers 4,5
 	tag=$$($(BIN)/python -c "from dcube_edge.runtimes import isa; print(isa.tag())"); mkdir -p benchmarks/$$tag; \
 	$(BIN)/dcube-edge bench $(BENCH)/paper --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
-	  --iterations 10 --warmup 2 --profile --vs-benchmark-app --json benchmarks/$$tag/paper.json --csv benchmarks/$$tag/paper.csv \
+	  --iterations 10 --warmup 2 --compile --profile --vs-benchmark-app --json benchmarks/$$tag/paper.json --csv benchmarks/$$tag/paper.csv \
 	  --plot benchmarks/$$tag/paper.png && \
 	$(BIN)/dcube-edge bench $(BENCH)/small --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
-	  --iterations 30 --warmup 5 --vs-benchmark-app --json benchmarks/$$tag/small.json --csv benchmarks/$$tag/small.csv \
+	  --iterations 30 --warmup 5 --compile --vs-benchmark-app --json benchmarks/$$tag/small.json --csv benchmarks/$$tag/small.csv \
 	  --plot benchmarks/$$tag/small.png
 	$(BIN)/python -c "from pathlib import Path; from dcube_edge.benchmark import write_report as w; w(Path('benchmarks'))" > /dev/null
 

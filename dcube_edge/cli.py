@@ -598,7 +598,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           iterations: Annotated[int, typer.Option(min=1, help="Timed calls per cell.")] = 30,
           warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first.")] = 5,
           threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for every backend and torch.")] = None,
-          compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile (where it works).")] = False,
+          compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile of each PyTorch precision (where it works; about a minute of compiling per row).")] = False,
           device: Annotated[str, typer.Option(help="cpu | cuda (torch baseline device; cuda adds torch fp16).")] = "cpu",
           profile: Annotated[bool, typer.Option("--profile", help="Also time every engine per op type (OpenVINO PERF_COUNT, ONNX Runtime profiler) at the smallest batch.")] = False,
           serve: Annotated[str | None, typer.Option("--serve", help="Instead: load-test `serve` on the engine with these numbers of concurrent DICOM senders, e.g. 1,4,16.")] = None,

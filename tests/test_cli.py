@@ -83,6 +83,23 @@ def test_bench_structure(ort_engine, tiny_run, tmp_path):
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_compile_rows_cover_every_torch_precision(tiny_run, monkeypatch):
+    """--compile adds one torch.compile row per precision the eager rows run (the wiring only: torch.compile
+    is replaced by a recorder here, since compiling takes a minute; `make bench` compiles for real)."""
+    import torch
+    from dcube_edge.runtimes import isa
+
+    from dcube_edge.benchmark import torch_rows
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, **_: compiled.append(model) or model)
+    rows = torch_rows(tiny_run, (1,), 2, 1, None, compile=True)
+    eager = {r["precision"] for r in rows if r["backend"] != "torch-compile"}
+    assert eager == ({"fp32", "bf16"} if isa.has_bf16() else {"fp32"})
+    assert {r["precision"] for r in rows if r["backend"] == "torch-compile"} == eager
+    assert len(compiled) == len(eager) and all(r["p50_ms"] > 0 for r in rows)
+
+
 def test_bench_figures_truncation_and_timesteps(tiny_run, tmp_path):
     import shutil
 
