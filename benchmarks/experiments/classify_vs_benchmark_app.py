@@ -1,5 +1,7 @@
 """`classify`'s engine time per call vs OpenVINO benchmark_app on the same IR, hint and batch (issue 12, README
-"Latency"). Needs `make bench` engines in bench-out/. Usage: python benchmarks/experiments/classify_vs_benchmark_app.py"""
+"Latency"). Needs `make bench` engines in bench-out/. Usage: python benchmarks/experiments/classify_vs_benchmark_app.py
+benchmark_app gets the batch's static shape (-shape), as the runner compiles it (since 2026-11-27; before, -data_shape
+ran the dynamic-batch IR)."""
 import json
 import re
 import subprocess
@@ -32,7 +34,7 @@ for preset in ("small", "paper"):
                     ours.append(json.loads(out.read_text())["engine_time"][str(batch)]["p50_ms"])
                 cmd = [".venv/bin/benchmark_app", "-m", str(m.model_file), "-d", "CPU", "-hint", "latency",
                        "-infer_precision", m.data["openvino"]["inference_precision"],
-                       "-data_shape", f"{m.input_name}[{batch},1,{m.preprocess.size},{m.preprocess.size}]", "-t", "5"]
+                       "-shape", f"{m.input_name}[{batch},1,{m.preprocess.size},{m.preprocess.size}]", "-t", "5"]
                 text = subprocess.run(cmd, capture_output=True, text=True).stdout
                 theirs.append(float(re.search(r"Median:\s+([\d.]+) ms", text).group(1)))
             row = {"preset": preset, "precision": precision, "batch": batch, "classify_p50_ms": float(np.median(ours)),
