@@ -1,8 +1,8 @@
 """OpenVINO runner: ``import openvino as ov``, explicit inference precision, latency hint, and a
 compiled-model cache dir so the second start skips compilation: one sub-folder per CPU class and
-precision, because OpenVINO 2026.4's CPU cache does not key its blobs on the inference-precision hint (an
-int8 IR compiled under f32 and then run under bf16 from the same cache gave 98.7 % top-1 agreement with
-its own bf16 compile, run to run different; measured on the BreastMNIST `small` engine).
+precision, because OpenVINO 2026.4's CPU cache does not key its blobs on the inference-precision hint (the
+blob of an int8 IR compiled under f32, loaded for a bf16 run from the same cache, agreed with the fp32 model on
+98.7 % of the BreastMNIST validation images and differently each run, where a fresh bf16 compile agreed on all).
 
 Each batch size gets its own compiled model with a static input shape (compiled on first use, batch 1 at
 activation): measured on the paper-preset int8 IR on an AMX Xeon, a static batch-1 shape ran about 30 %
