@@ -2,7 +2,9 @@
 so ``classify``, ``evaluate`` and engine benchmarks run on a workstation without it."""
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -119,6 +121,36 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write <cla
     out.print(f"wrote {sum(counts.values())} phantom images to {out_dir} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
 
 
+@contextlib.contextmanager
+def _interrupt_between_steps() -> Iterator[Callable[[], None]]:
+    """Ctrl-C during training sets a flag that the returned check turns into KeyboardInterrupt at the next
+    progress update (every step), in plain code: Python drops an exception that a signal handler raises inside a
+    finaliser or a C callback ("Exception ignored in ..."), and a `train` child once kept training for minutes after
+    SIGINT in the test suite. A second Ctrl-C interrupts at once."""
+    import signal
+
+    pending: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    def check() -> None:
+        if pending:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (e.g. the CLI called from a worker thread): Python's default stays
+        yield lambda: None
+        return
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _progress():
     from rich.progress import (
         BarColumn,
@@ -208,18 +240,22 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
         run_train(data, out_dir, cfg, resume=resume, log=lambda *_: None, overrides=budgets)
         distributed.cleanup()
         return
-    with _progress() as progress:
+    with _progress() as progress, _interrupt_between_steps() as check_interrupt:
         tasks: dict[str, int] = {}
 
         def report(phase: str, done: int, total: int, scalars: dict) -> None:
+            check_interrupt()
             if phase not in tasks:
                 tasks[phase] = progress.add_task(phase, total=total, info="")
             progress.update(tasks[phase], completed=done, total=total,
                             info=" ".join(f"{k} {v:.3g}" for k, v in scalars.items()))
 
         try:
-            metrics = run_train(data, out_dir, cfg, resume=resume, report=report, log=progress.console.print,
-                                overrides=budgets)
+            def log(*args: object) -> None:
+                check_interrupt()
+                progress.console.print(*args)
+
+            metrics = run_train(data, out_dir, cfg, resume=resume, report=report, log=log, overrides=budgets)
         except KeyboardInterrupt:
             progress.stop()
             saved = sorted((out_dir / "state").glob("*")) if (out_dir / "state").is_dir() else []

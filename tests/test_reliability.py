@@ -385,3 +385,23 @@ def test_ctrl_c_during_training_says_how_to_resume(demo_data, tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and f"--out {run} --resume" in err and "Traceback" not in err
     assert (run / "state" / "diffusion.pt").is_file() and not (run / "metrics.json").exists()
+
+
+def test_ctrl_c_is_taken_at_the_next_step_and_a_second_one_at_once():
+    """The first SIGINT only sets a flag (so no library cleanup can swallow it); the training loop's progress
+    check raises it; a second SIGINT raises where it lands; the previous handler comes back afterwards."""
+    import os
+
+    from dcube_edge.cli import _interrupt_between_steps
+
+    before = signal.getsignal(signal.SIGINT)
+    with _interrupt_between_steps() as check:
+        check()  # nothing pending
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler has run by now, and raised nothing
+        with pytest.raises(KeyboardInterrupt):
+            check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before
