@@ -323,7 +323,7 @@ def test_float_attention_removes_only_the_attention_quantizers(engines):
 
 def test_compiled_blob_cache_is_kept_per_precision(engines, tmp_path):
     """OpenVINO's CPU cache names a blob by the model and not by the inference-precision hint, so a blob
-    compiled under one hint would be loaded under another (seen: 98.7 % agreement with a fresh compile).
+    compiled under one hint would be loaded under another (seen: 98.7 % agreement with the fp32 model, 100 % fresh).
     The runner keeps one cache folder per CPU class and precision; each gives what a cacheless compile gives."""
     import shutil
 
