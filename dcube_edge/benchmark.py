@@ -71,7 +71,7 @@ def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup:
     if device == "cuda":
         variants.append(("torch-autocast", "fp16", {}))
     if compile:
-        variants += [("torch-compile", precision, {"compile": True}) for _, precision, _ in list(variants)]
+        variants += [("torch-compile", precision, {"compile": True}) for _, precision, _ in variants]
     rows = []
     for backend, precision, extra in variants:
         runner, _ = TorchRunner.from_run(run, precision=precision, device=device, threads=threads,

@@ -275,6 +275,11 @@ def test_bf16_hint_is_measured_against_f32_at_export(tiny_run, tmp_path, monkeyp
         assert "slower than f32 on this CPU" in note and any(line.startswith("warning: bf16 as asked") for line in said)
 
 
+def ops_of(ir, op_type: str) -> int:
+    """How many ops of ``op_type`` an OpenVINO model holds."""
+    return sum(op.get_type_name() == op_type for op in ir.get_ordered_ops())
+
+
 @pytest.mark.parametrize("faster", ["int8", "float"])
 def test_int8_attention_products_are_timed_int8_against_float(tiny_run, tmp_path, monkeypatch, faster):
     """NNCF quantizes Q·Kᵀ and P·V as inputs of ScaledDotProductAttention; the export times that IR against
@@ -296,11 +301,10 @@ def test_int8_attention_products_are_timed_int8_against_float(tiny_run, tmp_path
     assert {"model.bin", "model.xml"} <= set(m["files"]) and not list(out.glob("attention*"))
     assert not any(name.startswith("attention") for name in m["files"])
     ir = ov.Core().read_model(str(out / "model.xml"))
-    fake_quantizers = sum(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())
+    fake_quantizers = ops_of(ir, "FakeQuantize")
     left = ov_export.float_attention(ir)  # quantizers still feeding the attention
     assert (left > 0) == (faster == "int8") and fake_quantizers > left  # the projections stay int8 either way
-    assert attention.get("quantizers_removed", 0) == (0 if faster == "int8" else 2 * len(
-        [op for op in ir.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]))
+    assert attention.get("quantizers_removed", 0) == (0 if faster == "int8" else 2 * ops_of(ir, "ScaledDotProductAttention"))
     runtimes.read(out)  # hashes match the IR that was kept
     assert m["parity"]["within_tolerance"]
 
@@ -314,10 +318,10 @@ def test_float_attention_removes_only_the_attention_quantizers(engines):
 
     m = manifest(engines[("openvino", "int8")])
     ir = ov.Core().read_model(str(engines[("openvino", "int8")] / "model.xml"))
-    before = sum(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())
+    before = ops_of(ir, "FakeQuantize")
     removed = ov_export.float_attention(ir)
     assert (removed == 0) == (m["openvino"]["attention"]["matmuls"] == "float")
-    after = sum(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())
+    after = ops_of(ir, "FakeQuantize")
     assert after == before - removed > 0 and ov_export.float_attention(ir) == 0
 
 
