@@ -38,7 +38,6 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
     gflops = ({b: c["gflops"] for b, c in graph_flops.count_batches(onnx_file, list(batch_sizes)).items()}
               if onnx_file.is_file() else {})
     rows = []
-    parts = manifest.data.get("effective_precision", {})
     with runner:
         runtime = runner.compiled_precision()
         for b in batch_sizes:
@@ -50,7 +49,7 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
                          "batch": b, "engine_mb": round(engine_mb, 2), "gflops": gflops.get(b),
                          "truncated_after_layer": manifest.data.get("truncated_after_layer"),
                          "timesteps": len(manifest.data.get("timesteps", [])),
-                         "effective_precision": ", ".join(f"{k} {v}" for k, v in parts.items() if k != "note")
+                         "effective_precision": manifest.precision_parts()
                          + (f"; runtime hint {runtime}" if runtime else ""), **stats})
     return rows
 
@@ -273,7 +272,7 @@ def available(backend: str, precision: str | None = None) -> str | None:
 def build_or_reuse(run: Path, out: Path, log: Log, **options) -> Path:
     """Export unless ``out`` already holds an engine of this run's current weights with these options."""
     from dcube_edge import rundir
-    from dcube_edge.export.build import ExportOptions, export
+    from dcube_edge.export.build import ExportOptions, export, export_code
 
     opts = ExportOptions(**options)
     manifest = out / "manifest.json"
@@ -285,8 +284,11 @@ def build_or_reuse(run: Path, out: Path, log: Log, **options) -> Path:
                                                                                        opts.max_batch)
             same_trunk = not opts.full_trunk or m["truncated_after_layer"] == m["trunk_layers"] - 1
             same_steps = opts.timesteps is None or tuple(m["timesteps"]) == tuple(opts.timesteps)
-            if same_run and same_build and same_trunk and same_steps:
-                log(f"reusing {out} (same run hashes and options)")
+            # the same export code on the same CPU class (an OpenVINO build times its choices on the CPU)
+            same_code = m["tools"].get("export_code") == export_code()
+            same_cpu = m.get("built_on", {}).get("isa_class") == isa.tag()
+            if same_run and same_build and same_trunk and same_steps and same_code and same_cpu:
+                log(f"reusing {out} (same run hashes, options, export code and CPU class)")
                 return out
         except (runtimes.EngineError, KeyError):
             pass

@@ -529,6 +529,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     from rich.progress import Progress
 
     from dcube_edge import report, runtimes
+    from dcube_edge.runtimes import isa
     from dcube_edge.runtimes.files import json_list_stream
 
     files, skipped = expand_inputs(inputs, recursive)
@@ -538,7 +539,10 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     to_stdout = json_out is not None and str(json_out) == "-"
     rows, failed, labels = [], [], Counter()
     head = {"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
-            "classes": clf.classes}
+            "effective_precision": clf.manifest.data.get("effective_precision"), "classes": clf.classes}
+    foreign = clf.manifest.foreign_build(isa.tag())
+    if foreign:
+        err.print(f"[yellow]note: {engine.name} was {escape(foreign)}[/]")
     timing: dict = {}  # filled in before the JSON closes
     with clf, json_list_stream(json_out, head, "predictions", tail=timing) as add, \
             Progress(console=err, transient=True, disable=len(files) <= batch_size) as progress:
@@ -562,6 +566,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
                 err.print(f"[red]{shown(p.path)}: {escape(p.error)}[/]")
         if failed:
             err.print(f"[red]{len(failed)} of {len(files) + len(skipped)} file(s) could not be classified[/]")
+        err.print(f"computes in: {escape(clf.manifest.precision_parts())}")
         if timing["engine_time"]:
             err.print("engine time per call (median, decoding excluded): " + ", ".join(
                 f"{t['p50_ms']:.2f} ms at batch {b} ({t['calls']} call{'s' * (t['calls'] > 1)})"

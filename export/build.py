@@ -201,7 +201,8 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
             truncated_after_layer=graph.upto, trunk_layers=cfg.num_layers, seed=cfg.seed, preset=cfg.preset,
             run={"path": str(run.resolve()), **{f: sha256(run / f) for f in
                                                 (rundir.CONFIG, rundir.DIFFUSION, rundir.CLASSIFIER)}},
-            tools=tool_versions(builder), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            tools=tool_versions(builder), built_on=built_on(),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **job.info, **({backend.name: backend_info} if backend_info else {}),
             effective_precision=parts(opts.precision, hint, backend_info))
         engine_facts.bind(work, manifest)  # classes, preprocessing, timesteps, ... into the hashed model file
@@ -287,8 +288,34 @@ def file_hashes(engine_dir: Path) -> dict[str, str]:
     return {p.name: sha256(p) for p in sorted(engine_dir.iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
+# The sources that decide what an exported engine holds, by package: the graph (model definitions), export
+# and calibration, and the facts bound into the engine. Their hash is the manifest's ``tools.export_code``.
+GRAPH_SOURCES = {"dcube_edge": ("uvit.py", "diffusion.py", "resnet.py", "head.py"),
+                 "dcube_edge.export": ("*.py",), "dcube_edge.calibration": ("*.py",),
+                 "dcube_edge.runtimes": ("spec.py", "facts.py", "preprocess.py", "manifest.py")}
+
+
+def export_code() -> str:
+    """sha256 (first 16 hex digits) of :data:`GRAPH_SOURCES` as installed: two engines of the same run and
+    options are the same build only if this matches (the version number does not move between commits)."""
+    import importlib
+
+    digest = hashlib.sha256()
+    for package, patterns in GRAPH_SOURCES.items():
+        root = Path(importlib.import_module(package).__file__).parent
+        for path in sorted({p for pattern in patterns for p in root.glob(pattern)}):
+            digest.update(f"{package}/{path.name}".encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def built_on() -> dict:
+    """The CPU an engine was exported (and its precision choices measured) on."""
+    return {"cpu_model": isa.cpu_model(), "isa_class": isa.tag(), "isa": isa.notable(), "isa_cap": isa.isa_cap()}
+
+
 def tool_versions(builder) -> dict:
     import onnxruntime
 
-    return {"dcube_edge": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, **builder.tool_versions()}
+    return {"dcube_edge": __version__, "export_code": export_code(), "torch": torch.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            **builder.tool_versions()}

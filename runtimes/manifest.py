@@ -66,6 +66,21 @@ class Manifest:
     def model_file(self) -> Path:
         return self.dir / self.data["model_file"]
 
+    def precision_parts(self) -> str:
+        """What each part of the engine computes in, as recorded at export: 'trunk_matmuls int8 (...), ...'."""
+        parts = self.data.get("effective_precision") or {"all": self.precision}
+        return ", ".join(f"{k} {v}" for k, v in parts.items() if k != "note")
+
+    def foreign_build(self, isa_class: str) -> str | None:
+        """Why this engine's measured choices may not fit a CPU of ``isa_class``, or None: an OpenVINO
+        export times bf16 islands and int8 attention on the CPU it runs on and keeps what was faster there."""
+        built = (self.data.get("built_on") or {}).get("isa_class")
+        measured = self.data.get("openvino", {}).get("latency_by_hint_ms") or self.data.get("openvino", {}).get("attention")
+        if built and built != isa_class and measured:
+            return (f"built on a {built} CPU, whose timings chose its precision parts; this is a {isa_class} CPU: "
+                    "re-export here for choices measured on this CPU")
+        return None
+
 
 def read(engine_dir: str | Path, verify: bool = True, trusted_keys: list[Path] | None = None) -> Manifest:
     """Read and (by default) verify an engine dir; raise :class:`EngineError` with one clear line. With

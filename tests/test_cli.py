@@ -39,6 +39,47 @@ def test_classify_json_and_bad_file(ort_engine, demo_data, tmp_path):
     assert out["engine_time"]["2"]["p50_ms"] > 0
 
 
+def test_classify_says_what_the_engine_computes_in(ort_engine, demo_data, tmp_path):
+    files = sorted((demo_data / "val" / "normal").iterdir())[:2]
+    res = cli("classify", ort_engine, *files, "--json", tmp_path / "p.json", check=0)
+    recorded = json.loads((ort_engine / "manifest.json").read_text())["effective_precision"]
+    assert json.loads((tmp_path / "p.json").read_text())["effective_precision"] == recorded
+    assert "computes in: all fp32" in res.stderr and "built on" not in res.stderr
+
+
+def test_foreign_build_names_the_cpu_that_chose_the_precision_parts(ort_engine):
+    from dcube_edge import runtimes
+
+    m = runtimes.read(ort_engine)
+    here = m.data["built_on"]["isa_class"]
+    assert m.foreign_build("some-other-cpu") is None  # ONNX Runtime engines measure no choices at export
+    m.data["openvino"] = {"attention": {"matmuls": "float"}}
+    assert m.foreign_build(here) is None
+    assert "built on a " + here + " CPU" in m.foreign_build("some-other-cpu")
+
+
+def test_bench_rebuilds_engines_of_other_export_code_or_cpu_class(tiny_run, ort_engine, tmp_path, monkeypatch):
+    import shutil
+
+    from dcube_edge import benchmark
+    from dcube_edge.export import build
+
+    out = tmp_path / "engine"
+    shutil.copytree(ort_engine, out)
+    log: list[str] = []
+    built = []
+    monkeypatch.setattr(build, "export", lambda run, dest, opts, log: built.append(dest))  # the decision, not the build
+    benchmark.build_or_reuse(tiny_run, out, log.append, max_batch=16)
+    assert "reusing" in log[-1] and not built
+    manifest = json.loads((out / "manifest.json").read_text())
+    for section, key in (("tools", "export_code"), ("built_on", "isa_class")):
+        changed = {**manifest, section: {**manifest[section], key: "something else"}}
+        (out / "manifest.json").write_text(json.dumps(changed))
+        benchmark.build_or_reuse(tiny_run, out, log.append, max_batch=16)
+        assert log[-1] == "building engine" and built[-1] == out, (section, key)
+    assert len(built) == 2
+
+
 def test_classify_reports_engine_time_per_batch(ort_engine, demo_data, tmp_path):
     files = sorted((demo_data / "val" / "normal").iterdir())[:7]
     res = cli("classify", ort_engine, *files, "--batch-size", "3", "--json", tmp_path / "p.json", check=0)
