@@ -185,12 +185,14 @@ def test_cuda_memory_interface_roundtrip():
 AMX_XEON = {"avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
 EPYC = {"avx512f", "avx512_vnni", "avx512_bf16"}
 OLD = {"avx2", "fma"}
+VNNI_XEON = {"avx2", "fma", "avx512f", "avx512_vnni"}  # AVX-512 with VNNI, no bf16 (a 2.5 GHz Xeon seen here)
 
 
 @pytest.mark.parametrize("flags, precision, hint", [
     (AMX_XEON, "fp32", "f32"), (AMX_XEON, "bf16", "bf16"), (AMX_XEON, "int8", "bf16"), (AMX_XEON, "fp16", None),
     (AMX_XEON | {"amx_fp16"}, "fp16", "f16"), (EPYC, "bf16", "bf16"), (EPYC, "int8", "bf16"), (EPYC, "fp16", None),
-    (OLD, "bf16", None), (OLD, "int8", "f32"), (OLD, "fp32", "f32")])
+    (OLD, "bf16", None), (OLD, "int8", "f32"), (OLD, "fp32", "f32"),
+    (VNNI_XEON, "bf16", None), (VNNI_XEON, "fp16", None), (VNNI_XEON, "int8", "f32")])
 def test_openvino_precision_from_flags(flags, precision, hint):
     from dcube_edge.runtimes import isa
 
@@ -213,6 +215,7 @@ def test_an_isa_cap_hides_the_units_above_it():
     assert played == EPYC and isa.tag(played) == "avx512-bf16" and isa.openvino_hint("int8", played) == "bf16"
     assert isa.capped(AMX_XEON, "AVX2") == frozenset() and isa.tag(isa.capped(AMX_XEON | OLD, "AVX2")) == "avx2"
     assert isa.capped(AMX_XEON, None) == AMX_XEON
+    assert isa.tag(VNNI_XEON) == "avx512" and isa.has_int8_dot(VNNI_XEON) and not isa.has_bf16(VNNI_XEON)
     assert "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in isa.recorded({"isa": sorted(EPYC), "isa_cap": "AVX512_CORE_BF16"})
 
 
