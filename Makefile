@@ -44,8 +44,7 @@ clean:
 BENCH ?= bench-out
 bench: install
 	test -d $(BENCH)/phantoms || $(BIN)/dcube-edge demo-data $(BENCH)/phantoms --per-class 40 --size 128
-	test -f $(BENCH)/paper/config.json || $(BIN)/dcube-edge init $(BENCH)/paper --preset paper --layers 4,5
-	test -f $(BENCH)/small/config.json || $(BIN)/dcube-edge init $(BENCH)/small --preset small --layers 4,5
+	$(BIN)/python -c "from dcube_edge.benchmark import bench_run as r; print(r('$(BENCH)/paper', 'paper')); print(r('$(BENCH)/small', 'small'))"
 	tag=$$($(BIN)/python -c "from dcube_edge.runtimes import isa; print(isa.tag())"); mkdir -p benchmarks/$$tag; \
 	$(BIN)/dcube-edge bench $(BENCH)/paper --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
 	  --iterations 10 --warmup 2 --compile --profile --vs-benchmark-app --json benchmarks/$$tag/paper.json --csv benchmarks/$$tag/paper.csv \

@@ -61,8 +61,9 @@ def test_foreign_build_names_the_cpu_that_chose_the_precision_parts(ort_engine):
 def test_bench_rebuilds_engines_of_other_export_code_or_cpu_class(tiny_run, ort_engine, tmp_path, monkeypatch):
     import shutil
 
-    from dcube_edge import benchmark
     from dcube_edge.export import build
+
+    from dcube_edge import benchmark
 
     out = tmp_path / "engine"
     shutil.copytree(ort_engine, out)
@@ -78,6 +79,20 @@ def test_bench_rebuilds_engines_of_other_export_code_or_cpu_class(tiny_run, ort_
         benchmark.build_or_reuse(tiny_run, out, log.append, max_batch=16)
         assert log[-1] == "building engine" and built[-1] == out, (section, key)
     assert len(built) == 2
+
+
+def test_bench_run_is_rewritten_when_the_preset_has_moved_on(tmp_path):
+    from dcube_edge.benchmark import bench_run
+
+    run = tmp_path / "tiny"
+    assert "written" in bench_run(run, "tiny", (1,))
+    weights = (run / "diffusion.safetensors").stat().st_mtime_ns
+    assert "kept" in bench_run(run, "tiny", (1,)) and (run / "diffusion.safetensors").stat().st_mtime_ns == weights
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "width": config["width"] * 2}))  # an older preset's size
+    assert "written" in bench_run(run, "tiny", (1,))
+    assert json.loads((run / "config.json").read_text())["width"] == config["width"]
+    assert "written" in bench_run(run, "tiny", (0, 1))  # other layers: another run
 
 
 def test_classify_reports_engine_time_per_batch(ort_engine, demo_data, tmp_path):
@@ -119,6 +134,10 @@ def test_bench_structure(ort_engine, tiny_run, tmp_path):
     assert all(0 < r["fraction_of_gemm_peak"] and r["peak_precision"] == "fp32" for r in ort)
     assert b["gemm_peaks"]["fp32"]["gflops_per_s"] > 0 and all(r["speedup_vs_fastest_torch"] for r in ort)
     assert b["machine"]["cpu_count"] >= 1 and "isa" in b["machine"]
+    assert b["model"]["preset"] == "tiny" and b["model"]["gflop_per_image"] == pytest.approx(ort[0]["gflops"], abs=1e-3)
+    from dcube_edge.benchmark import model_line
+
+    assert "tiny preset" in model_line(b) and "GFLOP per image" in model_line({**b, "model": None})
     csv_lines = (tmp_path / "b.csv").read_text().splitlines()
     assert csv_lines[0].startswith("backend,precision,batch,p50_ms") and len(csv_lines) == 1 + 4 + len(autocast) + 1
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
