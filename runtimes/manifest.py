@@ -77,8 +77,8 @@ class Manifest:
         built = (self.data.get("built_on") or {}).get("isa_class")
         measured = self.data.get("openvino", {}).get("latency_by_hint_ms") or self.data.get("openvino", {}).get("attention")
         if built and built != isa_class and measured:
-            return (f"built on a {built} CPU, whose timings chose its precision parts; this is a {isa_class} CPU: "
-                    "re-export here for choices measured on this CPU")
+            return (f"built on a CPU of class {built}, whose timings chose its precision parts; this CPU is of class "
+                    f"{isa_class}: re-export here for choices measured on it")
         return None
 
 

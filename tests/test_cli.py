@@ -55,7 +55,7 @@ def test_foreign_build_names_the_cpu_that_chose_the_precision_parts(ort_engine):
     assert m.foreign_build("some-other-cpu") is None  # ONNX Runtime engines measure no choices at export
     m.data["openvino"] = {"attention": {"matmuls": "float"}}
     assert m.foreign_build(here) is None
-    assert "built on a " + here + " CPU" in m.foreign_build("some-other-cpu")
+    assert f"built on a CPU of class {here}" in m.foreign_build("some-other-cpu")
 
 
 def test_bench_rebuilds_engines_of_other_export_code_or_cpu_class(tiny_run, ort_engine, tmp_path, monkeypatch):
