@@ -222,6 +222,9 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
             manifest["files"] = file_hashes(work)
             write_json(work / MANIFEST, manifest)
             manifest["parity"] = measure_parity(work, graph, cfg, opts, spec, log)
+        finish = getattr(builder, "finish", None)
+        if finish and finish(work):  # files kept only for a fallback: gone, so hash the rest again
+            manifest["files"] = file_hashes(work)
         if notes:
             manifest["effective_precision"]["note"] = "; then ".join(notes)
         manifest["parity"]["tolerance"] = {k: v for k, v in vars(tolerance).items() if v is not None}

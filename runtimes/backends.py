@@ -4,7 +4,7 @@ The manifest reader, the runner factory, ``export``, the Triton writer, ``bench`
 backend up here. A backend is two halves, both named by import path and imported only when used: a
 torch-free *runner* class (``activate / infer / deactivate``, built from a manifest) and a *build*
 module (``check``, ``build``, ``tool_versions``, optionally ``effective_precision(precision, hint, info)``
-and ``fallback``; see :mod:`dcube_edge.export.build`). Adding a backend: write its module(s), add one
+and ``fallback`` with ``finish``; see :mod:`dcube_edge.export.build`). Adding a backend: write its module(s), add one
 ``register`` line below, its tests, its README row and its pyproject extra.
 """
 from __future__ import annotations

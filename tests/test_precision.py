@@ -312,6 +312,61 @@ def test_int8_attention_products_are_timed_int8_against_float(tiny_run, tmp_path
     assert m["parity"]["within_tolerance"]
 
 
+def fake_quantized_in(ir, scope: str) -> int:
+    """FakeQuantize nodes whose output feeds an op of the IR under ``scope`` (a module name at export)."""
+    return sum(1 for op in ir.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+               and any(t.get_node().get_friendly_name().startswith(scope + ".") for t in op.output(0).get_target_inputs()))
+
+
+@pytest.mark.parametrize("faster", ["int8", "float"])
+def test_guide_branch_stages_are_timed_int8_against_float_where_islands_run_f32(tiny_run, tmp_path, monkeypatch, faster):
+    """On a CPU without bf16 the export also quantizes the guide branch's stages 2-4, times that IR against
+    the whole-head-float one and keeps the faster (timings given; the IRs, parity and hashes real)."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+    from dcube_edge.runtimes import isa
+
+    monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(VNNI_XEON))
+    times = {"int8": 2.0, "float": 1.0, "guide-int8": 1.0 if faster == "int8" else 2.0, "guide-float": 1.5}
+    monkeypatch.setattr(ov_export, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
+    out = tmp_path / "ov-int8"
+    export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
+    m = manifest(out)
+    guide = m["openvino"]["guide_branch"]
+    assert guide["choice"] == faster and guide["latency_ms"] == {"guide-int8": times["guide-int8"], "guide-float": 1.5}
+    assert m["effective_precision"]["resnet_guide_branch"] == (
+        "int8 in stages 2-4, stem and stage 1 fp32" if faster == "int8" else "fp32")
+    ir = ov.Core().read_model(str(out / "model.xml"))
+    assert (fake_quantized_in(ir, "head.resnet.layer3") > 0) == (faster == "int8")
+    assert fake_quantized_in(ir, "head.resnet.layer1") == 0 and fake_quantized_in(ir, "head.mlp") == 0
+    assert fake_quantized_in(ir, "trunk") > 0
+    assert set(m["files"]) == {"model.bin", "model.onnx", "model.xml"} and not list(out.glob("*guide*"))
+    runtimes.read(out)  # the hashes are of the IR that was kept
+    assert m["parity"]["within_tolerance"]
+
+
+def test_guide_branch_goes_back_to_float_when_parity_breaks(tiny_run, tmp_path, monkeypatch):
+    """With a bound no engine can meet, the int8 guide stages are undone first (the spare whole-head-float IR
+    put back), the reason recorded, and the spare never left in the engine."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+    from dcube_edge.runtimes import isa, spec
+
+    monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(VNNI_XEON))
+    monkeypatch.setitem(spec.TOLERANCES, "int8", spec.Tolerance(min_top1_agreement=1.01))
+    times = {"int8": 2.0, "float": 1.0, "guide-int8": 1.0, "guide-float": 2.0}
+    monkeypatch.setattr(ov_export, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
+    out = tmp_path / "ov-int8"
+    export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
+    m = manifest(out)
+    assert m["openvino"]["guide_branch"]["choice"] == "float" and "parity" in m["openvino"]["guide_branch"]["undone"]
+    assert m["effective_precision"]["resnet_guide_branch"] == "fp32"
+    assert "guide branch back to float" in m["effective_precision"]["note"] and m["parity"]["within_tolerance"] is False
+    assert fake_quantized_in(ov.Core().read_model(str(out / "model.xml")), "head.resnet.layer3") == 0
+    assert set(m["files"]) == {"model.bin", "model.onnx", "model.xml"}
+    runtimes.read(out)
+
+
 def test_float_attention_removes_only_the_attention_quantizers(engines):
     """On the real NNCF IR: removing the attention's quantizers is complete (a second pass finds none),
     leaves every other FakeQuantize, and agrees with what the engine's manifest recorded."""
