@@ -318,10 +318,11 @@ def fake_quantized_in(ir, scope: str) -> int:
                and any(t.get_node().get_friendly_name().startswith(scope + ".") for t in op.output(0).get_target_inputs()))
 
 
-@pytest.mark.parametrize("faster", ["int8", "float"])
-def test_guide_branch_stages_are_timed_int8_against_float_where_islands_run_f32(tiny_run, tmp_path, monkeypatch, faster):
+def test_guide_branch_stages_are_timed_int8_against_float_where_islands_run_f32(tiny_run, tmp_path, monkeypatch):
     """On a CPU without bf16 the export also quantizes the guide branch's stages 2-4, times that IR against
-    the whole-head-float one and keeps the faster (timings given; the IRs, parity and hashes real)."""
+    the whole-head-float one and keeps the faster (timings given; the IRs, parity and hashes real). The
+    other outcome, float kept, is the fallback test's end state; one export each keeps the suite's time."""
+    faster = "int8"
     pytest.importorskip("nncf")
     import openvino as ov
     from dcube_edge.runtimes import isa
