@@ -111,12 +111,14 @@ def guide_check(job: BuildJob, float_model, info: dict) -> dict:
         for suffix in (".xml", ".bin"):
             os.replace(xml.with_suffix(suffix), (job.work / SPARE).with_suffix(suffix))
             os.replace(candidate.with_suffix(suffix), xml.with_suffix(suffix))
+        info["quantization"]["ignored_scope_patterns"] = [GUIDE_INT8_IGNORED]  # what the kept IR was quantized with
     else:
         for suffix in (".xml", ".bin"):
             candidate.with_suffix(suffix).unlink()
     choice = "int8" if keep else "float"
     job.log(f"ResNet guide branch stages {GUIDE_INT8_STAGES} {choice}: {measured}")
     return {"choice": choice, "int8_stages": GUIDE_INT8_STAGES, "ignored_scope_pattern": GUIDE_INT8_IGNORED,
+            "head_float_ignored_scope_patterns": [re.escape(s) + r"[./].*" for s in KEEP_FLOAT_SCOPES],
             "latency_ms": {k: round(v, 3) for k, v in ms.items()}, "measured": measured}
 
 
@@ -304,6 +306,7 @@ def fallback(work: Path, manifest: dict, failed: dict) -> str | None:
             os.replace((work / SPARE).with_suffix(suffix), (work / manifest["model_file"]).with_suffix(suffix))
         shutil.rmtree(work / "ov_cache", ignore_errors=True)
         info["guide_branch"] = {**info["guide_branch"], "choice": "float", "undone": f"parity: {was}"}
+        info["quantization"]["ignored_scope_patterns"] = info["guide_branch"]["head_float_ignored_scope_patterns"]
         manifest["effective_precision"] = effective_precision(manifest["precision"], info["inference_precision"], info)
         return f"ResNet guide branch back to float: with stages {GUIDE_INT8_STAGES} int8, {was}"
     if info.get("inference_precision") != "bf16":

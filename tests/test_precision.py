@@ -335,6 +335,7 @@ def test_guide_branch_stages_are_timed_int8_against_float_where_islands_run_f32(
     m = manifest(out)
     guide = m["openvino"]["guide_branch"]
     assert guide["choice"] == faster and guide["latency_ms"] == {"guide-int8": times["guide-int8"], "guide-float": 1.5}
+    assert m["openvino"]["quantization"]["ignored_scope_patterns"] == [ov_export.GUIDE_INT8_IGNORED]
     assert m["effective_precision"]["resnet_guide_branch"] == (
         "int8 in stages 2-4, stem and stage 1 fp32" if faster == "int8" else "fp32")
     ir = ov.Core().read_model(str(out / "model.xml"))
@@ -362,6 +363,7 @@ def test_guide_branch_goes_back_to_float_when_parity_breaks(tiny_run, tmp_path, 
     m = manifest(out)
     assert m["openvino"]["guide_branch"]["choice"] == "float" and "parity" in m["openvino"]["guide_branch"]["undone"]
     assert m["effective_precision"]["resnet_guide_branch"] == "fp32"
+    assert m["openvino"]["quantization"]["ignored_scope_patterns"] == [r"head[./].*"]
     assert "guide branch back to float" in m["effective_precision"]["note"] and m["parity"]["within_tolerance"] is False
     assert fake_quantized_in(ov.Core().read_model(str(out / "model.xml")), "head.resnet.layer3") == 0
     assert set(m["files"]) == {"model.bin", "model.onnx", "model.xml"}
