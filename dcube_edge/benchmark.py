@@ -566,11 +566,16 @@ def model_summary(run: Path, rows: list[dict]) -> dict:
     from dcube_edge import rundir
 
     cfg = rundir.load_config(run)
-    per_image = [r["gflops"] / r["batch"] for r in rows if r.get("gflops") and r["batch"] == 1]
+    per_image = gflop_per_image(rows)
     return {"preset": cfg.preset, "image_size": cfg.image_size, "trunk": f"U-ViT width {cfg.width}, depth {cfg.depth}, "
             f"patch {cfg.patch_size}", "guide_branch": f"ResNet {cfg.resnet_block} blocks {list(cfg.resnet_layers)}, "
             f"width {cfg.resnet_width}, {cfg.resnet_stem} stem", "selected_layers": list(cfg.selected_layers),
-            "timesteps": len(cfg.timesteps), "gflop_per_image": round(per_image[0], 3) if per_image else None}
+            "timesteps": len(cfg.timesteps), "gflop_per_image": round(per_image, 3) if per_image else None}
+
+
+def gflop_per_image(rows: list[dict]) -> float | None:
+    """The model's GFLOP per image, from the first batch-1 row that counted them."""
+    return next((r["gflops"] for r in rows if r.get("gflops") and r["batch"] == 1), None)
 
 
 def peaks_text(peaks: dict) -> str:
@@ -597,8 +602,8 @@ def model_line(result: dict) -> str:
     """What a table timed; files written before the bench recorded it give only the FLOPs of its rows."""
     m = result.get("model")
     if m is None:
-        per_image = [r["gflops"] / r["batch"] for r in result["results"] if r.get("gflops") and r["batch"] == 1]
-        return (f"Model: {per_image[0]:.2f} GFLOP per image; its sizes were not recorded by this older bench."
+        per_image = gflop_per_image(result["results"])
+        return (f"Model: {per_image:.2f} GFLOP per image; its sizes were not recorded by this older bench."
                 if per_image else "")
     flops = (f"; {m['gflop_per_image']:.2f} GFLOP per image ({m['timesteps']} timesteps)"
              if m.get("gflop_per_image") else "")
@@ -617,7 +622,7 @@ def report_markdown(results: dict[str, dict]) -> str:
                   f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, ISA {isa.recorded(m)}, GPU {m['gpu'] or 'none'}; "
                   f"threads {r['threads'] or 'default'}; {r['iterations']} timed calls after {r['warmup']} warm-up; "
                   f"GEMM peaks measured in the same run: {peaks_text(peaks)}; date {r.get('date', '?')}.", "",
-                  *([model_line(r), ""] if model_line(r) else []),
+                  *([model, ""] if (model := model_line(r)) else []),
                   "| backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s | speedup vs torch eager fp32 | vs fastest torch | engine MB | GFLOP/s (% of own-precision peak) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for x in r["results"]:

@@ -49,9 +49,10 @@ def build(job: BuildJob) -> tuple[str, dict]:
     model = float_model
     if job.precision == "int8":
         patterns = [re.escape(s) + r"[./].*" for s in KEEP_FLOAT_SCOPES]
-        model = quantize(float_model.clone(), job, patterns)
+        calibration = job.calibration_images()
+        model = quantize(float_model.clone(), job, calibration, patterns)
         info.update(quantization={"tool": "nncf.quantize", "preset": "performance (symmetric)",
-                                  "model_type": "transformer", "subset_size": len(job.calibration_images()),
+                                  "model_type": "transformer", "subset_size": len(calibration),
                                   "ignored_scope_patterns": patterns})
     ov.save_model(model, str(job.work / "model.xml"), compress_to_fp16=False)
     if job.hint == "bf16":
@@ -63,16 +64,32 @@ def build(job: BuildJob) -> tuple[str, dict]:
     return "model.xml", info
 
 
-def quantize(model, job: BuildJob, ignored_patterns: list[str]):
-    """``nncf.quantize`` of an IR on the job's calibration images, the ops matching ``ignored_patterns``
-    (regular expressions over node names) left float."""
+IR_FILES = (".xml", ".bin")
+
+
+def move_ir(src: Path, dst: Path) -> None:
+    """Put the IR ``src`` (.xml and its .bin) in the place of ``dst``."""
+    for suffix in IR_FILES:
+        os.replace(src.with_suffix(suffix), dst.with_suffix(suffix))
+
+
+def remove_ir(xml: Path) -> bool:
+    """Delete an IR's files; True if any was there."""
+    present = [xml.with_suffix(s) for s in IR_FILES if xml.with_suffix(s).exists()]
+    for path in present:
+        path.unlink()
+    return bool(present)
+
+
+def quantize(model, job: BuildJob, calibration, ignored_patterns: list[str]):
+    """``nncf.quantize`` of an IR on the calibration images, the ops matching ``ignored_patterns`` (regular
+    expressions over node names) left float."""
     import logging
 
     import nncf
 
     if not os.environ.get("DCUBE_EDGE_VERBOSE"):  # `dcube-edge --verbose` keeps them
         nncf.set_log_level(logging.WARNING)  # its INFO lines (about 70 per export) drown our own output
-    calibration = job.calibration_images()
     job.log(f"nncf.quantize on {len(calibration)} calibration images (transformer model type)")
     dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
     return nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
@@ -98,7 +115,8 @@ def guide_check(job: BuildJob, float_model, info: dict) -> dict:
     import openvino as ov
 
     xml = job.work / "model.xml"
-    model = quantize(float_model, job, [GUIDE_INT8_IGNORED])
+    head_float = info["quantization"]["ignored_scope_patterns"]
+    model = quantize(float_model, job, job.calibration_images(), [GUIDE_INT8_IGNORED])
     if info["attention"]["matmuls"] != "int8":
         float_attention(model)  # the attention products as the attention check chose them
     candidate = job.work / "guide-int8.xml"
@@ -108,17 +126,15 @@ def guide_check(job: BuildJob, float_model, info: dict) -> dict:
                 f"float {ms['guide-float']:.2f} ms")
     keep = ms["guide-int8"] < ms["guide-float"] * (1 - MIN_GAIN)
     if keep:
-        for suffix in (".xml", ".bin"):
-            os.replace(xml.with_suffix(suffix), (job.work / SPARE).with_suffix(suffix))
-            os.replace(candidate.with_suffix(suffix), xml.with_suffix(suffix))
+        move_ir(xml, job.work / SPARE)
+        move_ir(candidate, xml)
         info["quantization"]["ignored_scope_patterns"] = [GUIDE_INT8_IGNORED]  # what the kept IR was quantized with
     else:
-        for suffix in (".xml", ".bin"):
-            candidate.with_suffix(suffix).unlink()
+        remove_ir(candidate)
     choice = "int8" if keep else "float"
     job.log(f"ResNet guide branch stages {GUIDE_INT8_STAGES} {choice}: {measured}")
     return {"choice": choice, "int8_stages": GUIDE_INT8_STAGES, "ignored_scope_pattern": GUIDE_INT8_IGNORED,
-            "head_float_ignored_scope_patterns": [re.escape(s) + r"[./].*" for s in KEEP_FLOAT_SCOPES],
+            "head_float_ignored_scope_patterns": head_float,
             "latency_ms": {k: round(v, 3) for k, v in ms.items()}, "measured": measured}
 
 
@@ -220,11 +236,9 @@ def attention_check(job: BuildJob) -> dict:
     measured = f"batch 1 under a {hint} hint: int8 {ms['int8']:.2f} ms, float {ms['float']:.2f} ms"
     keep_int8 = ms["int8"] < ms["float"] * (1 - MIN_GAIN)
     if keep_int8:
-        variant.unlink()
-        variant.with_suffix(".bin").unlink()
+        remove_ir(variant)
     else:
-        os.replace(variant, xml)
-        os.replace(variant.with_suffix(".bin"), xml.with_suffix(".bin"))
+        move_ir(variant, xml)
     choice = "int8" if keep_int8 else "float"
     job.log(f"attention products (Q·Kᵀ, P·V) {choice}: {measured}")
     return {"matmuls": choice, "quantizers_removed": removed if choice == "float" else 0,
@@ -285,13 +299,7 @@ def keep_f32(xml: Path, scopes: list[str] = BF16_F32_SCOPES) -> int:
 
 def finish(work: Path) -> bool:
     """Remove what the build kept only for :func:`fallback`; True if anything was removed."""
-    removed = False
-    for suffix in (".xml", ".bin"):
-        path = (work / SPARE).with_suffix(suffix)
-        if path.exists():
-            path.unlink()
-            removed = True
-    return removed
+    return remove_ir(work / SPARE)
 
 
 def fallback(work: Path, manifest: dict, failed: dict) -> str | None:
@@ -302,8 +310,7 @@ def fallback(work: Path, manifest: dict, failed: dict) -> str | None:
     info = manifest["openvino"]
     was = f"top-1 agreement {failed['top1_agreement']:.4f}, AUC delta {failed.get('auc_delta') or 0:.4f}"
     if info.get("guide_branch", {}).get("choice") == "int8" and (work / SPARE).with_suffix(".xml").is_file():
-        for suffix in (".xml", ".bin"):
-            os.replace((work / SPARE).with_suffix(suffix), (work / manifest["model_file"]).with_suffix(suffix))
+        move_ir(work / SPARE, work / manifest["model_file"])
         shutil.rmtree(work / "ov_cache", ignore_errors=True)
         info["guide_branch"] = {**info["guide_branch"], "choice": "float", "undone": f"parity: {was}"}
         info["quantization"]["ignored_scope_patterns"] = info["guide_branch"]["head_float_ignored_scope_patterns"]

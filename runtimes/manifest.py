@@ -75,7 +75,8 @@ class Manifest:
         """Why this engine's measured choices may not fit a CPU of ``isa_class``, or None: an OpenVINO
         export times bf16 islands and int8 attention on the CPU it runs on and keeps what was faster there."""
         built = (self.data.get("built_on") or {}).get("isa_class")
-        measured = self.data.get("openvino", {}).get("latency_by_hint_ms") or self.data.get("openvino", {}).get("attention")
+        openvino = self.data.get("openvino", {})
+        measured = openvino.get("latency_by_hint_ms") or openvino.get("attention")
         if built and built != isa_class and measured:
             return (f"built on a CPU of class {built}, whose timings chose its precision parts; this CPU is of class "
                     f"{isa_class}: re-export here for choices measured on it")
