@@ -177,6 +177,20 @@ def openvino_gemm_peak(precision: str, threads: int | None = None, n: int = 1024
             "tool": f"openvino {chain}× MatMul ({precision})"}
 
 
+def keep_faster(rows: list[dict], again: list[dict]) -> None:
+    """Replace a row's timings by a second sample's where that one is faster, keeping both p50s: a baseline
+    timed in one disturbed minute would inflate every speedup computed against it."""
+    key = lambda r: (r["engine"], r["backend"], r["precision"], r["batch"])  # noqa: E731
+    index = {key(r): i for i, r in enumerate(rows)}
+    for r in again:
+        i = index.get(key(r))
+        if i is None or "p50_ms" not in r:
+            continue
+        old = rows[i]
+        samples = old.get("p50_ms_samples", [old["p50_ms"]] if "p50_ms" in old else []) + [r["p50_ms"]]
+        rows[i] = {**(r if "p50_ms" not in old or r["p50_ms"] < old["p50_ms"] else old), "p50_ms_samples": samples}
+
+
 def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -541,6 +555,9 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
         log(f"timing {e}")
         rows += engine_rows(e, batch_sizes, iterations, warmup, threads)
     if rounds > 1:  # again after the rows: the machine may have been busier before them
+        if torch_run is not None:  # the uncompiled PyTorch rows too: every ratio divides by them
+            log("timing PyTorch rows again")
+            keep_faster(rows, torch_rows(torch_run, batch_sizes, iterations, warmup, threads, False, opts.device))
         peak = merge_peaks(peak, gemm_peaks(threads, rounds))
     finish_rows(rows, peak)
     result = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "options": asdict(opts),
@@ -644,7 +661,7 @@ def report_markdown(results: dict[str, dict]) -> str:
         for prof in r.get("profiles", []):
             top = ", ".join(f"{o['op_type']} {100 * o['share']:.0f} %" for o in prof["ops"][:5])
             lines += ["", f"Where `{Path(prof['engine']).name}` spends its time (batch {prof['batch']}, "
-                          f"{prof['op_total_ms']:.1f} ms in ops): {top}."]
+                          f"{prof['op_total_ms']:.1f} ms in ops, median per call): {top}."]
         if "truncation" in r:
             t, ts = r["truncation"], r["timestep_batching"]
             lines += ["", f"Truncation (ONNX Runtime fp32, batch {t['batch']}): trunk cut after layer "

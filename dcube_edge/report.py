@@ -118,11 +118,12 @@ def bench(result: dict) -> Iterator[RenderableType]:
                f"{f['rounds']} alternated rounds)")
     for prof in result.get("profiles", []):
         ptable = Table(title=f"{Path(prof['engine']).name} ({prof['backend']} {prof['precision']}, batch {prof['batch']}): "
-                             f"{prof['op_total_ms']:.2f} ms in ops per call")
-        for col in ("op type", "ms/call", "share", "ops", "kernels"):
+                             f"{prof['op_total_ms']:.2f} ms in ops per call, median of {prof['iterations']} calls")
+        for col in ("op type", "ms/call", "fastest", "share", "ops", "kernels"):
             ptable.add_column(col, justify="left" if col in ("op type", "kernels") else "right")
         for op in prof["ops"][:12]:
-            ptable.add_row(op["op_type"], f"{op['ms']:.3f}", f"{100 * op['share']:.1f}%", str(op["ops_per_call"]),
+            ptable.add_row(op["op_type"], f"{op['ms']:.3f}", f"{op.get('min_ms', op['ms']):.3f}",
+                           f"{100 * op['share']:.1f}%", str(op["ops_per_call"]),
                            escape(", ".join(op["kernels"])))
         yield ptable
     if "truncation" in result:

@@ -14,31 +14,37 @@ from .manifest import Manifest
 
 def op_profile(manifest: Manifest, batch: int = 1, iterations: int = 20, warmup: int = 3,
                threads: int | None = None) -> dict:
-    """Mean milliseconds per call by op type, its share, and the kernels that ran it."""
+    """Per op type: the median over calls of its milliseconds per call (one disturbed call on a shared
+    host moves a mean, not a median), the fastest call's, its share, and the kernels that ran it."""
     size = manifest.preprocess.size
     feed = {manifest.input_name: np.random.default_rng(batch).uniform(-1, 1, (batch, 1, size, size)).astype(np.float32)}
     runner = make_runner(manifest, threads=threads, profile=True)
-    per_call = manifest.backend == "openvino"
-    times: list[tuple[str, float, str]] = []
+    calls: list[list[tuple[str, float, str]]] = []
     with runner:
         for _ in range(warmup):
             runner.infer(feed)
         for _ in range(iterations):
             runner.infer(feed)
-            if per_call:
-                times += runner.op_times()
-        if not per_call:  # chronological events of every call: drop the warm-up calls' share
+            if manifest.backend == "openvino":
+                calls.append(runner.op_times())
+        if not calls:  # chronological events of every call, the same nodes each call
             times = runner.op_times()
-            times = times[len(times) * warmup // (warmup + iterations):]
-    by_type: dict[str, dict] = defaultdict(lambda: {"ms": 0.0, "count": 0, "kernels": set()})
-    for op, ms, kernel in times:
-        row = by_type[op]
-        row["ms"] += ms / iterations
-        row["count"] += 1
-        if kernel:
-            row["kernels"].add(kernel)
-    total = sum(r["ms"] for r in by_type.values()) or 1.0
-    ops = sorted(({"op_type": op, "ms": r["ms"], "share": r["ms"] / total, "ops_per_call": round(r["count"] / iterations, 2),
-                   "kernels": sorted(r["kernels"])[:4]} for op, r in by_type.items()), key=lambda r: -r["ms"])
+            per = len(times) // (warmup + iterations) or len(times)
+            calls = [times[i:i + per] for i in range(len(times) - per * iterations, len(times), per)]
+    per_call: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(calls))
+    counts: dict[str, int] = defaultdict(int)
+    kernels: dict[str, set] = defaultdict(set)
+    for i, call in enumerate(calls):
+        for op, ms, kernel in call:
+            per_call[op][i] += ms
+            counts[op] += 1
+            if kernel:
+                kernels[op].add(kernel)
+    medians = {op: float(np.median(v)) for op, v in per_call.items()}
+    total = sum(medians.values()) or 1.0
+    ops = sorted(({"op_type": op, "ms": medians[op], "min_ms": min(per_call[op]), "share": medians[op] / total,
+                   "ops_per_call": round(counts[op] / len(calls), 2), "kernels": sorted(kernels[op])[:4]}
+                  for op in per_call), key=lambda r: -r["ms"])
     return {"engine": str(manifest.dir), "backend": manifest.backend, "precision": manifest.precision,
-            "batch": batch, "iterations": iterations, "op_total_ms": total, "ops": ops}
+            "batch": batch, "iterations": len(calls), "statistic": "median per call", "op_total_ms": total,
+            "ops": ops}
