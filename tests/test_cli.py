@@ -135,9 +135,11 @@ def test_bench_structure(ort_engine, tiny_run, tmp_path):
     assert b["gemm_peaks"]["fp32"]["gflops_per_s"] > 0 and all(r["speedup_vs_fastest_torch"] for r in ort)
     assert b["machine"]["cpu_count"] >= 1 and "isa" in b["machine"]
     assert b["model"]["preset"] == "tiny" and b["model"]["gflop_per_image"] == pytest.approx(ort[0]["gflops"], abs=1e-3)
-    from dcube_edge.benchmark import model_line
+    from dcube_edge.benchmark import model_line, report_markdown
 
     assert "tiny preset" in model_line(b) and "GFLOP per image" in model_line({**b, "model": None})
+    table = report_markdown({"t": b})
+    assert "| onnxruntime | fp32 | 2 |" in table and "passes" not in table  # a 2-call bench times each row once
     csv_lines = (tmp_path / "b.csv").read_text().splitlines()
     assert csv_lines[0].startswith("backend,precision,batch,p50_ms") and len(csv_lines) == 1 + 4 + len(autocast) + 1
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

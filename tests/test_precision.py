@@ -513,5 +513,8 @@ def test_torch_baseline_keeps_its_faster_sample():
     assert rows[0]["p50_ms"] == 200.0 and rows[0]["p90_ms"] == 210.0 and rows[0]["p50_ms_samples"] == [300.0, 200.0]
     assert rows[1]["p50_ms"] == 1000.0 and rows[1]["p50_ms_samples"] == [1000.0, 1100.0]
     assert len(rows) == 3  # a row the first pass did not time is not added
+    from dcube_edge.benchmark import passes_text
+
+    assert "timed in 2 passes and the faster p50 kept" in passes_text({"results": rows})
     finish_rows(rows, {})
     assert rows[2]["speedup_vs_torch"] == pytest.approx(4.0)
