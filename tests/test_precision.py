@@ -130,6 +130,8 @@ def test_openvino_engines(engines, demo_data, precision):
         parts = m["effective_precision"]
         assert parts["trunk_matmuls"].startswith("int8") and parts["rest_of_head"] == {"bf16": "bf16", "f32": "fp32"}[m["openvino"]["inference_precision"]]
         guide = "fp32" if m["openvino"].get("f32_scopes") else {"bf16": "bf16", "f32": "fp32"}[m["openvino"]["inference_precision"]]
+        if m["openvino"].get("guide_branch", {}).get("choice") == "int8":  # timed faster at export (f32 islands)
+            guide = "int8 in stages 2-4, stem and stage 1 fp32"
         assert parts["resnet_guide_branch"] == guide
         assert m["parity"]["within_tolerance"] or "pinned to f32" in parts["note"]
     if m["openvino"].get("f32_scopes"):  # a fallback marked the guide branch f32 in the IR itself
