@@ -28,7 +28,7 @@ demo: install
 	$(BIN)/dcube-edge bench $(DEMO)/engine-ort-fp32 --torch $(DEMO)/run --batch-sizes 1,8 --iterations 20
 
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=15 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadgroup tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: install
 	$(BIN)/python -m pip install -q ruff

@@ -43,3 +43,10 @@ def ort_engine(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("engines") / "tiny-ort-fp32"
     export(tiny_run, out, ExportOptions(max_batch=16), log=lambda *_: None)
     return out
+
+
+def pytest_itemcollected(item):
+    """Under pytest-xdist (`make test` runs two workers), the tests on the session's exported engines share
+    one worker, so the engines are built once; every other test goes wherever a worker is free."""
+    if "engines" in getattr(item, "fixturenames", ()) and item.config.pluginmanager.hasplugin("xdist"):
+        item.add_marker(pytest.mark.xdist_group("engines"))
