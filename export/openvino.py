@@ -149,7 +149,7 @@ def latency(configs: dict[str, tuple[Path, str]], image_size: int, rounds: int =
     figure is the median over rounds of its call's time relative to the first label's call in the same round,
     times the first label's median. On a shared 2-core host another tenant slows neighbouring calls alike, so
     the ratio cancels it: on one pair of paper-preset IRs, six repeats of this gave int8/float 0.937–0.958
-    (sd 0.008) where the earlier median of three 5-call rounds gave 0.73–0.99 (sd 0.10), and the 5 % decisions
+    (sd 0.008) where the earlier median of three 5-call rounds gave 0.84–1.00 (sd 0.05) over eight, and the 5 % decisions
     below flipped between exports."""
     import time
 

@@ -503,10 +503,10 @@ def test_gemm_peak_is_the_best_sample_of_every_measurement():
     assert "int8 4000 GFLOP/s (best of 3 samples, lowest 1200; t, 1024²)" in peaks_text(merged)
 
 
-def test_torch_baseline_keeps_its_faster_sample():
-    """The second PyTorch sample replaces the first only where it is faster, both p50s are kept, and the
-    speedups are computed against the kept one (a disturbed first minute must not inflate them)."""
-    from dcube_edge.benchmark import finish_rows, keep_faster
+def test_bench_row_keeps_its_faster_pass():
+    """A second pass's timing replaces the first only where it is faster, both p50s are kept, and the
+    speedups are computed against the kept ones (a disturbed first minute must not inflate them)."""
+    from dcube_edge.benchmark import finish_rows, keep_faster, passes_text
 
     eager = {"engine": "run", "backend": "torch-eager", "precision": "fp32", "batch": 1}
     rows = [{**eager, "p50_ms": 300.0, "p90_ms": 320.0},
@@ -517,8 +517,6 @@ def test_torch_baseline_keeps_its_faster_sample():
     assert rows[0]["p50_ms"] == 200.0 and rows[0]["p90_ms"] == 210.0 and rows[0]["p50_ms_samples"] == [300.0, 200.0]
     assert rows[1]["p50_ms"] == 1000.0 and rows[1]["p50_ms_samples"] == [1000.0, 1100.0]
     assert len(rows) == 3  # a row the first pass did not time is not added
-    from dcube_edge.benchmark import passes_text
-
     assert "timed in 2 passes and the faster p50 kept" in passes_text({"results": rows})
     finish_rows(rows, {})
     assert rows[2]["speedup_vs_torch"] == pytest.approx(4.0)
