@@ -46,7 +46,7 @@ def build(job: BuildJob) -> tuple[str, dict]:
     onnx_path = job.precision_onnx("fp32")
     float_model = ov.convert_model(str(onnx_path))
     info: dict = {"inference_precision": job.hint}
-    model = float_model
+    model, calibration = float_model, None
     if job.precision == "int8":
         patterns = [re.escape(s) + r"[./].*" for s in KEEP_FLOAT_SCOPES]
         calibration = job.calibration_images()
@@ -60,7 +60,7 @@ def build(job: BuildJob) -> tuple[str, dict]:
     if job.precision == "int8":
         info["attention"] = attention_check(job)
         if job.hint == "f32":
-            info["guide_branch"] = guide_check(job, float_model, info)
+            info["guide_branch"] = guide_check(job, float_model, calibration, info)
     return "model.xml", info
 
 
@@ -108,7 +108,7 @@ GUIDE_INT8_IGNORED = r"head[./](?!resnet\.layer[234][./]).*"
 SPARE = "head-float"  # the engine with the whole head float, kept in the work dir until parity has been measured
 
 
-def guide_check(job: BuildJob, float_model, info: dict) -> dict:
+def guide_check(job: BuildJob, float_model, calibration, info: dict) -> dict:
     """Quantize the guide branch's stages 2-4 too, time that IR against the chosen one (f32 islands, static
     batch 1) and keep it only if :data:`MIN_GAIN` faster; the chosen one is then kept as :data:`SPARE` for
     :func:`fallback`. Returns the manifest's record of it."""
@@ -116,7 +116,7 @@ def guide_check(job: BuildJob, float_model, info: dict) -> dict:
 
     xml = job.work / "model.xml"
     head_float = info["quantization"]["ignored_scope_patterns"]
-    model = quantize(float_model, job, job.calibration_images(), [GUIDE_INT8_IGNORED])
+    model = quantize(float_model, job, calibration, [GUIDE_INT8_IGNORED])  # the images the build read
     if info["attention"]["matmuls"] != "int8":
         float_attention(model)  # the attention products as the attention check chose them
     candidate = job.work / "guide-int8.xml"
