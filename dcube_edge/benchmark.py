@@ -547,20 +547,20 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
     rounds = max(1, min(3, iterations // 5))  # a quick bench (tests) samples each peak once
     log("measuring GEMM peaks")
     peak = gemm_peaks(threads, rounds)
-    rows: list[dict] = []
-    for n in range(2 if rounds > 1 else 1):  # a full bench times every row twice and keeps the faster p50
-        again = []
+
+    def timed_rows(again: str = "") -> list[dict]:
+        rows = []
         if torch_run is not None:
-            log(f"timing PyTorch rows of {torch_run}" + (" again" if n else ""))
-            again += torch_rows(torch_run, batch_sizes, iterations, warmup, threads, opts.compile, opts.device)
+            log(f"timing PyTorch rows of {torch_run}{again}")
+            rows += torch_rows(torch_run, batch_sizes, iterations, warmup, threads, opts.compile, opts.device)
         for e in engines:
-            log(f"timing {e}" + (" again" if n else ""))
-            again += engine_rows(e, batch_sizes, iterations, warmup, threads)
-        if n:
-            keep_faster(rows, again)
-        else:
-            rows = again
-    if rounds > 1:  # again after the rows: the machine may have been busier before them
+            log(f"timing {e}{again}")
+            rows += engine_rows(e, batch_sizes, iterations, warmup, threads)
+        return rows
+
+    rows = timed_rows()
+    if rounds > 1:  # a full bench: every row and the peaks again, the faster kept (the machine may have been busier)
+        keep_faster(rows, timed_rows(" again"))
         peak = merge_peaks(peak, gemm_peaks(threads, rounds))
     finish_rows(rows, peak)
     result = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "options": asdict(opts),
