@@ -370,14 +370,16 @@ def timestep_figure(run: Path, root: Path, batch: int, iterations: int, warmup: 
             "p50_ms_separate_calls": t_separate["p50_ms"], "speedup": t_separate["p50_ms"] / t_batched["p50_ms"]}
 
 
-def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 3, seconds: int = 5,
+def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 6, seconds: int = 3,
                          threads: int | None = None) -> dict:
-    """Our runner vs OpenVINO's ``benchmark_app`` on the same IR, precision hint and batch, alternated
-    ``rounds`` times (this machine's load drifts by more than the difference being measured); the median
-    of each side's medians is compared. Both compile the batch's static shape (``-shape``; the runner
-    reshapes per batch size): with ``-data_shape`` benchmark_app ran the dynamic-batch IR, a different
-    compiled model (which is why our runner measured 41 % *faster* than benchmark_app on the AMX Xeon's
-    paper int8 engine: a static batch-1 shape runs that IR about 30 % faster)."""
+    """Our runner vs OpenVINO's ``benchmark_app`` on the same IR, precision hint and batch, in ``rounds``
+    paired rounds: our runner for ``seconds``, then benchmark_app for ``seconds`` (the order swapped every
+    round). The overhead is the median of the per-round ratios, as in the export's timing checks: on a
+    shared host the speed of both sides drifts by tens of percent within a minute, more than the gap being
+    measured, and a ratio of back-to-back medians cancels that drift where a ratio of overall medians does
+    not. Both compile the batch's static shape (``-shape``; the runner reshapes per batch size): with
+    ``-data_shape`` benchmark_app ran the dynamic-batch IR, a different compiled model (which is why our
+    runner once measured 41 % *faster* than benchmark_app on the AMX Xeon's paper int8 engine)."""
     import re
     import shutil
     import subprocess
@@ -393,24 +395,39 @@ def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 3, seconds:
            "-shape", f"{manifest.input_name}[{batch},1,{size},{size}]", "-t", str(seconds)]
     if threads:
         cmd += ["-nthreads", str(threads)]
-    ours, theirs = [], []
     runner = runtimes.make_runner(manifest, threads=threads)
     feed = {manifest.input_name: _inputs(batch, size)}
+
+    def ours() -> float:
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            times.append(_timed(lambda: runner.infer(feed)))
+        return float(np.median(times) * 1e3)
+
+    def theirs() -> float:
+        text = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
+        found = re.search(r"Median:\s+([\d.]+) ms", text)
+        if not found:
+            raise RuntimeError(f"benchmark_app printed no median latency: {text[-300:]}")
+        return float(found.group(1))
+
+    pairs = []
     with runner:
-        for _ in range(rounds):
-            start, n = time.perf_counter(), 0
-            while time.perf_counter() - start < seconds:
-                n += 1
-                ours.append(_timed(lambda: runner.infer(feed)))
-            text = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
-            found = re.search(r"Median:\s+([\d.]+) ms", text)
-            if not found:
-                raise RuntimeError(f"benchmark_app printed no median latency: {text[-300:]}")
-            theirs.append(float(found.group(1)))
-    ours_ms = float(np.median(ours) * 1e3)
-    theirs_ms = float(np.median(theirs))
+        for _ in range(5):  # warm: compile, caches, the first calls
+            runner.infer(feed)
+        for r in range(rounds):
+            if r % 2 == 0:
+                a = ours()
+                b = theirs()
+            else:
+                b = theirs()
+                a = ours()
+            pairs.append((a, b))
+    ratios = [a / b for a, b in pairs]
     return {"engine": str(engine), "precision": manifest.precision, "hint": hint, "batch": batch, "rounds": rounds,
-            "p50_ms_dcube_edge": ours_ms, "p50_ms_benchmark_app": theirs_ms, "overhead": ours_ms / theirs_ms - 1}
+            "p50_ms_dcube_edge": float(np.median([a for a, _ in pairs])),
+            "p50_ms_benchmark_app": float(np.median([b for _, b in pairs])),
+            "overhead": float(np.median(ratios)) - 1, "overhead_per_round": [round(x - 1, 4) for x in ratios]}
 
 
 def add_figures(result: dict, batch: int, iterations: int, threads: int | None, log: Log,
@@ -666,8 +683,9 @@ def report_markdown(results: dict[str, dict]) -> str:
             lines += ["", "Not built here: " + "; ".join(r["skipped"]) + "."]
         for f in r.get("vs_benchmark_app", []):
             lines += ["", f"`{Path(f['engine']).name}` vs OpenVINO `benchmark_app` on the same IR (hint {f['hint']}, batch "
-                          f"{f['batch']}, {f['rounds']} alternated rounds): {f['p50_ms_dcube_edge']:.1f} vs "
-                          f"{f['p50_ms_benchmark_app']:.1f} ms ({100 * f['overhead']:+.1f} %)."]
+                          f"{f['batch']}, {f['rounds']} paired rounds): {f['p50_ms_dcube_edge']:.1f} vs "
+                          f"{f['p50_ms_benchmark_app']:.1f} ms; median of the per-round ratios "
+                          f"{100 * f['overhead']:+.1f} %."]
         for prof in r.get("profiles", []):
             top = ", ".join(f"{o['op_type']} {100 * o['share']:.0f} %" for o in prof["ops"][:5])
             lines += ["", f"Where `{Path(prof['engine']).name}` spends its time (batch {prof['batch']}, "
