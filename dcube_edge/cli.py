@@ -644,7 +644,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           profile: Annotated[bool, typer.Option("--profile", help="Also time every engine per op type (OpenVINO PERF_COUNT, ONNX Runtime profiler) at the smallest batch.")] = False,
           serve: Annotated[str | None, typer.Option("--serve", help="Instead: load-test `serve` on the engine with these numbers of concurrent DICOM senders, e.g. 1,4,16.")] = None,
           per_sender: Annotated[int, typer.Option(min=1, help="--serve: instances each sender stores.")] = 16,
-          vs_benchmark_app: Annotated[bool, typer.Option("--vs-benchmark-app", help="Also compare each OpenVINO engine's latency with OpenVINO's benchmark_app on the same IR (alternated, smallest batch).")] = False,
+          vs_benchmark_app: Annotated[bool, typer.Option("--vs-benchmark-app", help="Also compare each OpenVINO engine's latency with OpenVINO's benchmark_app on the same IR (six paired rounds, median of their ratios; smallest batch).")] = False,
           trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse engines not signed by this public key (repeatable; see `sign`).")] = None,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
           csv_out: Annotated[Path | None, typer.Option("--csv", help="Write a CSV table here.")] = None,

@@ -64,15 +64,18 @@ class OpenVINORunner(Runner):
         self.input_names = [i.get_any_name() for i in self.network.inputs]
         self.output_names = [o.get_any_name() for o in self.network.outputs]
         self.by_batch: dict[int, tuple] = {}
-        self.compiled, self.request = self._for_batch(1)
+        self.compiled, self.request, _ = self._for_batch(1)
 
     def _for_batch(self, batch: int) -> tuple:
-        """(compiled model, infer request) for a static batch size, compiled on first use."""
+        """(compiled model, infer request, the request's own input arrays) for a static batch size,
+        compiled on first use."""
         if batch not in self.by_batch:
             model = self.network.clone()
             model.reshape({name: [batch, *model.input(name).get_partial_shape()[1:]] for name in self.input_names})
             compiled = self.core.compile_model(model, self.device.upper(), self.config)
-            self.by_batch[batch] = (compiled, compiled.create_infer_request())
+            request = compiled.create_infer_request()
+            inputs = {name: request.get_tensor(name).data for name in self.input_names}
+            self.by_batch[batch] = (compiled, request, inputs)
         return self.by_batch[batch]
 
     def compiled_precision(self) -> str:
@@ -82,10 +85,15 @@ class OpenVINORunner(Runner):
         return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Copies the feed into the request's own input tensors and infers on them, as benchmark_app does:
+        handing OpenVINO new input arrays each call (``infer(feed)``, shared or copied) rebinds the request's
+        inputs and cost 2-3 % per call on the small int8 engine (8.2 ms, VNNI Xeon; copying in: 0.5 %)."""
         batch = int(next(iter(feed.values())).shape[0])
-        self.compiled, self.request = self._for_batch(batch)
-        result = self.request.infer(feed)
-        return {name: np.array(result[self.compiled.output(name)]) for name in self.output_names}
+        self.compiled, self.request, inputs = self._for_batch(batch)
+        for name, array in feed.items():
+            np.copyto(inputs[name], array)
+        self.request.infer()
+        return {name: self.request.get_tensor(name).data.copy() for name in self.output_names}
 
     def op_times(self) -> list[tuple[str, float, str]]:
         """PERF_COUNT of the last inference: (layer type, ms, kernel such as brgemm_avx512_amx_I8)."""
