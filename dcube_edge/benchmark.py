@@ -430,6 +430,14 @@ def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 6, seconds:
             "overhead": float(np.median(ratios)) - 1, "overhead_per_round": [round(x - 1, 4) for x in ratios]}
 
 
+def vs_app_method(figure: dict) -> str:
+    """How a benchmark_app comparison was taken: paired rounds (median ratio) since 2026-11-27 evening;
+    files from before compared the two sides' overall medians."""
+    if "overhead_per_round" in figure:
+        return f"{figure['rounds']} paired rounds, median of the per-round ratios"
+    return f"{figure['rounds']} alternated rounds, ratio of the medians"
+
+
 def add_figures(result: dict, batch: int, iterations: int, threads: int | None, log: Log,
                 profile: bool = False, vs_benchmark_app: bool = False) -> None:
     """Per-op profiles of every engine row and/or the benchmark_app comparison of every OpenVINO row."""
@@ -683,9 +691,8 @@ def report_markdown(results: dict[str, dict]) -> str:
             lines += ["", "Not built here: " + "; ".join(r["skipped"]) + "."]
         for f in r.get("vs_benchmark_app", []):
             lines += ["", f"`{Path(f['engine']).name}` vs OpenVINO `benchmark_app` on the same IR (hint {f['hint']}, batch "
-                          f"{f['batch']}, {f['rounds']} paired rounds): {f['p50_ms_dcube_edge']:.1f} vs "
-                          f"{f['p50_ms_benchmark_app']:.1f} ms; median of the per-round ratios "
-                          f"{100 * f['overhead']:+.1f} %."]
+                          f"{f['batch']}, {vs_app_method(f)}): {f['p50_ms_dcube_edge']:.1f} vs "
+                          f"{f['p50_ms_benchmark_app']:.1f} ms ({100 * f['overhead']:+.1f} %)."]
         for prof in r.get("profiles", []):
             top = ", ".join(f"{o['op_type']} {100 * o['share']:.0f} %" for o in prof["ops"][:5])
             lines += ["", f"Where `{Path(prof['engine']).name}` spends its time (batch {prof['batch']}, "

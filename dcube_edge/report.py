@@ -85,7 +85,7 @@ def prediction_counts(title: str, counts: dict[str, int], classes: list[str], er
 
 def bench(result: dict) -> Iterator[RenderableType]:
     """The latency table, effective precisions, the benchmark_app comparison, per-op profiles and figures."""
-    from dcube_edge.benchmark import peaks_text
+    from dcube_edge.benchmark import peaks_text, vs_app_method
     from dcube_edge.runtimes.isa import recorded
 
     info = result["machine"]
@@ -115,7 +115,7 @@ def bench(result: dict) -> Iterator[RenderableType]:
     for f in result.get("vs_benchmark_app", []):
         yield (f"{Path(f['engine']).name} batch {f['batch']}: {f['p50_ms_dcube_edge']:.2f} ms here vs "
                f"{f['p50_ms_benchmark_app']:.2f} ms in benchmark_app ({100 * f['overhead']:+.1f} %, hint {f['hint']}, "
-               f"{f['rounds']} paired rounds, median ratio)")
+               f"{vs_app_method(f)})")
     for prof in result.get("profiles", []):
         ptable = Table(title=f"{Path(prof['engine']).name} ({prof['backend']} {prof['precision']}, batch {prof['batch']}): "
                              f"{prof['op_total_ms']:.2f} ms in ops per call, median of {prof['iterations']} calls")

@@ -518,6 +518,15 @@ def test_benchmark_app_comparison_runs_the_same_ir(engines):
         benchmark_app_figure(engines[("onnxruntime", "int8")])
 
 
+def test_benchmark_app_figures_say_how_they_were_taken():
+    """Tables regenerated from older JSON must not describe their ratio-of-medians figures as paired ones."""
+    from dcube_edge.benchmark import vs_app_method
+
+    paired = {"rounds": 6, "overhead": 0.01, "overhead_per_round": [0.0, 0.01, 0.2, -0.1, 0.02, 0.01]}
+    assert vs_app_method(paired) == "6 paired rounds, median of the per-round ratios"
+    assert vs_app_method({"rounds": 3, "overhead": 0.07}) == "3 alternated rounds, ratio of the medians"
+
+
 def test_gemm_peak_is_the_best_sample_of_every_measurement():
     """A peak keeps every sample it saw and reports the highest: one noisy sample must not set it."""
     from dcube_edge.benchmark import _best, merge_peaks, peaks_text
