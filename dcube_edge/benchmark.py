@@ -370,6 +370,21 @@ def timestep_figure(run: Path, root: Path, batch: int, iterations: int, warmup: 
             "p50_ms_separate_calls": t_separate["p50_ms"], "speedup": t_separate["p50_ms"] / t_batched["p50_ms"]}
 
 
+def paired_rounds(ours: Callable[[], float], theirs: Callable[[], float], rounds: int) -> list[tuple[float, float]]:
+    """(ours, theirs) measured back to back ``rounds`` times, the order swapped every round so a drift in
+    the host's speed does not always favour the side measured second."""
+    pairs = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            a = ours()
+            b = theirs()
+        else:
+            b = theirs()
+            a = ours()
+        pairs.append((a, b))
+    return pairs
+
+
 def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 6, seconds: int = 3,
                          threads: int | None = None) -> dict:
     """Our runner vs OpenVINO's ``benchmark_app`` on the same IR, precision hint and batch, in ``rounds``
@@ -411,18 +426,10 @@ def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 6, seconds:
             raise RuntimeError(f"benchmark_app printed no median latency: {text[-300:]}")
         return float(found.group(1))
 
-    pairs = []
     with runner:
         for _ in range(5):  # warm: compile, caches, the first calls
             runner.infer(feed)
-        for r in range(rounds):
-            if r % 2 == 0:
-                a = ours()
-                b = theirs()
-            else:
-                b = theirs()
-                a = ours()
-            pairs.append((a, b))
+        pairs = paired_rounds(ours, theirs, rounds)
     ratios = [a / b for a, b in pairs]
     return {"engine": str(engine), "precision": manifest.precision, "hint": hint, "batch": batch, "rounds": rounds,
             "p50_ms_dcube_edge": float(np.median([a for a, _ in pairs])),

@@ -527,6 +527,22 @@ def test_benchmark_app_figures_say_how_they_were_taken():
     assert vs_app_method({"rounds": 3, "overhead": 0.07}) == "3 alternated rounds, ratio of the medians"
 
 
+def test_paired_rounds_swap_the_order_every_round():
+    from dcube_edge.benchmark import paired_rounds
+
+    calls = []
+
+    def side(name, value):
+        def measure():
+            calls.append(name)
+            return value
+        return measure
+
+    pairs = paired_rounds(side("ours", 1.0), side("theirs", 2.0), 4)
+    assert pairs == [(1.0, 2.0)] * 4  # always (ours, theirs), whichever ran first
+    assert calls == ["ours", "theirs", "theirs", "ours", "ours", "theirs", "theirs", "ours"]
+
+
 def test_gemm_peak_is_the_best_sample_of_every_measurement():
     """A peak keeps every sample it saw and reports the highest: one noisy sample must not set it."""
     from dcube_edge.benchmark import _best, merge_peaks, peaks_text

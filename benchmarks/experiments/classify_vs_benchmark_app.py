@@ -18,6 +18,7 @@ sys.path.insert(0, ".")
 from dcube_edge.runtimes import isa
 
 from dcube_edge import runtimes
+from dcube_edge.benchmark import paired_rounds
 
 ROUNDS = 5
 
@@ -39,19 +40,6 @@ def benchmark_app_ms(manifest, batch: int) -> float:
     return float(re.search(r"Median:\s+([\d.]+) ms", text).group(1))
 
 
-def paired(ours, theirs, rounds: int) -> list[tuple[float, float]]:
-    pairs = []
-    for r in range(rounds):
-        if r % 2 == 0:
-            a = ours()
-            b = theirs()
-        else:
-            b = theirs()
-            a = ours()
-        pairs.append((a, b))
-    return pairs
-
-
 images = sorted(Path("bench-out/phantoms").rglob("*.png"))
 images = (images * 4)[:480]
 rows = []
@@ -63,7 +51,7 @@ for preset in ("small", "paper"):
         m = runtimes.read(engine)
         for batch in (1, 8):
             n = batch * (60 if preset == "small" else 12)
-            pairs = paired(partial(classify_ms, engine, images[:n], batch), partial(benchmark_app_ms, m, batch), ROUNDS)
+            pairs = paired_rounds(partial(classify_ms, engine, images[:n], batch), partial(benchmark_app_ms, m, batch), ROUNDS)
             ratios = [a / b for a, b in pairs]
             row = {"preset": preset, "precision": precision, "batch": batch,
                    "classify_p50_ms": float(np.median([a for a, _ in pairs])),
