@@ -91,6 +91,8 @@ class OpenVINORunner(Runner):
         batch = int(next(iter(feed.values())).shape[0])
         self.compiled, self.request, inputs = self._for_batch(batch)
         for name, array in feed.items():
+            if array.shape != inputs[name].shape:  # copyto would broadcast; a runner without a spec must still refuse
+                raise ValueError(f"input {name!r} has shape {array.shape}, the engine takes {inputs[name].shape}")
             np.copyto(inputs[name], array)
         self.request.infer()
         return {name: self.request.get_tensor(name).data.copy() for name in self.output_names}

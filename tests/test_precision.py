@@ -167,6 +167,10 @@ def test_openvino_runner_reuses_its_input_tensors_without_aliasing_results(engin
     np.testing.assert_allclose(second, plain(b), atol=1e-4)
     np.testing.assert_allclose(third, second[:1], atol=1e-4)  # batch 1 again, after batch 2, holds b's first image
     assert not np.allclose(first, third, atol=1e-4)
+    from dcube_edge.runtimes.ov import OpenVINORunner
+
+    with OpenVINORunner(m.model_file) as bare, pytest.raises(ValueError, match="has shape"):  # no spec to check against
+        bare.infer({m.input_name: a[0]})  # (1, 32, 32) would broadcast into the (1, 1, 32, 32) input
 
 
 def test_triton_repository_entry(tiny_run, tmp_path):
