@@ -51,7 +51,10 @@ def parity(out_dir: Path, manifest: dict) -> Table:
 
     for col in ("top-1 agreement", "logit cosine (min)", "max |Δlogit|", "accuracy", "AUC"):
         table.add_column(col, justify="right")
-    table.add_row(fmt("top1_agreement"), fmt("logit_cosine_min"), f"{p['max_abs_logit_diff']:.2e}",
+    ties = p.get("near_tie_flips", 0)
+    agreement = fmt("top1_agreement") + (f" ({ties} near-tie flip{'s' * (ties != 1)} excused: "
+                                         f"{p['top1_agreement_beyond_ties']:.4f})" if ties else "")
+    table.add_row(agreement, fmt("logit_cosine_min"), f"{p['max_abs_logit_diff']:.2e}",
                   f"{fmt('accuracy_engine')} ({p.get('accuracy_delta', 0):+.4f})" if "accuracy_engine" in p else "–",
                   f"{fmt('auc_engine')} ({p.get('auc_delta', 0):+.4f})" if "auc_engine" in p else "–")
     return table

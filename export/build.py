@@ -280,7 +280,7 @@ def measure_parity(engine_dir: Path, graph: FixedGraph, cfg: Config, opts: Expor
                 raise ExportError(f"the {opts.backend} engine does not match its graph spec: {e}") from None
             got.append(outputs[spec.output.name])
         runtime = runner.compiled_precision()
-    report = {"data": source, **parity.compare(ref, np.concatenate(got), labels)}
+    report = {"data": source, **parity.compare(ref, np.concatenate(got), labels, spec.tolerance(opts.precision).tie_margin)}
     if runtime:
         report["runtime_inference_precision"] = runtime
     return report  # the CLI prints it once, as a table
