@@ -263,7 +263,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
                       f"epoch); continue with:\n  dcube-edge train {data} --out {out_dir} --resume", soft_wrap=True)
             STATE["interrupt_reported"] = True
             raise typer.Exit(130) from None
-    show_metrics("validation", metrics["validation"])
+    show_metrics("validation", metrics["validation"], json_out)
     out.print(f"run written to {out_dir} (best epoch {metrics['best_epoch']}; "
               f"{metrics['seconds']['diffusion']:.0f}s diffusion + {metrics['seconds']['classifier']:.0f}s classifier)")
     emit_json(metrics, json_out)
@@ -303,7 +303,7 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
             progress.update(task[0], completed=done, info=" ".join(f"{k} {v:.3g}" for k, v in scalars.items()))
 
         metrics = train_baseline(data, out_dir, cfg, report=report, log=progress.console.print)
-    show_metrics(f"{model} validation", metrics["validation"])
+    show_metrics(f"{model} validation", metrics["validation"], json_out)
     emit_json(metrics, json_out)
 
 
@@ -445,17 +445,10 @@ def serve(engine: Annotated[Path, typer.Argument(help="Engine directory to class
           trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse an engine not signed by this public key.")] = None) -> None:
     """A DICOM node on the workstation: the scanner sends (C-STORE), every acknowledged instance is classified
     once and kept in a ledger; results over HTTP (needs the `serve` extra)."""
-    import ipaddress
     import re
 
     from dcube_edge.runtimes.serve import ServeOptions, Service
 
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        fail(f"--host {host!r} is not an IP address")
-    if not loopback and not (token_file and allow_ae):
-        fail(f"--host {host} is reachable from the network: also pass --token-file (HTTP) and --allow-ae (DICOM)")
     token = None
     if token_file:
         try:
@@ -464,7 +457,9 @@ def serve(engine: Annotated[Path, typer.Argument(help="Engine directory to class
             fail(f"--token-file {token_file}: {e.strerror or e}")
         if len(token) < 16:
             fail(f"--token-file {token_file}: the token must be at least 16 characters")
-    allowed = tuple(a.strip() for a in allow_ae.split(",") if a.strip()) if allow_ae else ()
+    allowed = tuple(a.strip() for a in allow_ae.split(",") if a.strip()) if allow_ae is not None else ()
+    if allow_ae is not None and not allowed:
+        fail(f"--allow-ae {allow_ae!r} names no AE title: give the calling AE titles to accept, comma-separated")
     target = None
     if forward:
         found = re.fullmatch(r"([^@\s]{1,16})@([^:\s]+):(\d{1,5})", forward)
@@ -577,11 +572,16 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def show_metrics(title: str, m: dict) -> None:
+def screen(json_out: Path | None) -> Console:
+    """Where tables go: stdout, unless --json - has it (then stderr, so the JSON parses)."""
+    return err if json_out is not None and str(json_out) == "-" else out
+
+
+def show_metrics(title: str, m: dict, json_out: Path | None = None) -> None:
     from dcube_edge import report
 
     for table in report.metrics(title, m):
-        out.print(table)
+        screen(json_out).print(table)
 
 
 @app.command()
@@ -625,7 +625,7 @@ def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a
         err.print(f"[yellow]warning:[/] every image was predicted {classes[predicted.pop()]!r}: the model has collapsed to "
                   "one class (too little training data or steps?)")
     report.update(target=str(target), data=str(data), **kind)
-    show_metrics(f"{target.name} ({kind['backend']} {kind['precision']}) on {data}", report)
+    show_metrics(f"{target.name} ({kind['backend']} {kind['precision']}) on {data}", report, json_out)
     emit_json(report, json_out)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcube_edge.runtimes.preprocess import IMAGE_SUFFIXES, PreprocessSpec, load
+from dcube_edge.runtimes.images import IMAGE_SUFFIXES, is_image_file
+from dcube_edge.runtimes.preprocess import PreprocessSpec, load
 
 
 class DataError(ValueError):
@@ -58,9 +59,9 @@ def read_split(folder: Path, classes: list[str] | None = None) -> tuple[list[str
     paths, labels = [], []
     for name in found:
         files = sorted(p for p in (folder / name).iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",))
+                       if p.is_file() and not p.name.startswith(".") and is_image_file(p))
         if not files:
-            raise DataError(f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)} or DICOM)")
         paths += files
         labels += [classes.index(name)] * len(files)
     return classes, Split(paths, np.asarray(labels, dtype=np.int64))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .images import DICOM_SUFFIXES, IMAGE_SUFFIXES, MAX_PIXELS, ImageError
+from .images import DICOM_SUFFIXES, IMAGE_SUFFIXES, INTENSITIES, INTENSITY, MAX_PIXELS, ImageError, is_dicom, unit_range
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "PreprocessSpec", "list_images", "load", "preprocess", "scan",
            "read_image"]
@@ -21,12 +21,19 @@ __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "PreprocessSpec", "list
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """Grayscale, resize to (size, size) with a bilinear filter, scale [0, 1] to [-1, 1]."""
+    """Stored values to [0, 1] by the intensity contract (:mod:`.images`), grayscale, resize to (size, size)
+    with a bilinear filter, scale [0, 1] to [-1, 1]."""
 
     size: int
     mode: str = "grayscale"
     resample: str = "bilinear"
     range: tuple[float, float] = (-1.0, 1.0)
+    intensity: str = INTENSITY
+
+    def __post_init__(self) -> None:
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"unknown intensity contract {self.intensity!r} (this dcube-edge reads "
+                             f"{', '.join(INTENSITIES)}): install the dcube-edge that wrote it")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -35,31 +42,36 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessSpec:
-        return cls(size=int(d["size"]), mode=d.get("mode", "grayscale"),
-                   resample=d.get("resample", "bilinear"), range=tuple(d.get("range", (-1.0, 1.0))))
+        # Runs and engines written before the contract was recorded read PNGs by it already (their training
+        # did); only their DICOM reading stretched each image, which the contract replaces.
+        return cls(size=int(d["size"]), mode=d.get("mode", "grayscale"), resample=d.get("resample", "bilinear"),
+                   range=tuple(d.get("range", (-1.0, 1.0))), intensity=d.get("intensity", INTENSITY))
 
 
 def to_unit_gray(img: Image.Image) -> np.ndarray:
-    """Any Pillow image to a float32 (H, W) array in [0, 1], keeping 16-bit depth."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return np.clip(arr / top, 0.0, 1.0).astype(np.float32)
+    """Any Pillow image to a float32 (H, W) array in [0, 1] by the intensity contract: 8-bit /255, 16-bit
+    /65535 (Pillow's 32-bit ``I`` mode holds 16-bit files here), float images taken as [0, 1] already."""
+    if img.mode.startswith("I"):
+        arr = np.asarray(img, dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageError(f"{img.mode} image with values outside 0..65535: save it as an 8- or 16-bit image")
+        return unit_range(arr, 0, 65535)
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)).astype(np.float32)
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0.0 and arr.max() <= 1.0):
+            raise ImageError("floating-point image with values outside [0, 1]: save it as an 8- or 16-bit image")
+        return arr.astype(np.float32)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, img)
-    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    return unit_range(np.asarray(img.convert("L")), 0, 255)
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode one image file to float32 (H, W) in [0, 1]; raise :class:`ImageError` with a reason."""
     path = Path(path)
-    if path.suffix.lower() == ".dcm":
+    if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
         from .dicom import read_dicom  # optional extra
 
         return read_dicom(path)
@@ -129,11 +141,11 @@ def scan(folder: str | Path, recursive: bool = False) -> tuple[list[Path], list[
                     subfolders.append(p)
             elif not p.exists():
                 skipped.append((p, "dangling symbolic link"))
-            elif p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES:
+            elif p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES or is_dicom(p):
                 images.append(p)
             else:
                 skipped.append((p, f"not a supported image type ({p.suffix or 'no suffix'}; supported: "
-                                   f"{', '.join(IMAGE_SUFFIXES + DICOM_SUFFIXES)})"))
+                                   f"{', '.join(IMAGE_SUFFIXES + DICOM_SUFFIXES)} or DICOM by content)"))
         except OSError as e:
             skipped.append((p, f"cannot be read ({e.strerror or type(e).__name__})"))
     return images, skipped, subfolders

@@ -31,6 +31,7 @@ UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # a DICOM UID: digits and dots, never 
 MAX_BODY = 64 << 20
 MAX_ASSOCIATIONS = 64
 FAILURE_CANNOT_USE = 0xC000  # "Cannot understand" class of C-STORE failure statuses
+FAILURE_DUPLICATE = 0x0111  # "Duplicate SOP Instance" (PS3.7 C.5.8): the UID is held with other pixels
 
 
 @dataclass
@@ -48,6 +49,33 @@ class ServeOptions:
     reclassify: bool = False
     forward: tuple[str, str, int] | None = None  # (AE title, host, port) of the PACS that receives the SRs
 
+    def __post_init__(self) -> None:
+        """What the node must not start with, refused before anything is created."""
+        for option, title in [("--ae-title", self.ae_title), *(("--allow-ae", a) for a in self.allow_ae),
+                              *([("--forward", self.forward[0])] if self.forward else [])]:
+            check_ae_title(title, option)
+        if not is_loopback(self.host) and not (self.token and self.allow_ae):
+            raise ValueError(f"--host {self.host} is reachable from the network: also pass --token-file (HTTP) and "
+                             "--allow-ae with at least one calling AE title (DICOM)")
+
+
+def check_ae_title(title: str, option: str) -> None:
+    """An AE title as PS3.5 6.2 allows it: 1-16 characters of the default repertoire, no backslash."""
+    if not title.strip() or len(title) > 16 or not title.isascii() or "\\" in title or not title.isprintable():
+        raise ValueError(f"{option} {title!r} is not an AE title: 1 to 16 printable ASCII characters, no backslash "
+                         "(PS3.5 6.2)")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ValueError(f"--host {host!r} is not an IP address") from None
+
 
 class Ledger:
     """Every received instance and its result, in ``spool/ledger.sqlite`` (one connection, one lock)."""
@@ -63,6 +91,9 @@ class Ledger:
                             "classified REAL, batch INTEGER, forwarded INTEGER DEFAULT 0, "
                             "forward_attempts INTEGER DEFAULT 0, forward_next REAL DEFAULT 0, forward_error TEXT)")
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(instances)")}
+            if "content" not in columns:  # spools from before duplicates were told apart
+                self.db.execute("ALTER TABLE instances ADD COLUMN content TEXT")
 
     def meta(self, key: str, value: str | None = None) -> str | None:
         with self.lock:
@@ -71,12 +102,17 @@ class Ledger:
             row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def add(self, uid: str, path: Path, source: str) -> bool:
+    def add(self, uid: str, path: Path, source: str, content: str | None = None) -> bool:
         """Record a received instance (committed on return); False if this UID was already received."""
         with self.lock:
-            cur = self.db.execute("INSERT OR IGNORE INTO instances (uid, path, source, received, status) "
-                                  "VALUES (?, ?, ?, ?, 'pending')", (uid, str(path), source, time.time()))
+            cur = self.db.execute("INSERT OR IGNORE INTO instances (uid, path, source, received, status, content) "
+                                  "VALUES (?, ?, ?, ?, 'pending', ?)", (uid, str(path), source, time.time(), content))
         return cur.rowcount == 1
+
+    def held(self, uid: str) -> tuple[str, str | None] | None:
+        """(spool path, content hash) of a received UID, or None."""
+        with self.lock:
+            return self.db.execute("SELECT path, content FROM instances WHERE uid = ?", (uid,)).fetchone()
 
     def pending(self, limit: int) -> list[tuple[str, str, float]]:
         """(uid, path, received) of instances still waiting for a result, oldest first."""
@@ -159,6 +195,7 @@ class Service:
             self.ledger.reset()
         self.ledger.meta("engine_sha256", self.engine_hash)
         self.engine_lock = threading.Lock()  # one engine call at a time: an OpenVINO infer request is not thread-safe
+        self.store_lock = threading.Lock()  # a UID's look-up, file and ledger row change together
         self.wake = threading.Condition()
         self.stopping = threading.Event()
         self._metrics()
@@ -198,28 +235,49 @@ class Service:
         try:
             ds.save_as(tmp, enforce_file_format=True)
             try:
-                self._check(Path(tmp))
+                content = self._check(Path(tmp))
             except ImageError as e:
                 return self._reject(ds, str(e), Path(tmp))
             target = self.opts.spool / "instances" / f"{uid}.dcm"
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
+            with self.store_lock:
+                held = self.ledger.held(uid)
+                if held is None:
+                    os.replace(tmp, target)
+                    self.ledger.add(uid, target, source, content)
+                    self.received.inc()
+                elif (held[1] or self._content_of(Path(held[0]))) != content:
+                    # Never overwrite: the first image keeps its file and result, the second is kept in rejected/.
+                    return self._reject(ds, "SOP Instance UID already received with other pixel data; send the "
+                                            "new image under a new UID", Path(tmp), FAILURE_DUPLICATE)
+                # else: a resend of the pixels already held (a sender's retry): acknowledged, nothing changes
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        if self.ledger.add(uid, target, source):
-            self.received.inc()
         with self.wake:
             self.wake.notify()
         return 0x0000
 
-    def _check(self, path: Path) -> None:
+    def _check(self, path: Path) -> str:
+        """Decode with the reader ``classify`` uses (what passes here can be classified); the sha256 of the
+        decoded pixels, which tells a sender's retry from another image under the same UID."""
+        import hashlib
+
         from .dicom import read_dicom
 
-        read_dicom(path)  # the decoder classify uses: what passes here can be classified
+        pixels = read_dicom(path)
+        return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
 
-    def _reject(self, ds, reason: str, written: Path | None) -> tuple:
+    def _content_of(self, path: Path) -> str | None:
+        from .images import ImageError
+
+        try:
+            return self._check(path)
+        except (ImageError, OSError):
+            return None
+
+    def _reject(self, ds, reason: str, written: Path | None, code: int = FAILURE_CANNOT_USE) -> tuple:
         from pydicom.dataset import Dataset
 
         name = re.sub(r"[^0-9.]", "_", str(getattr(ds, "SOPInstanceUID", "unknown")))[:64] or "unknown"
@@ -231,7 +289,7 @@ class Service:
         keep.with_suffix(".txt").write_text(reason + "\n")
         self.rejected.inc()
         status = Dataset()
-        status.Status = FAILURE_CANNOT_USE
+        status.Status = code
         status.ErrorComment = reason[:64]
         return status
 

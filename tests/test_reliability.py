@@ -242,7 +242,8 @@ def test_dicom_monochrome1_is_inverted_and_rescaled(tmp_path):
     ramp = np.tile(np.arange(0, 1000, 10, dtype=np.uint16), (4, 1))
     m2 = read_image(_dicom(tmp_path / "m2.dcm", ramp))
     m1 = read_image(_dicom(tmp_path / "m1.dcm", ramp, "MONOCHROME1"))
-    assert m2[0, 0] == 0.0 and m2[0, -1] == 1.0
+    # the stored range (16 bits), never the image's own min-max: a ramp to 990 stays dark
+    assert m2[0, 0] == 0.0 and m2[0, -1] == np.float32(990 / 65535)
     np.testing.assert_allclose(m1, 1.0 - m2, atol=1e-6)
     windowed = read_image(_dicom(tmp_path / "w.dcm", ramp, RescaleSlope=1, RescaleIntercept=-500,
                                  WindowCenter=0, WindowWidth=200))

@@ -356,3 +356,63 @@ def test_readme_walkthrough_demo_scans_through_a_standard_sender(ort_engine, tmp
         assert {uid: server.result(uid)["label"] for uid in expected} == expected
     finally:
         server.stop()
+
+
+def test_a_repeated_uid_with_other_pixels_is_refused_never_overwritten(ort_engine, scans, tmp_path):
+    """First-day finding: the same SOPInstanceUID sent twice with different pixels overwrote the spool file while
+    the ledger kept the first image's label. Now the first image keeps its file and result; the second is
+    refused with Duplicate SOP Instance (0x0111, PS3.7 C.5.8) and kept in rejected/; a plain resend (same
+    pixels, a sender's retry) is acknowledged and changes nothing."""
+    from pydicom import dcmread
+
+    first = scans[0]
+    other = dcmread(scans[3])
+    other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = dcmread(first).SOPInstanceUID
+    other.save_as(tmp_path / "other.dcm", enforce_file_format=True)
+    spool = tmp_path / "spool"
+    server = Server(ort_engine, spool)
+    try:
+        uid = str(dcmread(first).SOPInstanceUID)
+        assert send(server.dicom, [first]) == [0]
+        result = server.result(uid)
+        held = (spool / "instances" / f"{uid}.dcm").read_bytes()
+        assert send(server.dicom, [tmp_path / "other.dcm"]) == [0x0111]
+        assert send(server.dicom, [first]) == [0]  # the sender's retry of the same image
+        assert (spool / "instances" / f"{uid}.dcm").read_bytes() == held
+        assert server.get(f"/v1/results/{uid}")["label"] == result["label"]
+        kept = list((spool / "rejected").glob(f"{uid}.*.dcm"))
+        assert len(kept) == 1 and dcmread(kept[0]).PixelData == other.PixelData
+        assert "other pixel data" in kept[0].with_suffix(".txt").read_text()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("allow_ae", [",", " , ", ""])
+def test_an_empty_allow_list_is_refused_not_read_as_anyone(ort_engine, tmp_path, allow_ae):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-for-the-test\n")
+    res = subprocess.run([str(EXE), "serve", str(ort_engine), "--spool", str(tmp_path / "spool"), "--host", "0.0.0.0",
+                          "--token-file", str(token), "--allow-ae", allow_ae], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "names no AE title" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "spool").exists()
+
+
+def test_serve_gives_every_dicom_form_the_result_classify_gives_its_png(ort_engine, demo_data, tmp_path):
+    """The intensity contract through the node: the phantoms' PNGs classified by `classify`, and the same pixels
+    C-STOREd in every form a modality writes (tests/dicom_forms.py): identical labels and probabilities."""
+    from dicom_forms import FORMS, dicom_forms
+    from pydicom import dcmread
+
+    pngs = sorted((demo_data / "val" / "malignant").iterdir())[:2] + sorted((demo_data / "val" / "normal").iterdir())[:2]
+    with runtimes.load(ort_engine) as clf:
+        want = {p.stem: (q.label, q.probs) for p, q in zip(pngs, clf.classify(pngs))}
+    forms = dicom_forms(pngs, tmp_path / "forms")
+    server = Server(ort_engine, tmp_path / "spool")
+    try:
+        for name in FORMS:
+            assert send(server.dicom, forms[name]) == [0] * len(pngs), name
+            for f in forms[name]:
+                r = server.result(str(dcmread(f).SOPInstanceUID))
+                assert (r["label"], r["probs"]) == want[f.stem], (name, f.stem)
+    finally:
+        server.stop()
