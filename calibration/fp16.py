@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import onnx
+
 from dcube_edge.runtimes.files import atomic_path
 
 # Reductions, normalisations, softmax and transcendental ops overflow or lose too much in fp16.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
 from dcube_edge.runtimes.files import atomic_path
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes.files import atomic_path, sha256
 from dcube_edge.runtimes.preprocess import PreprocessSpec, load
 
@@ -43,9 +45,9 @@ def read(path: str | Path, spec: PreprocessSpec | None = None) -> tuple[np.ndarr
         with np.load(path, allow_pickle=False) as z:
             images, labels = z["images"].astype(np.float32), z["labels"]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path} is not a dcube-edge calibration file ({e})") from None
+        raise UserError(f"{path} is not a dcube-edge calibration file ({e})") from None
     if spec is not None and images.shape[1:] != (1, spec.size, spec.size):
-        raise ValueError(f"{path} holds {images.shape[1:]} images; this model needs (1, {spec.size}, {spec.size}): "
+        raise UserError(f"{path} holds {images.shape[1:]} images; this model needs (1, {spec.size}, {spec.size}): "
                          "rebuild it with `dcube-edge calibrate`")
     return images, labels
 

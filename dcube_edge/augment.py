@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes.files import atomic_path, sha256, write_json
 
 from . import rundir
@@ -25,7 +26,7 @@ def balance_counts(cfg: Config, data: str | None) -> dict[str, int]:
     """Images per class that bring every class of the training split up to the largest one."""
     root = data or cfg.data_root
     if not root or not Path(root).is_dir():
-        raise ValueError("--balance needs the training data: pass --data DATA (the run's data folder is gone)")
+        raise UserError("--balance needs the training data: pass --data DATA (the run's data folder is gone)")
     counts = discover(root, cfg.val_fraction, cfg.split_seed).train.counts(len(cfg.classes))
     return {c: max(counts) - n for c, n in zip(cfg.classes, counts)}
 
@@ -39,7 +40,7 @@ def augment(run: str | Path, out: str | Path, counts: dict[str, int], sampler: s
     run, out = Path(run), Path(out)
     cfg = rundir.load_config(run)
     if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"unknown sampler {sampler!r}; choose ddpm or ddim")
+        raise UserError(f"unknown sampler {sampler!r}; choose ddpm or ddim")
     trunk = UViT(cfg, len(cfg.classes))
     rundir.load_weights(trunk, run / rundir.DIFFUSION)
     trunk.eval()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dcube_edge import runtimes
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes import flops as graph_flops
 from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.bench import machine_info, peak_rss_mb, time_fn
@@ -402,7 +403,7 @@ def benchmark_app_figure(engine: Path, batch: int = 1, rounds: int = 6, seconds:
 
     manifest = runtimes.read(engine)
     if manifest.backend != "openvino":
-        raise ValueError(f"{engine} is a {manifest.backend} engine; benchmark_app takes OpenVINO IR")
+        raise UserError(f"{engine} is a {manifest.backend} engine; benchmark_app takes OpenVINO IR")
     tool = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     hint = manifest.data.get("openvino", {}).get("inference_precision", "f32")
     size = manifest.preprocess.size
@@ -523,21 +524,21 @@ def plot(result: dict, path: Path) -> None:
 def check(engines: list[Path], opts: BenchOptions, torch_run: Path | None) -> None:
     """Refuse, before any timing, what would give an empty or meaningless table."""
     if min(opts.batch_sizes) < 1 or opts.iterations < 1 or opts.warmup < 0:
-        raise ValueError("batch sizes and --iterations must be at least 1, --warmup at least 0")
+        raise UserError("batch sizes and --iterations must be at least 1, --warmup at least 0")
     for e in engines:
         limit = runtimes.read(e).max_batch
         if max(opts.batch_sizes) > limit:
-            raise ValueError(f"--batch-sizes {max(opts.batch_sizes)} is above {e}'s largest batch {limit}; "
+            raise UserError(f"--batch-sizes {max(opts.batch_sizes)} is above {e}'s largest batch {limit}; "
                              "lower it or re-export with a larger --max-batch")
     if opts.device not in ("cpu", "cuda"):
-        raise ValueError(f"unknown --device {opts.device!r}; choose cpu or cuda")
+        raise UserError(f"unknown --device {opts.device!r}; choose cpu or cuda")
     if opts.device == "cuda":
         if torch_run is None:
-            raise ValueError("--device sets where the PyTorch rows run: pass --torch RUN (engines run where they were built for)")
+            raise UserError("--device sets where the PyTorch rows run: pass --torch RUN (engines run where they were built for)")
         import torch
 
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
+            raise UserError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dcube_edge.errors import UserError
 from dcube_edge.report import shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -32,11 +33,10 @@ PRECISION_HELP = "fp32 | fp16 (GPU; OpenVINO on AMX-FP16 CPUs) | bf16 (OpenVINO,
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """What a user can cause and fix: every dcube-edge error for bad input is a ValueError (DataError, RunError,
-    ExportError, EngineError, ImageError), plus missing backends, unreadable files and diverging training."""
-    from dcube_edge.runtimes.base import BackendUnavailable
-
-    return (ValueError, OSError, FloatingPointError, BackendUnavailable)
+    """What a user can cause and fix: every :class:`~dcube_edge.errors.UserError` (bad data, options, engines,
+    missing backends, diverging training) and the operating system's refusals (unreadable files, full disks).
+    Anything else, a ValueError from numpy included, is an internal error."""
+    return (UserError, OSError)
 
 
 def fail(message: str, code: int = EXIT_USER) -> None:
@@ -219,7 +219,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
                                          epochs_diffusion=epochs_diffusion, epochs_classifier=epochs_classifier).items()
                    if v is not None}
         if guide_branch not in ("preset", *GUIDE_BRANCHES):
-            raise ValueError(f"unknown --guide-branch {guide_branch!r}; choose preset or {' or '.join(GUIDE_BRANCHES)}")
+            raise UserError(f"unknown --guide-branch {guide_branch!r}; choose preset or {' or '.join(GUIDE_BRANCHES)}")
         cfg = Config.from_preset(preset, **budgets, **GUIDE_BRANCHES.get(guide_branch, {}), ema_decay=ema_decay, lr_schedule=lr_schedule, guide_loss_weight=guide_loss_weight,
                                  class_weights=class_weights,
                                  batch_size=batch_size, seed=seed, timesteps=ints(timesteps, 0, '--timesteps') if timesteps else None,
@@ -234,7 +234,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
                 out.print(f"{out_dir} is already finished with these settings; nothing changed "
                           "(give a larger --steps-* budget to continue training it)")
                 return
-    except ValueError as e:
+    except UserError as e:
         fail(str(e))
     if not distributed.is_main():
         run_train(data, out_dir, cfg, resume=resume, log=lambda *_: None, overrides=budgets)
@@ -292,7 +292,7 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
     try:
         cfg = Config.from_preset(preset, model=model, steps_classifier=steps, epochs_classifier=epochs, seed=seed,
                                  class_weights=class_weights)
-    except ValueError as e:
+    except UserError as e:
         fail(str(e))
     with _progress() as progress:
         task: list[int] = []
@@ -329,7 +329,7 @@ def init(out_dir: Annotated[Path, typer.Argument(help="Run directory to create."
     chosen = ints(layers, 0, '--layers') if layers else tuple(i for i in (4, 5) if i < cfg.num_layers) or (cfg.depth,)
     try:
         init_run(out_dir, cfg, chosen)
-    except ValueError as e:
+    except UserError as e:
         fail(str(e))
     out.print(f"random-weight {preset} run written to {out_dir} (layers {list(chosen)}, classes {', '.join(names)})")
 

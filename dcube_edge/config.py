@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from dcube_edge.errors import UserError
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Same architecture as `paper`, shrunk so the demo and the tests train on 2 CPU cores in about a minute.
     "tiny": dict(image_size=32, patch_size=4, width=64, depth=2, heads=4,
@@ -119,17 +121,17 @@ class Config:
                    "class_weights": ("balanced", "none"), "resnet_block": ("bottleneck", "basic")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose {' or '.join(allowed)}")
+                raise UserError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose {' or '.join(allowed)}")
         for name in ("steps_diffusion", "steps_classifier", "epochs_diffusion", "epochs_classifier", "grad_accum"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
         if self.diffusion_lr is not None and not 0 < self.diffusion_lr < 1:
-            raise ValueError(f"--diffusion-lr must lie in (0, 1) (got {self.diffusion_lr})")
+            raise UserError(f"--diffusion-lr must lie in (0, 1) (got {self.diffusion_lr})")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0 turns EMA off")
+            raise UserError(f"--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0 turns EMA off")
         if not self.timesteps or any(not 1 <= t < self.diffusion_steps for t in self.timesteps):
-            raise ValueError(f"--timesteps {','.join(map(str, self.timesteps))}: each must lie in 1..{self.diffusion_steps - 1}")
+            raise UserError(f"--timesteps {','.join(map(str, self.timesteps))}: each must lie in 1..{self.diffusion_steps - 1}")
 
     @property
     def num_layers(self) -> int:
@@ -142,7 +144,7 @@ class Config:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> Config:
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+            raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(preset=name, **values)
 
@@ -154,7 +156,7 @@ class Config:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"config has unknown keys {sorted(unknown)}: written by a newer dcube-edge?")
+            raise UserError(f"config has unknown keys {sorted(unknown)}: written by a newer dcube-edge?")
         tuples = {f.name for f in fields(cls) if "tuple" in str(f.type)}
         return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()})
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes.images import IMAGE_SUFFIXES, is_image_file
 from dcube_edge.runtimes.preprocess import PreprocessSpec, load
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset layout problem, phrased for the user."""
 
 

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from dcube_edge.errors import Diverged
+
 from .config import Config
 
 
@@ -39,7 +41,7 @@ def on_device(t: torch.Tensor | None, dev: torch.device) -> torch.Tensor | None:
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int) -> None:
     """One plain step; a non-finite loss stops training before it touches the weights."""
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} loss became {loss.item()} at epoch {epoch + 1}")
+        raise Diverged(f"{what} loss became {loss.item()} at epoch {epoch + 1}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

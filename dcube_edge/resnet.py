@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dcube_edge.errors import UserError
+
 from .config import Config
 
 
@@ -104,14 +106,14 @@ class ResNet(nn.Module):
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:  # a pickle with objects in it is refused, never executed
-                raise ValueError(f"{path} holds more than plain tensors ({type(e).__name__}); "
+                raise UserError(f"{path} holds more than plain tensors ({type(e).__name__}); "
                                  "use a safetensors file or a tensor-only state dict") from None
         state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
         if "conv1.weight" in state and state["conv1.weight"].shape[1] == 3:
             state["conv1.weight"] = state["conv1.weight"].sum(1, keepdim=True)
         result = self.load_state_dict(state, strict=False)
         if result.unexpected_keys:
-            raise ValueError(f"{path.name} does not fit this ResNet: unexpected keys {result.unexpected_keys[:3]}")
+            raise UserError(f"{path.name} does not fit this ResNet: unexpected keys {result.unexpected_keys[:3]}")
         return list(result.missing_keys)
 
 
@@ -127,7 +129,7 @@ ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4,
 def layout(cfg: Config) -> tuple[int, tuple[int, ...], str, type[nn.Module]]:
     """(width, blocks per stage, stem, block) of the network ``cfg.model`` names: a baseline or the guide branch."""
     if cfg.model not in ARCHS:
-        raise ValueError(f"unknown baseline {cfg.model!r}; choose one of {', '.join(ARCHS)}")
+        raise UserError(f"unknown baseline {cfg.model!r}; choose one of {', '.join(ARCHS)}")
     block, layers = ARCHS[cfg.model]
     if layers is None:
         return cfg.resnet_width, tuple(cfg.resnet_layers), cfg.resnet_stem, BLOCKS[cfg.resnet_block]

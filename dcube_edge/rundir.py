@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes.files import atomic_path, write_json
 
 from . import __version__
@@ -21,7 +22,7 @@ CONFIG, DIFFUSION, CLASSIFIER, SELECTION, METRICS, BASELINE = (
     "baseline.safetensors")
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run directory that cannot be used, phrased for the user."""
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from dcube_edge.errors import UserError
+
 from .uvit import UViT
 
 
@@ -77,9 +79,9 @@ def parse_choice(choice: str, num_layers: int) -> tuple[int, ...] | None:
     try:
         layers = tuple(sorted({int(v) for v in choice.split(",")}))
     except ValueError:
-        raise ValueError(f"--layers {choice!r}: use gaussianity, all, last or indices such as 4,5") from None
+        raise UserError(f"--layers {choice!r}: use gaussianity, all, last or indices such as 4,5") from None
     if not layers or any(not 0 <= i < num_layers for i in layers):
-        raise ValueError(f"--layers {choice!r}: indices must lie in 0..{num_layers - 1} for this preset")
+        raise UserError(f"--layers {choice!r}: indices must lie in 0..{num_layers - 1} for this preset")
     return layers
 
 

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dcube_edge.errors import BackendUnavailable, UserError
 from dcube_edge.runtimes import isa
-from dcube_edge.runtimes.base import BackendUnavailable, Runner
+from dcube_edge.runtimes.base import Runner
 from dcube_edge.runtimes.manifest import Manifest, compose
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 from dcube_edge.runtimes.spec import GraphSpec
@@ -36,7 +37,7 @@ class TorchRunner(Runner):
                  device: str = "cpu", threads: int | None = None, compile: bool = False):
         super().__init__(spec)
         if precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"the torch runner runs fp32, bf16 (autocast) or fp16 (CUDA), not {precision!r}")
+            raise UserError(f"the torch runner runs fp32, bf16 (autocast) or fp16 (CUDA), not {precision!r}")
         self.load, self.precision, self.device, self.threads, self.compile = load, precision, device, threads, compile
 
     @classmethod

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dcube_edge.errors import Diverged, UserError
 from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.files import atomic_path, write_json
 from dcube_edge.runtimes.preprocess import PreprocessSpec
@@ -111,7 +112,7 @@ def resolve_amp(cfg: Config) -> str:
     if cfg.amp == "auto":
         return isa.training_autocast(cfg.width, cuda=torch.cuda.is_available())
     if cfg.amp not in AMP:
-        raise ValueError(f"unknown --amp {cfg.amp!r}; choose auto, {', '.join(AMP)}")
+        raise UserError(f"unknown --amp {cfg.amp!r}; choose auto, {', '.join(AMP)}")
     return cfg.amp
 
 
@@ -181,7 +182,7 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
         l_con = margin_contrastive(mid[: len(mine)].float(), mid[len(mine):].float(), different[mine].to(dev), cfg.margin)
         loss = l_fit + cfg.contrastive_weight * l_con
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"diffusion loss became {loss.item()} at step {step + 1}; "
+            raise Diverged(f"diffusion loss became {loss.item()} at step {step + 1}; "
                                      "the last good checkpoint is kept, but --resume would repeat the recipe: "
                                      "train into a new --out with a lower --diffusion-lr (or --amp none)")
         scaler.scale(loss / accum).backward()
@@ -337,7 +338,7 @@ def resume_config(out: Path, requested: Config, given: set[str]) -> tuple[Config
     saved = rundir.load_config(out)
     conflicts = [f for f in sorted(given - set(BUDGETS)) if getattr(requested, f) != getattr(saved, f)]
     if conflicts:
-        raise ValueError(f"--resume continues {out} with its saved settings, and these options differ from them: "
+        raise UserError(f"--resume continues {out} with its saved settings, and these options differ from them: "
                          + ", ".join(f"{OPTION.get(f, '--' + f.replace('_', '-'))} {getattr(requested, f)!r} "
                                      f"(saved {getattr(saved, f)!r})" for f in conflicts)
                          + "; drop them, or train into a new --out")
@@ -558,7 +559,7 @@ def init_run(out: str | Path, cfg: Config, layers: tuple[int, ...]) -> None:
     """A run dir with random weights, for export and benchmark rehearsals."""
     out = Path(out)
     if any(not 0 <= i < cfg.num_layers for i in layers):
-        raise ValueError(f"layers {list(layers)} out of range 0..{cfg.num_layers - 1} for preset {cfg.preset}")
+        raise UserError(f"layers {list(layers)} out of range 0..{cfg.num_layers - 1} for preset {cfg.preset}")
     seed_all(cfg.seed)
     cfg = cfg.replace(selected_layers=tuple(sorted(layers)), val_source="none (random init)")
     model = DCube(cfg, len(cfg.classes)).eval()

@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+
+from dcube_edge import __version__, rundir
 from dcube_edge.calibration import sets as calib_sets
+from dcube_edge.config import Config
+from dcube_edge.data import DataError, Split, discover, read_split
+from dcube_edge.errors import UserError
+from dcube_edge.head import FixedGraph
+from dcube_edge.loop import predict_logits
 from dcube_edge.runtimes import backends, isa, make_runner
 from dcube_edge.runtimes import facts as engine_facts
 from dcube_edge.runtimes import manifest as engine_manifest
@@ -31,19 +38,13 @@ from dcube_edge.runtimes.manifest import read as read_manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 from dcube_edge.runtimes.spec import GraphSpec, SpecMismatch
 
-from dcube_edge import __version__, rundir
-from dcube_edge.config import Config
-from dcube_edge.data import DataError, Split, discover, read_split
-from dcube_edge.head import FixedGraph
-from dcube_edge.loop import predict_logits
-
 from . import parity
 from .to_onnx import export_onnx
 
 Log = Callable[[str], None]
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that cannot be done as asked; the message says why."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 import torch
+
 from dcube_edge.runtimes.files import atomic_path
 from dcube_edge.runtimes.spec import GraphSpec
 

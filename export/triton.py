@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes import backends
 from dcube_edge.runtimes.files import write_bytes
 
@@ -15,7 +16,7 @@ def config_pbtxt(name: str, manifest: dict) -> str:
     graph = manifest["graph"]
     backend = backends.get(manifest["backend"])
     if backend.triton is None:
-        raise ValueError(f"Triton has no platform for {backend.name} engines")
+        raise UserError(f"Triton has no platform for {backend.name} engines")
     platform, filename, gpu = backend.triton, backend.model_files[0], backend.gpu
 
     def tensor(t: dict) -> str:

@@ -23,7 +23,8 @@ def make_runner(manifest: Manifest, threads: int | None = None, device: str | No
                 profile: bool = False) -> Runner:
     """The engine's runner (not yet activated), from the backend registry; backends are imported lazily.
     ``profile`` builds it with per-op timing (``Runner.op_times``)."""
-    return backends.get(manifest.backend).make_runner(manifest, threads=threads, device=device, profile=profile)
+    runner_class = backends.get(manifest.backend).runner_class()
+    return runner_class.from_manifest(manifest, threads=threads, device=device, profile=profile)
 
 
 def load(engine_dir: str | Path, threads: int | None = None, device: str | None = None,

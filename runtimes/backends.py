@@ -13,13 +13,8 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
 
-from .base import BackendUnavailable
-
-if TYPE_CHECKING:
-    from .base import Runner
-    from .manifest import Manifest
+from dcube_edge.errors import BackendUnavailable, UserError
 
 
 @dataclass(frozen=True)
@@ -48,13 +43,10 @@ class Backend:
         if reason:
             raise BackendUnavailable(f"{reason}: {self.install}")
 
-    def runner_class(self) -> type[Runner]:
+    def runner_class(self) -> type:
+        """The :class:`~dcube_edge.runtimes.base.Runner` subclass named by ``runner``, imported now."""
         module, cls = self.runner.split(":")
         return getattr(importlib.import_module(module), cls)
-
-    def make_runner(self, manifest: Manifest, threads: int | None = None, device: str | None = None,
-                    profile: bool = False) -> Runner:
-        return self.runner_class().from_manifest(manifest, threads=threads, device=device, profile=profile)
 
     def build_module(self) -> ModuleType:
         self.require(build=True)
@@ -80,7 +72,7 @@ def get(name: str) -> Backend:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}") from None
+        raise UserError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}") from None
 
 
 def offering(precision: str) -> list[str]:

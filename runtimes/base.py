@@ -9,17 +9,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dcube_edge.errors import BackendUnavailable, RunnerNotActive
+
+__all__ = ["BackendUnavailable", "Runner", "RunnerNotActive"]
+
 if TYPE_CHECKING:
     from .manifest import Manifest
     from .spec import GraphSpec
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend's Python package (or device) is not present; the message says how to install it."""
-
-
-class RunnerNotActive(RuntimeError):
-    """``infer`` on a runner that was never activated (or already deactivated)."""
 
 
 class Runner(ABC):

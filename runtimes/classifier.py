@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dcube_edge.errors import DcubeError
+
 from .base import Runner
 from .manifest import Manifest
 from .preprocess import ImageError, load
@@ -22,7 +24,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class NonFiniteOutput(RuntimeError):
+class NonFiniteOutput(DcubeError, RuntimeError):
     """The engine produced NaN or Inf logits; the prediction is not to be trusted."""
 
 

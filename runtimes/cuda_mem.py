@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from .base import BackendUnavailable
+from dcube_edge.errors import BackendUnavailable
 
 
 class DeviceMemory(ABC):

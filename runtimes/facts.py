@@ -12,11 +12,13 @@ import json
 import struct
 from pathlib import Path
 
+from dcube_edge.errors import UserError
+
 KEY = "dcube_edge.facts"
 FIELDS = ("classes", "preprocess", "timesteps", "graph", "backend", "precision")
 
 
-class FactsMismatch(ValueError):
+class FactsMismatch(UserError):
     """The manifest's facts differ from those bound into the model file."""
 
 

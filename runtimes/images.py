@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dcube_edge.errors import UserError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm",)
 MAX_PIXELS = 64_000_000  # refuse decompression bombs well before Pillow's own limit
@@ -21,7 +23,7 @@ INTENSITY = "stored-range"
 INTENSITIES = (INTENSITY,)
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """A file that cannot be turned into a model input; the message says why."""
 
 

@@ -10,6 +10,8 @@ import platform
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from dcube_edge.errors import Unavailable
+
 # Flags worth recording with every figure: they decide which half/int8 units exist.
 NOTABLE = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
            "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
@@ -118,7 +120,7 @@ def training_autocast(width: int, flags: Iterable[str] | None = None, cuda: bool
     return "bf16" if has_bf16(flags) and width >= 512 else "none"
 
 
-class PrecisionUnavailable(ValueError):
+class PrecisionUnavailable(Unavailable):
     """A precision this CPU cannot run as asked; the message names what it can."""
 
 

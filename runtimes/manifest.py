@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dcube_edge.errors import UserError
+
 from . import backends, facts
 from .files import sha256
 from .preprocess import PreprocessSpec
@@ -17,7 +19,7 @@ FORMAT_VERSION = 2  # 2: engine facts bound into the model file (runtimes/facts.
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
-class EngineError(ValueError):
+class EngineError(UserError):
     """An engine directory that must not be used; the message says why and what to do."""
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import BackendUnavailable, Runner
+from dcube_edge.errors import BackendUnavailable
+
+from .base import Runner
 from .spec import GraphSpec
 
 

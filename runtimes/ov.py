@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dcube_edge.errors import BackendUnavailable
+
 from . import isa
-from .base import BackendUnavailable, Runner
+from .base import Runner
 from .spec import GraphSpec
 
 

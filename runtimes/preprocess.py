@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dcube_edge.errors import UserError
+
 from .images import DICOM_SUFFIXES, IMAGE_SUFFIXES, INTENSITIES, INTENSITY, MAX_PIXELS, ImageError, is_dicom, unit_range
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "PreprocessSpec", "list_images", "load", "preprocess", "scan",
@@ -32,7 +34,7 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITIES:
-            raise ValueError(f"unknown intensity contract {self.intensity!r} (this dcube-edge reads "
+            raise UserError(f"unknown intensity contract {self.intensity!r} (this dcube-edge reads "
                              f"{', '.join(INTENSITIES)}): install the dcube-edge that wrote it")
 
     def to_dict(self) -> dict:

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dcube_edge.errors import UserError
+
 from .files import dumps, sha256
 
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # a DICOM UID: digits and dots, never a path
@@ -55,14 +57,14 @@ class ServeOptions:
                               *([("--forward", self.forward[0])] if self.forward else [])]:
             check_ae_title(title, option)
         if not is_loopback(self.host) and not (self.token and self.allow_ae):
-            raise ValueError(f"--host {self.host} is reachable from the network: also pass --token-file (HTTP) and "
+            raise UserError(f"--host {self.host} is reachable from the network: also pass --token-file (HTTP) and "
                              "--allow-ae with at least one calling AE title (DICOM)")
 
 
 def check_ae_title(title: str, option: str) -> None:
     """An AE title as PS3.5 6.2 allows it: 1-16 characters of the default repertoire, no backslash."""
     if not title.strip() or len(title) > 16 or not title.isascii() or "\\" in title or not title.isprintable():
-        raise ValueError(f"{option} {title!r} is not an AE title: 1 to 16 printable ASCII characters, no backslash "
+        raise UserError(f"{option} {title!r} is not an AE title: 1 to 16 printable ASCII characters, no backslash "
                          "(PS3.5 6.2)")
 
 
@@ -74,7 +76,7 @@ def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        raise ValueError(f"--host {host!r} is not an IP address") from None
+        raise UserError(f"--host {host!r} is not an IP address") from None
 
 
 class Ledger:
@@ -190,7 +192,7 @@ class Service:
         recorded = self.ledger.meta("engine_sha256")
         if recorded and recorded != self.engine_hash:
             if not opts.reclassify:
-                raise ValueError(f"{opts.spool} holds results of another engine (manifest sha256 {recorded[:12]}…); "
+                raise UserError(f"{opts.spool} holds results of another engine (manifest sha256 {recorded[:12]}…); "
                                  "use a new --spool, or pass --reclassify to classify everything again with this one")
             self.ledger.reset()
         self.ledger.meta("engine_sha256", self.engine_hash)

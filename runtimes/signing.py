@@ -9,13 +9,14 @@ import hashlib
 import json
 from pathlib import Path
 
-from .base import BackendUnavailable
+from dcube_edge.errors import BackendUnavailable, UserError
+
 from .files import write_bytes
 
 SIGNATURE = "manifest.sig"
 
 
-class Untrusted(ValueError):
+class Untrusted(UserError):
     """An engine no trusted key signed (the manifest reader turns it into an EngineError)."""
 INSTALL = "signing needs the cryptography package: pip install 'dcube-edge[sign]'"
 
@@ -44,7 +45,7 @@ def keygen(private_path: Path) -> Path:
     public_path = private_path.with_name(private_path.name + ".pub")
     for p in (private_path, public_path):
         if p.exists():
-            raise ValueError(f"{p} exists; refusing to overwrite a key (choose another --out)")
+            raise UserError(f"{p} exists; refusing to overwrite a key (choose another --out)")
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
@@ -62,9 +63,9 @@ def sign(manifest: Path, private_path: Path) -> dict:
     try:
         key = serialization.load_pem_private_key(Path(private_path).read_bytes(), password=None)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{private_path} is not an unencrypted PEM private key ({e})") from None
+        raise UserError(f"{private_path} is not an unencrypted PEM private key ({e})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ValueError(f"{private_path} is not an Ed25519 key; create one with `dcube-edge keygen`")
+        raise UserError(f"{private_path} is not an Ed25519 key; create one with `dcube-edge keygen`")
     message = Path(manifest).read_bytes()
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     record = {"algorithm": "Ed25519", "signed": Path(manifest).name, "key_id": key_id(public),
@@ -93,7 +94,7 @@ def verify(manifest: Path, trusted: list[Path]) -> str:
         try:
             public = serialization.load_pem_public_key(Path(path).read_bytes())
         except (OSError, ValueError) as e:
-            raise ValueError(f"--trusted-key {path} is not a readable PEM public key ({e})") from None
+            raise UserError(f"--trusted-key {path} is not a readable PEM public key ({e})") from None
         try:
             public.verify(signature, message)
             return key_id(Path(path).read_bytes())

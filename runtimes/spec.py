@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dcube_edge.errors import UserError
+
 BATCH = "batch"  # the dynamic axis; "3*batch" is three times it (timesteps stacked on the batch axis)
 
 
-class SpecMismatch(ValueError):
+class SpecMismatch(UserError):
     """Tensors that do not match the graph spec; the message names the tensor and what differs."""
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import BackendUnavailable, Runner
+from dcube_edge.errors import BackendUnavailable
+
+from .base import Runner
 from .cuda_mem import device_memory
 from .spec import GraphSpec
 

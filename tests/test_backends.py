@@ -9,12 +9,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from dcube_edge.export.build import ExportError, ExportOptions, export
-from dcube_edge.runtimes import backends, spec
-from dcube_edge.runtimes.base import Runner
 
 from dcube_edge import rundir, runtimes
+from dcube_edge.export.build import ExportError, ExportOptions, export
 from dcube_edge.head import FixedGraph
+from dcube_edge.runtimes import backends, spec
+from dcube_edge.runtimes.base import Runner
 
 QUIET = {"log": lambda *_: None}
 

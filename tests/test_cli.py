@@ -61,9 +61,8 @@ def test_foreign_build_names_the_cpu_that_chose_the_precision_parts(ort_engine):
 def test_bench_rebuilds_engines_of_other_export_code_or_cpu_class(tiny_run, ort_engine, tmp_path, monkeypatch):
     import shutil
 
-    from dcube_edge.export import build
-
     from dcube_edge import benchmark
+    from dcube_edge.export import build
 
     out = tmp_path / "engine"
     shutil.copytree(ort_engine, out)
@@ -149,9 +148,9 @@ def test_bench_compile_rows_cover_every_torch_precision(tiny_run, monkeypatch):
     """--compile adds one torch.compile row per precision the eager rows run (the wiring only: torch.compile
     is replaced by a recorder here, since compiling takes a minute; `make bench` compiles for real)."""
     import torch
-    from dcube_edge.runtimes import isa
 
     from dcube_edge.benchmark import torch_rows
+    from dcube_edge.runtimes import isa
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model, **_: compiled.append(model) or model)
@@ -247,6 +246,30 @@ def test_wrong_invocations_are_refused_in_one_line(invocation, ort_engine, tiny_
 
 def test_wrong_invocation_corpus_is_large_enough():
     assert len(WRONG) >= 40
+
+
+@pytest.mark.parametrize("raised, code, prefix", [("user", 2, "error: "), ("value", 3, "internal error: ValueError"),
+                                                 ("os", 2, "error: ")])
+def test_only_user_errors_exit_2(raised, code, prefix, tmp_path, capsys, monkeypatch):
+    """A UserError (and the OS refusing a file) is the user's to fix: exit 2; a plain ValueError from deep
+    inside (numpy, a bug) is internal: exit 3 with the --debug hint."""
+    from dcube_edge import cli as entry
+    from dcube_edge import phantoms
+    from dcube_edge.errors import UserError
+
+    error = {"user": UserError("bad data"), "value": ValueError("operands could not be broadcast"),
+             "os": PermissionError(13, "Permission denied")}[raised]
+
+    def write_demo(*a, **k):
+        raise error
+
+    monkeypatch.setattr(phantoms, "write_demo", write_demo)
+    monkeypatch.setattr(sys, "argv", ["dcube-edge", "demo-data", str(tmp_path / "p")])
+    with pytest.raises(SystemExit) as exit_:
+        entry.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == code and err.startswith(prefix) and "Traceback" not in err
+    assert ("--debug" in err) == (code == 3)
 
 
 def test_export_unknown_backend_and_missing_tensorrt(tiny_run, tmp_path):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 from dcube_edge.data import DataError, discover, stratified_split
 from dcube_edge.phantoms import CLASSES, write_demo
+from dcube_edge.runtimes.preprocess import PreprocessSpec
 from tests.conftest import shared
 
 

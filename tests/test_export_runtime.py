@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from dcube_edge.export.to_onnx import used_modules
-from dcube_edge.runtimes.manifest import EngineError
-from dcube_edge.runtimes.preprocess import PreprocessSpec
 from safetensors.torch import load_file
 
 from dcube_edge import rundir, runtimes
 from dcube_edge.data import discover
+from dcube_edge.export.to_onnx import used_modules
+from dcube_edge.runtimes.manifest import EngineError
+from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 
 def test_run_dir_contract(tiny_run):

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dcube_edge.runtimes.preprocess import PreprocessSpec
 from safetensors.torch import load_file
 
 from dcube_edge import ablation, rundir, selection
 from dcube_edge.data import discover, read_split
 from dcube_edge.metrics import classification_report, softmax
+from dcube_edge.runtimes.preprocess import PreprocessSpec
 from dcube_edge.train import predict_logits, predict_logits_random_t, random_timesteps
 from tests.test_cli import cli
 

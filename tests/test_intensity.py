@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from dcube_edge.runtimes.images import is_dicom
 from dcube_edge.runtimes.preprocess import PreprocessSpec, load, read_image, scan
-from PIL import Image
 
 pydicom = pytest.importorskip("pydicom", reason="DICOM needs the `dicom` extra (pydicom)")
 

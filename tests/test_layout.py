@@ -1,4 +1,5 @@
-"""The project's shape: no import cycles among its modules (function-level imports included)."""
+"""The project's shape: no import cycles among its modules (function-level and type-only imports included),
+one package as installed and as cloned, modules and functions of a readable size."""
 from __future__ import annotations
 
 import ast
@@ -16,25 +17,23 @@ def project_modules() -> dict[str, Path]:
     mods = {}
     for pkg in packages:
         folder = Path(importlib.util.find_spec(pkg).submodule_search_locations[0])
-        for f in folder.glob("*.py"):
-            mods[pkg if f.stem == "__init__" else f"{pkg}.{f.stem}"] = f
+        for f in folder.rglob("*.py"):
+            parts = [pkg, *f.relative_to(folder).with_suffix("").parts]
+            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
     return mods
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module → project modules it imports anywhere in its body (``if TYPE_CHECKING:`` blocks aside: they
-    never run). ``from pkg import mod`` counts as an import of ``pkg.mod``."""
+    """module → project modules it imports anywhere in its body, ``if TYPE_CHECKING:`` blocks included (a
+    circle of type-only imports is still a circle a reader has to untangle). ``from pkg import mod`` counts as
+    an import of ``pkg.mod``."""
     mods = project_modules()
     graph: dict[str, set[str]] = {}
     for name, path in mods.items():
         package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
         deps: set[str] = set()
         tree = ast.parse(path.read_text())
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
         for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     parts = package.split(".")
@@ -93,3 +92,31 @@ def test_graph_sees_function_level_and_relative_imports():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def test_the_wheel_holds_one_package_with_every_module(tmp_path):
+    """`pip install .` installs `dcube_edge` and nothing else at the top level, and every module of the source
+    tree's mapped folders lands in it (a subpackage missing from pyproject's list would be left out)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
+                          "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    assert {n.split("/")[0] for n in names} == {"dcube_edge", "dcube_edge-0.1.0.dist-info"}
+    packaged = {n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py")}
+    assert packaged == set(project_modules())
+
+
+def test_a_clone_root_imports_its_own_stage_folders():
+    """From a clone's root, `./dcube_edge` shadows any installed copy; its stage subpackages must then be the
+    clone's folders, not an ImportError. `-S`: no site-packages, so no install can answer instead."""
+    import subprocess
+    import sys
+
+    code = "import importlib.util as u; print(u.find_spec('dcube_edge.runtimes').origin)"
+    res = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert Path(res.stdout.strip()) == ROOT / "runtimes" / "__init__.py"

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import onnx
 import pytest
+
+from dcube_edge import runtimes
 from dcube_edge.calibration import sets
 from dcube_edge.calibration.int8 import qdq_properties
 from dcube_edge.export import openvino as ov_export
 from dcube_edge.export.build import ExportOptions, export
 from dcube_edge.runtimes.preprocess import PreprocessSpec
-
-from dcube_edge import runtimes
 
 QUIET = dict(log=lambda *_: None)
 
@@ -322,6 +322,7 @@ def test_int8_attention_products_are_timed_int8_against_float(tiny_run, tmp_path
     The kept IR must be what the manifest says, with no leftover variant files."""
     pytest.importorskip("nncf")
     import openvino as ov
+
     from dcube_edge.runtimes import isa
 
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
@@ -357,6 +358,7 @@ def test_guide_branch_stages_are_timed_int8_against_float_where_islands_run_f32(
     faster = "int8"
     pytest.importorskip("nncf")
     import openvino as ov
+
     from dcube_edge.runtimes import isa
 
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(VNNI_XEON))
@@ -384,6 +386,7 @@ def test_guide_branch_goes_back_to_float_when_parity_breaks(tiny_run, tmp_path, 
     put back), the reason recorded, and the spare never left in the engine."""
     pytest.importorskip("nncf")
     import openvino as ov
+
     from dcube_edge.runtimes import isa, spec
 
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(VNNI_XEON))
@@ -470,6 +473,7 @@ def test_bf16_engine_keeps_the_guide_branch_f32_when_parity_breaks(tiny_run, tmp
     f32 (compiled model's runtimePrecision), and the manifest must hash the rewritten IR."""
     import openvino as ov
     import openvino.properties.hint as hints
+
     from dcube_edge.runtimes import isa, spec
 
     if not isa.has_bf16():

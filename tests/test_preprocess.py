@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
-from dcube_edge.runtimes.preprocess import ImageError, PreprocessSpec, load, preprocess, read_image
 from PIL import Image
+
+from dcube_edge.runtimes.preprocess import ImageError, PreprocessSpec, load, preprocess, read_image
 
 SPEC = PreprocessSpec(32)
 

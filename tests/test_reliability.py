@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dcube_edge.runtimes.manifest import EngineError
-from dcube_edge.runtimes.preprocess import ImageError, read_image
 from PIL import Image
 from safetensors.torch import load_file
 
 from dcube_edge import rundir, runtimes
+from dcube_edge.runtimes.manifest import EngineError
+from dcube_edge.runtimes.preprocess import ImageError, read_image
 from tests.test_cli import EXE, cli
 
 
@@ -261,10 +261,11 @@ def test_dicom_refusals(tmp_path):
 def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
     """A real ONNX graph whose logits are NaN (0/0), run by ONNX Runtime through the normal runtime path."""
     import onnx
+    from onnx import TensorProto, helper
+
     from dcube_edge.runtimes import facts
     from dcube_edge.runtimes.files import sha256
     from dcube_edge.runtimes.manifest import FORMAT, FORMAT_VERSION
-    from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 1, 32, 32])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
@@ -359,6 +360,7 @@ def test_an_edited_manifest_cannot_relabel_an_engine(ort_engine, tmp_path, edit)
 
 def test_an_engine_without_bound_facts_is_refused(ort_engine, tmp_path):
     import onnx
+
     from dcube_edge.runtimes.files import sha256
 
     copy = tmp_path / "engine"

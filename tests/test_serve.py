@@ -37,8 +37,9 @@ STUDY = "1.2.826.0.1.3680043.10.1000.1"
 
 def dicom_of(png: Path, out: Path) -> Path:
     """A secondary-capture instance holding a PNG's pixels, with the study attributes a scanner sends."""
-    from dcube_edge.runtimes.dicom import write_secondary_capture
     from pydicom import dcmread
+
+    from dcube_edge.runtimes.dicom import write_secondary_capture
 
     write_secondary_capture(np.asarray(Image.open(png).convert("L"), dtype=np.uint8), out, STUDY)
     ds = dcmread(out)
@@ -316,8 +317,9 @@ def test_http_needs_the_bearer_token_when_one_is_set(ort_engine, tmp_path):
 
 
 def test_another_engine_needs_another_spool_or_reclassify(ort_engine, tiny_run, scans, tmp_path):
-    from dcube_edge.export.build import ExportOptions, export
     from pydicom import dcmread
+
+    from dcube_edge.export.build import ExportOptions, export
 
     other = tmp_path / "other-engine"
     export(tiny_run, other, ExportOptions(max_batch=8), log=lambda *_: None)  # same model, another manifest

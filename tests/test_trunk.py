@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from dcube_edge.runtimes import isa
 from test_cli import cli
 
 from dcube_edge.config import Config
+from dcube_edge.runtimes import isa
 from dcube_edge.train import (
     diagnostic_steps,
     ema_model,
