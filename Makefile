@@ -6,7 +6,7 @@ EXTRAS ?= train,quant,openvino,dicom,sign,serve,dev
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 
-.PHONY: install demo test bench results lint clean
+.PHONY: install demo test test-isa bench results lint clean
 
 install: $(VENV)/.installed
 
@@ -30,9 +30,16 @@ demo: install
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadgroup tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
+# The precision tests again as the other CPU classes, on a machine of a higher one (oneDNN's dispatch cap, which
+# PyTorch and OpenVINO honour): AVX512_CORE_BF16 is an AMD EPYC's class, AVX512_CORE_VNNI a Xeon without bf16.
+ISAS ?= AVX512_CORE_BF16 AVX512_CORE_VNNI
+test-isa: install
+	for isa in $(ISAS); do echo "== ONEDNN_MAX_CPU_ISA=$$isa"; ONEDNN_MAX_CPU_ISA=$$isa OMP_NUM_THREADS=1 \
+	  $(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup tests/test_precision.py tests/test_backends.py || exit 1; done
+
 lint: install
 	$(BIN)/python -m pip install -q ruff
-	$(BIN)/ruff check dcube_edge export calibration runtimes tests
+	$(BIN)/ruff check dcube_edge export calibration runtimes research tests
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info
@@ -44,7 +51,7 @@ clean:
 BENCH ?= bench-out
 bench: install
 	test -d $(BENCH)/phantoms || $(BIN)/dcube-edge demo-data $(BENCH)/phantoms --per-class 40 --size 128
-	$(BIN)/python -c "from dcube_edge.benchmark import bench_run as r; print(r('$(BENCH)/paper', 'paper')); print(r('$(BENCH)/small', 'small'))"
+	$(BIN)/python -c "from dcube_edge.bench import bench_run as r; print(r('$(BENCH)/paper', 'paper')); print(r('$(BENCH)/small', 'small'))"
 	tag=$$($(BIN)/python -c "from dcube_edge.runtimes import isa; print(isa.tag())"); mkdir -p benchmarks/$$tag; \
 	$(BIN)/dcube-edge bench $(BENCH)/paper --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
 	  --iterations 10 --warmup 2 --compile --profile --vs-benchmark-app --json benchmarks/$$tag/paper.json --csv benchmarks/$$tag/paper.csv \
@@ -52,12 +59,12 @@ bench: install
 	$(BIN)/dcube-edge bench $(BENCH)/small --matrix --figures --calibration $(BENCH)/phantoms --batch-sizes 1,8 \
 	  --iterations 30 --warmup 5 --compile --vs-benchmark-app --json benchmarks/$$tag/small.json --csv benchmarks/$$tag/small.csv \
 	  --plot benchmarks/$$tag/small.png
-	$(BIN)/python -c "from pathlib import Path; from dcube_edge.benchmark import write_report as w; w(Path('benchmarks'))" > /dev/null
+	$(BIN)/python -c "from pathlib import Path; from dcube_edge.bench import write_report as w; w(Path('benchmarks'))" > /dev/null
 
-# docs/results.md: trains every row of dcube_edge/ablation.py's plan not yet trained (hours on 2 CPU
+# docs/results.md: trains every row of research/ablation.py's plan not yet trained (hours on 2 CPU
 # cores; interrupt and rerun to resume), then renders the tables from whatever is trained.
 RESULTS ?= runs/ablation
 DATA    ?= ../shared/data
 results: install
-	$(BIN)/python -m dcube_edge.ablation run $(RESULTS) --data $(DATA); rc=$$?; \
-	$(BIN)/python -m dcube_edge.ablation report $(RESULTS) docs/results.md && exit $$rc
+	$(BIN)/python -m research.ablation run $(RESULTS) --data $(DATA); rc=$$?; \
+	$(BIN)/python -m research.ablation report $(RESULTS) docs/results.md && exit $$rc

@@ -30,17 +30,6 @@ class _Reader:
 
 # Q/DQ only in front of the ops TensorRT runs in int8; LayerNorm, Softmax, Add etc. stay float.
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
-# Modules kept in float: the whole step-2 head (ResNet guide branch, token mixing, gated fusion, stages,
-# MLP); the trunk's MatMuls, where the FLOPs are (91 % on the paper preset, 54-89 % on small depending on the
-# cut), run int8. The head reaches the output through a global sum pool and a sigmoid gate, which amplify
-# quantization error. Measured on BreastMNIST `small` (78 validation images, ONNX Runtime QDQ, 2026-11-26):
-# guide branch float only: AUC -0.0063, max |dlogit| 0.29; whole head float: AUC 0.0000, max |dlogit| 0.07;
-# percentile/entropy calibration instead: -0.0079 / -0.0063; trunk's first block float: +0.0008 but 15 % of
-# the paper preset's FLOPs against the head's 9 %. The guide branch alone was the earlier choice (97.4 % top-1
-# agreement when quantized).
-KEEP_FLOAT_SCOPES = ["head"]
-
-
 def in_scopes(name: str, scopes: list[str]) -> bool:
     """Whether a node or IR layer name (module-scoped at export, e.g. ``head.resnet.layer1/...``) falls
     under any of ``scopes``."""
@@ -52,8 +41,9 @@ def excluded_nodes(model: onnx.ModelProto, scopes: list[str]) -> list[str]:
     return [n.name for n in model.graph.node if in_scopes(n.name, scopes)]
 
 
-def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str,
-             method: str = "minmax", keep_float: list[str] | None = None) -> dict:
+def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str, keep_float: list[str],
+             method: str = "minmax") -> dict:
+    """Q/DQ in front of :data:`OP_TYPES` except in the modules ``keep_float`` (the precision policy's)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -62,7 +52,6 @@ def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: s
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        keep_float = KEEP_FLOAT_SCOPES if keep_float is None else keep_float
         exclude = excluded_nodes(onnx.load(str(pre)), keep_float)
         # The MinMax calibrator reduces every tensor to its range inside the graph; only the batch's own
         # activations are held at once, so large images go through in small batches.

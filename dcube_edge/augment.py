@@ -35,10 +35,14 @@ def target_name(seed: int, index: int) -> str:
     return f"synthetic_s{seed}_{index:05d}.png"
 
 
-def augment(run: str | Path, out: str | Path, counts: dict[str, int], sampler: str = "ddim", steps: int = 50,
-            seed: int = 0, batch_size: int = 16, progress: Callable[[int, int], None] | None = None) -> dict:
+def augment(run: str | Path, out: str | Path, per_class: int | None, sampler: str = "ddim", steps: int = 50,
+            seed: int = 0, batch_size: int = 16, progress: Callable[[int, int], None] | None = None,
+            data: str | None = None) -> dict:
+    """``per_class`` images of every class, or (None) as many as bring each class of the training data (``data``
+    or the run's) up to the largest. Returns what was written, with the counts asked for."""
     run, out = Path(run), Path(out)
     cfg = rundir.load_config(run)
+    counts = balance_counts(cfg, data) if per_class is None else {c: per_class for c in cfg.classes}
     if sampler not in ("ddpm", "ddim"):
         raise UserError(f"unknown sampler {sampler!r}; choose ddpm or ddim")
     trunk = UViT(cfg, len(cfg.classes))

@@ -34,6 +34,24 @@ GUIDE_BRANCHES: dict[str, dict[str, Any]] = {
     "narrow-resnet50": dict(resnet_block="bottleneck", resnet_width=16, resnet_layers=(3, 4, 6, 3))}
 
 
+# The one map between `train` options and the Config fields they set, where the names differ (every other
+# option sets the field of its own name): the CLI reads which fields an option gave, messages name the option.
+FIELDS_OF_OPTION: dict[str, tuple[str, ...]] = {
+    "layers": ("layer_choice",), "trunk": ("trunk_from",),
+    "guide_branch": ("resnet_block", "resnet_width", "resnet_layers")}
+
+
+def option_of(field: str) -> str:
+    """The `train` option that sets a Config field, as a user types it."""
+    name = next((o for o, fs in FIELDS_OF_OPTION.items() if field in fs), field)
+    return "--" + name.replace("_", "-")
+
+
+def fields_of(option: str) -> tuple[str, ...]:
+    """The Config fields a `train` option (its parameter name) sets."""
+    return FIELDS_OF_OPTION.get(option, (option,))
+
+
 @dataclass
 class Config:
     """Everything that defines a run. Saved as ``config.json``; sizes come from a preset."""

@@ -49,8 +49,9 @@ def phantom(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_demo(out: str | Path, per_class: int = 60, size: int = 64, seed: int = 0,
-               val_per_class: int = 0) -> dict[str, int]:
-    """Write ``out/<class>/<class>_NNNN.png`` (or ``out/{train,val}/...`` when ``val_per_class``)."""
+               val_per_class: int = 0, dicom: bool = False) -> dict[str, int]:
+    """Write ``out/<class>/<class>_NNNN.png`` (or ``out/{train,val}/...`` when ``val_per_class``); with
+    ``dicom``, secondary-capture instances (``.dcm``) of the same pixels instead, as a scanner would send them."""
     out = Path(out)
     splits = {"train": per_class, "val": val_per_class} if val_per_class else {"": per_class}
     written = {}
@@ -65,4 +66,10 @@ def write_demo(out: str | Path, per_class: int = 60, size: int = 64, seed: int =
                 Image.fromarray(phantom(kind, size, rng)).save(tmp)
                 tmp.replace(path)
             written[f"{split or 'all'}/{kind}"] = n
+    if dicom:
+        from dcube_edge.runtimes.dicom import write_secondary_capture
+
+        for png in sorted(out.rglob("*.png")):
+            write_secondary_capture(np.asarray(Image.open(png).convert("L")), png.with_suffix(".dcm"))
+            png.unlink()
     return written

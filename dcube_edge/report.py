@@ -88,7 +88,8 @@ def prediction_counts(title: str, counts: dict[str, int], classes: list[str], er
 
 def bench(result: dict) -> Iterator[RenderableType]:
     """The latency table, effective precisions, the benchmark_app comparison, per-op profiles and figures."""
-    from dcube_edge.benchmark import peaks_text, vs_app_method
+    from dcube_edge.bench.report import peaks_text
+    from dcube_edge.bench.vs_app import vs_app_method
     from dcube_edge.runtimes.isa import recorded
 
     info = result["machine"]

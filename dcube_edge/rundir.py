@@ -79,3 +79,19 @@ def load_model(run: str | Path) -> tuple[Config, torch.nn.Module]:
     load_weights(model.trunk, run / DIFFUSION)
     load_weights(model.head, run / CLASSIFIER)
     return cfg, model.eval()
+
+
+def save_state(path: Path, **state) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: Path) -> dict | None:
+    """A training checkpoint: tensors and plain containers only (``weights_only``), never objects."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for foreign objects, RuntimeError for corrupt archives
+        raise RunError(f"{path} is not a dcube-edge checkpoint of plain tensors ({type(e).__name__}); "
+                              "refusing to load it: delete it to restart that step") from None

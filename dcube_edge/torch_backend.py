@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dcube_edge.errors import BackendUnavailable, UserError
+from dcube_edge.export.builder import Builder
 from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.base import Runner
 from dcube_edge.runtimes.manifest import Manifest, compose
@@ -25,7 +26,7 @@ from dcube_edge.runtimes.spec import GraphSpec
 if TYPE_CHECKING:
     import torch
 
-    from dcube_edge.export.build import BuildJob
+    from dcube_edge.export.job import BuildJob
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -106,26 +107,22 @@ class TorchRunner(Runner):
 
 # -- build half -------------------------------------------------------------------------------------
 
-def check(precision: str) -> None:
-    if precision == "bf16" and not isa.has_bf16():
-        raise isa.PrecisionUnavailable(f"this CPU has no bf16 units ({isa.describe()}); torch bf16 autocast "
-                                       "would be emulated: use fp32")
-
-
-def build(job: BuildJob) -> tuple[str, dict]:
+class TorchBuilder(Builder):
     """The run's inference weights (trunk + head, one safetensors file) and its config."""
-    from dcube_edge import rundir
 
-    model = rundir.load_model(job.run)[1]
-    rundir.save_weights(model, job.work / WEIGHTS)
-    shutil.copyfile(job.run / rundir.CONFIG, job.work / CONFIG)
-    return WEIGHTS, {"autocast": job.precision == "bf16"}
+    def check(self, precision: str) -> None:
+        if precision == "bf16" and not isa.has_bf16():
+            raise isa.PrecisionUnavailable(f"this CPU has no bf16 units ({isa.describe()}); torch bf16 autocast "
+                                           "would be emulated: use fp32")
 
+    def build(self, job: BuildJob) -> tuple[str, dict]:
+        from dcube_edge import rundir
 
-def tool_versions() -> dict:
-    return {}
+        model = rundir.load_model(job.run)[1]
+        rundir.save_weights(model, job.work / WEIGHTS)
+        shutil.copyfile(job.run / rundir.CONFIG, job.work / CONFIG)
+        return WEIGHTS, {"autocast": job.precision == "bf16"}
 
-
-def effective_precision(precision: str, hint: str | None, info: dict | None = None) -> dict:
-    return {"all": "bf16 (torch CPU autocast: matmuls and convolutions bf16, reductions fp32)"
-            if precision == "bf16" else "fp32"}
+    def effective_precision(self, job: BuildJob, info: dict | None) -> dict[str, str]:
+        return {"all": "bf16 (torch CPU autocast: matmuls and convolutions bf16, reductions fp32)"
+                if job.precision == "bf16" else "fp32"}

@@ -1,5 +1,5 @@
 """Compare an engine's logits with the FP32 torch reference (explicit figures; the pass/fail rule is the
-precision's :class:`~dcube_edge.runtimes.spec.Tolerance`).
+precision's :class:`~dcube_edge.runtimes.precisions.Tolerance`).
 
 Top-1 agreement is reported as measured, and again with *near-tie flips* excused: images whose two
 candidate classes are within the precision's ``tie_margin`` logits of each other in both the reference and the

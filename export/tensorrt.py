@@ -6,23 +6,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dcube_edge.errors import DcubeError
 from dcube_edge.runtimes.trt import import_tensorrt
 
-from .onnxruntime import effective_precision  # the same precision ONNX, the same parts
+from .builder import Builder
 
 if TYPE_CHECKING:
-    from .build import BuildJob
-
-__all__ = ["build", "check", "effective_precision", "tool_versions"]
+    from .job import BuildJob
 
 WORKSPACE_BYTES = 2 << 30
 
 
-def check(precision: str) -> None:
-    return None
+class TensorRTBuilder(Builder):
+    def build(self, job: BuildJob) -> tuple[str, dict]:
+        return build_plan(job)
+
+    def tool_versions(self) -> dict[str, str]:
+        import tensorrt
+
+        return {"tensorrt": tensorrt.__version__}
+
+    def effective_precision(self, job: BuildJob, info: dict | None) -> dict[str, str]:
+        return job.policy.qdq_parts(job.precision)  # the same precision ONNX, the same parts
 
 
-def build(job: BuildJob) -> tuple[str, dict]:
+def build_plan(job: BuildJob) -> tuple[str, dict]:
     onnx_path, work, spec, log = job.precision_onnx(), job.work, job.spec, job.log
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -33,7 +41,7 @@ def build(job: BuildJob) -> tuple[str, dict]:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+        raise DcubeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     profile = builder.create_optimization_profile()
@@ -46,14 +54,8 @@ def build(job: BuildJob) -> tuple[str, dict]:
     log(f"building TensorRT plan (strongly typed, batch {spec.batch['min']}..{spec.batch['max']})")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError("TensorRT failed to build the engine; see the messages above")
+        raise DcubeError("TensorRT failed to build the engine; see the messages above")
     (work / "model.plan").write_bytes(bytes(plan))
     (work / "timing.cache").write_bytes(bytes(config.get_timing_cache().serialize()))
     return "model.plan", {"strongly_typed": True, "workspace_bytes": WORKSPACE_BYTES,
                           "profile": spec.batch, "timing_cache": "timing.cache"}
-
-
-def tool_versions() -> dict:
-    import tensorrt
-
-    return {"tensorrt": tensorrt.__version__}

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import backends
+from . import backends, precisions
 from .base import BackendUnavailable, Runner, RunnerNotActive
 from .classifier import Classifier, NonFiniteOutput, Prediction
 from .manifest import EngineError, Manifest, read
 from .spec import GraphSpec, SpecMismatch
 
 __all__ = ["load", "make_runner", "Classifier", "Prediction", "Runner", "Manifest", "EngineError", "GraphSpec",
-           "BackendUnavailable", "NonFiniteOutput", "RunnerNotActive", "SpecMismatch", "backends", "read"]
+           "BackendUnavailable", "NonFiniteOutput", "RunnerNotActive", "SpecMismatch", "backends", "precisions", "read"]
 
 
 def make_runner(manifest: Manifest, threads: int | None = None, device: str | None = None,

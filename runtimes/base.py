@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 class Runner(ABC):
     name = "runner"
+    op_times_per_call = False  # op_times() covers the last call (True) or every call since activation (False)
 
     def __init__(self, spec: GraphSpec | None = None) -> None:
         self.spec = spec

@@ -16,7 +16,6 @@ from .spec import GraphSpec
 MANIFEST = "manifest.json"
 FORMAT = "dcube-edge-engine"
 FORMAT_VERSION = 2  # 2: engine facts bound into the model file (runtimes/facts.py)
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class EngineError(UserError):
@@ -75,10 +74,11 @@ class Manifest:
 
     def foreign_build(self, isa_class: str) -> str | None:
         """Why this engine's measured choices may not fit a CPU of ``isa_class``, or None: an OpenVINO
-        export times bf16 islands and int8 attention on the CPU it runs on and keeps what was faster there."""
+        export times bf16 islands and int8 attention on the CPU it runs on and keeps what was faster there (its
+        builder records those timings in its manifest section)."""
         built = (self.data.get("built_on") or {}).get("isa_class")
-        openvino = self.data.get("openvino", {})
-        measured = openvino.get("latency_by_hint_ms") or openvino.get("attention")
+        section = self.data.get(self.backend) or {}  # what the backend's builder recorded
+        measured = section.get("latency_by_hint_ms") or section.get("attention")
         if built and built != isa_class and measured:
             return (f"built on a CPU of class {built}, whose timings chose its precision parts; this CPU is of class "
                     f"{isa_class}: re-export here for choices measured on it")

@@ -22,6 +22,7 @@ from .spec import GraphSpec
 
 class OpenVINORunner(Runner):
     name = "openvino"
+    op_times_per_call = True  # PERF_COUNT describes the last inference only
 
     def __init__(self, model: str | Path, precision: str = "f32", threads: int | None = None,
                  device: str = "CPU", cache_dir: str | Path | None = None, profile: bool = False,
@@ -110,3 +111,26 @@ class OpenVINORunner(Runner):
     def deactivate_impl(self) -> None:
         self.request = self.compiled = self.network = self.core = None
         self.by_batch = {}
+
+
+def benchmark_app_ms(manifest, batch: int, seconds: int, threads: int | None = None) -> float:
+    """OpenVINO's own ``benchmark_app`` on the engine's IR, hint and the batch's static shape (``-shape``, as
+    the runner compiles it): its median latency in ms (it prints microseconds below a millisecond)."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    tool = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
+    hint = manifest.data.get("openvino", {}).get("inference_precision", "f32")
+    size = manifest.preprocess.size
+    cmd = [tool, "-m", str(manifest.model_file), "-d", "CPU", "-hint", "latency", "-infer_precision", hint,
+           "-shape", f"{manifest.input_name}[{batch},1,{size},{size}]", "-t", str(seconds)]
+    if threads:
+        cmd += ["-nthreads", str(threads)]
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
+    found = re.search(r"Median:\s+([\d.]+) (ms|us)", text)
+    if not found:
+        raise RuntimeError(f"benchmark_app printed no median latency: {text[-300:]}")
+    return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0)
+

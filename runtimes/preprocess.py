@@ -16,8 +16,7 @@ from dcube_edge.errors import UserError
 
 from .images import DICOM_SUFFIXES, IMAGE_SUFFIXES, INTENSITIES, INTENSITY, MAX_PIXELS, ImageError, is_dicom, unit_range
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "PreprocessSpec", "list_images", "load", "preprocess", "scan",
-           "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "PreprocessSpec", "load", "preprocess", "read_image"]
 
 
 
@@ -117,37 +116,3 @@ def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def load(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
     """Read and preprocess one file to (1, size, size)."""
     return preprocess(read_image(path), spec)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (DICOM included)."""
-    return scan(folder)[0]
-
-
-def scan(folder: str | Path, recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
-    """(image files, [(skipped file, why)], sub-folders not entered) in ``folder``, sorted by name; with
-    ``recursive`` every sub-folder is entered. Nothing in a folder is passed over without a reason."""
-    images: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
-    subfolders: list[Path] = []
-    for p in sorted(Path(folder).iterdir()):
-        if p.name.startswith("."):
-            continue  # hidden files and folders (.DS_Store, .partial writes) are not inputs
-        try:
-            if p.is_dir():
-                if recursive:
-                    sub = scan(p, recursive=True)
-                    images += sub[0]
-                    skipped += sub[1]
-                else:
-                    subfolders.append(p)
-            elif not p.exists():
-                skipped.append((p, "dangling symbolic link"))
-            elif p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES or is_dicom(p):
-                images.append(p)
-            else:
-                skipped.append((p, f"not a supported image type ({p.suffix or 'no suffix'}; supported: "
-                                   f"{', '.join(IMAGE_SUFFIXES + DICOM_SUFFIXES)} or DICOM by content)"))
-        except OSError as e:
-            skipped.append((p, f"cannot be read ({e.strerror or type(e).__name__})"))
-    return images, skipped, subfolders

@@ -25,7 +25,7 @@ def op_profile(manifest: Manifest, batch: int = 1, iterations: int = 20, warmup:
             runner.infer(feed)
         for _ in range(iterations):
             runner.infer(feed)
-            if manifest.backend == "openvino":
+            if runner.op_times_per_call:
                 calls.append(runner.op_times())
         if not calls:  # chronological events of every call, the same nodes each call
             times = runner.op_times()

@@ -102,3 +102,4 @@ def verify(manifest: Path, trusted: list[Path]) -> str:
             continue
     raise Untrusted(f"{engine_dir} is not signed by a trusted key (signature by key {record.get('key_id', '?')}, "
                       "or the manifest changed after signing); refusing it")
+

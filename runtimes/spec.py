@@ -1,7 +1,7 @@
 """One declarative description per exported graph (after optimum's export configs), typed both ways:
 it drives ``torch.onnx.export``, the TensorRT profile, the manifest's ``graph`` entry, the Triton
 ``config.pbtxt``, every runner's input check and the export-time output check; ``from_dict`` reads it
-back from a manifest. Tolerances are per precision. Torch-free."""
+back from a manifest. Torch-free (tolerances are per precision: :mod:`.precisions`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -15,38 +15,6 @@ BATCH = "batch"  # the dynamic axis; "3*batch" is three times it (timesteps stac
 
 class SpecMismatch(UserError):
     """Tensors that do not match the graph spec; the message names the tensor and what differs."""
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """What an engine must keep against FP32 torch on validation images.
-
-    ``tie_margin`` (logits) is the precision's rounding scale: a top-1 flip between two classes that are
-    within it of each other on both sides is a near-tie and does not count against ``min_top1_agreement``
-    (see :func:`dcube_edge.export.parity.tie_flips`). For two classes a margin of m logits is a probability
-    gap of tanh(m/2) ≈ m/2: 0.05 is 2.5 percentage points between the two."""
-
-    min_top1_agreement: float = 0.99
-    max_auc_drop: float = 0.005
-    max_abs_logit_diff: float | None = None  # fp32 engines only: the same arithmetic, reordered
-    tie_margin: float = 0.0
-
-    def holds(self, parity: dict) -> bool:
-        # manifests written before near-ties were counted carry only the raw agreement
-        agreement = parity.get("top1_agreement_beyond_ties", parity["top1_agreement"])
-        ok = agreement >= self.min_top1_agreement
-        delta = parity.get("auc_delta")
-        if delta is not None and np.isfinite(delta):
-            ok = ok and delta >= -self.max_auc_drop
-        if self.max_abs_logit_diff is not None:
-            ok = ok and parity["max_abs_logit_diff"] <= self.max_abs_logit_diff
-        return bool(ok)
-
-
-# fp32 reorders the same arithmetic (logits within 1e-3, so a flip needs a margin under 2e-3); fp16 keeps 11
-# significand bits, bf16 8, int8 activations 7 plus a scale: the tie margins grow with the rounding.
-TOLERANCES = {"fp32": Tolerance(max_abs_logit_diff=1e-3, tie_margin=2e-3),
-              "fp16": Tolerance(tie_margin=0.02), "bf16": Tolerance(tie_margin=0.05), "int8": Tolerance(tie_margin=0.05)}
 
 
 @dataclass(frozen=True)
@@ -107,10 +75,6 @@ class GraphSpec:
 
     def shape(self, tensor: TensorSpec, batch: int) -> tuple[int, ...]:
         return tensor.dims(batch)
-
-    @staticmethod
-    def tolerance(precision: str) -> Tolerance:
-        return TOLERANCES[precision]
 
     def check_inputs(self, feed: dict[str, np.ndarray]) -> int:
         """Names, dtypes, shapes and the batch range of a feed; returns its batch size."""

@@ -13,7 +13,7 @@ import torch
 from dcube_edge import rundir, runtimes
 from dcube_edge.export.build import ExportError, ExportOptions, export
 from dcube_edge.head import FixedGraph
-from dcube_edge.runtimes import backends, spec
+from dcube_edge.runtimes import backends, precisions, spec
 from dcube_edge.runtimes.base import Runner
 
 QUIET = {"log": lambda *_: None}
@@ -22,15 +22,16 @@ QUIET = {"log": lambda *_: None}
 @pytest.mark.parametrize("name", backends.names())
 def test_every_registered_backend_is_complete(name):
     b = backends.get(name)
-    assert b.precisions and set(b.precisions) <= set(runtimes.manifest.PRECISIONS) and b.model_files
+    assert b.precisions and set(b.precisions) <= set(precisions.names()) and b.model_files
     assert "pip install" in b.install
     if b.missing():
         pytest.skip(f"{name}: {b.missing()} (the registration itself is checked above)")
     cls = b.runner_class()
     assert issubclass(cls, Runner) and "from_manifest" in vars(cls)
     if b.missing(build=True) is None:
-        builder = b.build_module()
-        assert all(callable(getattr(builder, f, None)) for f in ("check", "build", "tool_versions"))
+        from dcube_edge.export.builder import Builder
+
+        assert isinstance(b.make_builder(), Builder)
 
 
 def test_unknown_backend_and_unoffered_precision_are_refused_before_any_work(tiny_run, tmp_path):
@@ -76,10 +77,10 @@ def test_graph_spec_round_trips_and_checks_tensors():
 
 def test_tolerances_are_per_precision():
     parity = {"top1_agreement": 1.0, "auc_delta": 0.0, "max_abs_logit_diff": 0.01}
-    assert not spec.TOLERANCES["fp32"].holds(parity)  # fp32 must also match logits to 1e-3
-    assert spec.TOLERANCES["int8"].holds(parity)
-    assert not spec.TOLERANCES["bf16"].holds({**parity, "top1_agreement": 0.98})
-    assert not spec.TOLERANCES["fp16"].holds({**parity, "auc_delta": -0.006})
+    assert not precisions.get("fp32").tolerance.holds(parity)  # fp32 must also match logits to 1e-3
+    assert precisions.get("int8").tolerance.holds(parity)
+    assert not precisions.get("bf16").tolerance.holds({**parity, "top1_agreement": 0.98})
+    assert not precisions.get("fp16").tolerance.holds({**parity, "auc_delta": -0.006})
 
 
 def test_runner_lifecycle_is_checked(ort_engine):
@@ -156,16 +157,16 @@ def test_near_tie_flips_are_excused_only_when_both_sides_are_near_tied():
     ref[0] = [0.1004, 0.1000, -1.0]
     eng = ref.copy()
     eng[0] = [0.1000, 0.1006, -1.0]
-    p = parity.compare(ref, eng, tie_margin=spec.TOLERANCES["bf16"].tie_margin)
+    p = parity.compare(ref, eng, tie_margin=precisions.get("bf16").tolerance.tie_margin)
     assert p["top1_agreement"] < 0.99 and p["near_tie_flips"] == 1 and p["top1_agreement_beyond_ties"] == 1.0
-    assert spec.TOLERANCES["bf16"].holds(p)
+    assert precisions.get("bf16").tolerance.holds(p)
     # the same flip with the engine decisive the other way is a different answer, not rounding
     eng[0] = [0.1000, 0.9000, -1.0]
-    p = parity.compare(ref, eng, tie_margin=spec.TOLERANCES["bf16"].tie_margin)
-    assert p["near_tie_flips"] == 0 and not spec.TOLERANCES["bf16"].holds(p)
+    p = parity.compare(ref, eng, tie_margin=precisions.get("bf16").tolerance.tie_margin)
+    assert p["near_tie_flips"] == 0 and not precisions.get("bf16").tolerance.holds(p)
     # a decisive reference flipped is never excused, whatever the engine's margin
     eng = ref.copy()
     eng[5] = [0.0, 0.01, -1.0]
     assert parity.compare(ref, eng, tie_margin=0.05)["near_tie_flips"] == 0
     # a manifest from before near-ties were counted is judged on its raw agreement
-    assert not spec.TOLERANCES["bf16"].holds({"top1_agreement": 0.958, "max_abs_logit_diff": 6.5e-4})
+    assert not precisions.get("bf16").tolerance.holds({"top1_agreement": 0.958, "max_abs_logit_diff": 6.5e-4})

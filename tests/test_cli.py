@@ -53,7 +53,7 @@ def test_foreign_build_names_the_cpu_that_chose_the_precision_parts(ort_engine):
     m = runtimes.read(ort_engine)
     here = m.data["built_on"]["isa_class"]
     assert m.foreign_build("some-other-cpu") is None  # ONNX Runtime engines measure no choices at export
-    m.data["openvino"] = {"attention": {"matmuls": "float"}}
+    m.data.update(backend="openvino", openvino={"attention": {"matmuls": "float"}})  # what its builder records
     assert m.foreign_build(here) is None
     assert f"built on a CPU of class {here}" in m.foreign_build("some-other-cpu")
 
@@ -61,7 +61,7 @@ def test_foreign_build_names_the_cpu_that_chose_the_precision_parts(ort_engine):
 def test_bench_rebuilds_engines_of_other_export_code_or_cpu_class(tiny_run, ort_engine, tmp_path, monkeypatch):
     import shutil
 
-    from dcube_edge import benchmark
+    from dcube_edge.bench import matrix as benchmark
     from dcube_edge.export import build
 
     out = tmp_path / "engine"
@@ -81,7 +81,7 @@ def test_bench_rebuilds_engines_of_other_export_code_or_cpu_class(tiny_run, ort_
 
 
 def test_bench_run_is_rewritten_when_the_preset_has_moved_on(tmp_path):
-    from dcube_edge.benchmark import bench_run
+    from dcube_edge.bench import bench_run
 
     run = tmp_path / "tiny"
     assert "written" in bench_run(run, "tiny", (1,))
@@ -134,7 +134,7 @@ def test_bench_structure(ort_engine, tiny_run, tmp_path):
     assert b["gemm_peaks"]["fp32"]["gflops_per_s"] > 0 and all(r["speedup_vs_fastest_torch"] for r in ort)
     assert b["machine"]["cpu_count"] >= 1 and "isa" in b["machine"]
     assert b["model"]["preset"] == "tiny" and b["model"]["gflop_per_image"] == pytest.approx(ort[0]["gflops"], abs=1e-3)
-    from dcube_edge.benchmark import model_line, report_markdown
+    from dcube_edge.bench.report import model_line, report_markdown
 
     assert "tiny preset" in model_line(b) and "GFLOP per image" in model_line({**b, "model": None})
     table = report_markdown({"t": b})
@@ -149,7 +149,7 @@ def test_bench_compile_rows_cover_every_torch_precision(tiny_run, monkeypatch):
     is replaced by a recorder here, since compiling takes a minute; `make bench` compiles for real)."""
     import torch
 
-    from dcube_edge.benchmark import torch_rows
+    from dcube_edge.bench.torch_rows import torch_rows
     from dcube_edge.runtimes import isa
 
     compiled = []
@@ -164,7 +164,7 @@ def test_bench_compile_rows_cover_every_torch_precision(tiny_run, monkeypatch):
 def test_bench_figures_truncation_and_timesteps(tiny_run, tmp_path):
     import shutil
 
-    from dcube_edge.benchmark import timestep_figure, truncation_figure
+    from dcube_edge.bench.matrix import timestep_figure, truncation_figure
     from dcube_edge.config import Config
 
     run = tmp_path / "run"

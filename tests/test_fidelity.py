@@ -9,11 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dcube_edge import ablation, rundir, selection
+from dcube_edge import rundir, selection
 from dcube_edge.data import discover, read_split
+from dcube_edge.loop import predict_logits
 from dcube_edge.metrics import classification_report, softmax
 from dcube_edge.runtimes.preprocess import PreprocessSpec
-from dcube_edge.train import predict_logits, predict_logits_random_t, random_timesteps
+from dcube_edge.step2 import predict_logits_random_t, random_timesteps
+from research import ablation
 from tests.test_cli import cli
 
 
@@ -101,7 +103,7 @@ def test_results_driver_does_not_retrain_a_branch_that_is_a_baseline(tmp_path):
 
 
 def test_ablation_rows_with_several_seeds_are_summarised_against_dcube_seed_for_seed():
-    from dcube_edge.ablation import seeded_ablations
+    from research.ablation import seeded_ablations
 
     def row(auc, f1, recalls):
         return {"metrics": {"validation": {"auc": auc, "macro_f1": f1, "per_class_recall": dict(zip("ab", recalls))}}}

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from dcube_edge.runtimes.images import is_dicom
-from dcube_edge.runtimes.preprocess import PreprocessSpec, load, read_image, scan
+from dcube_edge.runtimes.inputs import scan
+from dcube_edge.runtimes.preprocess import PreprocessSpec, load, read_image
 
 pydicom = pytest.importorskip("pydicom", reason="DICOM needs the `dicom` extra (pydicom)")
 

@@ -97,11 +97,19 @@ def test_no_import_cycles():
 def test_the_wheel_holds_one_package_with_every_module(tmp_path):
     """`pip install .` installs `dcube_edge` and nothing else at the top level, and every module of the source
     tree's mapped folders lands in it (a subpackage missing from pyproject's list would be left out)."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
+    src = tmp_path / "src"  # a copy of what git would clone (and new files), so the build leaves no build/ here
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src),
                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
@@ -120,3 +128,21 @@ def test_a_clone_root_imports_its_own_stage_folders():
     res = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert Path(res.stdout.strip()) == ROOT / "runtimes" / "__init__.py"
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+def test_modules_and_functions_stay_readable():
+    """No module over 400 lines, no function over 80: past that a file holds several concerns."""
+    long_modules, long_functions = [], []
+    for name, path in project_modules().items():
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            long_modules.append(f"{name} ({text.count(chr(10))} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}.{node.name} ({length} lines)")
+    assert long_modules == [] and long_functions == []

@@ -1,5 +1,6 @@
 """FP16 / INT8 ONNX (what TensorRT consumes, run here by ONNX Runtime), OpenVINO engines, calibration
 sets, Triton entries, and the TensorRT / CUDA paths where those are present."""
+import dataclasses
 import json
 
 import numpy as np
@@ -9,8 +10,10 @@ import pytest
 from dcube_edge import runtimes
 from dcube_edge.calibration import sets
 from dcube_edge.calibration.int8 import qdq_properties
-from dcube_edge.export import openvino as ov_export
+from dcube_edge.export import openvino_checks as ov_checks
 from dcube_edge.export.build import ExportOptions, export
+from dcube_edge.export.policy import DCUBE
+from dcube_edge.runtimes import precisions
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 QUIET = dict(log=lambda *_: None)
@@ -26,7 +29,7 @@ def engines(tiny_run, tmp_path_factory):
         import nncf  # noqa: F401
         import openvino  # noqa: F401
 
-        from dcube_edge.benchmark import available
+        from dcube_edge.bench import available
 
         pairs += [("openvino", p) for p in ("fp32", "fp16", "bf16", "int8") if available("openvino", p) is None]
     except ImportError:
@@ -107,7 +110,7 @@ def test_int8_qdq_graph_is_what_tensorrt_accepts(engines):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16", "int8"])
 def test_openvino_engines(engines, demo_data, precision):
-    from dcube_edge.benchmark import available
+    from dcube_edge.bench import available
 
     key = ("openvino", precision)
     if key not in engines:
@@ -269,12 +272,12 @@ def test_export_refuses_what_the_cpu_cannot_run(tiny_run, tmp_path, monkeypatch)
 
 def test_int8_float_islands_pinned_when_bf16_breaks_parity(tiny_run, tmp_path, monkeypatch):
     """With a bound no engine can meet, the bf16 float islands must be pinned to f32 and the reason recorded."""
-    from dcube_edge.runtimes import isa, spec
+    from dcube_edge.runtimes import isa
 
     pytest.importorskip("nncf")
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
-    monkeypatch.setitem(spec.TOLERANCES, "int8", spec.Tolerance(min_top1_agreement=1.01))
-    monkeypatch.setattr(ov_export, "hint_latency", lambda *a, **k: {"bf16": 1.0, "f32": 2.0})  # bf16 islands faster
+    monkeypatch.setitem(precisions.REGISTRY, "int8", dataclasses.replace(precisions.get("int8"), tolerance=precisions.Tolerance(min_top1_agreement=1.01)))
+    monkeypatch.setattr(ov_checks, "hint_latency", lambda *a, **k: {"bf16": 1.0, "f32": 2.0})  # bf16 islands faster
     out = tmp_path / "ov-int8"
     export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
     m = manifest(out)
@@ -294,7 +297,7 @@ def test_bf16_hint_is_measured_against_f32_at_export(tiny_run, tmp_path, monkeyp
     from dcube_edge.runtimes import isa
 
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
-    monkeypatch.setattr(ov_export, "hint_latency", lambda *a, **k: {"bf16": 3.0, "f32": 2.0})
+    monkeypatch.setattr(ov_checks, "hint_latency", lambda *a, **k: {"bf16": 3.0, "f32": 2.0})
     said = []
     out = tmp_path / f"ov-{precision}"
     export(tiny_run, out, ExportOptions(backend="openvino", precision=precision, calibration_size=24, max_batch=16),
@@ -327,7 +330,7 @@ def test_int8_attention_products_are_timed_int8_against_float(tiny_run, tmp_path
 
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(EPYC))
     times = {"bf16": 1.0, "f32": 2.0, "int8": 1.0 if faster == "int8" else 2.0, "float": 1.0 if faster == "float" else 2.0}
-    monkeypatch.setattr(ov_export, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
+    monkeypatch.setattr(ov_checks, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
     out = tmp_path / "ov-int8"
     export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
     m = manifest(out)
@@ -338,7 +341,7 @@ def test_int8_attention_products_are_timed_int8_against_float(tiny_run, tmp_path
     assert not any(name.startswith("attention") for name in m["files"])
     ir = ov.Core().read_model(str(out / "model.xml"))
     fake_quantizers = ops_of(ir, "FakeQuantize")
-    left = ov_export.float_attention(ir)  # quantizers still feeding the attention
+    left = ov_checks.float_attention(ir)  # quantizers still feeding the attention
     assert (left > 0) == (faster == "int8") and fake_quantizers > left  # the projections stay int8 either way
     assert attention.get("quantizers_removed", 0) == (0 if faster == "int8" else 2 * ops_of(ir, "ScaledDotProductAttention"))
     runtimes.read(out)  # hashes match the IR that was kept
@@ -363,13 +366,13 @@ def test_guide_branch_stages_are_timed_int8_against_float_where_islands_run_f32(
 
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(VNNI_XEON))
     times = {"int8": 2.0, "float": 1.0, "guide-int8": 1.0 if faster == "int8" else 2.0, "guide-float": 1.5}
-    monkeypatch.setattr(ov_export, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
+    monkeypatch.setattr(ov_checks, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
     out = tmp_path / "ov-int8"
     export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
     m = manifest(out)
     guide = m["openvino"]["guide_branch"]
     assert guide["choice"] == faster and guide["latency_ms"] == {"guide-int8": times["guide-int8"], "guide-float": 1.5}
-    assert m["openvino"]["quantization"]["ignored_scope_patterns"] == [ov_export.GUIDE_INT8_IGNORED]
+    assert m["openvino"]["quantization"]["ignored_scope_patterns"] == [DCUBE.int8_trial_ignored]
     assert m["effective_precision"]["resnet_guide_branch"] == (
         "int8 in stages 2-4, stem and stage 1 fp32" if faster == "int8" else "fp32")
     ir = ov.Core().read_model(str(out / "model.xml"))
@@ -387,19 +390,19 @@ def test_guide_branch_goes_back_to_float_when_parity_breaks(tiny_run, tmp_path, 
     pytest.importorskip("nncf")
     import openvino as ov
 
-    from dcube_edge.runtimes import isa, spec
+    from dcube_edge.runtimes import isa
 
     monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(VNNI_XEON))
-    monkeypatch.setitem(spec.TOLERANCES, "int8", spec.Tolerance(min_top1_agreement=1.01))
+    monkeypatch.setitem(precisions.REGISTRY, "int8", dataclasses.replace(precisions.get("int8"), tolerance=precisions.Tolerance(min_top1_agreement=1.01)))
     times = {"int8": 2.0, "float": 1.0, "guide-int8": 1.0, "guide-float": 2.0}
-    monkeypatch.setattr(ov_export, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
+    monkeypatch.setattr(ov_checks, "latency", lambda configs, *a, **k: {label: times[label] for label in configs})
     out = tmp_path / "ov-int8"
     export(tiny_run, out, ExportOptions(backend="openvino", precision="int8", calibration_size=24, max_batch=16), **QUIET)
     m = manifest(out)
     assert m["openvino"]["guide_branch"]["choice"] == "float" and "parity" in m["openvino"]["guide_branch"]["undone"]
     assert m["effective_precision"]["resnet_guide_branch"] == "fp32"
     assert m["openvino"]["quantization"]["ignored_scope_patterns"] == [r"head[./].*"]
-    assert "guide branch back to float" in m["effective_precision"]["note"] and m["parity"]["within_tolerance"] is False
+    assert "guide branch stages 2-4 back to float" in m["effective_precision"]["note"] and m["parity"]["within_tolerance"] is False
     assert fake_quantized_in(ov.Core().read_model(str(out / "model.xml")), "head.resnet.layer3") == 0
     assert set(m["files"]) == {"model.bin", "model.onnx", "model.xml"}
     runtimes.read(out)
@@ -415,10 +418,10 @@ def test_float_attention_removes_only_the_attention_quantizers(engines):
     m = manifest(engines[("openvino", "int8")])
     ir = ov.Core().read_model(str(engines[("openvino", "int8")] / "model.xml"))
     before = ops_of(ir, "FakeQuantize")
-    removed = ov_export.float_attention(ir)
+    removed = ov_checks.float_attention(ir)
     assert (removed == 0) == (m["openvino"]["attention"]["matmuls"] == "float")
     after = ops_of(ir, "FakeQuantize")
-    assert after == before - removed > 0 and ov_export.float_attention(ir) == 0
+    assert after == before - removed > 0 and ov_checks.float_attention(ir) == 0
 
 
 def test_compiled_blob_cache_is_kept_per_precision(engines, tmp_path):
@@ -454,9 +457,9 @@ def test_export_speed_check_times_every_hint_on_the_real_ir(engines):
         pytest.skip("openvino is not installed")
     out = engines[("openvino", "fp32")]
     assert "latency_by_hint_ms" not in manifest(out)["openvino"]
-    ms = ov_export.hint_latency(out / "model.xml", 32, hints=("f32",), rounds=2)
+    ms = ov_checks.hint_latency(out / "model.xml", 32, hints=("f32",), count=2)
     assert set(ms) == {"f32"} and ms["f32"] > 0
-    both = ov_export.latency({"a": (out / "model.xml", "f32"), "b": (out / "model.xml", "f32")}, 32, rounds=3)
+    both = ov_checks.latency({"a": (out / "model.xml", "f32"), "b": (out / "model.xml", "f32")}, 32, count=3)
     assert set(both) == {"a", "b"} and min(both.values()) > 0  # each round calls both, the order rotating
     for precision in ("bf16", "int8"):
         if ("openvino", precision) not in engines:
@@ -474,11 +477,11 @@ def test_bf16_engine_keeps_the_guide_branch_f32_when_parity_breaks(tiny_run, tmp
     import openvino as ov
     import openvino.properties.hint as hints
 
-    from dcube_edge.runtimes import isa, spec
+    from dcube_edge.runtimes import isa
 
     if not isa.has_bf16():
         pytest.skip("this CPU has no bf16 unit (AMX-BF16 or AVX512-BF16): the plugin would run everything in f32")
-    monkeypatch.setitem(spec.TOLERANCES, "bf16", spec.Tolerance(min_top1_agreement=1.01))
+    monkeypatch.setitem(precisions.REGISTRY, "bf16", dataclasses.replace(precisions.get("bf16"), tolerance=precisions.Tolerance(min_top1_agreement=1.01)))
     out = tmp_path / "ov-bf16"
     export(tiny_run, out, ExportOptions(backend="openvino", precision="bf16", max_batch=16), **QUIET)
     m = manifest(out)
@@ -513,30 +516,32 @@ def test_op_profile_by_type(engines, key):
 
 
 def test_benchmark_app_comparison_runs_the_same_ir(engines):
-    from dcube_edge.benchmark import benchmark_app_figure
+    from dcube_edge.bench import benchmark_app_figure
 
     if ("openvino", "fp32") not in engines:
         pytest.skip("openvino not installed")
-    fig = benchmark_app_figure(engines[("openvino", "fp32")], batch=1, rounds=2, seconds=1)
+    fig = benchmark_app_figure(engines[("openvino", "fp32")], batch=1, count=2, seconds=1)
     assert fig["hint"] == "f32" and fig["p50_ms_benchmark_app"] > 0 and fig["p50_ms_dcube_edge"] > 0
     # one ratio per paired round (both orders); the overhead is their median, not the ratio of overall medians
     assert len(fig["overhead_per_round"]) == 2 and all(np.isfinite(fig["overhead_per_round"]))
     assert fig["overhead"] == pytest.approx(float(np.median(fig["overhead_per_round"])), abs=1e-4)
-    with pytest.raises(ValueError, match="OpenVINO IR"):
+    with pytest.raises(ValueError, match="no vendor benchmark tool"):
         benchmark_app_figure(engines[("onnxruntime", "int8")])
 
 
 def test_benchmark_app_figures_say_how_they_were_taken():
     """Tables regenerated from older JSON must not describe their ratio-of-medians figures as paired ones."""
-    from dcube_edge.benchmark import vs_app_method
+    from dcube_edge.bench import vs_app_method
 
     paired = {"rounds": 6, "overhead": 0.01, "overhead_per_round": [0.0, 0.01, 0.2, -0.1, 0.02, 0.01]}
     assert vs_app_method(paired) == "6 paired rounds, median of the per-round ratios"
     assert vs_app_method({"rounds": 3, "overhead": 0.07}) == "3 alternated rounds, ratio of the medians"
 
 
-def test_paired_rounds_swap_the_order_every_round():
-    from dcube_edge.benchmark import paired_rounds
+def test_timing_rounds_rotate_the_order_and_take_self_measured_figures():
+    """The one timer (bench rows, export checks, the vendor-tool comparison): each round calls every
+    configuration once, the order rotating; a configuration that returns a float measured itself."""
+    from dcube_edge.runtimes.timing import relative, rounds
 
     calls = []
 
@@ -546,14 +551,21 @@ def test_paired_rounds_swap_the_order_every_round():
             return value
         return measure
 
-    pairs = paired_rounds(side("ours", 1.0), side("theirs", 2.0), 4)
-    assert pairs == [(1.0, 2.0)] * 4  # always (ours, theirs), whichever ran first
+    got = rounds({"ours": side("ours", 1.0), "theirs": side("theirs", 2.0)}, 4)
+    assert got == {"ours": [1.0] * 4, "theirs": [2.0] * 4}
     assert calls == ["ours", "theirs", "theirs", "ours", "ours", "theirs", "theirs", "ours"]
+    calls.clear()
+    three = rounds({"a": side("a", 1.0), "b": side("b", 3.0), "c": side("c", 2.0)}, 3, warmup=1)
+    assert calls == ["a", "b", "c", "a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    # per-round ratios cancel a drift that slows every configuration of a round alike
+    assert relative({"a": [1.0, 2.0, 4.0], "b": [1.5, 3.0, 6.0]}) == {"a": 2.0, "b": 3.0}
+    assert relative(three)["b"] == 3.0
 
 
 def test_gemm_peak_is_the_best_sample_of_every_measurement():
     """A peak keeps every sample it saw and reports the highest: one noisy sample must not set it."""
-    from dcube_edge.benchmark import _best, merge_peaks, peaks_text
+    from dcube_edge.bench.peaks import _best, merge_peaks
+    from dcube_edge.bench.report import peaks_text
 
     before = {"int8": _best([{"gflops_per_s": 1200.0, "n": 2048, "tool": "t"}, {"gflops_per_s": 3300.0, "n": 1024, "tool": "t"}])}
     after = {"int8": _best([{"gflops_per_s": 4000.0, "n": 1024, "tool": "t"}]), "fp32": {"gflops_per_s": 300.0, "n": 1024}}
@@ -567,7 +579,8 @@ def test_gemm_peak_is_the_best_sample_of_every_measurement():
 def test_bench_row_keeps_its_faster_pass():
     """A second pass's timing replaces the first only where it is faster, both p50s are kept, and the
     speedups are computed against the kept ones (a disturbed first minute must not inflate them)."""
-    from dcube_edge.benchmark import finish_rows, keep_faster, passes_text
+    from dcube_edge.bench.report import passes_text
+    from dcube_edge.bench.rows import finish_rows, keep_faster
 
     eager = {"engine": "run", "backend": "torch-eager", "precision": "fp32", "batch": 1}
     rows = [{**eager, "p50_ms": 300.0, "p90_ms": 320.0},

@@ -305,7 +305,7 @@ def test_nan_loss_stops_training_and_keeps_last_checkpoint(tmp_path):
     import torch
 
     from dcube_edge.config import Config
-    from dcube_edge.train import train_diffusion
+    from dcube_edge.step1 import train_diffusion
 
     cfg = Config.from_preset("tiny", steps_diffusion=4, batch_size=8, classes=("a", "b"))  # 4 steps = 1 epoch
     rng = np.random.default_rng(0)
@@ -395,7 +395,7 @@ def test_ctrl_c_is_taken_at_the_next_step_and_a_second_one_at_once():
     check raises it; a second SIGINT raises where it lands; the previous handler comes back afterwards."""
     import os
 
-    from dcube_edge.cli import _interrupt_between_steps
+    from dcube_edge.cli.common import interrupt_between_steps as _interrupt_between_steps
 
     before = signal.getsignal(signal.SIGINT)
     with _interrupt_between_steps() as check:

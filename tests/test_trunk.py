@@ -10,13 +10,8 @@ from test_cli import cli
 
 from dcube_edge.config import Config
 from dcube_edge.runtimes import isa
-from dcube_edge.train import (
-    diagnostic_steps,
-    ema_model,
-    lr_factor,
-    pick_partners,
-    resolve_budgets,
-)
+from dcube_edge.step1 import diagnostic_steps, ema_model, lr_factor, pick_partners
+from dcube_edge.train import resolve_budgets
 
 AMX_XEON = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
 EPYC = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}
@@ -170,7 +165,7 @@ def test_every_run_writes_trunk_diagnostics(tiny_run):
 def test_random_trunk_and_branch_baseline_rows(demo_data, tmp_path):
     from safetensors.torch import load_file
 
-    from dcube_edge.train import seed_all
+    from dcube_edge.loop import seed_all
     from dcube_edge.uvit import UViT
 
     run = tmp_path / "random"
@@ -188,7 +183,7 @@ def test_random_trunk_and_branch_baseline_rows(demo_data, tmp_path):
 
 
 def test_class_weights_are_inverse_frequency():
-    from dcube_edge.train import class_weights
+    from dcube_edge.loop import class_weights
 
     cfg = Config.from_preset("tiny", classes=("a", "b", "c"))
     assert cfg.class_weights == "balanced"  # the default since 2026-11-26
@@ -237,7 +232,7 @@ def test_min_snr_weights_cap_the_low_noise_timesteps():
 
 
 def test_step1_peak_lr_and_min_snr_reach_the_optimizer(tmp_path):
-    from dcube_edge.train import train_diffusion
+    from dcube_edge.step1 import train_diffusion
     cfg = Config.from_preset("tiny", steps_diffusion=4, batch_size=8, classes=("a", "b"), warmup_steps=1,
                              lr_schedule="constant", diffusion_lr=6e-4, min_snr_gamma=5.0)
     rng = np.random.default_rng(0)

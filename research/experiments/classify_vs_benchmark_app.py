@@ -1,5 +1,5 @@
 """`classify`'s engine time per call vs OpenVINO benchmark_app on the same IR, hint and batch (issue 12, README
-"Latency"). Needs `make bench` engines in bench-out/. Usage: python benchmarks/experiments/classify_vs_benchmark_app.py
+"Latency"). Needs `make bench` engines in bench-out/. Usage: python research/experiments/classify_vs_benchmark_app.py
 benchmark_app gets the batch's static shape (-shape), as the runner compiles it (since 2026-11-27; before, -data_shape
 ran the dynamic-batch IR). The overhead is the median of the per-round ratios of back-to-back measurements, the order
 swapped every round (since 2026-11-27 evening; before, the ratio of the two sides' medians over 3 alternated rounds:
@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, ".")
-from dcube_edge.runtimes import isa
-
 from dcube_edge import runtimes
-from dcube_edge.benchmark import paired_rounds
+from dcube_edge.runtimes import isa
+from dcube_edge.runtimes.timing import rounds
 
 ROUNDS = 5
 
@@ -51,7 +50,9 @@ for preset in ("small", "paper"):
         m = runtimes.read(engine)
         for batch in (1, 8):
             n = batch * (60 if preset == "small" else 12)
-            pairs = paired_rounds(partial(classify_ms, engine, images[:n], batch), partial(benchmark_app_ms, m, batch), ROUNDS)
+            got = rounds({"classify": partial(classify_ms, engine, images[:n], batch),
+                          "benchmark_app": partial(benchmark_app_ms, m, batch)}, ROUNDS)
+            pairs = list(zip(got["classify"], got["benchmark_app"]))
             ratios = [a / b for a, b in pairs]
             row = {"preset": preset, "precision": precision, "batch": batch,
                    "classify_p50_ms": float(np.median([a for a, _ in pairs])),

@@ -2,7 +2,7 @@
 
 Quantizes an fp32 ONNX Runtime engine's graph with each (method, scopes kept float) pair and compares its logits
 on a validation folder with the fp32 graph.
-Usage: python benchmarks/experiments/int8_float_scopes.py ENGINE_DIR DATA_DIR CALIBRATION.npz  (DATA_DIR/val/<class>/...)"""
+Usage: python research/experiments/int8_float_scopes.py ENGINE_DIR DATA_DIR CALIBRATION.npz  (DATA_DIR/val/<class>/...)"""
 import json
 import sys
 import tempfile
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from sklearn.metrics import roc_auc_score
+
 from dcube_edge.calibration import int8
 from dcube_edge.runtimes.manifest import read
 from dcube_edge.runtimes.preprocess import load
-from sklearn.metrics import roc_auc_score
 
 TRIALS = [("minmax", ["head.resnet"]), ("percentile", ["head.resnet"]), ("entropy", ["head.resnet"]),
           ("minmax", ["head.resnet", "trunk.patch_embed", "trunk.in_blocks.0"]), ("minmax", ["head"])]

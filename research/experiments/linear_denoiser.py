@@ -5,7 +5,7 @@ training images, scored exactly as ``trunk.json`` scores the trunk (the probes' 
 subsets, the same noise draws, clamped to [-1, 1]) — without training anything. Every run's ``trunk.json``
 carries the same numbers since 2026-11-27; this script gives them for a dataset before any run.
 
-    .venv/bin/python benchmarks/experiments/linear_denoiser.py ../shared/data/breastmnist [--preset small]
+    .venv/bin/python research/experiments/linear_denoiser.py ../shared/data/breastmnist [--preset small]
 """
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import argparse
 import json
 
 import numpy as np
-from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 from dcube_edge import diagnostics
 from dcube_edge.config import Config
 from dcube_edge.data import discover
 from dcube_edge.diffusion import Schedule
-from dcube_edge.train import PROBE_IMAGES
+from dcube_edge.runtimes.preprocess import PreprocessSpec
+from dcube_edge.step1 import PROBE_IMAGES
 
 
 def main() -> None:

@@ -1,14 +1,13 @@
 """How much one GEMM-peak sample can be trusted: OpenVINO MatMul chains per precision and shape, two rounds.
 
 Prints one JSON line per sample. Used to decide that `bench`'s peak is the best of several samples over two
-shapes (dcube_edge.benchmark.PEAK_SHAPES), not one sample of one shape."""
+shapes (dcube_edge.bench.peaks.PEAK_SHAPES), not one sample of one shape."""
 from __future__ import annotations
 
 import json
 
+from dcube_edge.bench.peaks import openvino_gemm_peak
 from dcube_edge.runtimes import isa
-
-from dcube_edge.benchmark import openvino_gemm_peak
 
 SHAPES = ((1024, 8), (2048, 4), (2048, 8), (4096, 2))  # (n, chained MatMuls)
 

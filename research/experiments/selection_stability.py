@@ -1,17 +1,17 @@
 """How stable is the Gaussianity layer selection? (issue 11, docs/results-discussion.md)
 
 Pooled features of every training image of a run once, then the selection on 200 random 256-image subsets
-(what a run's seed used to change) and on all images. Usage: python benchmarks/experiments/selection_stability.py RUN_DIR"""
+(what a run's seed used to change) and on all images. Usage: python research/experiments/selection_stability.py RUN_DIR"""
 import collections
 import json
 import sys
 
 import numpy as np
 import torch
-from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 from dcube_edge import rundir, selection
 from dcube_edge.data import discover
+from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 torch.set_num_threads(2)
 run = sys.argv[1]

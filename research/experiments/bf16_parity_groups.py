@@ -2,7 +2,7 @@
 
 Marks one module scope at a time f32 in a copy of an engine's fp32 IR (the same ``precise`` attribute the export
 fallback writes), compiles it under a bf16 hint and compares its logits on a validation folder with the f32 IR.
-Usage: python benchmarks/experiments/bf16_parity_groups.py ENGINE_DIR DATA_DIR   (DATA_DIR/val/<class>/...)"""
+Usage: python research/experiments/bf16_parity_groups.py ENGINE_DIR DATA_DIR   (DATA_DIR/val/<class>/...)"""
 import json
 import shutil
 import sys
@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import openvino.properties.hint as hints
-from dcube_edge.export.openvino import keep_f32
+from sklearn.metrics import roc_auc_score
+
+from dcube_edge.export.openvino_ir import keep_f32
 from dcube_edge.runtimes.manifest import read
 from dcube_edge.runtimes.preprocess import load
-from sklearn.metrics import roc_auc_score
 
 GROUPS = {"none": [], "guide branch": ["head.resnet"], "whole head": ["head"], "trunk": ["trunk"]}
 

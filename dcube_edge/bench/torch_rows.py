@@ -1,0 +1,82 @@
+"""PyTorch rows of a bench: the run's model through the torch backend's runner (eager, autocast,
+torch.compile, a CUDA graph on GPUs), the baseline every engine row is compared with."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dcube_edge.runtimes import isa
+from dcube_edge.runtimes.timing import time_fn
+
+from .rows import inputs
+
+
+def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup: int,
+               threads: int | None, compile: bool = False, device: str = "cpu") -> list[dict]:
+    """The run's PyTorch model through the torch backend's runner: eager fp32, bf16 autocast on CPUs with
+    bf16 units, fp16 autocast and a CUDA graph on GPUs; on request torch.compile of each of those precisions
+    (on the AMX Xeon's paper preset, compiled bf16 autocast ran about 1.5× eager bf16 autocast: the fastest
+    PyTorch row, and so the one engines are measured against)."""
+    from dcube_edge import rundir
+    from dcube_edge.torch_backend import TorchRunner
+
+    cfg = rundir.load_config(run)
+    variants = [("torch-eager", "fp32", {})]
+    if device == "cpu" and isa.has_bf16():
+        variants.append(("torch-autocast", "bf16", {}))
+    if device == "cuda":
+        variants.append(("torch-autocast", "fp16", {}))
+    if compile:
+        variants += [("torch-compile", precision, {"compile": True}) for _, precision, _ in variants]
+    rows = []
+    for backend, precision, extra in variants:
+        runner, _ = TorchRunner.from_run(run, precision=precision, device=device, threads=threads,
+                                         max_batch=max(batch_sizes), **extra)
+        try:
+            with runner:
+                for b in batch_sizes:
+                    feed = {"images": inputs(b, cfg.image_size)}
+
+                    def call(feed: dict = feed, runner: TorchRunner = runner) -> None:
+                        runner.infer(feed)
+                        runner.synchronize()
+
+                    rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": b, "reference": True,
+                                 "timesteps": len(cfg.timesteps), **time_fn(call, iterations, warmup)})
+        except Exception as e:  # noqa: BLE001 — torch.compile fails lazily on first call, and by platform
+            rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": batch_sizes[0],
+                         "reference": True,
+                         "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"})
+    if device == "cuda":
+        import torch
+
+        model = rundir.load_model(run)[1].to(device)
+        for b in batch_sizes:
+            x = torch.from_numpy(inputs(b, cfg.image_size)).to(device)
+            with torch.inference_mode():
+                replay = cuda_graph(model, x)
+
+                def call(replay: Callable = replay) -> None:
+                    replay()
+                    torch.cuda.synchronize()
+
+                rows.append({"engine": str(run), "backend": "torch-cudagraph", "precision": "fp32", "batch": b, "reference": True,
+                             "timesteps": len(cfg.timesteps), **time_fn(call, iterations, warmup)})
+    return rows
+
+
+def cuda_graph(model, x) -> Callable[[], object]:
+    """Capture one forward pass at this batch shape as a CUDA graph; the returned call replays it."""
+    import torch
+
+    static = x.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm up allocations outside the capture
+            model(static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model(static)
+    return graph.replay

@@ -1,0 +1,4 @@
+"""``python -m dcube_edge.cli`` (torchrun starts training this way)."""
+from . import main
+
+main()

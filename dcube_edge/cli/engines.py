@@ -1,0 +1,70 @@
+"""`export`, `calibrate`, `keygen`, `sign`: parse the options, call the library, render."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dcube_edge.export.job import ExportOptions
+
+from .common import app, backend_help, emit_json, err, out, precision_help, writable
+
+
+@app.command()
+def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` or `init`.")],
+           out_dir: Annotated[Path, typer.Option("--out", "-o", help="Engine directory to write.")],
+           backend: Annotated[str, typer.Option(help=backend_help())] = ExportOptions.backend,
+           precision: Annotated[str, typer.Option(help=precision_help())] = ExportOptions.precision,
+           calibration: Annotated[str | None, typer.Option(help="INT8: dataset folder or .npz from `calibrate` (default: the run's training data).")] = None,
+           calibration_size: Annotated[int, typer.Option(min=1, help="INT8: calibration images.")] = ExportOptions.calibration_size,
+           data: Annotated[Path | None, typer.Option(help="Parity data (default: the run's validation split).")] = None,
+           max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the engine accepts.")] = ExportOptions.max_batch,
+           full_trunk: Annotated[bool, typer.Option(help="Keep all trunk blocks (for the truncation benchmark).")] = ExportOptions.full_trunk,
+           triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository entry here.")] = None,
+           json_out: Annotated[Path | None, typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
+    """Export a run to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend, with a parity report."""
+    writable(json_out)
+    from dcube_edge import report
+    from dcube_edge.export.build import export as run_export
+
+    opts = ExportOptions(backend=backend, precision=precision, calibration=calibration,
+                         calibration_size=calibration_size, data=str(data) if data else None, max_batch=max_batch,
+                         full_trunk=full_trunk, triton_repo=str(triton_repo) if triton_repo else None)
+    with err.status(f"exporting {backend}/{precision} …"):
+        manifest = run_export(run, out_dir, opts, log=err.print)
+    out.print(report.parity(out_dir, manifest))
+    emit_json(manifest, json_out)
+
+
+@app.command()
+def calibrate(run: Annotated[Path, typer.Argument(help="Run directory (gives image size and seed).")],
+              data: Annotated[Path, typer.Argument(help="Dataset folder; its training split is sampled.")],
+              out_file: Annotated[Path, typer.Option("--out", "-o", help="Calibration .npz to write.")],
+              size: Annotated[int, typer.Option(min=1, help="Images, stratified by class.")] = ExportOptions.calibration_size) -> None:
+    """Build an INT8 calibration set (stratified, seeded, preprocessed like inference)."""
+    from dcube_edge.calibration import sets
+
+    d = sets.for_run(run, data, size, out_file)
+    out.print(f"calibration set {out_file}: {d['size']} images, class counts {d['class_counts']}, sha256 {d['sha256'][:16]}…")
+
+
+@app.command()
+def keygen(out_file: Annotated[Path, typer.Option("--out", "-o", help="Private key file to create (the public key goes to FILE.pub).")]) -> None:
+    """Create an Ed25519 key pair for signing engines (needs the `sign` extra)."""
+    from dcube_edge.runtimes.signing import keygen as make_keys
+
+    public = make_keys(out_file)
+    out.print(f"private key {out_file} (keep it on the machine that approves engines), public key {public} "
+              "(install it on workstations and pass it as --trusted-key)")
+
+
+@app.command()
+def sign(engine: Annotated[Path, typer.Argument(help="Engine directory to approve.")],
+         key: Annotated[Path, typer.Option("--key", help="Private key from `keygen`.")]) -> None:
+    """Sign an engine's manifest (which hashes every engine file); `--trusted-key` then accepts it."""
+    from dcube_edge import runtimes
+    from dcube_edge.runtimes.signing import sign as sign_manifest
+
+    record = sign_manifest(runtimes.read(engine).path, key)  # only a verified engine is signed
+    out.print(f"signed {engine} with key {record['key_id']} ({engine / 'manifest.sig'})")

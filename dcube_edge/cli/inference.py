@@ -1,0 +1,97 @@
+"""`classify` and `evaluate` (no PyTorch needed): parse the options, call the library, render."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from dcube_edge.report import shown
+
+from .common import EXIT_SOME_FAILED, TRUSTED_KEY_HELP, app, emit_json, err, out, show_metrics, to_stdout, writable
+
+TABLE_ROWS = 100  # above this many files, classify prints a summary instead of one row per file
+
+
+@app.command()
+def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from `export`.")],
+             inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images (DICOM recognised by content).")],
+             batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call.")] = 32,
+             workers: Annotated[int, typer.Option(min=1, help="Threads decoding images.")] = 1,
+             threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
+             recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also classify images in nested folders.")] = False,
+             trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help=TRUSTED_KEY_HELP)] = None,
+             json_out: Annotated[Path | None, typer.Option("--json", help="Write predictions JSON here ('-' = stdout).")] = None) -> None:
+    """Classify images with an engine (no PyTorch needed). Streams in batches; exit 1 if any file could not
+    be classified (the others still are)."""
+    writable(json_out)
+    from rich.progress import Progress
+
+    from dcube_edge import report, runtimes
+    from dcube_edge.runtimes import inputs as listing
+    from dcube_edge.runtimes import isa
+    from dcube_edge.runtimes.files import json_list_stream
+
+    files, skipped, nested = listing.expand(inputs, recursive)
+    if nested:
+        err.print(f"[yellow]note:[/] {len(nested)} sub-folder(s) not entered (pass --recursive to include them)")
+    clf = runtimes.load(engine, threads=threads, trusted_keys=trusted_key)
+    rows, failed, labels = [], [], Counter()
+    head = {"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
+            "effective_precision": clf.manifest.data.get("effective_precision"), "classes": clf.classes}
+    if foreign := clf.manifest.foreign_build(isa.tag()):
+        err.print(f"[yellow]note: {engine.name} was {escape(foreign)}[/]")
+    timing: dict = {}  # filled in before the JSON closes
+    total = len(files) + len(skipped)
+    with clf, json_list_stream(json_out, head, "predictions", tail=timing) as add, \
+            Progress(console=err, transient=True, disable=len(files) <= batch_size) as bar:
+        task = bar.add_task("classifying", total=total)
+        passed_over = [runtimes.Prediction(str(path), error=f"skipped: {why}") for path, why in skipped]
+        for p in [*passed_over, *clf.classify(files, batch_size=batch_size, workers=workers)]:
+            add(p.to_dict())
+            (failed.append(p) if p.error else labels.update([p.label]))
+            if total <= TABLE_ROWS and not to_stdout(json_out):
+                rows.append(p)
+            bar.advance(task)
+        timing["engine_time"] = clf.engine_time()
+    if not to_stdout(json_out):
+        title = f"{engine.name}: {clf.manifest.backend} {clf.manifest.precision}"
+        if rows:
+            out.print(report.predictions(title, rows, clf.classes))
+        else:
+            out.print(report.prediction_counts(f"{title}: {total} files", labels, clf.classes, len(failed)))
+            for p in failed[:10]:
+                err.print(f"[red]{shown(p.path)}: {escape(p.error)}[/]")
+        if failed:
+            err.print(f"[red]{len(failed)} of {total} file(s) could not be classified[/]")
+        err.print(f"computes in: {escape(clf.manifest.precision_parts())}")
+        if timing["engine_time"]:
+            err.print("engine time per call (median, decoding excluded): " + ", ".join(
+                f"{t['p50_ms']:.2f} ms at batch {b} ({t['calls']} call{'s' * (t['calls'] > 1)})"
+                for b, t in timing["engine_time"].items()))
+        if json_out is not None:
+            err.print(f"wrote {json_out}")
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command()
+def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a run directory (PyTorch FP32).")],
+             data: Annotated[Path, typer.Argument(help="A split folder with one sub-folder per class.")],
+             batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call.")] = 64,
+             threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
+             bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95 % intervals (0 = none).")] = 1000,
+             trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help=TRUSTED_KEY_HELP)] = None,
+             json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
+    """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix, with
+    bootstrap confidence intervals. Engines and the torch model are scored the same way."""
+    writable(json_out)
+    from dcube_edge.evaluation import evaluate as run_evaluate
+
+    report = run_evaluate(target, data, batch_size, threads, bootstrap, trusted_key)
+    for warning in report.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+    show_metrics(f"{target.name} ({report['backend']} {report['precision']}) on {data}", report, json_out)
+    emit_json(report, json_out)

@@ -1,0 +1,39 @@
+"""The batcher: one thread classifying pending instances from every association and request in batches of
+up to ``max_batch``, waiting at most ``max_delay_ms`` for a batch to fill."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+class Batcher:
+    def __init__(self, node: Node):
+        self.node = node
+
+    def run(self) -> None:
+        """Pending instances (including those a previous run acknowledged but never classified) in batches."""
+        while not self.node.stopping.is_set():
+            rows = self.node.ledger.pending(self.node.opts.max_batch)
+            if len(rows) < self.node.opts.max_batch:
+                with self.node.arrived:
+                    self.node.arrived.wait(self.node.opts.max_delay_ms / 1000 if rows else 0.5)
+                rows = self.node.ledger.pending(self.node.opts.max_batch)
+            if rows:
+                self.classify_rows(rows)
+            self.node.metrics.queue.set(self.node.ledger.counts().get("pending", 0))
+
+    def classify_rows(self, rows: list[tuple[str, str, float]]) -> None:
+        node = self.node
+        with node.engine_lock:
+            preds = list(node.clf.classify([p for _, p, _ in rows], batch_size=len(rows), workers=node.opts.workers))
+        self.node.metrics.batches.observe(len(rows))
+        results = [(uid, p.label, p.probs, p.error) for (uid, _, _), p in zip(rows, preds)]
+        now = time.time()
+        written = set(self.node.ledger.finish(results, self.node.engine_hash, now))
+        self.node.metrics.classified.inc(len(written))
+        for uid, _, received in rows:
+            if uid in written:
+                self.node.metrics.latency.observe(max(0.0, now - received))

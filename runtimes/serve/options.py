@@ -1,0 +1,84 @@
+"""What a DICOM node is started with, checked before anything is created (torch-free)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dcube_edge.errors import UserError
+
+
+@dataclass
+class ServeOptions:
+    """Every setting of `dcube-edge serve`; the CLI fills it, the service reads nothing else."""
+
+    spool: Path
+    host: str = "127.0.0.1"
+    dicom_port: int = 11112
+    http_port: int = 8080
+    ae_title: str = "DCUBE"
+    allow_ae: tuple[str, ...] = ()
+    token: str | None = None
+    max_batch: int = 16
+    max_delay_ms: int = 50
+    workers: int = 1  # threads decoding a batch's files
+    reclassify: bool = False
+    forward: tuple[str, str, int] | None = None  # (AE title, host, port) of the PACS that receives the SRs
+
+    def __post_init__(self) -> None:
+        """What the node must not start with, refused before anything is created."""
+        for option, title in [("--ae-title", self.ae_title), *(("--allow-ae", a) for a in self.allow_ae),
+                              *([("--forward", self.forward[0])] if self.forward else [])]:
+            check_ae_title(title, option)
+        if not is_loopback(self.host) and not (self.token and self.allow_ae):
+            raise UserError(f"--host {self.host} is reachable from the network: also pass --token-file (HTTP) and "
+                             "--allow-ae with at least one calling AE title (DICOM)")
+
+
+def check_ae_title(title: str, option: str) -> None:
+    """An AE title as PS3.5 6.2 allows it: 1-16 characters of the default repertoire, no backslash."""
+    if not title.strip() or len(title) > 16 or not title.isascii() or "\\" in title or not title.isprintable():
+        raise UserError(f"{option} {title!r} is not an AE title: 1 to 16 printable ASCII characters, no backslash "
+                         "(PS3.5 6.2)")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise UserError(f"--host {host!r} is not an IP address") from None
+
+
+def read_token(path: Path) -> str:
+    """The HTTP bearer token from ``--token-file`` (at least 16 characters)."""
+    try:
+        token = path.read_text().strip()
+    except OSError as e:
+        raise UserError(f"--token-file {path}: {e.strerror or e}") from None
+    if len(token) < 16:
+        raise UserError(f"--token-file {path}: the token must be at least 16 characters")
+    return token
+
+
+def parse_forward(text: str) -> tuple[str, str, int]:
+    """``AE@HOST:PORT`` of a PACS as (AE title, host, port)."""
+    import re
+
+    found = re.fullmatch(r"([^@\s]{1,16})@([^:\s]+):(\d{1,5})", text)
+    if not found or not 0 < int(found.group(3)) < 65536:
+        raise UserError(f"--forward {text!r}: expected AE@HOST:PORT, e.g. PACS@10.0.0.5:104")
+    return found.group(1), found.group(2), int(found.group(3))
+
+
+def parse_ae_list(text: str | None) -> tuple[str, ...]:
+    """``--allow-ae``: comma-separated calling AE titles; given but naming none is refused (it would read as
+    "anyone")."""
+    if text is None:
+        return ()
+    titles = tuple(a.strip() for a in text.split(",") if a.strip())
+    if not titles:
+        raise UserError(f"--allow-ae {text!r} names no AE title: give the calling AE titles to accept, comma-separated")
+    return titles
