@@ -1,4 +1,4 @@
-"""Synthetic images from the class-conditional trunk (DESIGN §2, optional augmentation).
+"""Synthetic images from the class-conditional trunk (optional augmentation, docs/method.md).
 
 Writes ``OUT/<class>/synthetic_s<seed>_<index>.png``. Each batch of images is seeded from
 (seed, class, first index), so an interrupted run resumes by regenerating only batches with missing

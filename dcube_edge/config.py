@@ -13,15 +13,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                  resnet_width=8, resnet_layers=(1, 1, 1, 1), resnet_stem="small",
                  steps_diffusion=180, steps_classifier=100, batch_size=32, timesteps=(10, 50, 100)),
     # 28-64 px data on a CPU: all 13 layers (same indices as the paper), narrower. Guide branch: ResNet-18 layout
-    # (basic blocks, width 64) since 2026-11-26 — BreastMNIST, 3 step-2 seeds on one trunk: AUC 0.886 -> 0.949 and
-    # macro-F1 0.80 -> 0.83 over the ResNet-50 layout at width 16 (kept as --guide-branch narrow-resnet50).
+    # (basic blocks, width 64), which beat the ResNet-50 layout at width 16 (kept as --guide-branch narrow-resnet50);
+    # step 1's lr: constant, then decayed over the last quarter (wsd). Measurements: docs/results-summary.md.
     "small": dict(image_size=32, patch_size=4, width=96, depth=6, heads=4,
                   resnet_block="basic", resnet_width=64, resnet_layers=(2, 2, 2, 2), resnet_stem="small",
                   steps_diffusion=4000, steps_classifier=300, batch_size=64, timesteps=(10, 50, 100),
-                  # since 2026-11-27: at the same 4,000 steps, x0-MSE/variance at t = 500 2.46 -> 0.87 (BreastMNIST)
-                  # and 0.96 -> 0.77 (BUSI-128), best probe over pixels +0.029 -> +0.064 and +0.022 -> +0.036
                   lr_schedule="wsd"),
-    # The reference sizes (DESIGN §2).
+    # The reference sizes (docs/method.md).
     "paper": dict(image_size=128, patch_size=8, width=512, depth=6, heads=8,
                   resnet_width=64, resnet_layers=(3, 4, 6, 3), resnet_stem="imagenet",
                   steps_diffusion=20000, steps_classifier=2000, batch_size=64, timesteps=(10, 50, 100)),
@@ -90,9 +88,8 @@ class Config:
     # Supervise the guide branch's pooled map with its own linear classifier (training only; the exported
     # graph is unchanged). 0 = the reference, where the branch learns only through the 1-channel fusion.
     guide_loss_weight: float = 0.0
-    # Step-2 (and baseline) cross-entropy: "balanced" (inverse class frequency) or "none" (the reference).
-    # Balanced since 2026-11-26: on BreastMNIST (seed 0) it raised D-Cube's malignant recall 0.43 → 0.86 and
-    # macro-F1 0.71 → 0.86 at the same AUC (0.907 → 0.917); baselines use the same loss (one harness).
+    # Step-2 (and baseline) cross-entropy: "balanced" (inverse class frequency) or "none" (the reference). Balanced
+    # keeps a minority class from collapsing at the same AUC (docs/results-summary.md); baselines use the same loss.
     class_weights: str = "balanced"
     timesteps: tuple[int, ...] = (10, 50, 100)
     # The reference's behaviour instead: one random t in [1, max(timesteps)] per image at training and

@@ -1,4 +1,4 @@
-"""Dataset folders (DESIGN §4): ``<root>/<class>/*`` or ``<root>/{train,val[,test]}/<class>/*``.
+"""Dataset folders (docs/architecture.md, the engine contract): ``<root>/<class>/*`` or ``<root>/{train,val[,test]}/<class>/*``.
 Class order is the sorted folder names; a missing ``val/`` is carved from train, stratified and seeded."""
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""The run directory (DESIGN §4): config, weights (safetensors), selection, metrics, resume state."""
+"""The run directory (docs/architecture.md, the engine contract): config, weights (safetensors), selection, metrics, resume state."""
 from __future__ import annotations
 
 import json
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dcube_edge.errors import UserError
-from dcube_edge.runtimes.files import atomic_path, write_json
+from dcube_edge.runtimes.files import atomic_path, sha256, write_json
 
 from . import __version__
 from .config import Config
@@ -64,10 +65,35 @@ def load_config(run: str | Path) -> Config:
     return Config.from_dict(d)
 
 
-def load_model(run: str | Path) -> tuple[Config, torch.nn.Module]:
+@dataclass(frozen=True)
+class Run:
+    """A run directory read once: its path and config. Code below the CLI is handed this, not a path it would
+    read again; the weights are read when :meth:`model` is called."""
+
+    path: Path
+    config: Config
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        return cls(Path(path), load_config(path))
+
+    @classmethod
+    def of(cls, run: str | Path | Run) -> Run:
+        return run if isinstance(run, Run) else cls.load(run)
+
+    def model(self) -> torch.nn.Module:
+        """The trained inference model, in eval mode."""
+        return load_model(self)[1]
+
+    def hashes(self) -> dict[str, str]:
+        """sha256 of the files that decide the model (config and weights), by file name."""
+        names = (CONFIG, DIFFUSION, CLASSIFIER) if self.config.model == "dcube" else (CONFIG, BASELINE)
+        return {name: sha256(self.path / name) for name in names}
+
+
+def load_model(run: str | Path | Run) -> tuple[Config, torch.nn.Module]:
     """The trained inference model of a run, in eval mode."""
-    run = Path(run)
-    cfg = load_config(run)
+    cfg, run = (run.config, run.path) if isinstance(run, Run) else (load_config(run), Path(run))
     if cfg.model != "dcube":
         baseline = Baseline(cfg, len(cfg.classes))
         load_weights(baseline, run / BASELINE)

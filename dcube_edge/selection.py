@@ -1,4 +1,4 @@
-"""Gaussianity layer selection (DESIGN §2).
+"""Gaussianity layer selection (docs/method.md).
 
 For every trunk layer: the tokens of each image are averaged (over tokens and the fixed timesteps)
 to one width-sized vector; the images' vectors are projected on their first principal component

@@ -1,4 +1,4 @@
-"""U-ViT diffusion trunk (DESIGN §2): patch tokens + one time token, in/mid/out transformer blocks
+"""U-ViT diffusion trunk (docs/method.md): patch tokens + one time token, in/mid/out transformer blocks
 joined by long skips, class embedding added to every token. Its 13 (in general 2·depth+1) block
 outputs are the "layers" D-Cube reads; :meth:`UViT.layers` can stop after any of them."""
 from __future__ import annotations

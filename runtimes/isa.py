@@ -100,7 +100,7 @@ def has_amx(flags: Iterable[str] | None = None) -> bool:
 
 def has_native_fp16(flags: Iterable[str] | None = None) -> bool:
     """fp16 GEMMs at full rate: only AMX-FP16. AVX512-FP16 alone was measured slower than fp32 in
-    OpenVINO (issue 12: 177 ms vs 110 ms), so it does not count."""
+    OpenVINO (docs/benchmarks.md), so it does not count."""
     have = cpu_flags() if flags is None else frozenset(flags)
     return "amx_fp16" in have
 

@@ -1,4 +1,4 @@
-"""The engine directory contract (DESIGN §4): ``manifest.json`` plus model files. The runtime checks
+"""The engine directory contract (docs/engine-format.md): ``manifest.json`` plus model files. The runtime checks
 format version, backend, and the sha256 of every file before it loads anything."""
 from __future__ import annotations
 

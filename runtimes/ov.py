@@ -1,12 +1,10 @@
 """OpenVINO runner: ``import openvino as ov``, explicit inference precision, latency hint, and a
-compiled-model cache dir so the second start skips compilation: one sub-folder per CPU class and
-precision, because OpenVINO 2026.4's CPU cache does not key its blobs on the inference-precision hint (the
-blob of an int8 IR compiled under f32, loaded for a bf16 run from the same cache, agreed with the fp32 model on
-98.7 % of the BreastMNIST validation images and differently each run, where a fresh bf16 compile agreed on all).
+compiled-model cache dir so the second start skips compilation: one sub-folder per CPU class and precision,
+because OpenVINO's CPU cache does not key its blobs on the inference-precision hint
+(docs/decisions/openvino-precision.md).
 
 Each batch size gets its own compiled model with a static input shape (compiled on first use, batch 1 at
-activation): measured on the paper-preset int8 IR on an AMX Xeon, a static batch-1 shape ran about 30 %
-faster than the dynamic-batch IR (fewer reorders around the int8 kernels); bf16 gained little."""
+activation): a static shape runs faster than the dynamic-batch IR (fewer reorders around the int8 kernels)."""
 from __future__ import annotations
 
 from pathlib import Path

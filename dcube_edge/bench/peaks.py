@@ -65,7 +65,7 @@ def openvino_gemm_peak(precision: str, threads: int | None = None, n: int = 1024
 
 # (n, chain) shapes of the GEMM peak; the best rate any of them reaches counts. On a 2-core AMX Xeon the int8
 # peak came out highest at 1024² and bf16's at 2048², and repeated samples of one shape spread up to 3×
-# (a shared host): one sample per precision was not a peak (the int8 engine looked like 50 % of it, 2026-11-26).
+# (a shared host): one sample per precision is not a peak (docs/benchmarks.md).
 PEAK_SHAPES = ((1024, 8), (2048, 4))
 
 

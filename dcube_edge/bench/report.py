@@ -49,7 +49,7 @@ def model_line(result: dict) -> str:
 
 
 def passes_text(result: dict) -> str:
-    """How many passes timed each row (benches before 2026-11-27 timed every row once)."""
+    """How many passes timed each row (older benches timed every row once)."""
     n = max((len(x.get("p50_ms_samples", [])) for x in result["results"]), default=0)
     return f", every row timed in {n} passes and the faster p50 kept" if n > 1 else ""
 

@@ -44,8 +44,8 @@ def benchmark_app_figure(engine: Path, batch: int = 1, count: int = 6, seconds: 
 
 
 def vs_app_method(figure: dict) -> str:
-    """How a benchmark_app comparison was taken: paired rounds (median ratio) since 2026-11-27 evening;
-    files from before compared the two sides' overall medians."""
+    """How a benchmark_app comparison was taken: paired rounds (median ratio), or, in older
+    files, the ratio of the two sides' overall medians."""
     if "overhead_per_round" in figure:
         return f"{figure['rounds']} paired rounds, median of the per-round ratios"
     return f"{figure['rounds']} alternated rounds, ratio of the medians"
