@@ -1,4 +1,5 @@
-"""The run directory (docs/architecture.md, the engine contract): config, weights (safetensors), selection, metrics, resume state."""
+"""The run directory (docs/architecture.md, the engine contract): config, weights (safetensors), selection,
+metrics, resume state."""
 from __future__ import annotations
 
 import json

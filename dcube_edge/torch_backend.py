@@ -26,6 +26,7 @@ from dcube_edge.runtimes.spec import GraphSpec
 if TYPE_CHECKING:
     import torch
 
+    from dcube_edge import rundir
     from dcube_edge.export.job import BuildJob
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -57,17 +58,18 @@ class TorchRunner(Runner):
         return cls(load, manifest.spec, manifest.precision, device or "cpu", threads)
 
     @classmethod
-    def from_run(cls, run: str | Path, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
-                 compile: bool = False, max_batch: int = 64) -> tuple[TorchRunner, Manifest]:
-        """A run dir (D-Cube or baseline) as a runner, with an in-memory manifest for :class:`Classifier`."""
+    def from_run(cls, run: str | Path | rundir.Run, precision: str = "fp32", device: str = "cpu",
+                 threads: int | None = None, compile: bool = False, max_batch: int = 64) -> tuple[TorchRunner, Manifest]:
+        """A run (D-Cube or baseline) as a runner, with an in-memory manifest for :class:`Classifier`."""
         from dcube_edge import rundir
 
-        run = Path(run)
-        cfg = rundir.load_config(run)
+        run = rundir.Run.of(run)
+        cfg = run.config
         spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), max_batch)
-        manifest = Manifest(run / "manifest.json", compose("torch", precision, rundir.CONFIG, spec, list(cfg.classes),
-                                                           PreprocessSpec(cfg.image_size), run={"path": str(run)}))
-        return cls(lambda: rundir.load_model(run)[1], spec, precision, device, threads, compile), manifest
+        manifest = Manifest(run.path / "manifest.json", compose(
+            "torch", precision, rundir.CONFIG, spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
+            run={"path": str(run.path)}))
+        return cls(run.model, spec, precision, device, threads, compile), manifest
 
     def activate_impl(self) -> None:
         try:
@@ -118,9 +120,8 @@ class TorchBuilder(Builder):
     def build(self, job: BuildJob) -> tuple[str, dict]:
         from dcube_edge import rundir
 
-        model = rundir.load_model(job.run)[1]
-        rundir.save_weights(model, job.work / WEIGHTS)
-        shutil.copyfile(job.run / rundir.CONFIG, job.work / CONFIG)
+        rundir.save_weights(job.run.model(), job.work / WEIGHTS)
+        shutil.copyfile(job.run.path / rundir.CONFIG, job.work / CONFIG)
         return WEIGHTS, {"autocast": job.precision == "bf16"}
 
     def effective_precision(self, job: BuildJob, info: dict | None) -> dict[str, str]:

@@ -63,16 +63,19 @@ def check(opts: ExportOptions) -> tuple[backends.Backend, Builder, str | None]:
     return backend, builder, hint
 
 
-def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = print) -> dict:
-    run, out = Path(run), Path(out)
+def export(run: str | Path | rundir.Run, out: str | Path, opts: ExportOptions, log: Log = print) -> dict:
+    """Export ``run`` (a run directory, or one already loaded) to the engine directory ``out``; the manifest."""
+    out = Path(out)
     backend, builder, hint = check(opts)
     if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not an engine directory; refusing to replace it (choose another --out)")
-    if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
+    run = rundir.Run.of(run)
+    if out.resolve() == run.path.resolve() or out.resolve() in run.path.resolve().parents:
         raise ExportError(f"--out {out} would replace the run directory itself; choose another --out")
-    cfg, model = rundir.load_model(run)
+    cfg = run.config
     if cfg.model != "dcube":
-        raise ExportError(f"{run} is a {cfg.model} baseline run; export takes D-Cube runs")
+        raise ExportError(f"{run.path} is a {cfg.model} baseline run; export takes D-Cube runs")
+    model = run.model()
     spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
     upto = cfg.num_layers - 1 if opts.full_trunk else None
     graph = FixedGraph(model, timesteps=opts.timesteps, upto=upto, last_layer=opts.full_trunk).eval()
@@ -80,7 +83,7 @@ def export(run: str | Path, out: str | Path, opts: ExportOptions, log: Log = pri
         spec = spec.with_trunk_output(len(graph.timesteps), 1 + cfg.grid ** 2, cfg.width)
     work = work_folder(out)
     try:
-        job = BuildJob(run, cfg, opts, spec, work, hint, log, for_model(cfg.model))
+        job = BuildJob(run, opts, spec, work, hint, log, for_model(cfg.model))
         manifest = build(job, backend, builder, graph)
         reach_parity(job, builder, graph, manifest)
         publish(work, out)
@@ -115,7 +118,7 @@ def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: Fix
         backend.name, job.precision, model_file, job.spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
         timesteps=list(graph.timesteps), selected_layers=list(graph.layers_used),
         truncated_after_layer=graph.upto, trunk_layers=cfg.num_layers, seed=cfg.seed, preset=cfg.preset,
-        run={"path": str(run.resolve()), **{f: sha256(run / f) for f in (rundir.CONFIG, rundir.DIFFUSION, rundir.CLASSIFIER)}},
+        run={"path": str(run.path.resolve()), **run.hashes()},
         tools=tool_versions(builder), built_on=built_on(),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **job.info, **({backend.name: backend_info} if backend_info else {}),

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dcube_edge.calibration import sets as calib_sets
 from dcube_edge.config import Config
@@ -17,6 +18,9 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 from dcube_edge.runtimes.spec import GraphSpec
 
 from .policy import Policy
+
+if TYPE_CHECKING:
+    from dcube_edge.rundir import Run  # torch; the CLI reads ExportOptions without it
 
 Log = Callable[[str], None]
 
@@ -77,8 +81,7 @@ class BuildJob:
     """What a backend's ``build(job)`` receives: the FP32 ONNX in ``work`` and, on request, the precision's
     ONNX and the calibration images. What they add to the manifest collects in ``info``."""
 
-    run: Path
-    cfg: Config
+    run: Run
     opts: ExportOptions
     spec: GraphSpec
     work: Path
@@ -86,6 +89,10 @@ class BuildJob:
     log: Log
     policy: Policy
     info: dict = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> Config:
+        return self.run.config
 
     @property
     def precision(self) -> str:
@@ -96,7 +103,7 @@ class BuildJob:
         return self.work / "model.fp32.onnx"
 
     def calibration_file(self) -> Path:
-        calib = calibration_file(self.run, self.cfg, self.opts)
+        calib = calibration_file(self.run.path, self.cfg, self.opts)
         self.info["calibration"] = calib_sets.describe(calib)
         return calib
 

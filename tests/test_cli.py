@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dcube_edge.rundir import Run
+
 EXE = Path(sys.executable).with_name("dcube-edge")
 
 
@@ -69,13 +71,13 @@ def test_bench_rebuilds_engines_of_other_export_code_or_cpu_class(tiny_run, ort_
     log: list[str] = []
     built = []
     monkeypatch.setattr(build, "export", lambda run, dest, opts, log: built.append(dest))  # the decision, not the build
-    benchmark.build_or_reuse(tiny_run, out, log.append, max_batch=16)
+    benchmark.build_or_reuse(Run.load(tiny_run), out, log.append, max_batch=16)
     assert "reusing" in log[-1] and not built
     manifest = json.loads((out / "manifest.json").read_text())
     for section, key in (("tools", "export_code"), ("built_on", "isa_class")):
         changed = {**manifest, section: {**manifest[section], key: "something else"}}
         (out / "manifest.json").write_text(json.dumps(changed))
-        benchmark.build_or_reuse(tiny_run, out, log.append, max_batch=16)
+        benchmark.build_or_reuse(Run.load(tiny_run), out, log.append, max_batch=16)
         assert log[-1] == "building engine" and built[-1] == out, (section, key)
     assert len(built) == 2
 
@@ -154,7 +156,7 @@ def test_bench_compile_rows_cover_every_torch_precision(tiny_run, monkeypatch):
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model, **_: compiled.append(model) or model)
-    rows = torch_rows(tiny_run, (1,), 2, 1, None, compile=True)
+    rows = torch_rows(Run.load(tiny_run), (1,), 2, 1, None, compile=True)
     eager = {r["precision"] for r in rows if r["backend"] != "torch-compile"}
     assert eager == ({"fp32", "bf16"} if isa.has_bf16() else {"fp32"})
     assert {r["precision"] for r in rows if r["backend"] == "torch-compile"} == eager
@@ -170,11 +172,11 @@ def test_bench_figures_truncation_and_timesteps(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     log = []
-    t = truncation_figure(run, run / "engines", 1, 2, 1, None, log.append)
+    t = truncation_figure(Run.load(run), run / "engines", 1, 2, 1, None, log.append)
     layers = Config.from_preset("tiny").num_layers
     assert t["gflops_full"] >= t["gflops_truncated"] > 0
     assert (t["flop_ratio"] > 1.0) == (t["truncated_after_layer"] < layers - 1)
-    ts = timestep_figure(run, run / "engines", 1, 2, 1, None, log.append)
+    ts = timestep_figure(Run.load(run), run / "engines", 1, 2, 1, None, log.append)
     assert len(ts["timesteps"]) == 3 and ts["p50_ms_one_call"] > 0 and ts["speedup"] > 0
     assert any("reusing" in m for m in log)  # the truncated fp32 engine is built once, then reused by hash
 
@@ -396,3 +398,17 @@ def test_evaluate_json_is_strict_when_a_class_is_absent(ort_engine, demo_data, t
 
     m = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
     assert m["auc"] is None and "normal" in m["undefined"]["auc"] and m["per_class_recall"]["normal"] is None
+
+
+def test_bench_reads_a_run_once_and_hands_it_down(ort_engine, tiny_run, monkeypatch):
+    """`bench --torch RUN` used to re-read RUN's config in every function it passed through (six times in one
+    call); the run is loaded once into a Run and handed down."""
+    from dcube_edge import rundir
+    from dcube_edge.bench import BenchOptions, run_bench
+
+    reads = []
+    original = rundir.load_config
+    monkeypatch.setattr(rundir, "load_config", lambda run: reads.append(run) or original(run))
+    result = run_bench([ort_engine], BenchOptions(batch_sizes=(1,), iterations=2, warmup=1), torch_run=tiny_run)
+    assert len(reads) == 1 and result["model"]["preset"] == "tiny"
+    assert any(r.get("reference") for r in result["results"]) and any(not r.get("reference") for r in result["results"])

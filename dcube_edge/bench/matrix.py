@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dcube_edge import runtimes
 from dcube_edge.runtimes import isa
-from dcube_edge.runtimes.files import sha256
 from dcube_edge.runtimes.timing import time_fn
 
 from .rows import engine_rows, inputs
+
+if TYPE_CHECKING:
+    from dcube_edge.rundir import Run  # torch: only for type checkers here
 
 Log = Callable[[str], None]
 
@@ -55,9 +58,8 @@ def bench_run(path: str | Path, preset: str, layers: tuple[int, ...] = (4, 5)) -
     return f"{path}: random-weight {preset} run written (layers {list(layers)})"
 
 
-def build_or_reuse(run: Path, out: Path, log: Log, **options) -> Path:
+def build_or_reuse(run: Run, out: Path, log: Log, **options) -> Path:
     """Export unless ``out`` already holds an engine of this run's current weights with these options."""
-    from dcube_edge import rundir
     from dcube_edge.export.build import ExportOptions, export, export_code
 
     opts = ExportOptions(**options)
@@ -65,7 +67,7 @@ def build_or_reuse(run: Path, out: Path, log: Log, **options) -> Path:
     if manifest.is_file():
         try:
             m = runtimes.read(out).data
-            same_run = all(m["run"].get(f) == sha256(run / f) for f in (rundir.CONFIG, rundir.DIFFUSION, rundir.CLASSIFIER))
+            same_run = all(m["run"].get(f) == digest for f, digest in run.hashes().items())
             same_build = (m["backend"], m["precision"], m["graph"]["batch"]["max"]) == (opts.backend, opts.precision,
                                                                                        opts.max_batch)
             same_trunk = not opts.full_trunk or m["truncated_after_layer"] == m["trunk_layers"] - 1
@@ -83,7 +85,7 @@ def build_or_reuse(run: Path, out: Path, log: Log, **options) -> Path:
     return out
 
 
-def truncation_figure(run: Path, root: Path, batch: int, iterations: int, warmup: int, threads: int | None,
+def truncation_figure(run: Run, root: Path, batch: int, iterations: int, warmup: int, threads: int | None,
                       log: Log) -> dict:
     """Same run exported with the full trunk and truncated (ORT fp32): FLOP ratio vs latency ratio."""
     cut = build_or_reuse(run, root / "onnxruntime-fp32", log, max_batch=max(batch, 8))
@@ -98,12 +100,11 @@ def truncation_figure(run: Path, root: Path, batch: int, iterations: int, warmup
             "speedup_over_flop_ratio": speedup / flop_ratio}
 
 
-def timestep_figure(run: Path, root: Path, batch: int, iterations: int, warmup: int, threads: int | None,
+def timestep_figure(run: Run, root: Path, batch: int, iterations: int, warmup: int, threads: int | None,
                     log: Log) -> dict:
     """T timesteps in one engine call vs T calls of a one-timestep engine (ORT fp32)."""
-    from dcube_edge import rundir
 
-    cfg = rundir.load_config(run)
+    cfg = run.config
     one = build_or_reuse(run, root / "onnxruntime-fp32", log, max_batch=max(batch, 8))
     singles = [build_or_reuse(run, root / f"onnxruntime-fp32-t{t}", log, max_batch=max(batch, 8), timesteps=(t,))
                for t in cfg.timesteps]

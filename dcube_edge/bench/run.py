@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dcube_edge import runtimes
 from dcube_edge.errors import UserError
@@ -18,6 +19,9 @@ from .report import gflop_per_image
 from .rows import engine_rows, finish_rows, keep_faster
 from .torch_rows import torch_rows
 from .vs_app import benchmark_app_figure
+
+if TYPE_CHECKING:
+    from dcube_edge.rundir import Run  # torch: only for type checkers here
 
 Log = Callable[[str], None]
 
@@ -62,7 +66,13 @@ class BenchOptions:
 def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = None, matrix_run: Path | None = None,
               log: Log = lambda _: None, trusted_keys: list[Path] | None = None) -> dict:
     """Every engine (and, with ``matrix_run``, every backend × precision built from it) and the run's PyTorch
-    rows, timed in this process; speedups and peak fractions computed within the run."""
+    rows, timed in this process; speedups and peak fractions computed within the run. A run is read once here
+    and handed down as a :class:`~dcube_edge.rundir.Run`."""
+    if torch_run is not None or matrix_run is not None:  # torch only where a run is timed
+        from dcube_edge.rundir import Run  # noqa: F811
+
+        torch_run = Run.load(torch_run) if torch_run is not None else None
+        matrix_run = Run.load(matrix_run) if matrix_run is not None else None
     started = time.time()
     skipped: list[str] = []
     engines = list(engines)
@@ -71,7 +81,7 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
     check(engines, opts, torch_run or matrix_run)
     batch_sizes, iterations, warmup, threads = opts.batch_sizes, opts.iterations, opts.warmup, opts.threads
     if matrix_run is not None:
-        root = matrix_run / "engines"
+        root = matrix_run.path / "engines"
         for backend, precision in matrix_pairs():
             reason = available(backend, precision)
             if reason:
@@ -88,7 +98,7 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
     def timed_rows(again: str = "") -> list[dict]:
         rows = []
         if torch_run is not None:
-            log(f"timing PyTorch rows of {torch_run}{again}")
+            log(f"timing PyTorch rows of {torch_run.path}{again}")
             rows += torch_rows(torch_run, batch_sizes, iterations, warmup, threads, opts.compile, opts.device)
         for e in engines:
             log(f"timing {e}{again}")
@@ -107,7 +117,7 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
         result["model"] = model_summary(matrix_run or torch_run, rows)
     if opts.figures and (matrix_run or torch_run):
         run = matrix_run or torch_run
-        root = run / "engines"
+        root = run.path / "engines"
         result["truncation"] = truncation_figure(run, root, 1, iterations, warmup, threads, log)
         result["timestep_batching"] = timestep_figure(run, root, 1, iterations, warmup, threads, log)
     add_figures(result, min(batch_sizes), iterations, threads, log, profile=opts.profile,
@@ -138,12 +148,11 @@ def add_figures(result: dict, batch: int, iterations: int, threads: int | None, 
                 result["vs_benchmark_app"].append(benchmark_app_figure(Path(e), batch, threads=threads))
 
 
-def model_summary(run: Path, rows: list[dict]) -> dict:
+def model_summary(run: Run, rows: list[dict]) -> dict:
     """What was timed: the run's sizes (a preset's values change over time; tables of the same preset name
     from different dates may be of different models) and its FLOPs per image."""
-    from dcube_edge import rundir
 
-    cfg = rundir.load_config(run)
+    cfg = run.config
     per_image = gflop_per_image(rows)
     return {"preset": cfg.preset, "image_size": cfg.image_size, "trunk": f"U-ViT width {cfg.width}, depth {cfg.depth}, "
             f"patch {cfg.patch_size}", "guide_branch": f"ResNet {cfg.resnet_block} blocks {list(cfg.resnet_layers)}, "

@@ -3,24 +3,26 @@ torch.compile, a CUDA graph on GPUs), the baseline every engine row is compared 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.timing import time_fn
 
 from .rows import inputs
 
+if TYPE_CHECKING:
+    from dcube_edge.rundir import Run  # torch: only for type checkers here
 
-def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup: int,
+
+def torch_rows(run: Run, batch_sizes: tuple[int, ...], iterations: int, warmup: int,
                threads: int | None, compile: bool = False, device: str = "cpu") -> list[dict]:
     """The run's PyTorch model through the torch backend's runner: eager fp32, bf16 autocast on CPUs with
     bf16 units, fp16 autocast and a CUDA graph on GPUs; on request torch.compile of each of those precisions
     (on the AMX Xeon's paper preset, compiled bf16 autocast ran about 1.5× eager bf16 autocast: the fastest
     PyTorch row, and so the one engines are measured against)."""
-    from dcube_edge import rundir
     from dcube_edge.torch_backend import TorchRunner
 
-    cfg = rundir.load_config(run)
+    cfg = run.config
     variants = [("torch-eager", "fp32", {})]
     if device == "cpu" and isa.has_bf16():
         variants.append(("torch-autocast", "bf16", {}))
@@ -41,16 +43,17 @@ def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup:
                         runner.infer(feed)
                         runner.synchronize()
 
-                    rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": b, "reference": True,
+                    rows.append({"engine": str(run.path), "backend": backend, "precision": precision, "batch": b,
+                                 "reference": True,
                                  "timesteps": len(cfg.timesteps), **time_fn(call, iterations, warmup)})
         except Exception as e:  # noqa: BLE001 — torch.compile fails lazily on first call, and by platform
-            rows.append({"engine": str(run), "backend": backend, "precision": precision, "batch": batch_sizes[0],
+            rows.append({"engine": str(run.path), "backend": backend, "precision": precision, "batch": batch_sizes[0],
                          "reference": True,
                          "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"})
     if device == "cuda":
         import torch
 
-        model = rundir.load_model(run)[1].to(device)
+        model = run.model().to(device)
         for b in batch_sizes:
             x = torch.from_numpy(inputs(b, cfg.image_size)).to(device)
             with torch.inference_mode():
@@ -60,7 +63,8 @@ def torch_rows(run: Path, batch_sizes: tuple[int, ...], iterations: int, warmup:
                     replay()
                     torch.cuda.synchronize()
 
-                rows.append({"engine": str(run), "backend": "torch-cudagraph", "precision": "fp32", "batch": b, "reference": True,
+                rows.append({"engine": str(run.path), "backend": "torch-cudagraph", "precision": "fp32", "batch": b,
+                                 "reference": True,
                              "timesteps": len(cfg.timesteps), **time_fn(call, iterations, warmup)})
     return rows
 
