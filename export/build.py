@@ -33,7 +33,7 @@ from dcube_edge.runtimes.manifest import read as read_manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 from dcube_edge.runtimes.spec import GraphSpec, SpecMismatch
 
-from . import parity
+from . import codes, parity
 from .builder import Builder
 from .job import BuildJob, ExportError, ExportOptions, Log, calibration_file, validation_split
 from .policy import for_model
@@ -75,6 +75,12 @@ def export(run: str | Path | rundir.Run, out: str | Path, opts: ExportOptions, l
     cfg = run.config
     if cfg.model != "dcube":
         raise ExportError(f"{run.path} is a {cfg.model} baseline run; export takes D-Cube runs")
+    class_codes = codes.parse(opts.class_codes, list(cfg.classes))
+    unmapped = [c for c in cfg.classes if c not in class_codes]
+    if unmapped:
+        log(f"note: {'classes' if len(unmapped) > 1 else 'class'} {', '.join(unmapped)} without --class-codes: DICOM "
+            f"results code {'them' if len(unmapped) > 1 else 'it'} in the private scheme {codes.PRIVATE_SCHEME}, "
+            "which viewers cannot interpret")
     model = run.model()
     spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
     upto = cfg.num_layers - 1 if opts.full_trunk else None
@@ -84,7 +90,7 @@ def export(run: str | Path | rundir.Run, out: str | Path, opts: ExportOptions, l
     work = work_folder(out)
     try:
         job = BuildJob(run, opts, spec, work, hint, log, for_model(cfg.model))
-        manifest = build(job, backend, builder, graph)
+        manifest = build(job, backend, builder, graph, class_codes)
         reach_parity(job, builder, graph, manifest)
         publish(work, out)
     finally:
@@ -106,7 +112,8 @@ def work_folder(out: Path) -> Path:
     return work
 
 
-def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: FixedGraph) -> dict:
+def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: FixedGraph,
+          class_codes: dict[str, dict[str, str]]) -> dict:
     """FP32 ONNX → the builder's engine files → the manifest (facts bound, files hashed), in ``job.work``."""
     cfg, run = job.cfg, job.run
     job.log(f"exporting ONNX (opset {job.spec.opset}, timesteps {list(graph.timesteps)}, "
@@ -116,6 +123,7 @@ def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: Fix
     job.fp32_onnx.unlink()
     manifest = engine_manifest.compose(
         backend.name, job.precision, model_file, job.spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
+        class_codes=class_codes,
         timesteps=list(graph.timesteps), selected_layers=list(graph.layers_used),
         truncated_after_layer=graph.upto, trunk_layers=cfg.num_layers, seed=cfg.seed, preset=cfg.preset,
         run={"path": str(run.path.resolve()), **run.hashes()},

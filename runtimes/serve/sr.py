@@ -1,35 +1,88 @@
-"""The result as a DICOM Structured Report referencing the classified image (``highdicom``)."""
+"""The result as a DICOM Structured Report: TID 1500 (Measurement Report) built with ``highdicom``, so viewers,
+PACS and the IHE AI Results profile read it without knowing dcube-edge.
+
+- Observation context: a device observer (TID 1004) whose UID derives from the engine's hash, with the
+  manufacturer and the model (preset, backend, precision).
+- One measurement group (TID 1501) with the decision: the qualitative evaluation *Classification* (SCT 278201002)
+  coded as the engine's class code, the algorithm (TID 4019: name, version, backend, precision, engine sha256) and
+  the source image (its SOP Class and Instance UIDs).
+- One measurement group per class: its *Finding* (DCM 121071) is the class code, its measurement *Probability*
+  (DCM 122157, UCUM unit "1"); algorithm and source image as above.
+
+Every concept name is a standard code; only a class the export left unmapped falls back to the private scheme
+``99DCUBE`` (``export --class-codes`` maps them). The SR's UIDs derive from the source instance and the engine, so a
+retried send is the same document. Missing or empty type-2 patient and study attributes of the source are sent
+empty, as PS3.3 allows, instead of failing."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def structured_report(source_path: str, label: str, probs: dict, engine_hash: str):
-    """A Comprehensive SR (highdicom) with the label and per-class probabilities, referencing the source
-    image; its UIDs derive from the source and the engine, so a retried send is the same document."""
+from dcube_edge import __version__
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+
+PRIVATE_SCHEME = "99DCUBE"  # as export/codes.py writes it
+# Type-2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) the SR copies from its source.
+TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def class_code(manifest: Manifest, name: str):
+    """The coded concept of a class: the export's mapping, else the private scheme."""
+    from highdicom.sr import CodedConcept
+
+    code = (manifest.data.get("class_codes") or {}).get(name)
+    if code:
+        return CodedConcept(code["value"], code["scheme"], code["meaning"])
+    return CodedConcept(name[:16], PRIVATE_SCHEME, name)
+
+
+def structured_report(source_path: str, label: str, probs: dict[str, float], manifest: Manifest, engine_hash: str):
+    """A Comprehensive SR holding a TID 1500 Measurement Report of one classified instance."""
     from highdicom.sr import (
-        CodeContentItem,
-        CodedConcept,
+        AlgorithmIdentification,
         ComprehensiveSR,
-        ContainerContentItem,
-        ContentSequence,
-        ImageContentItem,
-        NumContentItem,
-        RelationshipTypeValues,
+        DeviceObserverIdentifyingAttributes,
+        Measurement,
+        MeasurementReport,
+        MeasurementsAndQualitativeEvaluations,
+        ObservationContext,
+        ObserverContext,
+        QualitativeEvaluation,
+        SourceImageForMeasurementGroup,
+        TrackingIdentifier,
     )
     from pydicom import dcmread
+    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     src = dcmread(source_path, stop_before_pixels=True)
-    scheme, contains = "99DCUBE", RelationshipTypeValues.CONTAINS
-    root = ContainerContentItem(CodedConcept("report", scheme, "dcube-edge classification"))
-    items = [CodeContentItem(CodedConcept("label", scheme, "Predicted class"),
-                             CodedConcept(label, scheme, label), relationship_type=contains)]
-    items += [NumContentItem(CodedConcept(f"p-{c}", scheme, f"Probability of {c}"), float(p),
-                             CodedConcept("1", "UCUM", "no units"), relationship_type=contains)
-              for c, p in probs.items()]
-    items.append(ImageContentItem(CodedConcept("source", scheme, "Classified image"), src.SOPClassUID,
-                                  src.SOPInstanceUID, relationship_type=contains))
-    root.ContentSequence = ContentSequence(items, is_root=False)
+    for keyword in TYPE_2:
+        if keyword not in src:
+            setattr(src, keyword, "")
     seed = [str(src.SOPInstanceUID), engine_hash]
-    return ComprehensiveSR([src], root, generate_uid(entropy_srcs=[*seed, "series"]), 990,
+    data = manifest.data
+    device = ObserverContext(codes.DCM.Device, DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(entropy_srcs=[engine_hash, "device"]), name="dcube-edge", manufacturer_name="dcube-edge",
+        model_name=f"D-Cube {data.get('preset', '')} {manifest.backend} {manifest.precision}".replace("  ", " ")[:64]))
+    algorithm = AlgorithmIdentification(
+        name=f"dcube-edge {data.get('model', 'dcube')}", version=__version__,
+        parameters=[f"backend={manifest.backend}", f"precision={manifest.precision}", f"engine-sha256={engine_hash}"])
+    source = [SourceImageForMeasurementGroup(src.SOPClassUID, src.SOPInstanceUID)]
+
+    def group(name: str, **content):
+        return MeasurementsAndQualitativeEvaluations(
+            TrackingIdentifier(uid=generate_uid(entropy_srcs=[*seed, name]), identifier=name[:64]),
+            algorithm_id=algorithm, source_images=source, **content)
+
+    decision = QualitativeEvaluation(codes.SCT.Classification, class_code(manifest, label))
+    groups = [group("classification", qualitative_evaluations=[decision])]
+    groups += [group(f"probability of {c}", finding_type=class_code(manifest, c),
+                     measurements=[Measurement(codes.DCM.Probability, float(p), codes.UCUM.NoUnits)])
+               for c, p in probs.items()]
+    report = MeasurementReport(ObservationContext(observer_device_context=device), codes.SCT.ImagingProcedure,
+                               groups, title=codes.DCM.ImagingMeasurementReport)
+    return ComprehensiveSR([src], report[0], generate_uid(entropy_srcs=[*seed, "series"]), 990,
                            generate_uid(entropy_srcs=[*seed, "sr"]), 1, manufacturer="dcube-edge",
-                           is_complete=True)
+                           is_complete=True, series_description="dcube-edge AI result")

@@ -1,0 +1,111 @@
+"""The result as DICOM: TID 1500 Structured Reports that dicom3tools' dciodvfy accepts, with standard concept
+names, the class codes given at export bound into the engine, and SRs built from sources that lack type-2
+attributes."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom", reason="the SR needs the `serve` extra (pydicom, highdicom)")
+pytest.importorskip("highdicom", reason="the SR needs the `serve` extra (highdicom)")
+
+from dicom_forms import concept_names, dciodvfy  # noqa: E402
+
+from dcube_edge import runtimes  # noqa: E402
+
+EXE = Path(sys.executable).with_name("dcube-edge")
+CODES = "benign=SCT:30807003,malignant=SCT:21594007,normal=SCT:17621005"
+
+
+@pytest.fixture(scope="module")
+def coded_engine(tiny_run, tmp_path_factory) -> Path:
+    """The tiny run exported with every class mapped to SNOMED CT."""
+    out = tmp_path_factory.mktemp("coded") / "engine"
+    res = subprocess.run([str(EXE), "export", str(tiny_run), "--out", str(out), "--class-codes", CODES, "--max-batch", "8"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def source(tmp_path: Path, complete: bool = True) -> Path:
+    from dcube_edge.runtimes.dicom import write_secondary_capture
+
+    path = write_secondary_capture(np.full((32, 32), 90, np.uint8), tmp_path / "src.dcm", modality="US")
+    if not complete:  # what the demo's DICOM used to be: no type-2 patient or study attributes at all
+        ds = pydicom.dcmread(path)
+        for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
+                        "AccessionNumber", "PatientName"):
+            delattr(ds, keyword)
+        ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def report(engine: Path, src: Path, out: Path):
+    from dcube_edge.runtimes.serve.sr import structured_report
+
+    manifest = runtimes.read(engine)
+    probs = dict(zip(manifest.classes, (0.2, 0.7, 0.1)))
+    sr = structured_report(str(src), "malignant", probs, manifest, "ab" * 32)
+    sr.save_as(out, enforce_file_format=True)
+    return pydicom.dcmread(out)
+
+
+def test_the_sr_is_a_valid_tid_1500_report_with_standard_codes(coded_engine, tmp_path):
+    sr = report(coded_engine, source(tmp_path), tmp_path / "sr.dcm")
+    errors, warnings = dciodvfy(tmp_path / "sr.dcm")
+    assert errors == [] and warnings == [], errors + warnings
+    template = sr.ContentTemplateSequence[0]
+    assert (template.MappingResource, template.TemplateIdentifier) == ("DCMR", "1500")
+    names = concept_names(sr.ContentSequence)
+    assert not [n for n in names if n[0].startswith("99")]  # no private concept name anywhere
+    assert ("DCM", "121012") in names and ("DCM", "111001") in names  # device observer UID, algorithm name
+    groups = [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
+    decision = [c for c in groups[0].ContentSequence if c.ValueType == "CODE"][0]
+    assert decision.ConceptCodeSequence[0].CodeValue == "21594007"  # malignant, SNOMED CT
+    probabilities = {}
+    for group in groups[1:]:  # one per class: its Finding (the class code) and its Probability
+        items = {c.ValueType: c for c in group.ContentSequence if c.ValueType in ("CODE", "NUM")}
+        probabilities[str(items["CODE"].ConceptCodeSequence[0].CodeValue)] = float(items["NUM"].MeasuredValueSequence[0].NumericValue)
+    assert probabilities == {"30807003": 0.2, "21594007": 0.7, "17621005": 0.1}
+    images = [c for g in groups for c in g.ContentSequence if c.ValueType == "IMAGE"]
+    src = pydicom.dcmread(tmp_path / "src.dcm")
+    assert {str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for i in images} == {str(src.SOPInstanceUID)}
+    assert sr.StudyInstanceUID == src.StudyInstanceUID and sr.PatientID == src.PatientID
+
+
+def test_a_source_without_type_2_attributes_still_gets_its_sr(coded_engine, tmp_path):
+    sr = report(coded_engine, source(tmp_path, complete=False), tmp_path / "sr.dcm")
+    errors, _ = dciodvfy(tmp_path / "sr.dcm")
+    assert errors == [] and sr.PatientName == "" and sr.StudyDate == ""
+
+
+def test_unmapped_classes_fall_back_to_the_private_scheme_and_say_so(ort_engine, tmp_path):
+    report(ort_engine, source(tmp_path), tmp_path / "sr.dcm")
+    errors, warnings = dciodvfy(tmp_path / "sr.dcm")
+    assert errors == [] and warnings and all("99DCUBE" in w for w in warnings)
+
+
+def test_class_codes_are_bound_into_the_engine(coded_engine, tmp_path):
+    manifest = json.loads((coded_engine / "manifest.json").read_text())
+    assert manifest["class_codes"]["malignant"] == {"scheme": "SCT", "value": "21594007", "meaning": "Malignant"}
+    edited = tmp_path / "edited"
+    shutil.copytree(coded_engine, edited)
+    manifest["class_codes"]["malignant"]["value"] = "30807003"  # swapped with benign's
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(runtimes.EngineError, match="class_codes"):
+        runtimes.read(edited)
+
+
+@pytest.mark.parametrize("codes, message", [
+    ("cancer=SCT:21594007", "does not have"), ("malignant=21594007", "SCHEME:VALUE"),
+    ("malignant=SCT:99999999", "give its meaning"), ("malignant", "NAME=SCHEME:VALUE")])
+def test_bad_class_codes_are_refused_before_any_work(tiny_run, tmp_path, codes, message):
+    res = subprocess.run([str(EXE), "export", str(tiny_run), "--out", str(tmp_path / "e"), "--class-codes", codes],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and message in res.stderr and not (tmp_path / "e").exists()
