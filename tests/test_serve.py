@@ -21,6 +21,8 @@ pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdi
 pytest.importorskip("waitress", reason="serve needs the `serve` extra (waitress)")
 pytest.importorskip("prometheus_client", reason="serve needs the `serve` extra (prometheus-client)")
 
+from dicom_forms import dciodvfy  # noqa: E402
+
 from dcube_edge import runtimes  # noqa: E402
 
 EXE = Path(sys.executable).with_name("dcube-edge")
@@ -258,6 +260,22 @@ class Pacs:
         self.server.shutdown()
 
 
+def groups_of(sr) -> list:
+    """The TID 1501 measurement groups of a TID 1500 report."""
+    return [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
+
+
+def source_of(sr) -> str:
+    """The SOP Instance UID of the image an SR reports on."""
+    return str(next(c for c in groups_of(sr)[0].ContentSequence if c.ValueType == "IMAGE")
+               .ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+
+
+def decision_of(sr) -> str:
+    """The code value of the SR's Classification."""
+    return str(next(c for c in groups_of(sr)[0].ContentSequence if c.ValueType == "CODE").ConceptCodeSequence[0].CodeValue)
+
+
 def test_results_go_back_to_the_pacs_as_structured_reports_retried_until_acknowledged(ort_engine, scans, tmp_path):
     from pydicom import dcmread
 
@@ -277,12 +295,15 @@ def test_results_go_back_to_the_pacs_as_structured_reports_retried_until_acknowl
         deadline = time.time() + 30
         while time.time() < deadline and len({str(d.SOPInstanceUID) for d in pacs.received}) < 2:
             time.sleep(0.2)
-        reports = {str(d.ContentSequence[-1].ReferencedSOPSequence[0].ReferencedSOPInstanceUID): d for d in pacs.received}
+        reports = {source_of(d): d for d in pacs.received}
         assert set(reports) == set(uids)
         sr = reports[uids[0]]
         assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33" and sr.StudyInstanceUID == STUDY
-        assert sr.ContentSequence[0].ConceptCodeSequence[0].CodeValue == first["label"]
+        assert decision_of(sr) == first["label"]
         assert server.get(f"/v1/results/{uids[0]}")["forwarded"] == 1
+        sr.save_as(tmp_path / "received-sr.dcm", enforce_file_format=True)
+        errors, warnings = dciodvfy(tmp_path / "received-sr.dcm")
+        assert errors == [] and all("99DCUBE" in w for w in warnings), errors + warnings  # this engine maps no codes
     finally:
         server.stop()
         if pacs:
