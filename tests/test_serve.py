@@ -439,3 +439,75 @@ def test_serve_gives_every_dicom_form_the_result_classify_gives_its_png(ort_engi
                 assert (r["label"], r["probs"]) == want[f.stem], (name, f.stem)
     finally:
         server.stop()
+
+
+def dcmtk(*args: str) -> None:
+    res = subprocess.run(list(args), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def renumbered(src: Path, out: Path) -> Path:
+    """The same file under a new SOP Instance UID (pixel data untouched, compressed or not)."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    ds = dcmread(src)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_what_scanners_send_is_accepted_compressed_or_not_and_non_images_are_not_applicable(ort_engine, demo_data, tmp_path):
+    """DCMTK as the modality: one image uncompressed and as lossless JPEG-LS, RLE and JPEG Lossless (identical
+    results) and as lossy JPEG baseline (a result); a dose SR sent with the study is accepted and recorded as not
+    applicable, not failed."""
+    import shutil as sh
+
+    from pydicom import dcmread
+
+    if not all(sh.which(t) for t in ("storescu", "dcmcjpls", "dcmcrle", "dcmcjpeg")):
+        pytest.skip("DCMTK is not installed (Debian package dcmtk)")
+    base = dicom_of(sorted((demo_data / "val" / "malignant").iterdir())[0], tmp_path / "base.dcm")
+    forms = {"uncompressed": renumbered(base, tmp_path / "raw.dcm")}
+    # each form with the storescu option that proposes its transfer syntax, as a modality holding it would
+    propose = {"uncompressed": "-xe", "jpeg-ls": "-xt", "rle": "-xr", "jpeg-lossless": "-xs", "jpeg-baseline": "-xy"}
+    for name, tool in {"jpeg-ls": ["dcmcjpls"], "rle": ["dcmcrle"], "jpeg-lossless": ["dcmcjpeg", "+e1"],
+                       "jpeg-baseline": ["dcmcjpeg", "+eb"]}.items():
+        dcmtk(*tool, str(base), str(tmp_path / f"{name}.tmp.dcm"))
+        forms[name] = renumbered(tmp_path / f"{name}.tmp.dcm", tmp_path / f"{name}.dcm")
+    syntaxes = {name: str(dcmread(f).file_meta.TransferSyntaxUID) for name, f in forms.items()}
+    assert syntaxes["jpeg-ls"] == "1.2.840.10008.1.2.4.80" and syntaxes["rle"] == "1.2.840.10008.1.2.5"
+    assert syntaxes["jpeg-lossless"] == "1.2.840.10008.1.2.4.70" and syntaxes["jpeg-baseline"] == "1.2.840.10008.1.2.4.50"
+    dose = dose_sr(dcmread(base), tmp_path / "dose.dcm")
+    server = Server(ort_engine, tmp_path / "spool")
+    try:
+        for name, f in forms.items():
+            dcmtk("storescu", propose[name], "-aet", "SCANNER", "-aec", "DCUBE", "127.0.0.1", str(server.dicom), str(f))
+        dcmtk("storescu", "-aet", "SCANNER", "-aec", "DCUBE", "127.0.0.1", str(server.dicom), str(dose))
+        results = {name: server.result(str(dcmread(f).SOPInstanceUID)) for name, f in forms.items()}
+        lossless = {name: (r["label"], r["probs"]) for name, r in results.items() if name != "jpeg-baseline"}
+        assert len(set(map(json.dumps, lossless.values()))) == 1, lossless  # identical to the uncompressed image's
+        assert results["jpeg-baseline"]["status"] == "done" and results["jpeg-baseline"]["label"]
+        not_applicable = server.result(str(dcmread(dose).SOPInstanceUID))
+        assert not_applicable["status"] == "not_applicable" and "not an image" in not_applicable["error"]
+        assert not list((tmp_path / "spool" / "rejected").iterdir())
+    finally:
+        server.stop()
+
+
+def dose_sr(image, out: Path) -> Path:
+    """A minimal X-Ray Radiation Dose SR in the image's study: an object without pixel data, as a modality sends."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.67"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber"):
+        setattr(ds, keyword, getattr(image, keyword, ""))
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "SR", generate_uid(), 99, 1
+    ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
+    ds.save_as(out, enforce_file_format=True)
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import dumps
-from .scp import UID
+from .intake import UID
 
 if TYPE_CHECKING:
     from .node import Node

@@ -38,11 +38,14 @@ class Ledger:
             row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def add(self, uid: str, path: Path, source: str, content: str | None = None) -> bool:
-        """Record a received instance (committed on return); False if this UID was already received."""
+    def add(self, uid: str, path: Path, source: str, content: str | None = None, not_applicable: str | None = None) -> bool:
+        """Record a received instance (committed on return), pending classification or, with the reason in
+        ``not_applicable``, recorded as nothing to classify; False if this UID was already received."""
+        status = "not_applicable" if not_applicable else "pending"
         with self.lock:
-            cur = self.db.execute("INSERT OR IGNORE INTO instances (uid, path, source, received, status, content) "
-                                  "VALUES (?, ?, ?, ?, 'pending', ?)", (uid, str(path), source, time.time(), content))
+            cur = self.db.execute("INSERT OR IGNORE INTO instances (uid, path, source, received, status, content, error) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  (uid, str(path), source, time.time(), status, content, not_applicable))
         return cur.rowcount == 1
 
     def held(self, uid: str) -> tuple[str, str | None] | None:

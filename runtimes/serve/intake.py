@@ -1,0 +1,134 @@
+"""What happens to an instance a sender delivers, whichever the transport (C-STORE or STOW-RS): checked,
+written atomically into the spool and recorded in the ledger *before* success is returned, or refused with a
+DICOM status and the reason, the refused file kept in ``rejected/`` with a ``.txt`` saying why.
+
+- An image the engine can read is queued for classification.
+- An object of a non-image SOP class (a dose SR, a presentation state, a key-object selection sent with the study)
+  is kept and recorded as not applicable: not classified, not a failure a modality would show. An image without
+  pixel data is refused.
+- A repeated SOP Instance UID with the same pixels (a sender's retry) is acknowledged and changes nothing; with
+  other pixels it is refused with Duplicate SOP Instance (0111H, PS3.7 C.5.8) and never overwrites the first.
+- An image that cannot be decoded or used gets 0xC000 (Cannot understand, PS3.4 B.2.3) with the reason."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .node import Node
+
+UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # a DICOM UID: digits and dots, never a path
+SUCCESS = 0x0000
+FAILURE_DUPLICATE = 0x0111  # Duplicate SOP Instance (PS3.7 C.5.8)
+FAILURE_CANNOT_USE = 0xC000  # Cannot understand (PS3.4 B.2.3)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # the DICOM status a C-STORE returns; STOW-RS maps it to its response
+    reason: str | None = None  # why, for a refusal or a not-applicable instance
+    uid: str = ""
+
+    @property
+    def stored(self) -> bool:
+        return self.status == SUCCESS
+
+
+def is_image_class(ds) -> bool:
+    """Whether the instance's SOP class is an image storage class (its name, as pydicom's UID dictionary gives
+    it, says so: "CT Image Storage", "Secondary Capture Image Storage", ...)."""
+    from pydicom.uid import UID
+
+    return "Image" in UID(str(getattr(ds, "SOPClassUID", ""))).name
+
+
+def not_an_image(ds) -> str:
+    from pydicom.uid import UID
+
+    sop = UID(str(getattr(ds, "SOPClassUID", "")))
+    return f"not an image ({sop.name or sop or 'no SOP class'}): nothing to classify"
+
+
+class Intake:
+    def __init__(self, node: Node):
+        self.node = node
+
+    def store(self, ds, source: str) -> Outcome:
+        """Check, write, record ``ds`` (with its file meta) from ``source`` (``AE@address`` or an HTTP caller)."""
+        from ..images import ImageError
+
+        uid = str(getattr(ds, "SOPInstanceUID", ""))
+        if not UID.match(uid) or len(uid) > 64:
+            return self.reject(ds, f"invalid SOP Instance UID {uid[:70]!r}", None)
+        folder = self.node.opts.spool / "instances"
+        fd, tmp = tempfile.mkstemp(prefix=f".{uid}.", suffix=".partial", dir=folder)
+        os.close(fd)
+        try:
+            ds.save_as(tmp, enforce_file_format=True)
+            reason = None if "PixelData" in ds or is_image_class(ds) else not_an_image(ds)
+            if reason is None:
+                try:
+                    content = self.content(Path(tmp))
+                except ImageError as e:
+                    return self.reject(ds, str(e), Path(tmp))
+            else:  # nothing to classify: kept and recorded, not refused
+                content = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            return self.record(ds, uid, Path(tmp), folder / f"{uid}.dcm", source, content, reason)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def record(self, ds, uid: str, tmp: Path, target: Path, source: str, content: str, reason: str | None) -> Outcome:
+        """Move the written file into place and add its ledger row, unless the UID is held already."""
+        with self.node.store_lock:
+            held = self.node.ledger.held(uid)
+            if held is None:
+                os.replace(tmp, target)
+                self.node.ledger.add(uid, target, source, content, not_applicable=reason)
+                self.node.metrics.received.inc()
+            elif (held[1] or self.content_of(Path(held[0]))) != content:
+                # Never overwrite: the first image keeps its file and result, the second is kept in rejected/.
+                return self.reject(ds, "SOP Instance UID already received with other pixel data; send the new image "
+                                       "under a new UID", tmp, FAILURE_DUPLICATE)
+            # else: a resend of what is held (a sender's retry): acknowledged, nothing changes
+        if reason is None:
+            self.node.notify_arrival()
+        return Outcome(SUCCESS, reason, uid)
+
+    def content(self, path: Path) -> str:
+        """Decode with the reader ``classify`` uses (what passes here can be classified); the sha256 of the
+        decoded pixels, which tells a sender's retry from another image under the same UID, whatever its
+        transfer syntax."""
+        from ..dicom import read_dicom
+
+        pixels = read_dicom(path)
+        return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+
+    def content_of(self, path: Path) -> str | None:
+        from ..images import ImageError
+
+        try:
+            return self.content(path)
+        except (ImageError, OSError):
+            return None
+
+    def reject(self, ds, reason: str, written: Path | None, code: int = FAILURE_CANNOT_USE) -> Outcome:
+        """Keep what was refused in ``rejected/`` with the reason beside it; the outcome to send back."""
+        uid = str(getattr(ds, "SOPInstanceUID", ""))
+        name = re.sub(r"[^0-9.]", "_", uid or "unknown")[:64] or "unknown"
+        keep = self.node.opts.spool / "rejected" / f"{name}.{int(time.time() * 1e6)}.dcm"
+        if written is not None:
+            keep.write_bytes(Path(written).read_bytes())
+        else:
+            ds.save_as(keep, enforce_file_format=False)
+        keep.with_suffix(".txt").write_text(reason + "\n")
+        self.node.metrics.rejected.inc()
+        return Outcome(code, reason, uid)
