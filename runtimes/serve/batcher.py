@@ -32,7 +32,7 @@ class Batcher:
         self.node.metrics.batches.observe(len(rows))
         results = [(uid, p.label, p.probs, p.error) for (uid, _, _), p in zip(rows, preds)]
         now = time.time()
-        written = set(self.node.ledger.finish(results, self.node.engine_hash, now))
+        written = set(self.node.ledger.finish(results, self.node.engine_hash, now, self.node.destinations))
         self.node.metrics.classified.inc(len(written))
         for uid, _, received in rows:
             if uid in written:

@@ -1,5 +1,6 @@
 """The node's HTTP side (a WSGI app served by ``waitress``): ``POST /v1/classify``, ``GET /v1/results/{uid}``,
-``GET /healthz``, ``GET /metrics``. A bearer token is required when one is configured (``/healthz`` excepted)."""
+``GET /healthz``, ``GET /metrics`` and DICOMweb under ``/dicomweb`` (:mod:`.dicomweb`). A bearer token is required
+when one is configured (``/healthz`` excepted); the scheme name is case-insensitive (RFC 7235 2.1)."""
 from __future__ import annotations
 
 import hmac
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import dumps
+from .dicomweb import DicomWeb
 from .intake import UID
 
 if TYPE_CHECKING:
@@ -17,8 +19,13 @@ MAX_BODY = 64 << 20
 
 
 class HttpApi:
-    def __init__(self, node: Node):
+    def __init__(self, node: Node, intake):
         self.node = node
+        self.dicomweb = DicomWeb(node, intake)
+
+    def authorised(self, environ) -> bool:
+        scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self.node.opts.token.encode())
 
     def __call__(self, environ, start_response):
         def reply(code: str, body: object, kind: str = "application/json") -> list[bytes]:
@@ -29,10 +36,12 @@ class HttpApi:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
         if path == "/healthz":
             return reply("200 OK", {"status": "ok", "engine_sha256": self.node.engine_hash, **self.node.ledger.counts()})
-        if self.node.opts.token:
-            given = environ.get("HTTP_AUTHORIZATION", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.node.opts.token}".encode()):
-                return reply("401 Unauthorized", {"error": "missing or wrong bearer token"})
+        if self.node.opts.token and not self.authorised(environ):
+            return reply("401 Unauthorized", {"error": "missing or wrong bearer token (Authorization: Bearer TOKEN)"})
+        if path.startswith("/dicomweb/"):
+            status, headers, body = self.dicomweb(environ, method, path)
+            start_response(status, [*headers, ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/metrics":
             return reply("200 OK", *self.node.metrics.text())
         if path.startswith("/v1/results/") and method == "GET":

@@ -92,7 +92,8 @@ class Intake:
             held = self.node.ledger.held(uid)
             if held is None:
                 os.replace(tmp, target)
-                self.node.ledger.add(uid, target, source, content, not_applicable=reason)
+                self.node.ledger.add(uid, target, source, content, not_applicable=reason,
+                                     study=str(getattr(ds, "StudyInstanceUID", "")) or None)
                 self.node.metrics.received.inc()
             elif (held[1] or self.content_of(Path(held[0]))) != content:
                 # Never overwrite: the first image keeps its file and result, the second is kept in rejected/.

@@ -13,6 +13,10 @@ class Metrics:
         self.queue = Gauge("dcube_queue_depth", "Instances waiting for a result", registry=self.registry)
         self.batches = Histogram("dcube_batch_size", "Images per engine call", registry=self.registry,
                                  buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.delivered = Counter("dcube_results_delivered", "Results a destination acknowledged", ["destination"],
+                                 registry=self.registry)
+        self.dead = Counter("dcube_results_dead_lettered", "Results a destination refused for good, or after the last "
+                            "attempt", ["destination"], registry=self.registry)
         self.latency = Histogram("dcube_end_to_end_seconds", "Receipt to result", registry=self.registry,
                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 

@@ -18,6 +18,7 @@ class Node:
     engine_hash: str
     ledger: Ledger
     metrics: Metrics
+    destinations: tuple[str, ...] = ()  # where results are delivered (forwarder destination names)
     engine_lock: threading.Lock = field(default_factory=threading.Lock)  # an OpenVINO infer request is not thread-safe
     store_lock: threading.Lock = field(default_factory=threading.Lock)  # a UID's look-up, file and ledger row together
     stopping: threading.Event = field(default_factory=threading.Event)

@@ -23,6 +23,8 @@ class ServeOptions:
     workers: int = 1  # threads decoding a batch's files
     reclassify: bool = False
     forward: tuple[str, str, int] | None = None  # (AE title, host, port) of the PACS that receives the SRs
+    forward_stow: str | None = None  # a DICOMweb service's base URL that receives the SRs by STOW-RS
+    max_attempts: int = 20  # deliveries of one result to one destination before it is dead-lettered
 
     def __post_init__(self) -> None:
         """What the node must not start with, refused before anything is created."""

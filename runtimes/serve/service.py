@@ -10,7 +10,7 @@ from dcube_edge.errors import UserError
 
 from ..files import sha256
 from .batcher import Batcher
-from .forwarder import Forwarder
+from .forwarder import Forwarder, destinations
 from .http import HttpApi
 from .ledger import Ledger
 from .metrics import Metrics
@@ -40,8 +40,12 @@ class Service:
             ledger.reset()
         ledger.meta("engine_sha256", engine_hash)
         self.node = Node(opts, clf, engine_hash, ledger, Metrics())
+        self.destinations = destinations(self.node)
+        self.node.destinations = tuple(d.name for d in self.destinations)
+        ledger.ensure_deliveries(self.node.destinations)
         self.opts, self.clf, self.ledger = opts, clf, ledger
-        self.scp, self.batcher, self.http = StorageSCP(self.node), Batcher(self.node), HttpApi(self.node)
+        self.scp, self.batcher = StorageSCP(self.node), Batcher(self.node)
+        self.http = HttpApi(self.node, self.scp.intake)
 
     def run(self) -> None:
         """Serve until interrupted; the DICOM server, the batcher and waitress share the process."""
@@ -51,8 +55,9 @@ class Service:
             dicom = self.scp.start()
             worker = threading.Thread(target=self.batcher.run, name="batcher", daemon=True)
             worker.start()
-            if self.opts.forward:
-                threading.Thread(target=Forwarder(self.node).run, name="forwarder", daemon=True).start()
+            for destination in self.destinations:
+                threading.Thread(target=Forwarder(self.node, destination).run, name=f"forward {destination.name}",
+                                 daemon=True).start()
             http = create_server(self.http, host=self.opts.host, port=self.opts.http_port, threads=4)
             try:
                 http.run()

@@ -38,6 +38,15 @@ def class_code(manifest: Manifest, name: str):
     return CodedConcept(name[:16], PRIVATE_SCHEME, name)
 
 
+def sr_uids(source_uid: str, engine_hash: str) -> tuple[str, str]:
+    """(Series Instance UID, SOP Instance UID) of the SR this engine writes about this source instance: derived,
+    so a retried send, a WADO-RS retrieve and a QIDO-RS search all name the same document."""
+    from pydicom.uid import generate_uid
+
+    seed = [str(source_uid), engine_hash]
+    return generate_uid(entropy_srcs=[*seed, "series"]), generate_uid(entropy_srcs=[*seed, "sr"])
+
+
 def structured_report(source_path: str, label: str, probs: dict[str, float], manifest: Manifest, engine_hash: str):
     """A Comprehensive SR holding a TID 1500 Measurement Report of one classified instance."""
     from highdicom.sr import (
@@ -83,6 +92,6 @@ def structured_report(source_path: str, label: str, probs: dict[str, float], man
                for c, p in probs.items()]
     report = MeasurementReport(ObservationContext(observer_device_context=device), codes.SCT.ImagingProcedure,
                                groups, title=codes.DCM.ImagingMeasurementReport)
-    return ComprehensiveSR([src], report[0], generate_uid(entropy_srcs=[*seed, "series"]), 990,
-                           generate_uid(entropy_srcs=[*seed, "sr"]), 1, manufacturer="dcube-edge",
+    series_uid, instance_uid = sr_uids(str(src.SOPInstanceUID), engine_hash)
+    return ComprehensiveSR([src], report[0], series_uid, 990, instance_uid, 1, manufacturer="dcube-edge",
                            is_complete=True, series_description="dcube-edge AI result")
