@@ -109,3 +109,14 @@ def test_bad_class_codes_are_refused_before_any_work(tiny_run, tmp_path, codes, 
     res = subprocess.run([str(EXE), "export", str(tiny_run), "--out", str(tmp_path / "e"), "--class-codes", codes],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and message in res.stderr and not (tmp_path / "e").exists()
+
+
+def test_the_conformance_statement_is_what_the_code_says():
+    """docs/conformance.md is generated from the SCP's, intake's, SR's and DICOMweb tables; regenerate it with
+    `python -m dcube_edge.runtimes.serve.conformance > docs/conformance.md` when they change."""
+    pytest.importorskip("pynetdicom")
+    from dcube_edge.runtimes.serve.conformance import statement
+
+    filed = (Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text()
+    assert filed == statement()
+    assert "TID 1500" in filed and "1.2.840.10008.1.2.4.80" in filed  # JPEG-LS accepted with the serve extra

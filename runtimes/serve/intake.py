@@ -27,6 +27,16 @@ UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # a DICOM UID: digits and dots, never 
 SUCCESS = 0x0000
 FAILURE_DUPLICATE = 0x0111  # Duplicate SOP Instance (PS3.7 C.5.8)
 FAILURE_CANNOT_USE = 0xC000  # Cannot understand (PS3.4 B.2.3)
+# Every status the intake returns, for the conformance statement: (meaning, when).
+STATUSES = {
+    SUCCESS: ("Success", "the instance is written and recorded (queued for classification, recorded as not applicable "
+                         "for a non-image SOP class, or already held with the same pixels)"),
+    FAILURE_DUPLICATE: ("Duplicate SOP Instance (PS3.7 C.5.8)", "the SOP Instance UID is held with other pixel data; "
+                                                                "the new file is kept in rejected/"),
+    FAILURE_CANNOT_USE: ("Cannot understand (PS3.4 B.2.3)", "an invalid UID, an image without pixel data, multi-frame, "
+                                                            "colour, or pixel data that cannot be decoded; kept in "
+                                                            "rejected/ with the reason"),
+}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,14 @@ MAX_ASSOCIATIONS = 64
 NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2")
 
 
+def kind(uid: str) -> str:
+    """uncompressed, lossless or lossy (by the transfer syntax's registered name)."""
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return "uncompressed" if uid in NATIVE else "lossless" if "Lossless" in name and "Lossy" not in name else "lossy"
+
+
 def transfer_syntaxes() -> list[str]:
     """What the SCP accepts, in its order of preference: the lossless compressed syntaxes pydicom has a working
     decoder for here (the `serve` extra installs pylibjpeg's JPEG, JPEG-LS and JPEG 2000 plugins; RLE is
@@ -33,7 +41,7 @@ def transfer_syntaxes() -> list[str]:
         except (NotImplementedError, ValueError, KeyError):
             continue
         if available:
-            (lossless if "Lossless" in uid.name and "Lossy" not in uid.name else lossy).append(str(uid))
+            (lossless if kind(uid) == "lossless" else lossy).append(str(uid))
     return [*lossless, *NATIVE, *lossy]
 
 

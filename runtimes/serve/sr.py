@@ -23,6 +23,19 @@ if TYPE_CHECKING:
     from ..manifest import Manifest
 
 PRIVATE_SCHEME = "99DCUBE"  # as export/codes.py writes it
+# What the report holds, for the conformance statement: (content, concept name, value).
+CONCEPTS = (
+    ("document title", "(126000, DCM, \"Imaging Measurement Report\")", "TID 1500, mapping resource DCMR"),
+    ("observer", "(121005, DCM, \"Observer Type\")", "(121007, DCM, \"Device\"); device UID derived from the engine's "
+                                                      "hash, name, manufacturer, model"),
+    ("procedure", "(121058, DCM, \"Procedure reported\")", "(363679005, SCT, \"Imaging procedure\")"),
+    ("algorithm (TID 4019)", "(111001 / 111003 / 111002, DCM, name / version / parameters)",
+     "dcube-edge, its version; backend, precision, engine sha256"),
+    ("decision", "(278201002, SCT, \"Classification\")", "the class's code (export --class-codes)"),
+    ("per class", "(121071, DCM, \"Finding\") and (122157, DCM, \"Probability\")", "the class's code; a number, "
+                                                                                       "UCUM unit \"1\""),
+    ("source", "(121112, DCM, \"Source of Measurement\")", "the classified image's SOP Class and Instance UIDs"),
+)
 # Type-2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) the SR copies from its source.
 TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
           "ReferringPhysicianName", "StudyID", "AccessionNumber")
