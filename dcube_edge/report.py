@@ -148,3 +148,26 @@ def serve_load(engine: Path, rows: list[dict], machine: dict) -> Iterator[Table]
         table.add_row(str(r["senders"]), str(r["instances"]), f"{r['throughput_per_s']:.1f}", f"{r['p50_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", ", ".join(f"{k}: {v}" for k, v in r["batch_sizes"].items()))
     yield table
+
+
+def spool(folder: Path, s: dict) -> Iterator[RenderableType]:
+    """`spool status`: states, deliveries, dead letters, sizes."""
+    yield (f"{folder}: {s['instances'] and ', '.join(f'{n} {k}' for k, n in sorted(s['instances'].items())) or 'empty'}; "
+           f"received {s['oldest_received'] or '-'} .. {s['newest_received'] or '-'}; "
+           f"{s['pixel_files_purged']} pixel file(s) deleted by retention; {s['refused_files']} refusal(s) in rejected/")
+    yield "sizes: " + ", ".join(f"{name}/ {b / 1e6:.1f} MB" for name, b in s["bytes"].items())
+    if s["deliveries"]:
+        table = Table(title="result deliveries")
+        for col in ("destination", "delivered", "pending", "dead"):
+            table.add_column(col, justify="left" if col == "destination" else "right")
+        for d, c in sorted(s["deliveries"].items()):
+            table.add_row(d, *(str(c.get(k, 0)) for k in ("delivered", "pending", "dead")))
+        yield table
+    if s["dead"]:
+        table = Table(title="dead-lettered (re-queue: dcube-edge spool retry SPOOL [--uid UID])")
+        for col in ("SOP Instance UID", "destination", "attempts", "reason", "when"):
+            table.add_column(col, overflow="fold")
+        for d in s["dead"]:
+            table.add_row(d["sop_instance_uid"], d["destination"], str(d["attempts"]), escape(d["error"] or ""),
+                          d["updated"] or "")
+        yield table

@@ -117,7 +117,8 @@ def test_classify_and_evaluate_give_the_png_results_for_every_dicom_form(ort_eng
             (png_root / c / p.name).write_bytes(p.read_bytes())
     reference = classify([png_root / c for c in classes])
     reference_metrics = evaluate(png_root)
-    for i, name in enumerate(FORMS):
+    # every form is compared bit for bit above; through the CLI, the windowed, rescaled and inverted ones
+    for i, name in enumerate(["8-bit, full-range window 128/256", "16-bit stored x257, slope 1/257", "8-bit MONOCHROME1"]):
         root = tmp_path / f"eval{i}"
         for c in classes:
             (root / c).mkdir(parents=True)

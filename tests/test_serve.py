@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdicom)")
-pytest.importorskip("waitress", reason="serve needs the `serve` extra (waitress)")
+pytest.importorskip("cheroot", reason="serve needs the `serve` extra (cheroot)")
 pytest.importorskip("prometheus_client", reason="serve needs the `serve` extra (prometheus-client)")
 
 from dicom_forms import dciodvfy  # noqa: E402

@@ -2,11 +2,14 @@
 up to ``max_batch``, waiting at most ``max_delay_ms`` for a batch to fill."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .node import Node
+
+log = logging.getLogger("dcube_edge.serve")
 
 
 class Batcher:
@@ -34,6 +37,13 @@ class Batcher:
         now = time.time()
         written = set(self.node.ledger.finish(results, self.node.engine_hash, now, self.node.destinations))
         self.node.metrics.classified.inc(len(written))
-        for uid, _, received in rows:
-            if uid in written:
-                self.node.metrics.latency.observe(max(0.0, now - received))
+        for (uid, _, received), pred in zip(rows, preds):
+            if uid not in written:
+                continue
+            self.node.metrics.latency.observe(max(0.0, now - received))
+            if pred.error:
+                log.warning("not classified: %s", pred.error, extra={"event": "classify-failed", "uid": uid})
+            elif self.node.audit is not None:
+                self.node.audit.produced(self.node.ledger.get(uid)["study_instance_uid"] or "", uid,
+                                         self.node.engine_hash, pred.label)
+        log.info("classified a batch of %d", len(rows), extra={"event": "batch"})

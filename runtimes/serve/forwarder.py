@@ -142,12 +142,19 @@ class Forwarder:
         else:
             self.node.ledger.delivered(uid, self.destination.name)
             self.node.metrics.delivered.labels(self.destination.name).inc()
+            if self.node.audit is not None:
+                self.node.audit.delivered(self.destination.name, self.study(uid), uid)
             log.info("delivered", extra={"event": "forward-delivered", "uid": uid, "destination": self.destination.name})
+
+    def study(self, uid: str) -> str:
+        return (self.node.ledger.get(uid) or {}).get("study_instance_uid") or ""
 
     def failed(self, uid: str, error: str, permanent: bool) -> None:
         status = self.node.ledger.failed(uid, self.destination.name, error, permanent, self.node.opts.max_attempts)
         if status == "dead":
             self.node.metrics.dead.labels(self.destination.name).inc()
+            if self.node.audit is not None:
+                self.node.audit.delivered(self.destination.name, self.study(uid), uid, error=error)
             log.warning("dead-lettered: %s", error, extra={"event": "forward-dead", "uid": uid,
                                                            "destination": self.destination.name})
         else:

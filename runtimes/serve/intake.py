@@ -12,6 +12,7 @@ DICOM status and the reason, the refused file kept in ``rejected/`` with a ``.tx
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -23,10 +24,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .node import Node
 
+log = logging.getLogger("dcube_edge.serve")
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # a DICOM UID: digits and dots, never a path
 SUCCESS = 0x0000
 FAILURE_DUPLICATE = 0x0111  # Duplicate SOP Instance (PS3.7 C.5.8)
 FAILURE_CANNOT_USE = 0xC000  # Cannot understand (PS3.4 B.2.3)
+REFUSED_OUT_OF_RESOURCES = 0xA700  # Refused: Out of resources (PS3.4 B.2.3)
+REFUSED_SOP_CLASS = 0x0122  # Refused: SOP Class not supported (PS3.7 C.5.9)
+FAILURE_NOT_ACCEPTED = 0xC001  # Cannot understand: refused by the node's input rules (modality, body part)
 # Every status the intake returns, for the conformance statement: (meaning, when).
 STATUSES = {
     SUCCESS: ("Success", "the instance is written and recorded (queued for classification, recorded as not applicable "
@@ -36,7 +41,14 @@ STATUSES = {
     FAILURE_CANNOT_USE: ("Cannot understand (PS3.4 B.2.3)", "an invalid UID, an image without pixel data, multi-frame, "
                                                             "colour, or pixel data that cannot be decoded; kept in "
                                                             "rejected/ with the reason"),
+    REFUSED_OUT_OF_RESOURCES: ("Refused: Out of resources (PS3.4 B.2.3)", "free space on the spool's disk is under "
+                                                                          "--min-free; nothing is written"),
+    REFUSED_SOP_CLASS: ("Refused: SOP Class not supported (PS3.7 C.5.9)", "the SOP class is not in --accept-sop-class"),
+    FAILURE_NOT_ACCEPTED: ("Cannot understand: not accepted", "the Modality or Body Part Examined is not among "
+                                                               "--accept-modality / --accept-body-part (defaults: the "
+                                                               "engine's manifest); kept in rejected/ with the rule"),
 }
+
 
 
 @dataclass(frozen=True)
@@ -71,11 +83,30 @@ class Intake:
 
     def store(self, ds, source: str) -> Outcome:
         """Check, write, record ``ds`` (with its file meta) from ``source`` (``AE@address`` or an HTTP caller)."""
+        outcome = self.take(ds, source)
+        study, sop = str(getattr(ds, "StudyInstanceUID", "")), str(getattr(ds, "SOPClassUID", ""))
+        if self.node.audit is not None:
+            self.node.audit.received(source, study, sop, outcome.uid, str(getattr(ds, "PatientID", "")),
+                                     refused=None if outcome.stored else outcome.reason)
+        extra = {"event": "received" if outcome.stored else "refused", "uid": outcome.uid, "calling": source,
+                 "status": f"0x{outcome.status:04X}"}
+        if outcome.stored:
+            log.info("stored" + (f"; {outcome.reason}" if outcome.reason else ""), extra=extra)
+        else:
+            log.warning("refused: %s", outcome.reason, extra=extra)
+        return outcome
+
+    def take(self, ds, source: str) -> Outcome:
         from ..images import ImageError
 
         uid = str(getattr(ds, "SOPInstanceUID", ""))
+        if full := self.node.out_of_space():  # refused at the door: nothing is written, not even to rejected/
+            self.node.metrics.rejected.inc()
+            return Outcome(REFUSED_OUT_OF_RESOURCES, full, uid)
         if not UID.match(uid) or len(uid) > 64:
             return self.reject(ds, f"invalid SOP Instance UID {uid[:70]!r}", None)
+        if refusal := self.rules(ds):
+            return self.reject(ds, refusal[1], None, refusal[0])
         folder = self.node.opts.spool / "instances"
         fd, tmp = tempfile.mkstemp(prefix=f".{uid}.", suffix=".partial", dir=folder)
         os.close(fd)
@@ -113,6 +144,22 @@ class Intake:
         if reason is None:
             self.node.notify_arrival()
         return Outcome(SUCCESS, reason, uid)
+
+    def rules(self, ds) -> tuple[int, str] | None:
+        """(status, reason) where the node's input rules refuse this instance, else None."""
+        opts = self.node.opts
+        sop = str(getattr(ds, "SOPClassUID", ""))
+        if opts.accept_sop_class and sop not in opts.accept_sop_class:
+            return REFUSED_SOP_CLASS, f"SOP class {sop} is not accepted here (--accept-sop-class)"
+        modality = str(getattr(ds, "Modality", ""))
+        if opts.accept_modality and is_image_class(ds) and modality not in opts.accept_modality:
+            return FAILURE_NOT_ACCEPTED, (f"modality {modality or '(none)'} is not accepted here: this engine takes "
+                                          f"{', '.join(opts.accept_modality)} (--accept-modality)")
+        body = str(getattr(ds, "BodyPartExamined", "")).upper()
+        if opts.accept_body_part and body and is_image_class(ds) and body not in {b.upper() for b in opts.accept_body_part}:
+            return FAILURE_NOT_ACCEPTED, (f"body part {body} is not accepted here: this engine takes "
+                                          f"{', '.join(opts.accept_body_part)} (--accept-body-part)")
+        return None
 
     def content(self, path: Path) -> str:
         """Decode with the reader ``classify`` uses (what passes here can be classified); the sha256 of the

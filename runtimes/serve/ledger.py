@@ -20,7 +20,7 @@ from ..files import dumps
 INSTANCES = ("CREATE TABLE IF NOT EXISTS instances (uid TEXT PRIMARY KEY, path TEXT, source TEXT, received REAL, "
              "status TEXT, label TEXT, probs TEXT, error TEXT, engine TEXT, classified REAL, batch INTEGER, "
              "forwarded INTEGER DEFAULT 0, forward_attempts INTEGER DEFAULT 0, forward_next REAL DEFAULT 0, "
-             "forward_error TEXT, content TEXT, study TEXT)")
+             "forward_error TEXT, content TEXT, study TEXT, purged REAL)")
 DELIVERIES = ("CREATE TABLE IF NOT EXISTS deliveries (uid TEXT, destination TEXT, status TEXT, attempts INTEGER, "
               "next_at REAL, error TEXT, updated REAL, PRIMARY KEY (uid, destination))")
 BACKOFF_S = (1, 2, 4, 8, 16, 32, 60)
@@ -44,9 +44,9 @@ class Ledger:
             self.db.execute(DELIVERIES)
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(instances)")}
-            for column in ("content", "study"):  # spools written by earlier versions
+            for column, kind in (("content", "TEXT"), ("study", "TEXT"), ("purged", "REAL")):  # older spools
                 if column not in columns:
-                    self.db.execute(f"ALTER TABLE instances ADD COLUMN {column} TEXT")
+                    self.db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
 
     def meta(self, key: str, value: str | None = None) -> str | None:
         with self.lock:
@@ -192,6 +192,26 @@ class Ledger:
             return self.db.execute("SELECT uid, path, label, probs FROM instances WHERE status = 'done'"
                                    + (" AND study = ?" if study else "") + " ORDER BY classified LIMIT ? OFFSET ?",
                                    ((study,) if study else ()) + (limit, offset)).fetchall()
+
+    def settled_before(self, before: float) -> list[tuple[str, str]]:
+        """(uid, path) of instances received before ``before`` whose pixel file is no longer needed: nothing to
+        classify, or classified with every delivery delivered; not yet purged."""
+        with self.lock:
+            return self.db.execute(
+                "SELECT uid, path FROM instances i WHERE received < ? AND purged IS NULL AND (status = 'not_applicable' "
+                "OR (status = 'done' AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.uid = i.uid AND "
+                "d.status != 'delivered')))", (before,)).fetchall()
+
+    def purged(self, uid: str) -> None:
+        with self.lock:
+            self.db.execute("UPDATE instances SET purged = ? WHERE uid = ?", (time.time(), uid))
+
+    def sizes(self) -> dict:
+        """Received-time range and counts for `spool status`."""
+        with self.lock:
+            oldest, newest, n, purged = self.db.execute(
+                "SELECT MIN(received), MAX(received), COUNT(*), COUNT(purged) FROM instances").fetchone()
+        return {"oldest_received": iso(oldest), "newest_received": iso(newest), "instances": n, "pixel_files_purged": purged}
 
     def timings(self) -> list[tuple[float, int]]:
         """(seconds from receipt to result, size of the batch it was classified in) of every classified row."""

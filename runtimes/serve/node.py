@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..classifier import Classifier
+from .audit import AuditTrail
 from .ledger import Ledger
 from .metrics import Metrics
 from .options import ServeOptions
@@ -19,6 +20,9 @@ class Node:
     ledger: Ledger
     metrics: Metrics
     destinations: tuple[str, ...] = ()  # where results are delivered (forwarder destination names)
+    audit: AuditTrail | None = None
+    ready: threading.Event = field(default_factory=threading.Event)  # the engine is loaded and warmed
+    disk_low: threading.Event = field(default_factory=threading.Event)  # free space is under --min-free
     engine_lock: threading.Lock = field(default_factory=threading.Lock)  # an OpenVINO infer request is not thread-safe
     store_lock: threading.Lock = field(default_factory=threading.Lock)  # a UID's look-up, file and ledger row together
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -27,3 +31,19 @@ class Node:
     def notify_arrival(self) -> None:
         with self.arrived:
             self.arrived.notify()
+
+    def free_bytes(self) -> int:
+        import shutil
+
+        return shutil.disk_usage(self.opts.spool).free
+
+    def out_of_space(self) -> str | None:
+        """Why new instances must be refused now (free space under the watermark), or None."""
+        if not self.opts.min_free:
+            return None
+        free = self.free_bytes()
+        if free < self.opts.min_free:
+            self.disk_low.set()
+            return (f"out of resources: {free / 1e9:.2f} GB free on the spool's disk, under the "
+                    f"{self.opts.min_free / 1e9:.2f} GB watermark")
+        return None

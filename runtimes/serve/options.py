@@ -25,6 +25,16 @@ class ServeOptions:
     forward: tuple[str, str, int] | None = None  # (AE title, host, port) of the PACS that receives the SRs
     forward_stow: str | None = None  # a DICOMweb service's base URL that receives the SRs by STOW-RS
     max_attempts: int = 20  # deliveries of one result to one destination before it is dead-lettered
+    tls_cert: Path | None = None  # PEM server certificate: DICOM TLS and HTTPS
+    tls_key: Path | None = None  # its PEM private key
+    tls_ca: Path | None = None  # PEM CA bundle: DICOM clients must present a certificate it signed
+    accept_modality: tuple[str, ...] = ()  # Modality values accepted (empty: any)
+    accept_sop_class: tuple[str, ...] = ()  # SOP Class UIDs accepted (empty: any)
+    accept_body_part: tuple[str, ...] = ()  # Body Part Examined values accepted, where an instance has one
+    min_free: int = 0  # bytes: below this free space on the spool's disk, new instances are refused
+    keep_days: int | None = None  # pixel files of delivered (or not applicable) instances older than this go
+    log_format: str = "text"  # or "json": one JSON object per line
+    audit_log: str | None = None  # audit record file or udp://HOST:PORT; default spool/audit.log
 
     def __post_init__(self) -> None:
         """What the node must not start with, refused before anything is created."""
@@ -34,6 +44,60 @@ class ServeOptions:
         if not is_loopback(self.host) and not (self.token and self.allow_ae):
             raise UserError(f"--host {self.host} is reachable from the network: also pass --token-file (HTTP) and "
                              "--allow-ae with at least one calling AE title (DICOM)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UserError("--tls-cert and --tls-key go together: give both, or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise UserError("--tls-ca verifies DICOM clients over TLS: also give --tls-cert and --tls-key")
+        if self.log_format not in ("text", "json"):
+            raise UserError(f"--log-format {self.log_format!r}: choose text or json")
+        if self.keep_days is not None and self.keep_days < 1:
+            raise UserError(f"--keep-days {self.keep_days}: give at least 1 day")
+        if self.dicom_port == self.http_port:
+            raise UserError(f"--dicom-port and --http-port are both {self.dicom_port}: give them different ports")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def reachable(self) -> bool:
+        """Bound to an address other machines can reach."""
+        return not is_loopback(self.host)
+
+    def audit_target(self) -> str:
+        return self.audit_log or str(self.spool / "audit.log")
+
+
+def preflight(opts: ServeOptions) -> None:
+    """Every check that needs the machine, before anything is created or printed as serving: the spool's parent
+    exists (a missing mount would otherwise spool onto the root disk), both ports are free, the TLS files read."""
+    import socket
+    import ssl
+
+    parent = opts.spool.resolve().parent
+    if not parent.is_dir():
+        raise UserError(f"--spool {opts.spool}: its folder {parent} does not exist (is a share unmounted?); create it "
+                        "first — the node does not create parents")
+    for option, port in (("--dicom-port", opts.dicom_port), ("--http-port", opts.http_port)):
+        with socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET) as s:
+            try:
+                s.bind((opts.host, port))
+            except OSError as e:
+                raise UserError(f"{option} {port} on {opts.host} cannot be used ({e.strerror or e}): another "
+                                "program holds it, or the address is not this machine's") from None
+    if opts.tls:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(opts.tls_cert, opts.tls_key)
+            if opts.tls_ca:
+                context.load_verify_locations(opts.tls_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise UserError(f"--tls-cert/--tls-key/--tls-ca: {getattr(e, 'strerror', None) or e}") from None
+
+
+def parse_list(text: str | None, option: str) -> tuple[str, ...]:
+    """A comma-separated list option (None: not given)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip()) if text else ()
 
 
 def check_ae_title(title: str, option: str) -> None:

@@ -3,6 +3,7 @@ syntax this installation decodes; what happens to an instance is :mod:`.intake`'
 ``allow_ae`` are refused at association."""
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from .intake import Intake
@@ -10,6 +11,7 @@ from .intake import Intake
 if TYPE_CHECKING:
     from .node import Node
 
+log = logging.getLogger("dcube_edge.serve")
 MAX_ASSOCIATIONS = 64
 # Uncompressed transfer syntaxes, always accepted (PS3.5 A.1-A.3, A.5).
 NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2")
@@ -67,8 +69,23 @@ class StorageSCP:
         status.ErrorComment = (outcome.reason or "")[:64]
         return status
 
-    def start(self):
-        """The association server, listening (non-blocking)."""
+    def on_association(self, event) -> None:
+        """Accepted, refused (calling AE not allowed), released or aborted: a log line; the first two audited."""
+        requestor = event.assoc.requestor
+        calling, address = str(requestor.ae_title).strip(), requestor.address
+        name = event.event.name
+        extra = {"event": name.lower(), "calling": calling, "address": address}
+        if name == "EVT_ACCEPTED":
+            log.info("association accepted", extra=extra)
+            self.node.audit.association(calling, address, accepted=True)
+        elif name == "EVT_REJECTED":
+            log.warning("association refused: calling AE title not allowed (--allow-ae)", extra=extra)
+            self.node.audit.association(calling, address, accepted=False, why="calling AE title not allowed")
+        else:
+            log.info("association %s", "released" if name == "EVT_RELEASED" else "aborted", extra=extra)
+
+    def start(self, ssl_context=None):
+        """The association server, listening (non-blocking); over TLS with ``ssl_context``."""
         from pynetdicom import AE, StoragePresentationContexts, build_context, evt
         from pynetdicom.sop_class import Verification
 
@@ -79,5 +96,8 @@ class StorageSCP:
         ae.add_supported_context(Verification)
         if self.node.opts.allow_ae:
             ae.require_calling_aet = list(self.node.opts.allow_ae)
-        handlers = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo)]
-        return ae.start_server((self.node.opts.host, self.node.opts.dicom_port), block=False, evt_handlers=handlers)
+        handlers = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo),
+                    *((e, self.on_association) for e in (evt.EVT_ACCEPTED, evt.EVT_REJECTED, evt.EVT_RELEASED,
+                                                         evt.EVT_ABORTED))]
+        return ae.start_server((self.node.opts.host, self.node.opts.dicom_port), block=False, evt_handlers=handlers,
+                               ssl_context=ssl_context)
