@@ -17,7 +17,7 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec, load, read_image
 
 pydicom = pytest.importorskip("pydicom", reason="DICOM needs the `dicom` extra (pydicom)")
 
-from dicom_forms import FORMS, dicom_forms, write_dicom  # noqa: E402
+from dicom_forms import dicom_forms, write_dicom  # noqa: E402
 
 EXE = Path(sys.executable).with_name("dcube-edge")
 

@@ -53,8 +53,8 @@ def dicom_of(png: Path, out: Path) -> Path:
 
 
 class Server:
-    def __init__(self, engine: Path, spool: Path, *extra: str):
-        self.dicom, self.http = free_port(), free_port()
+    def __init__(self, engine: Path, spool: Path, *extra: str, scheme: str = "http", context=None):
+        self.dicom, self.http, self.scheme, self.context = free_port(), free_port(), scheme, context
         self.proc = subprocess.Popen([str(EXE), "serve", str(engine), "--spool", str(spool), "--dicom-port",
                                       str(self.dicom), "--http-port", str(self.http), "--max-delay-ms", "20", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -69,8 +69,9 @@ class Server:
                 time.sleep(0.2)
         raise RuntimeError("serve did not come up")
 
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}{path}", timeout=10) as r:
+    def get(self, path: str, headers: dict | None = None) -> dict:
+        request = urllib.request.Request(f"{self.scheme}://127.0.0.1:{self.http}{path}", headers=headers or {})
+        with urllib.request.urlopen(request, timeout=10, context=self.context) as r:
             body = r.read()
         return json.loads(body) if path != "/metrics" else body.decode()
 
@@ -242,17 +243,17 @@ def test_kill_9_mid_stream_loses_nothing_and_classifies_once(ort_engine, demo_da
 class Pacs:
     """A storage SCP standing in for the PACS: keeps every dataset it is sent."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, status: int = 0x0000, title: str = "PACS"):
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import ComprehensiveSRStorage
 
         self.received: list = []
-        ae = AE(ae_title="PACS")
+        ae = AE(ae_title=title)
         ae.add_supported_context(ComprehensiveSRStorage)
 
         def keep(event):
             self.received.append(event.dataset)
-            return 0x0000
+            return status  # 0x0000 keeps it; a PACS that refuses every SR answers a failure status
 
         self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)])
 

@@ -84,8 +84,10 @@ class StowDestination(Destination):
         import requests
         from dicomweb_client.api import DICOMwebClient
 
+        client = DICOMwebClient(url=self.url, timeout=(5, 60))
+        client.set_http_retry_params(retry=False)  # the ledger retries, with back-off and dead letters
         try:
-            DICOMwebClient(url=self.url).store_instances([sr])
+            client.store_instances([sr])
         except requests.HTTPError as e:
             code = e.response.status_code if e.response is not None else 0
             message = f"STOW-RS answered HTTP {code}"
