@@ -123,7 +123,8 @@ def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: Fix
     job.fp32_onnx.unlink()
     manifest = engine_manifest.compose(
         backend.name, job.precision, model_file, job.spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
-        class_codes=class_codes,
+        class_codes=class_codes, input={"modalities": [m.strip().upper() for m in (job.opts.modalities or "").split(",")
+                                                      if m.strip()]},
         timesteps=list(graph.timesteps), selected_layers=list(graph.layers_used),
         truncated_after_layer=graph.upto, trunk_layers=cfg.num_layers, seed=cfg.seed, preset=cfg.preset,
         run={"path": str(run.path.resolve()), **run.hashes()},

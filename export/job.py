@@ -42,6 +42,7 @@ class ExportOptions:
     triton_repo: str | None = None
     device: str | None = None
     class_codes: str | None = None  # NAME=SCHEME:VALUE[:MEANING],... or a JSON file (export/codes.py)
+    modalities: str | None = None  # comma-separated DICOM Modality values the model was trained on (e.g. US)
 
 
 def validation_split(cfg: Config, data: str | None) -> Split | None:

@@ -398,3 +398,36 @@ def test_tls_dicom_with_client_certificates_and_https_with_the_token(ort_engine,
             assert server.get(f"/v1/results/{uid_of(scans[1])}", headers={"Authorization": "Bearer s3cret-token-for-the-test"})
     finally:
         server.stop()
+
+
+def test_the_engine_says_what_it_takes_and_the_node_logs_each_event(tiny_run, scans, tmp_path):
+    """export --modality US makes a node refuse a CT without being told (`--accept-modality '*'` lifts it); one
+    JSON log line per association, stored instance, refusal and batch, each with its UID; a second Ctrl-C exits at
+    once without a traceback (first-day finding: an ignored KeyboardInterrupt from threading._shutdown)."""
+    from dcube_edge.export.build import ExportOptions, export
+    from pydicom import dcmread
+
+    engine = tmp_path / "us-engine"
+    export(tiny_run, engine, ExportOptions(max_batch=8, modalities="US"), log=lambda *_: None)
+    ct = dcmread(scans[1])
+    ct.Modality = "CT"
+    ct.save_as(tmp_path / "ct.dcm", enforce_file_format=True)
+    server = Server(engine, tmp_path / "spool", "--log-format", "json")
+    assert send(server.dicom, [scans[0], tmp_path / "ct.dcm"]) == [0, 0xC001]
+    server.result(uid_of(scans[0]))
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(timeout=30) == 130
+    err = server.proc.stderr.read()
+    assert "Traceback" not in err and "Exception ignored" not in err
+    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    events = {(x["event"], x.get("uid")) for x in lines}
+    assert ("evt_accepted", None) in events and ("received", uid_of(scans[0])) in events
+    assert ("refused", uid_of(scans[1])) in events and ("batch", None) in events
+    refused = next(x for x in lines if x["event"] == "refused")
+    assert refused["status"] == "0xC001" and "modality CT" in refused["message"] and refused["calling"].startswith("SCANNER@")
+    anyone = Server(engine, tmp_path / "spool2", "--accept-modality", "*")
+    try:
+        assert send(anyone.dicom, [tmp_path / "ct.dcm"]) == [0]
+    finally:
+        anyone.stop()

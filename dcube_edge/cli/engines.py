@@ -22,6 +22,7 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
            max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the engine accepts.")] = ExportOptions.max_batch,
            full_trunk: Annotated[bool, typer.Option(help="Keep all trunk blocks (for the truncation benchmark).")] = ExportOptions.full_trunk,
            triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository entry here.")] = None,
+           modality: Annotated[str | None, typer.Option(help="DICOM Modality values the training images were (e.g. US): `serve` accepts only these unless told otherwise.")] = None,
            class_codes: Annotated[str | None, typer.Option(help="What each class is in a standard terminology, for DICOM results: NAME=SCHEME:VALUE[:MEANING],... (e.g. malignant=SCT:21594007,benign=SCT:30807003) or a JSON file.")] = None,
            json_out: Annotated[Path | None, typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
     """Export a run to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend, with a parity report."""
@@ -32,7 +33,7 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
     opts = ExportOptions(backend=backend, precision=precision, calibration=calibration,
                          calibration_size=calibration_size, data=str(data) if data else None, max_batch=max_batch,
                          full_trunk=full_trunk, triton_repo=str(triton_repo) if triton_repo else None,
-                         class_codes=class_codes)
+                         class_codes=class_codes, modalities=modality)
     with err.status(f"exporting {backend}/{precision} …"):
         manifest = run_export(run, out_dir, opts, log=err.print)
     out.print(report.parity(out_dir, manifest))

@@ -36,7 +36,7 @@ def serve(engine: Annotated[Path | None, typer.Argument(help="Engine directory t
           forward: Annotated[str | None, typer.Option(help="AE@HOST:PORT of a PACS: each result goes there as a DICOM SR by C-STORE.")] = None,
           forward_stow: Annotated[str | None, typer.Option(help="Base URL of a DICOMweb service (e.g. http://pacs:8042/dicom-web): each result goes there by STOW-RS.")] = None,
           max_attempts: Annotated[int | None, typer.Option(min=1, help="Deliveries of a result to one destination before it is dead-lettered (refusals: at once)." + default("max_attempts"))] = None,
-          accept_modality: Annotated[str | None, typer.Option(help="Comma-separated Modality values to accept, e.g. US,MG (default: any); others are refused with the rule named.")] = None,
+          accept_modality: Annotated[str | None, typer.Option(help="Comma-separated Modality values to accept, e.g. US,MG; * for any (default: what export --modality recorded, else any); others are refused with the rule named.")] = None,
           accept_sop_class: Annotated[str | None, typer.Option(help="Comma-separated SOP Class UIDs to accept (default: any).")] = None,
           accept_body_part: Annotated[str | None, typer.Option(help="Comma-separated Body Part Examined values to accept where an instance gives one (default: any).")] = None,
           min_free: Annotated[str | None, typer.Option(help="Refuse new instances (C-STORE 0xA700, HTTP 507) while the spool's disk has less free space, e.g. 5GB (B/KB/MB/GB/TB).")] = None,

@@ -148,15 +148,19 @@ class Intake:
     def rules(self, ds) -> tuple[int, str] | None:
         """(status, reason) where the node's input rules refuse this instance, else None."""
         opts = self.node.opts
+
+        def limited(rule: tuple[str, ...]) -> bool:
+            return bool(rule) and "*" not in rule  # "*": any
+
         sop = str(getattr(ds, "SOPClassUID", ""))
-        if opts.accept_sop_class and sop not in opts.accept_sop_class:
+        if limited(opts.accept_sop_class) and sop not in opts.accept_sop_class:
             return REFUSED_SOP_CLASS, f"SOP class {sop} is not accepted here (--accept-sop-class)"
         modality = str(getattr(ds, "Modality", ""))
-        if opts.accept_modality and is_image_class(ds) and modality not in opts.accept_modality:
+        if limited(opts.accept_modality) and is_image_class(ds) and modality not in opts.accept_modality:
             return FAILURE_NOT_ACCEPTED, (f"modality {modality or '(none)'} is not accepted here: this engine takes "
                                           f"{', '.join(opts.accept_modality)} (--accept-modality)")
         body = str(getattr(ds, "BodyPartExamined", "")).upper()
-        if opts.accept_body_part and body and is_image_class(ds) and body not in {b.upper() for b in opts.accept_body_part}:
+        if limited(opts.accept_body_part) and body and is_image_class(ds) and body not in {b.upper() for b in opts.accept_body_part}:
             return FAILURE_NOT_ACCEPTED, (f"body part {body} is not accepted here: this engine takes "
                                           f"{', '.join(opts.accept_body_part)} (--accept-body-part)")
         return None
