@@ -140,3 +140,27 @@ def audit(ds: Dataset) -> list[str]:
     if min(counts) * 5 < max(counts):
         warnings.append(f"training classes are imbalanced {dict(zip(ds.classes, counts))}")
     return warnings
+
+
+def fingerprint(root: Path) -> str:
+    """sha256 over every file's relative path, size and content under ``root``, in sorted order: what a model card
+    names as the data a model was trained on (a changed, added or removed image changes it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def record(cfg_data_root: str, classes: list[str], val_fraction: float, split_seed: int, image_size: int) -> dict:
+    """The training data as a model card describes it: where, how many per class and split, and its fingerprint."""
+    root = Path(cfg_data_root) if cfg_data_root else None
+    if root is None or not root.is_dir():
+        return {"source": cfg_data_root or "not recorded", "note": "the training data folder is not reachable here"}
+    ds = discover(root, val_fraction, split_seed)
+    k = len(classes)
+    return {"source": root.name, "image_size": image_size, "validation": ds.val_source,
+            "train_per_class": dict(zip(classes, ds.train.counts(k))), "val_per_class": dict(zip(classes, ds.val.counts(k))),
+            "fingerprint_sha256": fingerprint(root)}

@@ -9,8 +9,9 @@ import numpy as np
 from dcube_edge import runtimes
 from dcube_edge.data import read_split
 from dcube_edge.errors import UserError
-from dcube_edge.metrics import bootstrap_ci, classification_report
+from dcube_edge.metrics import at_operating_point, bootstrap_ci, classification_report, operating_point_ci
 from dcube_edge.report import shown
+from dcube_edge.runtimes.timing import machine_info
 
 
 def load_target(target: Path, batch_size: int, threads: int | None, trusted_keys: list[Path] | None) -> runtimes.Classifier:
@@ -24,9 +25,11 @@ def load_target(target: Path, batch_size: int, threads: int | None, trusted_keys
 
 
 def evaluate(target: Path, data: Path, batch_size: int = 64, threads: int | None = None, bootstrap: int = 1000,
-             trusted_keys: list[Path] | None = None) -> dict:
-    """Accuracy, macro-F1, AUC, per-class recall and the confusion matrix (with ``bootstrap`` resamples: 95 %
-    intervals); ``warnings`` lists what a reader must not miss (a model collapsed to one class)."""
+             trusted_keys: list[Path] | None = None, plot: Path | None = None) -> dict:
+    """At the engine's operating point (``operating_point``: per class sensitivity, specificity, PPV, NPV, the
+    confusion matrix, balanced accuracy, macro-F1, ECE, Brier) and at argmax (``argmax``; at the top level too:
+    accuracy, macro-F1, AUC, per-class recall), with ``bootstrap`` resamples' 95 % intervals; ``plot`` writes the
+    ROC curve with the operating point and a reliability diagram. ``warnings`` lists what a reader must not miss."""
     clf = load_target(target, batch_size, threads, trusted_keys)
     classes = clf.classes
     _, split = read_split(data, classes)
@@ -36,13 +39,28 @@ def evaluate(target: Path, data: Path, batch_size: int = 64, threads: int | None
     if bad:
         raise UserError(f"{len(bad)} image(s) could not be read, e.g. {shown(bad[0].path)}: {bad[0].error}")
     probs = np.array([[p.probs[c] for c in classes] for p in preds])
+    decided = np.array([classes.index(p.label) for p in preds])
     report = classification_report(split.labels, probs, classes)
     if bootstrap:
         report["ci95"] = bootstrap_ci(split.labels, probs, classes, n=bootstrap)
+    report["argmax"] = {k: report[k] for k in ("accuracy", "macro_f1", "per_class_recall", "confusion_matrix")}
+    report["operating_point"] = {"rule": clf.decision.describe(), "temperature": clf.decision.temperature,
+                                 **at_operating_point(split.labels, probs, decided, classes)}
+    if bootstrap:
+        report["operating_point"]["ci95"] = operating_point_ci(split.labels, probs, decided, classes, n=bootstrap)
     predicted = {int(i) for i in probs.argmax(1)}
     warnings = []
     if len(split.labels) > 1 and len(predicted) == 1:
         warnings.append(f"every image was predicted {classes[predicted.pop()]!r}: the model has collapsed to one "
                         "class (too little training data or steps?)")
-    report.update(target=str(target), data=str(data), backend=clf.manifest.backend, precision=clf.manifest.precision)
+    report.update(target=str(target), data=str(data), backend=clf.manifest.backend, precision=clf.manifest.precision,
+                  engine_model_sha256=clf.manifest.data.get("files", {}).get(clf.manifest.data.get("model_file")),
+                  machine=machine_info())
+    if plot is not None:
+        from .plots import reliability, roc
+
+        plot.mkdir(parents=True, exist_ok=True)
+        roc(split.labels, probs, decided, classes, clf.decision, plot / "roc.png", f"{target.name} on {data.name}")
+        reliability(split.labels, probs, clf.decision.temperature, plot / "reliability.png", f"{target.name} on {data.name}")
+        report["plots"] = [str(plot / "roc.png"), str(plot / "reliability.png")]
     return {**report, **({"warnings": warnings} if warnings else {})}

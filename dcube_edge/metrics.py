@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score, roc_auc_score
 
-from dcube_edge.runtimes.classifier import softmax  # noqa: F401 — one implementation, re-exported
+from dcube_edge.runtimes.decision import softmax  # noqa: F401 — one implementation, re-exported
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -83,3 +83,68 @@ def collapse_warning(report: dict) -> str | None:
                 "ranks this class well but its argmax threshold misses it; judge it by AUC or choose an operating "
                 "point on your own labelled data before use")
     return None
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top-class probability, equal-width bins."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            total += inside.mean() * abs(float((pred[inside] == labels[inside]).mean()) - float(conf[inside].mean()))
+    return float(total)
+
+
+def brier(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class Brier score: mean over images of the squared distance to the one-hot label."""
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(((probs - onehot) ** 2).sum(1).mean())
+
+
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray, k: int) -> float:
+    recalls = [float((pred[labels == c] == c).mean()) for c in range(k) if (labels == c).any()]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def at_operating_point(labels: np.ndarray, probs: np.ndarray, decided: np.ndarray, classes: list[str]) -> dict:
+    """Per class sensitivity, specificity, PPV and NPV of the decisions ``decided`` (one-vs-rest), the confusion
+    matrix, balanced accuracy and macro-F1 of those decisions; ECE and Brier of ``probs``. A figure whose
+    denominator is empty is None."""
+    k = len(classes)
+    cm = confusion_matrix(labels, decided, labels=range(k))
+    per_class = {}
+    for i, c in enumerate(classes):
+        tp, fn = cm[i, i], cm[i].sum() - cm[i, i]
+        fp, tn = cm[:, i].sum() - cm[i, i], cm.sum() - cm[i].sum() - cm[:, i].sum() + cm[i, i]
+        ratio = lambda a, b: float(a / (a + b)) if a + b else None  # noqa: E731
+        per_class[c] = {"sensitivity": ratio(tp, fn), "specificity": ratio(tn, fp), "ppv": ratio(tp, fp),
+                        "npv": ratio(tn, fn), "n": int(cm[i].sum())}
+    recalls = [r["sensitivity"] for r in per_class.values() if r["sensitivity"] is not None]
+    return {"per_class": per_class, "confusion_matrix": cm.tolist(),
+            "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
+            "lowest_recall": float(min(recalls)) if recalls else None,
+            "macro_f1": float(f1_score(labels, decided, average="macro", labels=range(k), zero_division=0)),
+            "accuracy": float((decided == labels).mean()), "ece": ece(probs, labels), "brier": brier(probs, labels)}
+
+
+def operating_point_ci(labels: np.ndarray, probs: np.ndarray, decided: np.ndarray, classes: list[str], n: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals of :func:`at_operating_point`'s figures (the decisions resampled with their
+    images: the operating point itself is fixed, as the engine holds it)."""
+    rng = np.random.default_rng(seed)
+    keys = ("sensitivity", "specificity", "ppv", "npv")
+    draws: dict[str, list[float]] = {}
+    for _ in range(n):
+        idx = rng.integers(0, len(labels), len(labels))
+        r = at_operating_point(labels[idx], probs[idx], decided[idx], classes)
+        for name in ("balanced_accuracy", "macro_f1", "accuracy", "lowest_recall"):
+            if r[name] is not None:
+                draws.setdefault(name, []).append(r[name])
+        for c, figures in r["per_class"].items():
+            for key in keys:
+                if figures[key] is not None:
+                    draws.setdefault(f"{c}.{key}", []).append(figures[key])
+    tail = (1 - level) / 2 * 100
+    return {name: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))] for name, v in draws.items()}

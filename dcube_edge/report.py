@@ -15,9 +15,35 @@ def shown(path: str | Path) -> str:
     return escape(os.fsencode(str(path)).decode("utf-8", "backslashreplace"))
 
 
-def metrics(title: str, m: dict) -> Iterator[Table]:
-    """Accuracy / macro-F1 / AUC (with bootstrap intervals when present), then recall and confusion."""
-    table = Table(title=f"{title}: {m['n']} images" + (" (95 % bootstrap intervals)" if "ci95" in m else ""))
+def operating_point(m: dict) -> Iterator[Table]:
+    """`evaluate` at the engine's operating point: per class sensitivity, specificity, PPV, NPV (with intervals),
+    then the summary figures."""
+    op = m["operating_point"]
+    ci = op.get("ci95", {})
+
+    def cell(value, key: str) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.3f}" + (f" [{ci[key][0]:.3f}, {ci[key][1]:.3f}]" if ci.get(key) else "")
+
+    table = Table(title=f"at the operating point ({op['rule']}; probabilities at temperature {op['temperature']:.3g})")
+    for col in ("class", "n", "sensitivity", "specificity", "PPV", "NPV"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c, r in op["per_class"].items():
+        table.add_row(c, str(r["n"]), *(cell(r[k], f"{c}.{k}") for k in ("sensitivity", "specificity", "ppv", "npv")))
+    yield table
+    yield (f"balanced accuracy {cell(op['balanced_accuracy'], 'balanced_accuracy')}, macro-F1 "
+           f"{cell(op['macro_f1'], 'macro_f1')}, lowest class recall {cell(op['lowest_recall'], 'lowest_recall')}, "
+           f"ECE {op['ece']:.4f}, Brier {op['brier']:.4f}")
+
+
+def metrics(title: str, m: dict) -> Iterator[RenderableType]:
+    """At the operating point where the report has one; then accuracy / macro-F1 / AUC at argmax (with bootstrap
+    intervals when present), recall and confusion."""
+    if "operating_point" in m:
+        yield from operating_point(m)
+    table = Table(title=f"{title}: {m['n']} images" + (", argmax" if "operating_point" in m else "")
+                  + (" (95 % bootstrap intervals)" if "ci95" in m else ""))
     ci = m.get("ci95", {})
 
     def cell(k: str) -> str:

@@ -21,21 +21,22 @@ import torch
 
 from dcube_edge import __version__, rundir
 from dcube_edge.config import Config
+from dcube_edge.data import record as data_record
 from dcube_edge.errors import UserError
 from dcube_edge.head import FixedGraph
 from dcube_edge.loop import predict_logits
-from dcube_edge.runtimes import backends, isa, make_runner, precisions
+from dcube_edge.runtimes import backends, isa, precisions
 from dcube_edge.runtimes import facts as engine_facts
 from dcube_edge.runtimes import manifest as engine_manifest
 from dcube_edge.runtimes.files import sha256, write_json
 from dcube_edge.runtimes.manifest import MANIFEST
-from dcube_edge.runtimes.manifest import read as read_manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
-from dcube_edge.runtimes.spec import GraphSpec, SpecMismatch
+from dcube_edge.runtimes.spec import GraphSpec
 
 from . import codes, parity
 from .builder import Builder
 from .job import BuildJob, ExportError, ExportOptions, Log, calibration_file, validation_split
+from .operating import bind_operating_point, engine_outputs
 from .policy import for_model
 from .to_onnx import export_onnx
 
@@ -92,6 +93,7 @@ def export(run: str | Path | rundir.Run, out: str | Path, opts: ExportOptions, l
         job = BuildJob(run, opts, spec, work, hint, log, for_model(cfg.model))
         manifest = build(job, backend, builder, graph, class_codes)
         reach_parity(job, builder, graph, manifest)
+        bind_operating_point(job, manifest, file_hashes)
         publish(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -123,6 +125,8 @@ def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: Fix
     job.fp32_onnx.unlink()
     manifest = engine_manifest.compose(
         backend.name, job.precision, model_file, job.spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
+        intended_use=job.opts.intended_use or "", model=cfg.model,
+        training_data=data_record(cfg.data_root, list(cfg.classes), cfg.val_fraction, cfg.split_seed, cfg.image_size),
         class_codes=class_codes, input={"modalities": [m.strip().upper() for m in (job.opts.modalities or "").split(",")
                                                       if m.strip()]},
         timesteps=list(graph.timesteps), selected_layers=list(graph.layers_used),
@@ -196,21 +200,8 @@ def measure_parity(engine_dir: Path, graph: FixedGraph, cfg: Config, opts: Expor
         ref = predict_logits(graph, images)
     finally:
         graph.last_layer = last_layer
-    runner = make_runner(read_manifest(engine_dir, verify=False), device=opts.device)
-    step = spec.batch["max"]
-    got = []
-    with runner:
-        for i in range(0, len(images), step):
-            batch = images[i:i + step]
-            outputs = runner.infer({spec.input.name: batch})
-            try:
-                spec.check_outputs(outputs, len(batch))
-            except SpecMismatch as e:
-                raise ExportError(f"the {opts.backend} engine does not match its graph spec: {e}") from None
-            got.append(outputs[spec.output.name])
-        runtime = runner.compiled_precision()
-    report = {"data": source, **parity.compare(ref, np.concatenate(got), labels,
-                                                   precisions.get(opts.precision).tolerance.tie_margin)}
+    got, runtime = engine_outputs(engine_dir, images, spec, opts.backend, opts.device)
+    report = {"data": source, **parity.compare(ref, got, labels, precisions.get(opts.precision).tolerance.tie_margin)}
     if runtime:
         report["runtime_inference_precision"] = runtime
     return report  # the CLI prints it once, as a table

@@ -14,14 +14,9 @@ import numpy as np
 from dcube_edge.errors import DcubeError
 
 from .base import Runner
+from .decision import Decision
 from .manifest import Manifest
 from .preprocess import ImageError, load
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class NonFiniteOutput(DcubeError, RuntimeError):
@@ -30,13 +25,17 @@ class NonFiniteOutput(DcubeError, RuntimeError):
 
 @dataclass
 class Prediction:
+    """One file's result: ``label`` is the decision at the engine's operating point, ``probs`` the calibrated
+    probabilities, ``argmax`` the most probable class (the two differ where the operating point moves a call)."""
+
     path: str
     label: str | None = None
     probs: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    argmax: str | None = None
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "label": self.label, "probs": self.probs, "error": self.error}
+        return {"path": self.path, "label": self.label, "probs": self.probs, "argmax": self.argmax, "error": self.error}
 
 RECENT_CALLS = 1024  # engine timings kept per batch size
 
@@ -46,6 +45,7 @@ class Classifier:
         self.manifest, self.runner = manifest, runner
         self.classes = manifest.classes
         self.spec = manifest.preprocess
+        self.decision = Decision.from_manifest(manifest.data)
         # Engine milliseconds per call by batch size (decoding excluded): every call counted, the latest
         # RECENT_CALLS kept, so a long-running server's memory does not grow with the calls it serves.
         self.engine_calls: Counter[int] = Counter()
@@ -94,9 +94,9 @@ class Classifier:
         good = [(p, a) for p, a in loaded if a is not None]
         if good:
             try:
-                probs = softmax(self.logits(np.stack([a for _, a in good])))
-                for (pred, _), row in zip(good, probs):
-                    pred.label = self.classes[int(row.argmax())]
+                probs = self.decision.probabilities(self.logits(np.stack([a for _, a in good])))
+                for (pred, _), row, decided in zip(good, probs, self.decision.decide(probs)):
+                    pred.label, pred.argmax = self.classes[int(decided)], self.classes[int(row.argmax())]
                     pred.probs = {c: float(v) for c, v in zip(self.classes, row)}
             except NonFiniteOutput as e:
                 for pred, _ in good:

@@ -15,7 +15,8 @@ from pathlib import Path
 from dcube_edge.errors import UserError
 
 KEY = "dcube_edge.facts"
-FIELDS = ("classes", "class_codes", "preprocess", "timesteps", "graph", "backend", "precision")
+FIELDS = ("classes", "class_codes", "preprocess", "timesteps", "graph", "backend", "precision", "decision",
+          "calibration")
 
 
 class FactsMismatch(UserError):

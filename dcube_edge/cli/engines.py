@@ -23,6 +23,10 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
            full_trunk: Annotated[bool, typer.Option(help="Keep all trunk blocks (for the truncation benchmark).")] = ExportOptions.full_trunk,
            triton_repo: Annotated[Path | None, typer.Option(help="Also write a Triton model repository entry here.")] = None,
            modality: Annotated[str | None, typer.Option(help="DICOM Modality values the training images were (e.g. US): `serve` accepts only these unless told otherwise.")] = None,
+           operating_point: Annotated[str | None, typer.Option(help="How the engine decides, chosen on its own outputs: argmax | youden | sensitivity=0.90 | specificity=0.90 (two classes) | balanced (any) [default: youden for two classes, balanced for more].")] = None,
+           positive_class: Annotated[str | None, typer.Option(help="The positive class of a two-class operating point (default: the rarer class).")] = None,
+           operating_split: Annotated[Path | None, typer.Option(help="Labelled <class>/* folder to choose the operating point and calibration on (default: the run's validation split).")] = None,
+           intended_use: Annotated[str | None, typer.Option(help="What this engine is for, in a sentence, for its model card.")] = None,
            class_codes: Annotated[str | None, typer.Option(help="What each class is in a standard terminology, for DICOM results: NAME=SCHEME:VALUE[:MEANING],... (e.g. malignant=SCT:21594007,benign=SCT:30807003) or a JSON file.")] = None,
            json_out: Annotated[Path | None, typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
     """Export a run to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend, with a parity report."""
@@ -33,11 +37,28 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
     opts = ExportOptions(backend=backend, precision=precision, calibration=calibration,
                          calibration_size=calibration_size, data=str(data) if data else None, max_batch=max_batch,
                          full_trunk=full_trunk, triton_repo=str(triton_repo) if triton_repo else None,
-                         class_codes=class_codes, modalities=modality)
+                         class_codes=class_codes, modalities=modality, operating_point=operating_point,
+                         positive_class=positive_class, operating_split=str(operating_split) if operating_split else None,
+                         intended_use=intended_use)
     with err.status(f"exporting {backend}/{precision} …"):
         manifest = run_export(run, out_dir, opts, log=err.print)
     out.print(report.parity(out_dir, manifest))
     emit_json(manifest, json_out)
+
+
+@app.command()
+def card(engine: Annotated[Path, typer.Argument(help="Engine directory.")],
+         eval_json: Annotated[Path | None, typer.Option("--eval", help="`evaluate ENGINE SPLIT --json F` output: the card's evaluation at the operating point.")] = None,
+         json_out: Annotated[Path | None, typer.Option("--json", help="Also write the card's JSON here ('-' = stdout).")] = None) -> None:
+    """Write the engine's model card (model-card.md and model-card.json, generated, hashed into the manifest):
+    intended use, training data, method, operating point and calibration, evaluation with intervals, parity,
+    hardware, limitations. Write it before signing."""
+    writable(json_out)
+    from dcube_edge.card import CARD_MD, write
+
+    made = write(engine, eval_json)
+    err.print(f"wrote {engine / CARD_MD} and model-card.json (hashed into the manifest)")
+    emit_json(made, json_out)
 
 
 @app.command()

@@ -40,7 +40,8 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     clf = runtimes.load(engine, threads=threads, trusted_keys=trusted_key)
     rows, failed, labels = [], [], Counter()
     head = {"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
-            "effective_precision": clf.manifest.data.get("effective_precision"), "classes": clf.classes}
+            "effective_precision": clf.manifest.data.get("effective_precision"), "classes": clf.classes,
+            "operating_point": clf.decision.describe(), "temperature": clf.decision.temperature}
     if foreign := clf.manifest.foreign_build(isa.tag()):
         err.print(f"[yellow]note: {engine.name} was {escape(foreign)}[/]")
     timing: dict = {}  # filled in before the JSON closes
@@ -66,7 +67,8 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
                 err.print(f"[red]{shown(p.path)}: {escape(p.error)}[/]")
         if failed:
             err.print(f"[red]{len(failed)} of {total} file(s) could not be classified[/]")
-        err.print(f"computes in: {escape(clf.manifest.precision_parts())}")
+        err.print(f"computes in: {escape(clf.manifest.precision_parts())}; label = decision at the operating point "
+                  f"({escape(clf.decision.describe())}), probabilities calibrated (temperature {clf.decision.temperature:.3g})")
         if timing["engine_time"]:
             err.print("engine time per call (median, decoding excluded): " + ", ".join(
                 f"{t['p50_ms']:.2f} ms at batch {b} ({t['calls']} call{'s' * (t['calls'] > 1)})"
@@ -84,13 +86,15 @@ def evaluate(target: Annotated[Path, typer.Argument(help="Engine directory, or a
              threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend.")] = None,
              bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95 % intervals (0 = none).")] = 1000,
              trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help=TRUSTED_KEY_HELP)] = None,
+             plot: Annotated[Path | None, typer.Option("--plot", help="Write roc.png (the operating point marked) and reliability.png into this folder.")] = None,
              json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here ('-' = stdout).")] = None) -> None:
-    """Accuracy, macro-F1, AUC (one-vs-rest for > 2 classes), per-class recall, confusion matrix, with
-    bootstrap confidence intervals. Engines and the torch model are scored the same way."""
+    """At the engine's operating point: per class sensitivity, specificity, PPV, NPV, balanced accuracy,
+    macro-F1, ECE, Brier; at argmax: accuracy, macro-F1, AUC, per-class recall, confusion matrix; all with
+    bootstrap intervals. Engines and the torch model are scored the same way."""
     writable(json_out)
     from dcube_edge.evaluation import evaluate as run_evaluate
 
-    report = run_evaluate(target, data, batch_size, threads, bootstrap, trusted_key)
+    report = run_evaluate(target, data, batch_size, threads, bootstrap, trusted_key, plot)
     for warning in report.get("warnings", []):
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     show_metrics(f"{target.name} ({report['backend']} {report['precision']}) on {data}", report, json_out)

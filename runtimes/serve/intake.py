@@ -160,7 +160,8 @@ class Intake:
             return FAILURE_NOT_ACCEPTED, (f"modality {modality or '(none)'} is not accepted here: this engine takes "
                                           f"{', '.join(opts.accept_modality)} (--accept-modality)")
         body = str(getattr(ds, "BodyPartExamined", "")).upper()
-        if limited(opts.accept_body_part) and body and is_image_class(ds) and body not in {b.upper() for b in opts.accept_body_part}:
+        parts = {b.upper() for b in opts.accept_body_part}
+        if limited(opts.accept_body_part) and body and is_image_class(ds) and body not in parts:
             return FAILURE_NOT_ACCEPTED, (f"body part {body} is not accepted here: this engine takes "
                                           f"{', '.join(opts.accept_body_part)} (--accept-body-part)")
         return None

@@ -4,10 +4,10 @@ PACS and the IHE AI Results profile read it without knowing dcube-edge.
 - Observation context: a device observer (TID 1004) whose UID derives from the engine's hash, with the
   manufacturer and the model (preset, backend, precision).
 - One measurement group (TID 1501) with the decision: the qualitative evaluation *Classification* (SCT 278201002)
-  coded as the engine's class code, the algorithm (TID 4019: name, version, backend, precision, engine sha256) and
-  the source image (its SOP Class and Instance UIDs).
+  coded as the engine's class code — the decision at the engine's operating point — the algorithm (TID 4019: name,
+  version, backend, precision, engine sha256, operating point, calibration temperature) and the source image.
 - One measurement group per class: its *Finding* (DCM 121071) is the class code, its measurement *Probability*
-  (DCM 122157, UCUM unit "1"); algorithm and source image as above.
+  (DCM 122157, UCUM unit "1": the calibrated probability); algorithm and source image as above.
 
 Every concept name is a standard code; only a class the export left unmapped falls back to the private scheme
 ``99DCUBE`` (``export --class-codes`` maps them). The SR's UIDs derive from the source instance and the engine, so a
@@ -30,10 +30,10 @@ CONCEPTS = (
                                                       "hash, name, manufacturer, model"),
     ("procedure", "(121058, DCM, \"Procedure reported\")", "(363679005, SCT, \"Imaging procedure\")"),
     ("algorithm (TID 4019)", "(111001 / 111003 / 111002, DCM, name / version / parameters)",
-     "dcube-edge, its version; backend, precision, engine sha256"),
-    ("decision", "(278201002, SCT, \"Classification\")", "the class's code (export --class-codes)"),
-    ("per class", "(121071, DCM, \"Finding\") and (122157, DCM, \"Probability\")", "the class's code; a number, "
-                                                                                       "UCUM unit \"1\""),
+     "dcube-edge, its version; backend, precision, engine sha256, operating point, temperature"),
+X
+    ("per class", "(121071, DCM, \"Finding\") and (122157, DCM, \"Probability\")", "the class's code; the calibrated "
+                                                                                       "probability, UCUM unit \"1\""),
     ("source", "(121112, DCM, \"Source of Measurement\")", "the classified image's SOP Class and Instance UIDs"),
 )
 # Type-2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) the SR copies from its source.
@@ -79,6 +79,9 @@ def structured_report(source_path: str, label: str, probs: dict[str, float], man
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
+    from ..decision import Decision
+
+    decision = Decision.from_manifest(manifest.data)
     src = dcmread(source_path, stop_before_pixels=True)
     for keyword in TYPE_2:
         if keyword not in src:
@@ -90,7 +93,8 @@ def structured_report(source_path: str, label: str, probs: dict[str, float], man
         model_name=f"D-Cube {data.get('preset', '')} {manifest.backend} {manifest.precision}".replace("  ", " ")[:64]))
     algorithm = AlgorithmIdentification(
         name=f"dcube-edge {data.get('model', 'dcube')}", version=__version__,
-        parameters=[f"backend={manifest.backend}", f"precision={manifest.precision}", f"engine-sha256={engine_hash}"])
+        parameters=[f"backend={manifest.backend}", f"precision={manifest.precision}", f"engine-sha256={engine_hash}",
+                    f"operating-point={decision.describe()}"[:64], f"temperature={decision.temperature:.6g}"])
     source = [SourceImageForMeasurementGroup(src.SOPClassUID, src.SOPInstanceUID)]
 
     def group(name: str, **content):

@@ -1,0 +1,117 @@
+"""The operating point and the calibration an export binds into an engine, chosen on the *engine's own* logits
+(an int8 engine's logits are not the fp32 model's) for labelled images: the run's validation split, or
+``--operating-split DIR``.
+
+- Calibration: temperature scaling (one scalar T, logits / T) fitted by minimising the negative log-likelihood;
+  expected calibration error (15 equal-width bins of the top-class probability) and Brier score before and after.
+- Operating point: ``argmax``, ``youden``, ``sensitivity=X``, ``specificity=X`` (two classes; a threshold on the
+  calibrated probability of ``--positive-class``, default the rarer class) or ``balanced`` (any number of classes:
+  per-class biases on the calibrated log-probabilities maximising balanced accuracy — balanced accuracy rather
+  than macro-F1 because it does not depend on the validation split's prevalence, which a hospital's case mix
+  will not share). Default: ``youden`` for two classes, ``balanced`` for more. With fewer than
+  :data:`MIN_PER_CLASS` images of a class the choice would be noise: argmax is kept and the manifest says why."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from dcube_edge.errors import UserError
+from dcube_edge.metrics import balanced_accuracy, brier, ece
+from dcube_edge.runtimes.decision import Decision, softmax
+
+MIN_PER_CLASS = 10
+RULE = re.compile(r"^(argmax|youden|balanced|(sensitivity|specificity)=(0?\.\d+|1(\.0*)?))$")
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T > 0 minimising the negative log-likelihood of softmax(logits / T)."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        p = softmax(logits / np.exp(log_t))
+        return float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded").x))
+
+
+def choose(rule: str | None, positive: str | None, classes: list[str], logits: np.ndarray, labels: np.ndarray,
+           source: str) -> tuple[dict, dict]:
+    """(the manifest's ``decision``, its ``calibration``) for these logits and labels."""
+    k = len(classes)
+    rule = rule or ("youden" if k == 2 else "balanced")
+    if not RULE.match(rule):
+        raise UserError(f"--operating-point {rule!r}: choose argmax, youden, balanced, sensitivity=0.90 or "
+                        "specificity=0.90")
+    if rule not in ("argmax", "balanced") and k != 2:
+        raise UserError(f"--operating-point {rule} needs two classes; this model has {k}: use balanced or argmax")
+    if positive is not None and positive not in classes:
+        raise UserError(f"--positive-class {positive!r} is not one of the model's classes ({', '.join(classes)})")
+    temperature = fit_temperature(logits, labels)
+    before, after = softmax(np.asarray(logits, np.float64)), softmax(np.asarray(logits, np.float64) / temperature)
+    calibration = {"method": "temperature scaling (negative log-likelihood)", "temperature_before": 1.0,
+                   "temperature": round(temperature, 6), "ece_before": ece(before, labels), "ece_after": ece(after, labels),
+                   "brier_before": brier(before, labels), "brier_after": brier(after, labels), "chosen_on": source,
+                   "n": int(len(labels))}
+    counts = np.bincount(labels, minlength=k)
+    decision: dict = {"rule": "argmax", "chosen_on": source, "n": int(len(labels)),
+                      "class_counts": {c: int(n) for c, n in zip(classes, counts)}}
+    if rule == "argmax":
+        return decision, calibration
+    if counts.min() < MIN_PER_CLASS:
+        decision["note"] = (f"{rule} asked, argmax kept: {classes[int(counts.argmin())]} has {int(counts.min())} "
+                            f"labelled image(s) here, under the {MIN_PER_CLASS} an operating point needs; pass "
+                            "--operating-split with more labelled data")
+        return decision, calibration
+    if rule == "balanced":
+        decision.update(rule="balanced", bias=[round(b, 4) for b in balanced_bias(after, labels)])
+        return decision, calibration
+    pos = classes.index(positive) if positive else int(counts.argmin())
+    decision.update(rule=rule, positive_class=classes[pos], threshold=round(threshold(rule, after[:, pos], labels == pos), 6))
+    return decision, calibration
+
+
+def threshold(rule: str, score: np.ndarray, positive: np.ndarray) -> float:
+    """The threshold on ``score`` (P(positive)) that the rule picks: Youden's J, or the stated sensitivity or
+    specificity with the best other figure."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, cuts = roc_curve(positive, score)
+    cuts = np.minimum(cuts, 1.0)  # sklearn's first cut is +inf: nothing called positive
+    if rule == "youden":
+        return float(cuts[int(np.argmax(tpr - fpr))])
+    kind, value = rule.split("=")
+    target = float(value)
+    if kind == "sensitivity":
+        ok = np.flatnonzero(tpr >= target)
+        return float(cuts[ok[0]])  # the first (highest) cut reaching it: the best specificity
+    ok = np.flatnonzero(1 - fpr >= target)
+    return float(cuts[ok[-1]])  # the last (lowest) cut keeping it: the best sensitivity
+
+
+def balanced_bias(probs: np.ndarray, labels: np.ndarray, sweeps: int = 4) -> list[float]:
+    """Per-class biases on the log-probabilities maximising balanced accuracy: coordinate ascent over a grid,
+    from zero, keeping a change only when it helps (so ties stay at the plain argmax)."""
+    k = probs.shape[1]
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    bias = np.zeros(k)
+    best = balanced_accuracy(labels, (logp + bias).argmax(1), k)
+    grid = np.round(np.arange(-4.0, 4.0001, 0.05), 4)
+    for _ in range(sweeps):
+        improved = False
+        for c in range(k):
+            for value in grid:
+                trial = bias.copy()
+                trial[c] = value
+                score = balanced_accuracy(labels, (logp + trial).argmax(1), k)
+                if score > best + 1e-12 or (abs(score - best) <= 1e-12 and abs(value) < abs(bias[c])):
+                    best, bias, improved = score, trial, improved or score > best + 1e-12
+        if not improved:
+            break
+    return [float(b) for b in bias]
+
+
+def as_runtime(decision: dict, calibration: dict, classes: list[str]) -> Decision:
+    return Decision.from_manifest({"decision": decision, "calibration": calibration, "classes": classes})

@@ -1,0 +1,62 @@
+"""From an engine's logits to what a clinician is told: probabilities calibrated by the temperature fitted at
+export, and the decision at the engine's operating point, both read from the manifest (where they are bound
+into the engine's facts, so an edited threshold is refused at load). Torch-free, numpy only.
+
+Rules (``export --operating-point``): ``argmax``; for two classes ``youden`` (the threshold maximising
+sensitivity + specificity − 1), ``sensitivity=0.90`` or ``specificity=0.90`` (the threshold meeting it with the
+best other figure), each a threshold on the calibrated probability of the positive class; for more classes
+``balanced``: a bias per class added to the calibrated log-probabilities before the argmax (a prior correction),
+chosen to maximise balanced accuracy. Engines exported before operating points existed decide by argmax at
+temperature 1."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Decision:
+    rule: str = "argmax"
+    temperature: float = 1.0
+    positive: int | None = None  # the positive class's index (two-class rules)
+    threshold: float | None = None  # on the calibrated probability of the positive class
+    bias: tuple[float, ...] | None = None  # added to calibrated log-probabilities (the balanced rule)
+    classes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_manifest(cls, data: dict) -> Decision:
+        d, calibration = data.get("decision") or {}, data.get("calibration") or {}
+        classes = tuple(data.get("classes", ()))
+        positive = d.get("positive_class")
+        return cls(rule=d.get("rule", "argmax"), temperature=float(calibration.get("temperature", 1.0)),
+                   positive=classes.index(positive) if positive in classes else None,
+                   threshold=None if d.get("threshold") is None else float(d["threshold"]),
+                   bias=tuple(float(b) for b in d["bias"]) if d.get("bias") else None, classes=classes)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities: softmax(logits / temperature)."""
+        return softmax(np.asarray(logits, dtype=np.float64) / self.temperature)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The class index each row is called at the operating point."""
+        if self.threshold is not None and self.positive is not None:
+            other = 1 - self.positive
+            return np.where(probs[:, self.positive] >= self.threshold, self.positive, other)
+        if self.bias is not None:
+            return (np.log(np.clip(probs, 1e-12, 1.0)) + np.asarray(self.bias)).argmax(1)
+        return probs.argmax(1)
+
+    def describe(self) -> str:
+        """The operating point in words, as classify, serve and the SR name it."""
+        if self.threshold is not None and self.positive is not None:
+            return f"{self.rule}: {self.classes[self.positive]} when P({self.classes[self.positive]}) ≥ {self.threshold:.4g}"
+        if self.bias is not None:
+            return f"{self.rule}: argmax of calibrated log-probabilities plus per-class biases"
+        return "argmax"
