@@ -31,7 +31,8 @@ CONCEPTS = (
     ("procedure", "(121058, DCM, \"Procedure reported\")", "(363679005, SCT, \"Imaging procedure\")"),
     ("algorithm (TID 4019)", "(111001 / 111003 / 111002, DCM, name / version / parameters)",
      "dcube-edge, its version; backend, precision, engine sha256, operating point, temperature"),
-X
+    ("decision", "(278201002, SCT, \"Classification\")", "the code (export --class-codes) of the class decided at the "
+                                                          "engine's operating point"),
     ("per class", "(121071, DCM, \"Finding\") and (122157, DCM, \"Probability\")", "the class's code; the calibrated "
                                                                                        "probability, UCUM unit \"1\""),
     ("source", "(121112, DCM, \"Source of Measurement\")", "the classified image's SOP Class and Instance UIDs"),
