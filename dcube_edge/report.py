@@ -114,7 +114,7 @@ def prediction_counts(title: str, counts: dict[str, int], classes: list[str], er
 
 def bench(result: dict) -> Iterator[RenderableType]:
     """The latency table, effective precisions, the benchmark_app comparison, per-op profiles and figures."""
-    from dcube_edge.bench.report import peaks_text
+    from dcube_edge.bench.report import peaks_text, quality_cells
     from dcube_edge.bench.vs_app import vs_app_method
     from dcube_edge.runtimes.isa import recorded
 
@@ -124,7 +124,7 @@ def bench(result: dict) -> Iterator[RenderableType]:
     table = Table(title=f"latency on {info['cpu_model']} ({info['cpu_count']} cpus; {isa}{gpu})\n"
                         f"GEMM peaks: {peaks_text(result['gemm_peaks'])}")
     for col in ("engine", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs eager",
-                "vs best torch", "MB", "% own peak"):
+                "vs best torch", "MB", "% own peak", "top-1 vs fp32", "AUC (Δ)"):
         table.add_column(col, justify="left" if col in ("engine", "backend", "precision") else "right")
     for r in result["results"]:
         name = Path(r["engine"]).name
@@ -136,8 +136,12 @@ def bench(result: dict) -> Iterator[RenderableType]:
                       f"{r['speedup_vs_torch']:.2f}x" if r.get("speedup_vs_torch") else "–",
                       f"{r['speedup_vs_fastest_torch']:.2f}x" if r.get("speedup_vs_fastest_torch") else "–",
                       f"{r['engine_mb']:.1f}" if "engine_mb" in r else "–",
-                      f"{100 * r['fraction_of_gemm_peak']:.0f}%" if r.get("fraction_of_gemm_peak") else "–")
+                      f"{100 * r['fraction_of_gemm_peak']:.0f}%" if r.get("fraction_of_gemm_peak") else "–",
+                      *quality_cells(r))
     yield table
+    if any(r.get("top1_agreement") is not None for r in result["results"]):
+        yield ("top-1 vs fp32, AUC (Δ): each engine against fp32 PyTorch on the images its export measured parity on "
+               "(its manifest's parity), not timed here")
     last_batch = result["results"][-1]["batch"] if result["results"] else None
     for r in result["results"]:
         if r.get("effective_precision") and r["batch"] == last_batch:

@@ -151,3 +151,21 @@ class Baseline(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone(x).mean(dim=(2, 3)))
+
+
+class BaselineGraph(nn.Module):
+    """A baseline CNN as an inference graph, with :class:`~dcube_edge.head.FixedGraph`'s attributes (no
+    timesteps, no trunk to cut), sharing the model's modules under their own names (``backbone.*``, ``fc``)
+    so quantizers' scopes read as in the policy."""
+
+    timesteps: tuple[int, ...] = ()
+    layers_used: tuple[int, ...] = ()
+    upto: int | None = None
+
+    def __init__(self, model: Baseline):
+        super().__init__()
+        self.backbone, self.fc = model.backbone, model.fc
+        self.last_layer = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x).mean(dim=(2, 3)))

@@ -48,8 +48,13 @@ class TorchRunner(Runner):
         def load() -> torch.nn.Module:
             from dcube_edge import rundir
             from dcube_edge.head import DCube, FixedGraph
+            from dcube_edge.resnet import Baseline, BaselineGraph
 
             cfg = rundir.load_config(manifest.dir)
+            if cfg.model != "dcube":
+                baseline = Baseline(cfg, len(cfg.classes))
+                rundir.load_weights(baseline, manifest.dir / WEIGHTS)
+                return BaselineGraph(baseline.eval())
             model = DCube(cfg, len(cfg.classes), tuple(manifest.data["selected_layers"]))
             rundir.load_weights(model, manifest.dir / WEIGHTS)
             return FixedGraph(model.eval(), tuple(manifest.data["timesteps"]), manifest.data["truncated_after_layer"],
@@ -110,7 +115,7 @@ class TorchRunner(Runner):
 # -- build half -------------------------------------------------------------------------------------
 
 class TorchBuilder(Builder):
-    """The run's inference weights (trunk + head, one safetensors file) and its config."""
+    """The run's inference weights (trunk + head, or the baseline CNN; one safetensors file) and its config."""
 
     def check(self, precision: str) -> None:
         if precision == "bf16" and not isa.has_bf16():

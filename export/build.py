@@ -1,10 +1,11 @@
 """``dcube-edge export``: run dir → engine dir (docs/architecture.md, "Export").
 
 Steps: the run's model wrapped as a :class:`FixedGraph` (truncated, timesteps baked in; the model is
-never modified) → FP32 ONNX → the backend's :class:`~.builder.Builder` from the registry (``check``,
-``build(job)`` with :class:`BuildJob` making the precision's ONNX and calibration data on request) → parity
-against the FP32 torch model on validation images, outputs checked against the graph spec, the builder's
-fallbacks while parity fails → manifest. Everything is built in a hidden temporary folder and renamed into
+never modified), or a baseline CNN as a :class:`BaselineGraph` → FP32 ONNX → the backend's
+:class:`~.builder.Builder` from the registry (``check``, ``build(job)`` with :class:`BuildJob` making the
+precision's ONNX and calibration data on request) → parity against the FP32 torch model on validation images,
+outputs checked against the graph spec, the builder's fallbacks while parity fails → the operating point and
+calibration chosen on the engine's own outputs → manifest. Everything is built in a hidden temporary folder and renamed into
 place at the end, so an interrupted export leaves nothing that looks complete."""
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from dcube_edge.data import record as data_record
 from dcube_edge.errors import UserError
 from dcube_edge.head import FixedGraph
 from dcube_edge.loop import predict_logits
+from dcube_edge.resnet import BaselineGraph
 from dcube_edge.runtimes import backends, isa, precisions
 from dcube_edge.runtimes import facts as engine_facts
 from dcube_edge.runtimes import manifest as engine_manifest
@@ -74,23 +76,23 @@ def export(run: str | Path | rundir.Run, out: str | Path, opts: ExportOptions, l
     if out.resolve() == run.path.resolve() or out.resolve() in run.path.resolve().parents:
         raise ExportError(f"--out {out} would replace the run directory itself; choose another --out")
     cfg = run.config
-    if cfg.model != "dcube":
-        raise ExportError(f"{run.path} is a {cfg.model} baseline run; export takes D-Cube runs")
+    policy = for_model(cfg.model)
+    if cfg.model != "dcube" and (opts.full_trunk or opts.timesteps):
+        raise ExportError(f"{run.path} is a {cfg.model} baseline run: it has no diffusion trunk or timesteps; "
+                          "drop --full-trunk/--timesteps")
     class_codes = codes.parse(opts.class_codes, list(cfg.classes))
     unmapped = [c for c in cfg.classes if c not in class_codes]
     if unmapped:
         log(f"note: {'classes' if len(unmapped) > 1 else 'class'} {', '.join(unmapped)} without --class-codes: DICOM "
             f"results code {'them' if len(unmapped) > 1 else 'it'} in the private scheme {codes.PRIVATE_SCHEME}, "
             "which viewers cannot interpret")
-    model = run.model()
     spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
-    upto = cfg.num_layers - 1 if opts.full_trunk else None
-    graph = FixedGraph(model, timesteps=opts.timesteps, upto=upto, last_layer=opts.full_trunk).eval()
+    graph = inference_graph(run, opts)
     if opts.full_trunk:
         spec = spec.with_trunk_output(len(graph.timesteps), 1 + cfg.grid ** 2, cfg.width)
     work = work_folder(out)
     try:
-        job = BuildJob(run, opts, spec, work, hint, log, for_model(cfg.model))
+        job = BuildJob(run, opts, spec, work, hint, log, policy)
         manifest = build(job, backend, builder, graph, class_codes)
         reach_parity(job, builder, graph, manifest)
         bind_operating_point(job, manifest, file_hashes)
@@ -104,6 +106,16 @@ def export(run: str | Path | rundir.Run, out: str | Path, opts: ExportOptions, l
     return manifest
 
 
+def inference_graph(run: rundir.Run, opts: ExportOptions) -> FixedGraph | BaselineGraph:
+    """What export traces: a D-Cube model as a :class:`FixedGraph` (timesteps baked in, trunk cut), a
+    baseline CNN as itself."""
+    model = run.model()
+    if run.config.model != "dcube":
+        return BaselineGraph(model).eval()
+    upto = run.config.num_layers - 1 if opts.full_trunk else None
+    return FixedGraph(model, timesteps=opts.timesteps, upto=upto, last_layer=opts.full_trunk).eval()
+
+
 def work_folder(out: Path) -> Path:
     """A hidden folder beside ``out`` to build in, readable by others as the umask allows."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,12 +126,13 @@ def work_folder(out: Path) -> Path:
     return work
 
 
-def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: FixedGraph,
+def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: FixedGraph | BaselineGraph,
           class_codes: dict[str, dict[str, str]]) -> dict:
     """FP32 ONNX → the builder's engine files → the manifest (facts bound, files hashed), in ``job.work``."""
     cfg, run = job.cfg, job.run
     job.log(f"exporting ONNX (opset {job.spec.opset}, timesteps {list(graph.timesteps)}, "
-            f"layers {list(graph.layers_used)}, trunk cut after layer {graph.upto})")
+            f"layers {list(graph.layers_used)}, trunk cut after layer {graph.upto})" if cfg.model == "dcube"
+            else f"exporting ONNX (opset {job.spec.opset}, {cfg.model} baseline)")
     export_onnx(graph, job.spec, job.fp32_onnx)
     model_file, backend_info = builder.build(job)
     job.fp32_onnx.unlink()
@@ -130,7 +143,8 @@ def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: Fix
         class_codes=class_codes, input={"modalities": [m.strip().upper() for m in (job.opts.modalities or "").split(",")
                                                       if m.strip()]},
         timesteps=list(graph.timesteps), selected_layers=list(graph.layers_used),
-        truncated_after_layer=graph.upto, trunk_layers=cfg.num_layers, seed=cfg.seed, preset=cfg.preset,
+        truncated_after_layer=graph.upto,
+        trunk_layers=cfg.num_layers if cfg.model == "dcube" else None, seed=cfg.seed, preset=cfg.preset,
         run={"path": str(run.path.resolve()), **run.hashes()},
         tools=tool_versions(builder), built_on=built_on(),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -142,7 +156,7 @@ def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: Fix
     return manifest
 
 
-def reach_parity(job: BuildJob, builder: Builder, graph: FixedGraph, manifest: dict) -> None:
+def reach_parity(job: BuildJob, builder: Builder, graph: FixedGraph | BaselineGraph, manifest: dict) -> None:
     """Measure parity; while it breaks the precision's tolerance, take the builder's next fallback and measure
     again; record the tolerance, the verdict and the notes in ``manifest`` (written)."""
     tolerance = precisions.get(job.precision).tolerance
@@ -183,7 +197,7 @@ def publish(work: Path, out: Path) -> None:
         work.rename(out)
 
 
-def measure_parity(engine_dir: Path, graph: FixedGraph, cfg: Config, opts: ExportOptions,
+def measure_parity(engine_dir: Path, graph: FixedGraph | BaselineGraph, cfg: Config, opts: ExportOptions,
                    spec: GraphSpec, log: Log) -> dict:
     """Engine vs FP32 torch on the validation split (or, without data, on seeded random inputs); every
     engine output is checked against the spec on the way."""

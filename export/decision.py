@@ -24,17 +24,20 @@ MIN_PER_CLASS = 10
 RULE = re.compile(r"^(argmax|youden|balanced|(sensitivity|specificity)=(0?\.\d+|1(\.0*)?))$")
 
 
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the labels: what temperature scaling minimises."""
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 minimising the negative log-likelihood of softmax(logits / T)."""
+    """The T in [e⁻⁴, e⁴] minimising the negative log-likelihood of softmax(logits / T); 1 unless another T
+    measures better (the bounded search may stop a hair off it)."""
     from scipy.optimize import minimize_scalar
 
     logits = np.asarray(logits, dtype=np.float64)
-
-    def nll(log_t: float) -> float:
-        p = softmax(logits / np.exp(log_t))
-        return float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
-
-    return float(np.exp(minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded").x))
+    found = float(np.exp(minimize_scalar(lambda log_t: nll(softmax(logits / np.exp(log_t)), labels),
+                                         bounds=(-4.0, 4.0), method="bounded").x))
+    return found if nll(softmax(logits / found), labels) < nll(softmax(logits), labels) else 1.0
 
 
 def choose(rule: str | None, positive: str | None, classes: list[str], logits: np.ndarray, labels: np.ndarray,
@@ -53,7 +56,8 @@ def choose(rule: str | None, positive: str | None, classes: list[str], logits: n
     before, after = softmax(np.asarray(logits, np.float64)), softmax(np.asarray(logits, np.float64) / temperature)
     calibration = {"method": "temperature scaling (negative log-likelihood)", "temperature_before": 1.0,
                    "temperature": round(temperature, 6), "ece_before": ece(before, labels), "ece_after": ece(after, labels),
-                   "brier_before": brier(before, labels), "brier_after": brier(after, labels), "chosen_on": source,
+                   "brier_before": brier(before, labels), "brier_after": brier(after, labels),
+                   "nll_before": nll(before, labels), "nll_after": nll(after, labels), "chosen_on": source,
                    "n": int(len(labels))}
     counts = np.bincount(labels, minlength=k)
     decision: dict = {"rule": "argmax", "chosen_on": source, "n": int(len(labels)),

@@ -1,5 +1,5 @@
 """OpenVINO IR builder: ``ov.convert_model`` on the ONNX, ``ov.save_model``; INT8 with ``nncf.quantize`` on
-the IR (transformer model type, symmetric preset) from the calibration set, the policy's float scopes left
+the IR (the policy's model type, symmetric preset) from the calibration set, the policy's float scopes left
 float. bf16/fp16 are inference-precision hints chosen from the CPU's flags (:func:`runtimes.isa.openvino_hint`)
 and recorded; the measured choices (bf16 against f32 islands, int8 attention products, the policy's int8
 trial) are in :mod:`.openvino_checks`.
@@ -46,14 +46,15 @@ class OpenVINOBuilder(Builder):
             calibration = job.calibration_images()
             model = quantize(float_model.clone(), job, calibration, patterns)
             info.update(quantization={"tool": "nncf.quantize", "preset": "performance (symmetric)",
-                                      "model_type": "transformer", "subset_size": len(calibration),
+                                      "model_type": job.policy.nncf_model_type or "default (CNN)",
+                                      "subset_size": len(calibration),
                                       "ignored_scope_patterns": patterns})
         ov.save_model(model, str(job.work / "model.xml"), compress_to_fp16=False)
         if job.hint == "bf16":
             info.update(checks.speed_check(job))
         if job.precision == "int8":
             info["attention"] = checks.attention_check(job)
-            if job.hint == "f32":
+            if job.hint == "f32" and job.policy.int8_trial_ignored is not None:
                 info["guide_branch"] = checks.int8_trial(job, float_model, calibration, info)
         return "model.xml", info
 

@@ -39,10 +39,11 @@ def quantize(model, job: BuildJob, calibration, ignored_patterns: list[str]):
 
     if not os.environ.get("DCUBE_EDGE_VERBOSE"):  # `dcube-edge --verbose` keeps them
         nncf.set_log_level(logging.WARNING)  # its INFO lines (about 70 per export) drown our own output
-    job.log(f"nncf.quantize on {len(calibration)} calibration images (transformer model type)")
+    kind = job.policy.nncf_model_type
+    job.log(f"nncf.quantize on {len(calibration)} calibration images ({kind or 'CNN'} model type)")
     dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
     return nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
-                         model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+                         model_type=nncf.ModelType[kind.upper()] if kind else None, subset_size=len(calibration),
                          ignored_scope=nncf.IgnoredScope(patterns=ignored_patterns, validate=False))
 
 

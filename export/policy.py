@@ -25,10 +25,11 @@ class Policy:
     int8_float_scopes: tuple[str, ...]  # left float by every int8 build (Q/DQ ONNX and NNCF)
     bf16_f32_scopes: tuple[str, ...]  # pinned to f32 first when a bf16 hint breaks parity
     # where float islands run f32, a part of the float scopes tried int8 too (kept only where timed faster)
-    int8_trial_ignored: str  # NNCF ignored-scope pattern of that trial
+    int8_trial_ignored: str | None  # NNCF ignored-scope pattern of that trial (None: no trial)
     int8_trial_name: str  # what the trial quantizes, for notes and the manifest
     int8_trial_parts: str  # the trial part's precision when kept ({float}: the islands' precision)
     pinned_name: str  # what bf16_f32_scopes is, for notes
+    nncf_model_type: str | None = "transformer"  # nncf.ModelType member name, or None for a CNN
 
     def qdq_parts(self, precision: str) -> dict[str, str]:
         """What each part computes in, in the precision ONNX that ONNX Runtime and TensorRT run."""
@@ -57,7 +58,32 @@ DCUBE = Policy("dcube", int8_float_scopes=("head",), bf16_f32_scopes=("head.resn
                int8_trial_name="ResNet guide branch stages 2-4",
                int8_trial_parts="int8 in stages 2-4, stem and stage 1 {float}", pinned_name="ResNet guide branch")
 
-POLICIES = {p.model: p for p in (DCUBE,)}
+
+
+@dataclass(frozen=True)
+class CNNPolicy(Policy):
+    """A plain CNN baseline: every convolution int8, the final linear layer float (it is one small Gemm that
+    writes the logits the operating point thresholds); no trial; under a bf16 hint that layer is pinned first."""
+
+    def qdq_parts(self, precision: str) -> dict[str, str]:
+        if precision == "int8":
+            return {"convolutions": "int8 (Q/DQ, symmetric, per-channel weights)", "classifier_layer": "fp32",
+                    "other_ops": "fp32"}
+        return super().qdq_parts(precision)
+
+    def ir_parts(self, precision: str, float_part: str, attention: str, guide: str, pinned: bool) -> dict[str, str]:
+        if precision == "int8":
+            return {"convolutions": "int8 (NNCF, symmetric, per-channel weights)", "classifier_layer": guide,
+                    "other_ops": float_part}
+        return {"all": float_part, "classifier_layer": guide} if pinned else {"all": float_part}
+
+
+def cnn(model: str) -> CNNPolicy:
+    return CNNPolicy(model, int8_float_scopes=("fc",), bf16_f32_scopes=("fc",), int8_trial_ignored=None,
+                     int8_trial_name="", int8_trial_parts="{float}", pinned_name="classifier layer", nncf_model_type=None)
+
+
+POLICIES = {p.model: p for p in (DCUBE, *(cnn(m) for m in ("resnet18", "resnet50", "branch")))}
 
 
 def for_model(model: str) -> Policy:

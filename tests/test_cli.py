@@ -133,6 +133,8 @@ def test_bench_structure(ort_engine, tiny_run, tmp_path):
     ort = [r for r in rows if r["backend"] == "onnxruntime"]
     assert ort[1]["gflops"] == pytest.approx(2 * ort[0]["gflops"], rel=1e-6)  # FLOPs scale with batch
     assert all(0 < r["fraction_of_gemm_peak"] and r["peak_precision"] == "fp32" for r in ort)
+    parity = json.loads((ort_engine / "manifest.json").read_text())["parity"]  # what it gave up, beside its speed
+    assert all(r["top1_agreement"] == parity["top1_agreement"] and r["auc"] == parity["auc_engine"] for r in ort)
     assert b["gemm_peaks"]["fp32"]["gflops_per_s"] > 0 and all(r["speedup_vs_fastest_torch"] for r in ort)
     assert b["machine"]["cpu_count"] >= 1 and "isa" in b["machine"]
     assert b["model"]["preset"] == "tiny" and b["model"]["gflop_per_image"] == pytest.approx(ort[0]["gflops"], abs=1e-3)
@@ -140,7 +142,7 @@ def test_bench_structure(ort_engine, tiny_run, tmp_path):
 
     assert "tiny preset" in model_line(b) and "GFLOP per image" in model_line({**b, "model": None})
     table = report_markdown({"t": b})
-    assert "| onnxruntime | fp32 | 2 |" in table and "passes" not in table  # a 2-call bench times each row once
+    assert "| onnxruntime | fp32 | 2 |" in table and "passes" not in table and f"{parity['auc_engine']:.3f} (" in table  # a 2-call bench times each row once
     csv_lines = (tmp_path / "b.csv").read_text().splitlines()
     assert csv_lines[0].startswith("backend,precision,batch,p50_ms") and len(csv_lines) == 1 + 4 + len(autocast) + 1
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -313,8 +315,8 @@ def test_baseline_trains_in_the_same_harness_and_evaluates(demo_data, tmp_path):
     cli("evaluate", run, demo_data / "val", "--bootstrap", "0", "--json", tmp_path / "e.json", check=0)
     e = json.loads((tmp_path / "e.json").read_text())
     assert e["confusion_matrix"] == m["validation"]["confusion_matrix"]
-    res = cli("export", run, "--out", tmp_path / "x", check=2)
-    assert "baseline run" in res.stderr
+    res = cli("export", run, "--out", tmp_path / "x", "--full-trunk", check=2)  # it exports (test_baseline_export)
+    assert "baseline run" in res.stderr and "no diffusion trunk" in res.stderr
     res = cli("baseline", demo_data, "--out", tmp_path / "y", "--model", "vgg", check=2)
     assert "unknown baseline" in res.stderr
 

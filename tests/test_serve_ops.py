@@ -404,8 +404,9 @@ def test_the_engine_says_what_it_takes_and_the_node_logs_each_event(tiny_run, sc
     """export --modality US makes a node refuse a CT without being told (`--accept-modality '*'` lifts it); one
     JSON log line per association, stored instance, refusal and batch, each with its UID; a second Ctrl-C exits at
     once without a traceback (first-day finding: an ignored KeyboardInterrupt from threading._shutdown)."""
-    from dcube_edge.export.build import ExportOptions, export
     from pydicom import dcmread
+
+    from dcube_edge.export.build import ExportOptions, export
 
     engine = tmp_path / "us-engine"
     export(tiny_run, engine, ExportOptions(max_batch=8, modalities="US"), log=lambda *_: None)

@@ -16,7 +16,8 @@ def write_outputs(result: dict, json_path: Path | None, csv_path: Path | None, p
     if csv_path is not None:
         cols = ["backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s",
                 "speedup_vs_torch", "speedup_vs_fastest_torch", "engine_mb", "gflops", "achieved_gflops_per_s",
-                "peak_precision", "fraction_of_gemm_peak", "effective_precision", "timesteps", "engine", "error"]
+                "peak_precision", "fraction_of_gemm_peak", "effective_precision", "timesteps", "model",
+                "top1_agreement", "auc", "auc_delta", "parity_data", "engine", "error"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

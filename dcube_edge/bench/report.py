@@ -10,6 +10,14 @@ from dcube_edge.runtimes.files import write_bytes
 from .vs_app import vs_app_method
 
 
+def quality_cells(r: dict) -> tuple[str, str]:
+    """An engine row's top-1 agreement with fp32 and its AUC with the change from fp32, from its parity."""
+    if r.get("top1_agreement") is None:
+        return "–", "–"
+    auc = f"{r['auc']:.3f} ({r['auc_delta']:+.3f})" if r.get("auc") is not None else "–"
+    return f"{r['top1_agreement']:.3f}", auc
+
+
 def gflop_per_image(rows: list[dict]) -> float | None:
     """The model's GFLOP per image, from the first batch-1 row that counted them."""
     return next((r["gflops"] for r in rows if r.get("gflops") and r["batch"] == 1), None)
@@ -67,18 +75,19 @@ def report_markdown(results: dict[str, dict]) -> str:
                   f"{passes_text(r)}; "
                   f"GEMM peaks measured in the same run: {peaks_text(peaks)}; date {r.get('date', '?')}.", "",
                   *([model, ""] if (model := model_line(r)) else []),
-                  "| backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s | speedup vs torch eager fp32 | vs fastest torch | engine MB | GFLOP/s (% of own-precision peak) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| backend | precision | batch | p50 ms | p90 ms | p99 ms | images/s | speedup vs torch eager fp32 | vs fastest torch | engine MB | GFLOP/s (% of own-precision peak) | top-1 vs fp32 | AUC (Δ) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for x in r["results"]:
             if "p50_ms" not in x:
-                lines.append(f"| {x['backend']} | {x['precision']} | {x['batch']} | {x.get('error', '')} | | | | | | | |")
+                lines.append(f"| {x['backend']} | {x['precision']} | {x['batch']} | {x.get('error', '')} | | | | | | | | | |")
                 continue
             sp = f"{x['speedup_vs_torch']:.2f}×" if x.get("speedup_vs_torch") else "–"
             fast = f"{x['speedup_vs_fastest_torch']:.2f}×" if x.get("speedup_vs_fastest_torch") else "–"
             gf = (f"{x['achieved_gflops_per_s']:.0f} ({100 * x['fraction_of_gemm_peak']:.0f} % of {x.get('peak_precision', 'fp32')})"
                   if x.get("fraction_of_gemm_peak") else f"{x['achieved_gflops_per_s']:.0f}" if x.get("achieved_gflops_per_s") else "–")
             lines.append(f"| {x['backend']} | {x['precision']} | {x['batch']} | {x['p50_ms']:.1f} | {x['p90_ms']:.1f} | "
-                         f"{x['p99_ms']:.1f} | {x['images_per_s']:.1f} | {sp} | {fast} | {x.get('engine_mb', '–')} | {gf} |")
+                         f"{x['p99_ms']:.1f} | {x['images_per_s']:.1f} | {sp} | {fast} | {x.get('engine_mb', '–')} | {gf} | "
+                         + " | ".join(quality_cells(x)) + " |")
         if r.get("skipped"):
             lines += ["", "Not built here: " + "; ".join(r["skipped"]) + "."]
         for f in r.get("vs_benchmark_app", []):

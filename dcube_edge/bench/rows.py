@@ -1,4 +1,5 @@
-"""Engine rows of a bench: each engine timed per batch size through its runner (torch-free), and the
+"""Engine rows of a bench: each engine timed per batch size through its runner (torch-free), beside what it
+gives up for that speed (its AUC and top-1 agreement with fp32 PyTorch, from its manifest's parity), and the
 figures computed across rows of one run (images/s, speedups, fractions of the GEMM peaks)."""
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
     onnx_file = manifest.dir / "model.onnx"
     gflops = ({b: c["gflops"] for b, c in graph_flops.count_batches(onnx_file, list(batch_sizes)).items()}
               if onnx_file.is_file() else {})
+    parity = manifest.data.get("parity") or {}
+    quality = {"model": manifest.data.get("model", "dcube"), "parity_data": parity.get("data"),
+               "top1_agreement": parity.get("top1_agreement"), "auc": parity.get("auc_engine"),
+               "auc_delta": parity.get("auc_delta")}  # measured at export, against fp32 PyTorch, on the same images
     rows = []
     with runner:
         runtime = runner.compiled_precision()
@@ -39,7 +44,7 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
                          "truncated_after_layer": manifest.data.get("truncated_after_layer"),
                          "timesteps": len(manifest.data.get("timesteps", [])),
                          "effective_precision": manifest.precision_parts()
-                         + (f"; runtime hint {runtime}" if runtime else ""), **stats})
+                         + (f"; runtime hint {runtime}" if runtime else ""), **quality, **stats})
     return rows
 
 

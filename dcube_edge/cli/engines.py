@@ -29,7 +29,8 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
            intended_use: Annotated[str | None, typer.Option(help="What this engine is for, in a sentence, for its model card.")] = None,
            class_codes: Annotated[str | None, typer.Option(help="What each class is in a standard terminology, for DICOM results: NAME=SCHEME:VALUE[:MEANING],... (e.g. malignant=SCT:21594007,benign=SCT:30807003) or a JSON file.")] = None,
            json_out: Annotated[Path | None, typer.Option("--json", help="Write the manifest JSON here ('-' = stdout).")] = None) -> None:
-    """Export a run to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend, with a parity report."""
+    """Export a run (D-Cube or baseline) to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend,
+    with a parity report, an operating point and a calibration."""
     writable(json_out)
     from dcube_edge import report
     from dcube_edge.export.build import export as run_export

@@ -1,0 +1,84 @@
+"""A ResNet-18 `baseline` run deploys like a D-Cube run (issue 31): the same ONNX → precision → backend → parity
+path, manifest, bound facts, operating point and calibration; `classify` and `serve` run the engine."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXE = Path(sys.executable).with_name("dcube-edge")
+
+
+@pytest.fixture(scope="module")
+def r18(tmp_path_factory) -> tuple[Path, Path]:
+    """ResNet-18 on phantoms with 12 validation images a class (enough to choose an operating point). 16 epochs:
+    before that its BatchNorm running statistics have seen too few steps and eval-mode logits are near constant."""
+    from dcube_edge.baseline import train_baseline
+    from dcube_edge.config import Config
+    from dcube_edge.phantoms import write_demo
+
+    root = tmp_path_factory.mktemp("r18")
+    write_demo(root / "data", per_class=24, size=32, seed=3, val_per_class=12)
+    cfg = Config.from_preset("tiny", model="resnet18", epochs_classifier=16)
+    train_baseline(root / "data", root / "run", cfg, log=lambda *_: None)
+    return root / "data", root / "run"
+
+
+def export(run: Path, out: Path, *args: str) -> dict:
+    res = subprocess.run([str(EXE), "export", str(run), "--out", str(out), *args], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("backend,precision", [("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+                                               ("openvino", "fp32"), ("openvino", "int8")])
+def test_resnet18_exports_with_parity_an_operating_point_and_bound_facts(r18, tmp_path, backend, precision):
+    from dcube_edge import runtimes
+
+    data, run = r18
+    m = export(run, tmp_path / "e", "--backend", backend, "--precision", precision, "--intended-use", "test only")
+    assert m["model"] == "resnet18" and m["timesteps"] == [] and m["trunk_layers"] is None
+    assert m["parity"]["data"] == "validation split" and m["parity"]["within_tolerance"], m["parity"]
+    assert m["decision"]["rule"] == "balanced" and len(m["decision"]["bias"]) == 3  # three classes: prior correction
+    # what the temperature minimises; ECE on 36 images is bin noise (the BreastMNIST figures: docs/evaluation.md)
+    assert m["calibration"]["nll_after"] < m["calibration"]["nll_before"] and m["calibration"]["temperature"] != 1
+    if precision == "int8":  # the policy's parts: convolutions int8, the logits' linear layer float
+        parts = m["effective_precision"]
+        assert parts["convolutions"].startswith("int8") and parts["classifier_layer"] in ("fp32", "bf16"), parts
+        assert "guide_branch" not in m.get(backend, {})  # D-Cube's int8 trial is not a baseline's
+    if backend == "openvino" and precision == "int8":
+        assert m["openvino"]["quantization"]["model_type"] == "default (CNN)"
+    # the engine classifies torch-free, at its operating point, as the manifest says it was chosen
+    with runtimes.load(tmp_path / "e") as clf:
+        by_class = {c: list(clf.classify(sorted((data / "val" / c).iterdir()))) for c in m["classes"]}
+    recalls = {c: np.mean([p.label == c for p in preds]) for c, preds in by_class.items()}
+    assert min(recalls.values()) >= 0.75, recalls
+    preds = [p for ps in by_class.values() for p in ps]
+    assert all(abs(sum(p.probs.values()) - 1) < 1e-5 for p in preds)
+
+
+def test_resnet18_engine_classifies_and_serves_like_a_dcube_engine(r18, tmp_path):
+    from test_serve import Server, dicom_of, send
+
+    data, run = r18
+    export(run, tmp_path / "e", "--backend", "onnxruntime", "--precision", "fp32")
+    png = sorted((data / "val" / "malignant").iterdir())[0]
+    res = subprocess.run([str(EXE), "classify", str(tmp_path / "e"), str(png), "--json", "-"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout)["predictions"][0]
+    server = Server(tmp_path / "e", tmp_path / "spool")
+    try:
+        scan = dicom_of(png, tmp_path / "scan.dcm")
+        assert send(server.dicom, [scan]) == [0]
+        from pydicom import dcmread
+
+        result = server.result(dcmread(scan).SOPInstanceUID)
+        assert result["status"] == "done" and result["label"] == row["label"]
+        assert result["probs"] == pytest.approx(row["probs"], abs=1e-6)
+    finally:
+        server.stop()
