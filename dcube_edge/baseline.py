@@ -17,8 +17,9 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 from . import distributed, rundir
 from .config import Config
 from .data import audit, discover
+from .export.decision import selection_score
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
-from .metrics import classification_report, collapse_warning, macro_f1, selection_score, softmax
+from .metrics import classification_report, collapse_warning, macro_f1, softmax
 from .resnet import ARCHS, Baseline
 
 __all__ = ["ARCHS", "Baseline", "train_baseline"]
@@ -56,9 +57,10 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
             optimizer_step(opt, loss, "baseline", epoch)
             total += loss.item() / steps
             report("baseline", epoch * steps + s + 1, epochs * steps, {"epoch": epoch + 1, "loss": total})
-        probs = softmax(predict_logits(model, x_val))
-        score = selection_score(ds.val.labels, probs)
-        history.append({"epoch": epoch + 1, "loss": total, "val_score": score, "val_macro_f1": macro_f1(ds.val.labels, probs)})
+        logits = predict_logits(model, x_val)
+        score, at_op = selection_score(logits, ds.val.labels, len(cfg.classes))
+        history.append({"epoch": epoch + 1, "loss": total, "val_score": score,
+                        "val_macro_f1": macro_f1(ds.val.labels, softmax(logits)), **{f"val_{k}": v for k, v in at_op.items()}})
         if score > best["score"]:
             best = {"score": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
     model.load_state_dict(best["state"])

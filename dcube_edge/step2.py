@@ -1,5 +1,6 @@
 """Step 2: the frozen trunk fed the clean image at the fixed timesteps (features cached once), the fused head
-trained with cross-entropy plus the flip-consistency loss, the model picked on validation at every epoch end;
+trained with cross-entropy plus the flip-consistency loss, the model picked on validation at every epoch end
+(AUC among epochs whose default operating point finds every class: :func:`export.decision.selection_score`);
 and validation the reference's way (a random t per image) where a run asks for it."""
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from torch import nn
 
 from . import distributed, rundir
 from .config import Config
+from .export.decision import selection_score
 from .head import DCube
 from .loop import class_weights, on_device, optimizer_step, predict_logits
-from .metrics import auc, macro_f1, selection_score, softmax
+from .metrics import auc, macro_f1, softmax
 from .step1 import Report
 
 
@@ -102,11 +104,13 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
             optimizer_step(opt, loss, "classifier", epoch)
             total += loss.item() / steps
             report("classifier", epoch * steps + s + 1, epochs * steps, {"epoch": epoch + 1, "loss": total})
-        probs = softmax(validation_logits(model, x_val, cfg))
+        logits = validation_logits(model, x_val, cfg)
+        probs = softmax(logits)
         val_auc, val_acc = auc(y_val, probs), float((probs.argmax(1) == y_val).mean())
-        score = selection_score(y_val, probs)
+        score, at_op = selection_score(logits, y_val, probs.shape[1])
         history.append({"epoch": epoch + 1, "loss": total, "val_auc": val_auc, "val_accuracy": val_acc,
-                        "val_macro_f1": macro_f1(y_val, probs)})  # what the AUC-picked epoch costs at argmax
+                        "val_macro_f1": macro_f1(y_val, probs), "selection_score": score,
+                        **{f"val_{k}": v for k, v in at_op.items()}})
         if score > best["auc"]:
             best = {"auc": score, "epoch": epoch + 1, "state": copy.deepcopy(model.head.state_dict())}
         rundir.save_state(state_path, model=model.head.state_dict(), opt=opt.state_dict(), epoch=epoch + 1,

@@ -119,3 +119,31 @@ def balanced_bias(probs: np.ndarray, labels: np.ndarray, sweeps: int = 4) -> lis
 
 def as_runtime(decision: dict, calibration: dict, classes: list[str]) -> Decision:
     return Decision.from_manifest({"decision": decision, "calibration": calibration, "classes": classes})
+
+
+# Checkpoint selection (training's step 2 and the baselines): an epoch is picked on validation AUC only among
+# epochs whose default operating point, chosen on the same validation images as export would choose it, finds
+# every class (lowest recall ≥ RECALL_FLOOR); while no epoch has, the best balanced accuracy at that point wins.
+RECALL_FLOOR = 0.5
+
+
+def at_default_point(logits: np.ndarray, labels: np.ndarray, k: int) -> dict:
+    """Balanced accuracy and the lowest class recall at the operating point export would choose by default."""
+    classes = [str(c) for c in range(k)]
+    decision, calibration = choose(None, None, classes, logits, labels, "validation")
+    rule = as_runtime(decision, calibration, classes)
+    decided = rule.decide(rule.probabilities(logits))
+    recalls = [float((decided[labels == c] == c).mean()) for c in range(k) if (labels == c).any()]
+    return {"balanced_accuracy_at_op": float(np.mean(recalls)), "lowest_recall_at_op": float(min(recalls)),
+            "op_rule": decision["rule"]}
+
+
+def selection_score(logits: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, dict]:
+    """(the score an epoch is kept by, the figures behind it): 1 + AUC where every class clears
+    :data:`RECALL_FLOOR` at the default operating point, else that point's balanced accuracy (≤ 1)."""
+    from dcube_edge.metrics import selection_score as auc_score
+
+    figures = at_default_point(logits, labels, k)
+    if figures["lowest_recall_at_op"] >= RECALL_FLOOR:
+        return 1.0 + auc_score(labels, softmax(np.asarray(logits, np.float64))), figures
+    return figures["balanced_accuracy_at_op"], figures
