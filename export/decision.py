@@ -52,10 +52,10 @@ def choose(rule: str | None, positive: str | None, classes: list[str], logits: n
         raise UserError(f"--operating-point {rule} needs two classes; this model has {k}: use balanced or argmax")
     if positive is not None and positive not in classes:
         raise UserError(f"--positive-class {positive!r} is not one of the model's classes ({', '.join(classes)})")
-    temperature = fit_temperature(logits, labels)
+    temperature = round(fit_temperature(logits, labels), 6)  # as stored: the threshold is chosen on what runs
     before, after = softmax(np.asarray(logits, np.float64)), softmax(np.asarray(logits, np.float64) / temperature)
     calibration = {"method": "temperature scaling (negative log-likelihood)", "temperature_before": 1.0,
-                   "temperature": round(temperature, 6), "ece_before": ece(before, labels), "ece_after": ece(after, labels),
+                   "temperature": temperature, "ece_before": ece(before, labels), "ece_after": ece(after, labels),
                    "brier_before": brier(before, labels), "brier_after": brier(after, labels),
                    "nll_before": nll(before, labels), "nll_after": nll(after, labels), "chosen_on": source,
                    "n": int(len(labels))}
@@ -73,7 +73,8 @@ def choose(rule: str | None, positive: str | None, classes: list[str], logits: n
         decision.update(rule="balanced", bias=[round(b, 4) for b in balanced_bias(after, labels)])
         return decision, calibration
     pos = classes.index(positive) if positive else int(counts.argmin())
-    decision.update(rule=rule, positive_class=classes[pos], threshold=round(threshold(rule, after[:, pos], labels == pos), 6))
+    # the threshold unrounded: a cut rounded up would drop the image it was chosen at
+    decision.update(rule=rule, positive_class=classes[pos], threshold=threshold(rule, after[:, pos], labels == pos))
     return decision, calibration
 
 
@@ -82,7 +83,7 @@ def threshold(rule: str, score: np.ndarray, positive: np.ndarray) -> float:
     specificity with the best other figure."""
     from sklearn.metrics import roc_curve
 
-    fpr, tpr, cuts = roc_curve(positive, score)
+    fpr, tpr, cuts = roc_curve(positive, score, drop_intermediate=False)  # every cut, not the ROC's corners
     cuts = np.minimum(cuts, 1.0)  # sklearn's first cut is +inf: nothing called positive
     if rule == "youden":
         return float(cuts[int(np.argmax(tpr - fpr))])

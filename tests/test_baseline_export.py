@@ -82,3 +82,44 @@ def test_resnet18_engine_classifies_and_serves_like_a_dcube_engine(r18, tmp_path
         assert result["probs"] == pytest.approx(row["probs"], abs=1e-6)
     finally:
         server.stop()
+
+
+def test_evaluate_reports_both_rules_with_intervals_and_the_card_repeats_its_figures(r18, tmp_path):
+    data, run = r18
+    engine = tmp_path / "e"
+    m = export(run, engine, "--backend", "onnxruntime", "--precision", "fp32", "--intended-use", "phantom triage test")
+    res = subprocess.run([str(EXE), "evaluate", str(engine), str(data / "val"), "--bootstrap", "200", "--json",
+                          str(tmp_path / "eval.json"), "--plot", str(tmp_path / "plots")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    op, argmax = ev["operating_point"], ev["argmax"]
+    assert op["rule"].startswith("balanced") and op["temperature"] == m["calibration"]["temperature"]
+    for c in m["classes"]:
+        row = op["per_class"][c]
+        assert row["n"] == 12 and all(0 <= row[k] <= 1 for k in ("sensitivity", "specificity", "ppv", "npv"))
+        for k in ("sensitivity", "specificity", "ppv", "npv"):
+            lo, hi = op["ci95"][f"{c}.{k}"]
+            assert lo <= row[k] <= hi
+    cm = np.array(op["confusion_matrix"])
+    assert cm.sum() == 36 and op["balanced_accuracy"] == pytest.approx(np.mean(np.diag(cm) / cm.sum(1)))
+    assert op["lowest_recall"] == pytest.approx(min(op["per_class"][c]["sensitivity"] for c in m["classes"]))
+    assert set(argmax) >= {"accuracy", "macro_f1", "per_class_recall", "confusion_matrix"}
+    assert 0 <= op["ece"] <= 1 and 0 <= op["brier"] <= 2
+    for png in ("roc.png", "reliability.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    res = subprocess.run([str(EXE), "card", str(engine), "--eval", str(tmp_path / "eval.json")], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    card = json.loads((engine / "model-card.json").read_text())
+    for key in ("balanced_accuracy", "macro_f1", "lowest_recall", "ece", "brier", "per_class", "ci95"):
+        assert card["evaluation"][key] == op[key], key  # the card repeats evaluate's figures, never recomputes them
+    assert card["intended_use"] == "phantom triage test" and card["operating_point"]["rule"] == "balanced"
+    text = (engine / "model-card.md").read_text()
+    assert "phantom triage test" in text and f"{op['balanced_accuracy']:.3f}" in text
+    from dcube_edge import runtimes
+
+    assert set(runtimes.read(engine).data["files"]) >= {"model-card.json", "model-card.md"}  # hashed, still loads
+    (engine / "model-card.md").write_text(text.replace("phantom", "chest"))
+    with pytest.raises(runtimes.EngineError, match="model-card.md"):
+        runtimes.read(engine)

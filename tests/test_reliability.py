@@ -345,7 +345,10 @@ def test_export_and_init_never_replace_what_is_not_theirs(tiny_run, tmp_path):
     ("backend", lambda m: m.update(backend="openvino"), "backend"),
     ("precision", lambda m: m.update(precision="int8"), "precision"),
     ("timesteps", lambda m: m.update(timesteps=[1]), "timesteps"),
-    ("output name", lambda m: m["graph"]["outputs"][0].update(name="probs"), "graph")])
+    ("output name", lambda m: m["graph"]["outputs"][0].update(name="probs"), "graph"),
+    ("threshold", lambda m: m["decision"].update(rule="youden", positive_class=m["classes"][1], threshold=0.05),
+     "decision"),
+    ("temperature", lambda m: m["calibration"].update(temperature=1.0), "calibration")])
 def test_an_edited_manifest_cannot_relabel_an_engine(ort_engine, tmp_path, edit):
     """Every file hash still matches: only the facts bound into model.onnx can tell the manifest was edited."""
     _, change, field = edit
