@@ -5,6 +5,7 @@ TORCH  ?= torch==2.13.0
 EXTRAS ?= train,quant,openvino,dicom,sign,serve,dev
 BIN    := $(VENV)/bin
 DEMO   ?= demo
+USE    ?= Demonstration on generated phantoms only; not for any clinical use.
 
 .PHONY: install demo test test-isa bench results lint clean
 
@@ -22,10 +23,14 @@ demo: install
 	$(BIN)/dcube-edge demo-data $(DEMO)/data --per-class 100 --val-per-class 30 --size 64
 	$(BIN)/dcube-edge demo-data $(DEMO)/scans --per-class 2 --size 64 --seed 7
 	$(BIN)/dcube-edge train $(DEMO)/data --out $(DEMO)/run --preset tiny
-	$(BIN)/dcube-edge export $(DEMO)/run --out $(DEMO)/engine-ort-fp32
-	$(BIN)/dcube-edge evaluate $(DEMO)/engine-ort-fp32 $(DEMO)/data/val
+	$(BIN)/dcube-edge baseline $(DEMO)/data --out $(DEMO)/resnet18 --model resnet18 --preset tiny
+	$(BIN)/dcube-edge export $(DEMO)/run --out $(DEMO)/engine-ort-fp32 --intended-use "$(USE)"
+	$(BIN)/dcube-edge export $(DEMO)/resnet18 --out $(DEMO)/resnet18-ort-fp32 --intended-use "$(USE)"
+	for e in engine-ort-fp32 resnet18-ort-fp32; do \
+	  $(BIN)/dcube-edge evaluate $(DEMO)/$$e $(DEMO)/data/val --json $(DEMO)/$$e.eval.json --plot $(DEMO)/$$e.plots && \
+	  $(BIN)/dcube-edge card $(DEMO)/$$e --eval $(DEMO)/$$e.eval.json || exit 1; done
 	$(BIN)/dcube-edge classify $(DEMO)/engine-ort-fp32 $(DEMO)/scans/benign $(DEMO)/scans/malignant $(DEMO)/scans/normal
-	$(BIN)/dcube-edge bench $(DEMO)/engine-ort-fp32 --torch $(DEMO)/run --batch-sizes 1,8 --iterations 20
+	$(BIN)/dcube-edge bench $(DEMO)/engine-ort-fp32 $(DEMO)/resnet18-ort-fp32 --torch $(DEMO)/run --batch-sizes 1,8 --iterations 20
 
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadgroup tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

@@ -17,7 +17,7 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 from . import distributed, rundir
 from .config import Config
 from .data import audit, discover
-from .export.decision import selection_score
+from .export.decision import at_operating_point_report, selection_score
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
 from .metrics import classification_report, collapse_warning, macro_f1, softmax
 from .resnet import ARCHS, Baseline
@@ -67,10 +67,13 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     out.mkdir(parents=True, exist_ok=True)
     rundir.save_config(cfg, out)
     rundir.save_weights(model, out / rundir.BASELINE)
-    val = classification_report(ds.val.labels, softmax(predict_logits(model, x_val)), list(cfg.classes))
+    logits = predict_logits(model, x_val)
+    val = classification_report(ds.val.labels, softmax(logits), list(cfg.classes))
     if warning := collapse_warning(val):
         log(warning)
-    metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source, "model": cfg.model,
+    metrics = {"validation": val, "validation_at_operating_point": at_operating_point_report(
+                   logits, ds.val.labels, list(cfg.classes)), "best_epoch": best["epoch"], "val_source": ds.val_source,
+               "model": cfg.model,
                "seconds": {"baseline": round(time.perf_counter() - t0, 1)}, "history": {"baseline": history}}
     write_json(out / rundir.METRICS, metrics)
     return metrics

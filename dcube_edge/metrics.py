@@ -80,8 +80,9 @@ def collapse_warning(report: dict) -> str | None:
     if missed and report["auc"] >= 0.85:
         worst = min(missed, key=missed.get)
         return (f"warning: validation recall of {worst!r} is {missed[worst]:.2f} at AUC {report['auc']:.3f}: the model "
-                "ranks this class well but its argmax threshold misses it; judge it by AUC or choose an operating "
-                "point on your own labelled data before use")
+                "ranks this class well but its argmax misses it: the engine decides at an operating point that export "
+                "chooses (metrics.json's validation_at_operating_point shows it on validation); confirm it on your "
+                "own labelled data")
     return None
 
 

@@ -19,6 +19,7 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 from . import distributed, rundir, selection
 from .config import GUIDE_BRANCHES, Config, option_of
 from .data import Dataset, Split, audit, discover, read_split
+from .export.decision import at_operating_point_report
 from .head import DCube
 from .loop import predict_logits, seed_all
 from .metrics import classification_report, collapse_warning, softmax
@@ -158,10 +159,12 @@ def train(data: str | Path, out: str | Path, cfg: Config, resume: bool = False,
     rundir.save_weights(model.head, out / rundir.CLASSIFIER)
     t_classifier = time.perf_counter() - t1
 
-    val = classification_report(ds.val.labels, softmax(validation_logits(model, x_val, cfg)), list(ds.classes))
+    logits = validation_logits(model, x_val, cfg)
+    val = classification_report(ds.val.labels, softmax(logits), list(ds.classes))
     if warning := collapse_warning(val):
         log(warning)
-    metrics = {"validation": val, "best_epoch": best["epoch"], "val_source": ds.val_source,
+    metrics = {"validation": val, "validation_at_operating_point": at_operating_point_report(
+                   logits, ds.val.labels, list(ds.classes)), "best_epoch": best["epoch"], "val_source": ds.val_source,
                "world_size_step1": distributed.world_size(),
                "seconds": {"diffusion": round(t_diffusion, 1), "classifier": round(t_classifier, 1)},
                "threads": torch.get_num_threads(), "cpu": isa.describe(),

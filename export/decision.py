@@ -148,3 +148,16 @@ def selection_score(logits: np.ndarray, labels: np.ndarray, k: int) -> tuple[flo
     if figures["lowest_recall_at_op"] >= RECALL_FLOOR:
         return 1.0 + auc_score(labels, softmax(np.asarray(logits, np.float64))), figures
     return figures["balanced_accuracy_at_op"], figures
+
+
+def at_operating_point_report(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """A run's validation figures at the default operating point, chosen on those same images (optimistic: the
+    engine's own figures need other labelled data), for ``metrics.json`` and the results tables."""
+    from dcube_edge.metrics import at_operating_point
+
+    decision, calibration = choose(None, None, classes, logits, labels, "validation")
+    rule = as_runtime(decision, calibration, classes)
+    probs = rule.probabilities(logits)
+    figures = at_operating_point(labels, probs, rule.decide(probs), classes)
+    return {"rule": rule.describe(), "temperature": calibration["temperature"], **figures,
+            **({"note": decision["note"]} if decision.get("note") else {})}
