@@ -40,7 +40,7 @@ test: install
 ISAS ?= AVX512_CORE_BF16 AVX512_CORE_VNNI
 test-isa: install
 	for isa in $(ISAS); do echo "== ONEDNN_MAX_CPU_ISA=$$isa"; ONEDNN_MAX_CPU_ISA=$$isa OMP_NUM_THREADS=1 \
-	  $(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup tests/test_precision.py tests/test_backends.py || exit 1; done
+	  $(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup tests/export/test_precision.py tests/export/test_backends.py || exit 1; done
 
 lint: install
 	$(BIN)/python -m pip install -q ruff

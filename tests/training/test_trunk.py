@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_cli import cli
+from commands import cli
 
 from dcube_edge.config import Config
 from dcube_edge.runtimes import isa

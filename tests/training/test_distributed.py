@@ -5,9 +5,8 @@ import sys
 
 import numpy as np
 import pytest
+from commands import cli
 from safetensors.torch import load_file
-
-from tests.test_cli import cli
 
 ARGS = ["--preset", "tiny", "--epochs-diffusion", "2", "--epochs-classifier", "1", "--batch-size", "16", "--seed", "3"]
 

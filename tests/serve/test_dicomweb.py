@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("dicomweb_client", reason="DICOMweb tests need dicomweb-client (the `serve` extra)")
 pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdicom)")
 
-from test_serve import STUDY, Server, decision_of, dicom_of, source_of  # noqa: E402
+from serving import STUDY, Server, decision_of, dicom_of, source_of  # noqa: E402
 
 
 @pytest.fixture()
@@ -116,7 +116,7 @@ class Orthanc:
         import subprocess
         import urllib.request
 
-        from test_serve import free_port
+        from serving import free_port
 
         binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
         if not Path(binary).exists() or not self.PLUGIN.exists():
@@ -155,7 +155,7 @@ def test_modality_to_node_to_orthanc_by_c_store_and_stow_rs(ort_engine, scans, t
     to Orthanc by C-STORE and by STOW-RS; Orthanc's own QIDO-RS finds each one in the source's study."""
     from dicomweb_client.api import DICOMwebClient
     from pydicom import dcmread
-    from test_serve import send
+    from serving import send
 
     pacs = Orthanc(tmp_path / "orthanc")
     server = Server(ort_engine, tmp_path / "spool", "--forward", f"ORTHANC@127.0.0.1:{pacs.dicom}",

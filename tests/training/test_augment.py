@@ -2,11 +2,11 @@ import json
 
 import pytest
 import torch
+from commands import cli
 from PIL import Image
 
 from dcube_edge.config import Config
 from dcube_edge.diffusion import Schedule, sample_ddim, sample_ddpm
-from tests.test_cli import cli
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])

@@ -18,9 +18,9 @@ import pytest
 pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdicom)")
 pytest.importorskip("cheroot", reason="serve needs the `serve` extra (cheroot)")
 
-from test_serve import EXE, Pacs, Server, dicom_of, free_port, send  # noqa: E402
+from serving import EXE, Pacs, Server, dicom_of, free_port, send  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

@@ -1,10 +1,9 @@
 """The intensity contract: the same pixels as PNG and as DICOM, in the forms a modality writes, give identical
-model inputs (to the bit) and identical results through `classify` and `evaluate` (serve: tests/test_serve.py)."""
+model inputs (to the bit) and identical results through `classify` and `evaluate` (serve: tests/serve/test_serve.py)."""
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,8 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec, load, read_image
 
 pydicom = pytest.importorskip("pydicom", reason="DICOM needs the `dicom` extra (pydicom)")
 
+from commands import EXE  # noqa: E402
 from dicom_forms import dicom_forms, write_dicom  # noqa: E402
-
-EXE = Path(sys.executable).with_name("dcube-edge")
 
 
 @pytest.fixture(scope="module")

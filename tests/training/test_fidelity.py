@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import cli
 from safetensors.torch import load_file
 
 from dcube_edge import rundir, selection
@@ -16,7 +17,6 @@ from dcube_edge.metrics import classification_report, softmax
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 from dcube_edge.step2 import predict_logits_random_t, random_timesteps
 from research import ablation
-from tests.test_cli import cli
 
 
 def test_layer_choice_parsing():

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import EXE, cli
 from PIL import Image
 from safetensors.torch import load_file
 
 from dcube_edge import rundir, runtimes
 from dcube_edge.runtimes.manifest import EngineError
 from dcube_edge.runtimes.preprocess import ImageError, read_image
-from tests.test_cli import EXE, cli
 
 
 class Trap:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-EXE = Path(sys.executable).with_name("dcube-edge")
+from commands import EXE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +60,7 @@ def test_resnet18_exports_with_parity_an_operating_point_and_bound_facts(r18, tm
 
 
 def test_resnet18_engine_classifies_and_serves_like_a_dcube_engine(r18, tmp_path):
-    from test_serve import Server, dicom_of, send
+    from serving import Server, dicom_of, send
 
     data, run = r18
     export(run, tmp_path / "e", "--backend", "onnxruntime", "--precision", "fp32")

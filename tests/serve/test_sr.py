@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,11 @@ import pytest
 pydicom = pytest.importorskip("pydicom", reason="the SR needs the `serve` extra (pydicom, highdicom)")
 pytest.importorskip("highdicom", reason="the SR needs the `serve` extra (highdicom)")
 
+from commands import EXE  # noqa: E402
 from dicom_forms import concept_names, dciodvfy  # noqa: E402
 
 from dcube_edge import runtimes  # noqa: E402
 
-EXE = Path(sys.executable).with_name("dcube-edge")
 CODES = "benign=SCT:30807003,malignant=SCT:21594007,normal=SCT:17621005"
 
 
@@ -117,6 +116,6 @@ def test_the_conformance_statement_is_what_the_code_says():
     pytest.importorskip("pynetdicom")
     from dcube_edge.runtimes.serve.conformance import statement
 
-    filed = (Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text()
+    filed = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
     assert filed == statement()
     assert "TID 1500" in filed and "1.2.840.10008.1.2.4.80" in filed  # JPEG-LS accepted with the serve extra

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,105 +12,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdicom)")
 pytest.importorskip("cheroot", reason="serve needs the `serve` extra (cheroot)")
 pytest.importorskip("prometheus_client", reason="serve needs the `serve` extra (prometheus-client)")
 
 from dicom_forms import dciodvfy  # noqa: E402
+from serving import EXE, STUDY, Pacs, Server, decision_of, dicom_of, free_port, send, source_of  # noqa: E402
 
 from dcube_edge import runtimes  # noqa: E402
-
-EXE = Path(sys.executable).with_name("dcube-edge")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-STUDY = "1.2.826.0.1.3680043.10.1000.1"
-
-
-def dicom_of(png: Path, out: Path) -> Path:
-    """A secondary-capture instance holding a PNG's pixels, with the study attributes a scanner sends."""
-    from pydicom import dcmread
-
-    from dcube_edge.runtimes.dicom import write_secondary_capture
-
-    write_secondary_capture(np.asarray(Image.open(png).convert("L"), dtype=np.uint8), out, STUDY)
-    ds = dcmread(out)
-    ds.Modality, ds.PatientBirthDate, ds.PatientSex = "US", "", "O"
-    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20261126", "120000", "1", "A1", ""
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.save_as(out, enforce_file_format=True)
-    return out
-
-
-class Server:
-    def __init__(self, engine: Path, spool: Path, *extra: str, scheme: str = "http", context=None):
-        self.dicom, self.http, self.scheme, self.context = free_port(), free_port(), scheme, context
-        self.proc = subprocess.Popen([str(EXE), "serve", str(engine), "--spool", str(spool), "--dicom-port",
-                                      str(self.dicom), "--http-port", str(self.http), "--max-delay-ms", "20", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                self.get("/healthz")
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read()) from None
-                time.sleep(0.2)
-        raise RuntimeError("serve did not come up")
-
-    def get(self, path: str, headers: dict | None = None) -> dict:
-        request = urllib.request.Request(f"{self.scheme}://127.0.0.1:{self.http}{path}", headers=headers or {})
-        with urllib.request.urlopen(request, timeout=10, context=self.context) as r:
-            body = r.read()
-        return json.loads(body) if path != "/metrics" else body.decode()
-
-    def result(self, uid: str, timeout: float = 60) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                r = self.get(f"/v1/results/{uid}")
-                if r["status"] != "pending":
-                    return r
-            except urllib.error.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"no result for {uid}")
-
-    def stop(self, sig=signal.SIGINT) -> None:
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def send(port: int, files: list[Path], ae_title: str = "SCANNER") -> list[int | None]:
-    """C-STORE each file over one association; the status per file (None: association refused)."""
-    from pydicom import dcmread
-    from pynetdicom import AE, StoragePresentationContexts
-
-    ae = AE(ae_title=ae_title)
-    ae.requested_contexts = StoragePresentationContexts[:100]
-    assoc = ae.associate("127.0.0.1", port, ae_title="DCUBE")
-    if not assoc.is_established:
-        return [None] * len(files)
-    statuses = []
-    for f in files:
-        status = assoc.send_c_store(dcmread(f))
-        statuses.append(int(status.Status) if status else None)
-    assoc.release()
-    return statuses
 
 
 def _multiframe(ds) -> None:
@@ -238,43 +148,6 @@ def test_kill_9_mid_stream_loses_nothing_and_classifies_once(ort_engine, demo_da
     rows = dict(db.execute("SELECT uid, COUNT(*) FROM instances GROUP BY uid").fetchall())
     assert all(rows.get(uid) == 1 for uid in acked)  # one ledger row, hence one result, per acknowledged instance
     assert not list((spool / "instances").glob("*.partial"))
-
-
-class Pacs:
-    """A storage SCP standing in for the PACS: keeps every dataset it is sent."""
-
-    def __init__(self, port: int, status: int = 0x0000, title: str = "PACS"):
-        from pynetdicom import AE, evt
-        from pynetdicom.sop_class import ComprehensiveSRStorage
-
-        self.received: list = []
-        ae = AE(ae_title=title)
-        ae.add_supported_context(ComprehensiveSRStorage)
-
-        def keep(event):
-            self.received.append(event.dataset)
-            return status  # 0x0000 keeps it; a PACS that refuses every SR answers a failure status
-
-        self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)])
-
-    def stop(self) -> None:
-        self.server.shutdown()
-
-
-def groups_of(sr) -> list:
-    """The TID 1501 measurement groups of a TID 1500 report."""
-    return [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
-
-
-def source_of(sr) -> str:
-    """The SOP Instance UID of the image an SR reports on."""
-    return str(next(c for c in groups_of(sr)[0].ContentSequence if c.ValueType == "IMAGE")
-               .ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-
-
-def decision_of(sr) -> str:
-    """The code value of the SR's Classification."""
-    return str(next(c for c in groups_of(sr)[0].ContentSequence if c.ValueType == "CODE").ConceptCodeSequence[0].CodeValue)
 
 
 def test_results_go_back_to_the_pacs_as_structured_reports_retried_until_acknowledged(ort_engine, scans, tmp_path):

@@ -4,9 +4,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from commands import cli
 
 from dcube_edge import runtimes
-from tests.test_cli import cli
 
 signing = pytest.importorskip("dcube_edge.runtimes.signing")
 pytest.importorskip("cryptography", reason="signing needs the `sign` extra (cryptography)")

@@ -1,24 +1,14 @@
 """The console script as users run it: exit codes, one-line errors, --json output."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import cli
 
 from dcube_edge.rundir import Run
-
-EXE = Path(sys.executable).with_name("dcube-edge")
-
-
-def cli(*args, check=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    res = subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=600, env=env)
-    if check is not None:
-        assert res.returncode == check, res.stdout + res.stderr
-    return res
 
 
 def test_help_lists_commands():

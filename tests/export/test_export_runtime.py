@@ -151,7 +151,7 @@ def test_runtime_classifies_without_torch(ort_engine, demo_data):
 
 
 def test_runtime_sources_never_import_torch():
-    root = os.path.join(os.path.dirname(__file__), "..", "runtimes")
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "runtimes")
     for name in os.listdir(root):
         if name.endswith(".py"):
             text = open(os.path.join(root, name)).read()
