@@ -17,9 +17,9 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 from . import distributed, rundir
 from .config import Config
 from .data import audit, discover
-from .export.decision import at_operating_point_report, selection_score
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
 from .metrics import classification_report, collapse_warning, macro_f1, softmax
+from .operating_point import at_operating_point_report, selection_score
 from .resnet import ARCHS, Baseline
 
 __all__ = ["ARCHS", "Baseline", "train_baseline"]

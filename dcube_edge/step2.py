@@ -1,6 +1,6 @@
 """Step 2: the frozen trunk fed the clean image at the fixed timesteps (features cached once), the fused head
 trained with cross-entropy plus the flip-consistency loss, the model picked on validation at every epoch end
-(AUC among epochs whose default operating point finds every class: :func:`export.decision.selection_score`);
+(AUC among epochs whose default operating point finds every class: :func:`.operating_point.selection_score`);
 and validation the reference's way (a random t per image) where a run asks for it."""
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from torch import nn
 
 from . import distributed, rundir
 from .config import Config
-from .export.decision import selection_score
 from .head import DCube
 from .loop import class_weights, on_device, optimizer_step, predict_logits
 from .metrics import auc, macro_f1, softmax
+from .operating_point import selection_score
 from .step1 import Report
 
 

@@ -19,10 +19,10 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 from . import distributed, rundir, selection
 from .config import GUIDE_BRANCHES, Config, option_of
 from .data import Dataset, Split, audit, discover, read_split
-from .export.decision import at_operating_point_report
 from .head import DCube
 from .loop import predict_logits, seed_all
 from .metrics import classification_report, collapse_warning, softmax
+from .operating_point import at_operating_point_report
 from .step1 import (
     Report,
     diffusion_steps_per_epoch,

@@ -228,7 +228,7 @@ def file_hashes(engine_dir: Path) -> dict[str, str]:
 
 # The sources that decide what an exported engine holds, by package: the graph (model definitions), export
 # and calibration, and the facts bound into the engine. Their hash is the manifest's ``tools.export_code``.
-GRAPH_SOURCES = {"dcube_edge": ("uvit.py", "diffusion.py", "resnet.py", "head.py"),
+GRAPH_SOURCES = {"dcube_edge": ("uvit.py", "diffusion.py", "resnet.py", "head.py", "operating_point.py"),
                  "dcube_edge.export": ("*.py",), "dcube_edge.calibration": ("*.py",),
                  "dcube_edge.runtimes": ("spec.py", "facts.py", "preprocess.py", "manifest.py")}
 

@@ -43,7 +43,7 @@ class ExportOptions:
     device: str | None = None
     class_codes: str | None = None  # NAME=SCHEME:VALUE[:MEANING],... or a JSON file (export/codes.py)
     modalities: str | None = None  # comma-separated DICOM Modality values the model was trained on (e.g. US)
-    operating_point: str | None = None  # argmax | youden | balanced | sensitivity=X | specificity=X (export/decision.py)
+    operating_point: str | None = None  # argmax, youden, balanced, sensitivity=X, specificity=X (operating_point.py)
     positive_class: str | None = None  # the two-class rules' positive class (default: the rarer one)
     operating_split: str | None = None  # labelled <class>/* folder the operating point is chosen on
     intended_use: str | None = None  # what the engine is for, for its model card

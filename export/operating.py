@@ -1,5 +1,5 @@
 """The engine run on labelled images after its build: its outputs checked against the graph spec, and the operating
-point and calibration (:mod:`.decision`) chosen on them and bound into the engine's facts."""
+point and calibration (:mod:`dcube_edge.operating_point`) chosen on them and bound into the engine's facts."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dcube_edge import operating_point as decision
 from dcube_edge.runtimes import facts as engine_facts
 from dcube_edge.runtimes import make_runner
 from dcube_edge.runtimes.files import write_json
@@ -15,7 +16,6 @@ from dcube_edge.runtimes.manifest import read as read_manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 from dcube_edge.runtimes.spec import GraphSpec, SpecMismatch
 
-from . import decision
 from .job import ExportError, validation_split
 
 if TYPE_CHECKING:

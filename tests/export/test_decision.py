@@ -1,14 +1,14 @@
-"""The operating point and calibration export binds into an engine (export/decision.py) and the runtime's reading of
+"""The operating point and calibration export binds into an engine (dcube_edge/operating_point.py) and the runtime's reading of
 them (runtimes/decision.py), on synthetic logits whose right answers are known."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from dcube_edge import operating_point as choose_mod
 from dcube_edge.errors import UserError
-from dcube_edge.export import decision as choose_mod
-from dcube_edge.export.decision import MIN_PER_CLASS, RECALL_FLOOR, as_runtime, choose, fit_temperature, selection_score
 from dcube_edge.metrics import balanced_accuracy, ece
+from dcube_edge.operating_point import MIN_PER_CLASS, RECALL_FLOOR, as_runtime, choose, fit_temperature, selection_score
 
 CLASSES = ["benign", "malignant"]
 

@@ -1,6 +1,7 @@
-"""The operating point and the calibration an export binds into an engine, chosen on the *engine's own* logits
-(an int8 engine's logits are not the fp32 model's) for labelled images: the run's validation split, or
-``--operating-split DIR``.
+"""Choosing the operating point and the calibration an export binds into an engine (applied by
+:mod:`dcube_edge.runtimes.decision`), on the *engine's own* logits (an int8 engine's logits are not the fp32
+model's) for labelled images: the run's validation split, or ``--operating-split DIR``. Training uses the same
+choice to pick its checkpoint (:func:`selection_score`) and to report validation at that point.
 
 - Calibration: temperature scaling (one scalar T, logits / T) fitted by minimising the negative log-likelihood;
   expected calibration error (15 equal-width bins of the top-class probability) and Brier score before and after.
