@@ -110,7 +110,7 @@ class BuildJob:
 
     def calibration_file(self) -> Path:
         calib = calibration_file(self.run.path, self.cfg, self.opts)
-        self.info["calibration"] = calib_sets.describe(calib)
+        self.info["calibration_set"] = calib_sets.describe(calib)
         return calib
 
     def calibration_images(self):

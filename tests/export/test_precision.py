@@ -93,7 +93,8 @@ def test_int8_qdq_graph_is_what_tensorrt_accepts(engines):
     assert props["zero_points_all_zero"] and props["zero_point_dtypes"] == ["int8"]
     assert props["per_channel_weights"] > 0 and props["qdq_nodes"] > 0
     m = manifest(engines[("onnxruntime", "int8")])
-    assert m["calibration"]["size"] == 48 and len(m["calibration"]["sha256"]) == 64
+    assert m["calibration_set"]["size"] == 48 and len(m["calibration_set"]["sha256"]) == 64
+    assert "temperature" in m["calibration"]  # the probability calibration, a different thing, keeps its own key
     assert m["int8"]["weights"] == "int8 symmetric per-channel"
     assert m["parity"]["top1_agreement"] >= 0.9 and m["parity"]["logit_cosine_mean"] > 0.95
     model = onnx.load(str(path))
