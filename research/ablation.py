@@ -99,7 +99,7 @@ PLAN: tuple[tuple[str, str, int], ...] = (
     *[(d, "cosine", s) for s in (1, 2) for d in DATASETS],  # the step-1 recipe until 2026-11-27, seed for seed
     *[("pneumoniamnist", v, 0) for v in ABLATIONS],
 )
-# Layers the D-Cube authors report (DESIGN §2), matched to our datasets by modality.
+# Layers the D-Cube authors report per modality (the paper's Gaussianity-selected layers), matched to our datasets.
 PAPER_LAYERS = {"breastmnist": ("breast", (4, 5)), "busi128": ("breast", (4, 5)),
                 "pneumoniamnist": ("COVID X-ray", (9, 10))}
 
