@@ -27,6 +27,15 @@ class Split:
     def counts(self, num_classes: int) -> list[int]:
         return np.bincount(self.labels, minlength=num_classes).tolist()
 
+    def images_sha256(self, classes: list[str]) -> str:
+        """sha256 over the sorted (class name, image content hash) pairs: the same labelled images give the same
+        value wherever they lie, so an evaluation can tell it ran on the images an operating point was chosen on."""
+        import hashlib
+
+        pairs = sorted(f"{classes[int(y)]}\0{hashlib.sha256(Path(p).read_bytes()).hexdigest()}"
+                       for p, y in zip(self.paths, self.labels))
+        return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
+
     def load(self, spec: PreprocessSpec) -> np.ndarray:
         """All images preprocessed, (N, 1, S, S) float32."""
         return np.stack([load(p, spec) for p in self.paths]) if self.paths else np.zeros((0, 1, spec.size, spec.size), np.float32)

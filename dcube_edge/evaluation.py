@@ -53,9 +53,13 @@ def evaluate(target: Path, data: Path, batch_size: int = 64, threads: int | None
     if len(split.labels) > 1 and len(predicted) == 1:
         warnings.append(f"every image was predicted {classes[predicted.pop()]!r}: the model has collapsed to one "
                         "class (too little training data or steps?)")
-    report.update(target=str(target), data=str(data), backend=clf.manifest.backend, precision=clf.manifest.precision,
+    report.update(target=str(target), data=str(data), data_images_sha256=split.images_sha256(classes),
+                  backend=clf.manifest.backend, precision=clf.manifest.precision,
                   engine_model_sha256=clf.manifest.data.get("files", {}).get(clf.manifest.data.get("model_file")),
                   machine=machine_info())
+    if report["data_images_sha256"] == (clf.manifest.data.get("decision") or {}).get("images_sha256"):
+        warnings.append("these are the images the engine's operating point and temperature were chosen on: the figures "
+                        "flatter it; evaluate on labelled images it has not seen")
     if plot is not None:
         from .plots import reliability, roc
 

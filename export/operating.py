@@ -56,6 +56,7 @@ def bind_operating_point(job: BuildJob, manifest: dict, file_hashes) -> None:
                                    opts.device)
         manifest["decision"], manifest["calibration"] = decision.choose(
             opts.operating_point, opts.positive_class, list(cfg.classes), logits, split.labels, source)
+        manifest["decision"]["images_sha256"] = split.images_sha256(list(cfg.classes))
         d, c = manifest["decision"], manifest["calibration"]
         job.log(f"operating point: {decision.as_runtime(d, c, list(cfg.classes)).describe()}; temperature "
                 f"{c['temperature']:.3f} (ECE {c['ece_before']:.3f} → {c['ece_after']:.3f}) on {source}"

@@ -115,6 +115,18 @@ def test_evaluate_reports_both_rules_with_intervals_and_the_card_repeats_its_fig
     assert card["intended_use"] == "phantom triage test" and card["operating_point"]["rule"] == "balanced"
     text = (engine / "model-card.md").read_text()
     assert "phantom triage test" in text and f"{op['balanced_accuracy']:.3f}" in text
+    # evaluated on the images the point was chosen on: evaluate warns and the card says so; on others, neither
+    assert ev["data_images_sha256"] == m["decision"]["images_sha256"]
+    assert any("operating point and temperature were chosen on" in w for w in ev["warnings"])
+    assert any("very images the operating point" in x for x in card["limitations"])
+    res = subprocess.run([str(EXE), "evaluate", str(engine), str(data / "train"), "--bootstrap", "50", "--json",
+                          str(tmp_path / "train.json")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    other = json.loads((tmp_path / "train.json").read_text())
+    assert other["data_images_sha256"] != m["decision"]["images_sha256"] and not other.get("warnings")
+    from dcube_edge.card import build
+
+    assert not any("very images" in x for x in build(engine, other)["limitations"])
     from dcube_edge import runtimes
 
     assert set(runtimes.read(engine).data["files"]) >= {"model-card.json", "model-card.md"}  # hashed, still loads
