@@ -27,9 +27,10 @@ def limitations(m: dict, evaluation: dict | None) -> list[str]:
                    "they are fused with: its accuracy is largely the CNN's (the project's docs/results.md).")
     chosen_on = decision.get("images_sha256")
     if evaluation is not None and chosen_on and evaluation.get("data_images_sha256") == chosen_on:
-        out.append("The evaluation ran on the very images the operating point and the temperature were chosen on (the "
-                   "run's validation split also chose the checkpoint): its figures flatter the model. Evaluate on "
-                   "labelled images it has not seen.")
+        also = (" (the run's validation split, which also chose the checkpoint)"
+                if str(decision.get("chosen_on", "")).startswith("the run's validation split") else "")
+        out.append(f"The evaluation ran on the very images the operating point and the temperature were chosen on{also}: "
+                   "its figures flatter the model. Evaluate on labelled images it has not seen.")
     if evaluation is None:
         out.append("No evaluation on held-out data was given to this card (`card --eval`): the figures are the "
                    "validation figures the export chose the operating point on, which flatter the model.")
