@@ -32,8 +32,9 @@ class Split:
         value wherever they lie, so an evaluation can tell it ran on the images an operating point was chosen on."""
         import hashlib
 
-        pairs = sorted(f"{classes[int(y)]}\0{hashlib.sha256(Path(p).read_bytes()).hexdigest()}"
-                       for p, y in zip(self.paths, self.labels))
+        from dcube_edge.runtimes.files import sha256
+
+        pairs = sorted(f"{classes[int(y)]}\0{sha256(p)}" for p, y in zip(self.paths, self.labels))
         return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
     def load(self, spec: PreprocessSpec) -> np.ndarray:

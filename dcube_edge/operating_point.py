@@ -129,14 +129,21 @@ def as_runtime(decision: dict, calibration: dict, classes: list[str]) -> Decisio
 RECALL_FLOOR = 0.5
 
 
-def at_default_point(logits: np.ndarray, labels: np.ndarray, k: int) -> dict:
-    """Balanced accuracy and the lowest class recall at the operating point export would choose by default."""
-    classes = [str(c) for c in range(k)]
+def _at_default(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> tuple[dict, dict, dict]:
+    """(decision, calibration, :func:`~dcube_edge.metrics.at_operating_point` figures) at the operating point
+    export would choose by default on these logits and labels."""
+    from dcube_edge.metrics import at_operating_point
+
     decision, calibration = choose(None, None, classes, logits, labels, "validation")
     rule = as_runtime(decision, calibration, classes)
-    decided = rule.decide(rule.probabilities(logits))
-    recalls = [float((decided[labels == c] == c).mean()) for c in range(k) if (labels == c).any()]
-    return {"balanced_accuracy_at_op": float(np.mean(recalls)), "lowest_recall_at_op": float(min(recalls)),
+    probs = rule.probabilities(logits)
+    return decision, calibration, at_operating_point(labels, probs, rule.decide(probs), classes)
+
+
+def at_default_point(logits: np.ndarray, labels: np.ndarray, k: int) -> dict:
+    """Balanced accuracy and the lowest class recall at the operating point export would choose by default."""
+    decision, _, figures = _at_default(logits, labels, [str(c) for c in range(k)])
+    return {"balanced_accuracy_at_op": figures["balanced_accuracy"], "lowest_recall_at_op": figures["lowest_recall"],
             "op_rule": decision["rule"]}
 
 
@@ -154,11 +161,6 @@ def selection_score(logits: np.ndarray, labels: np.ndarray, k: int) -> tuple[flo
 def at_operating_point_report(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     """A run's validation figures at the default operating point, chosen on those same images (optimistic: the
     engine's own figures need other labelled data), for ``metrics.json`` and the results tables."""
-    from dcube_edge.metrics import at_operating_point
-
-    decision, calibration = choose(None, None, classes, logits, labels, "validation")
-    rule = as_runtime(decision, calibration, classes)
-    probs = rule.probabilities(logits)
-    figures = at_operating_point(labels, probs, rule.decide(probs), classes)
-    return {"rule": rule.describe(), "temperature": calibration["temperature"], **figures,
-            **({"note": decision["note"]} if decision.get("note") else {})}
+    decision, calibration, figures = _at_default(logits, labels, classes)
+    return {"rule": as_runtime(decision, calibration, classes).describe(), "temperature": calibration["temperature"],
+            **figures, **({"note": decision["note"]} if decision.get("note") else {})}
