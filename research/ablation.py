@@ -457,6 +457,45 @@ def trunk_figure(trunks: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def ablation_section(rows: dict) -> list[str]:
+    """The seed-0 ablation table and the seeded one; none where this root trained no ablation (a headline-only
+    re-run), so a report never lists a whole plan of rows marked not run."""
+    if not any(v in ABLATIONS for (_, v, _) in rows):
+        return []
+    lines = ["", "## Ablations (seed 0; step-2 variants reuse the seed-0 D-Cube trunk)", "",
+             "Δ AUC is against the D-Cube row of the same seed (same trunk unless the variant retrains it).", "",
+             "| dataset | variant | what changes | layers | val AUC | Δ AUC | accuracy | macro-F1 | recall per class | best epoch | train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset in DATASETS:
+        ref = rows.get((dataset, "dcube", 0))
+        for variant in ("dcube", *ABLATIONS):
+            r = rows.get((dataset, variant, 0))
+            if not r:
+                lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what} | | not run | | | | | | |")
+                continue
+            v = r["metrics"]["validation"]
+            delta = f"{v['auc'] - ref['metrics']['validation']['auc']:+.3f}" if ref and variant != "dcube" else ""
+            extra = ""
+            if variant != "unweighted-ce":
+                extra += _loss_note(r)
+            if r["config"].get("synthetic_counts"):
+                extra += f" (+{'/'.join(map(str, r['config']['synthetic_counts']))} synthetic)"
+            if VARIANTS[variant].reuse_trunk and ref and _trunk_dir(r) != _trunk_dir(ref):
+                mine, theirs = (_load(_trunk_dir(x) / "config.json") or {} for x in (r, ref))
+                differ = ", ".join(f"{k} {mine[k]}" for k in STEP1_RECIPE if k in mine and mine[k] != theirs.get(k))
+                extra += f" (on another trunk than the D-Cube row's{f': step 1 with {differ}' if differ else ''}; Δ mixes two changes)"
+            if variant != "narrow-guide" and ref and _branch(r) != _branch(ref):
+                extra += f" (guide branch {_branch(r)}, not the D-Cube row's: Δ mixes two changes)"
+            if "validation_fixed_t" in r["metrics"]:
+                extra += f" (fixed-t engine: AUC {r['metrics']['validation_fixed_t']['auc']:.3f})"
+            lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what}{extra} | "
+                         f"{','.join(map(str, r['config']['selected_layers']))} | {v['auc']:.3f} | {delta} | "
+                         f"{v['accuracy']:.3f} | {v['macro_f1']:.3f} | {_recalls(v)} | {r['metrics']['best_epoch']} of {_epochs(r)} | "
+                         f"{_seconds(r['metrics']) / 60:.1f} min |")
+    lines += seeded_ablations(rows)
+    return lines
+
+
 def report(root: Path, out: Path, figure: Path | None = None) -> str:
     rows = _rows(root)
     machine = _load(root / "machine.json") or {}
@@ -510,37 +549,8 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                          f"D-Cube ahead on AUC in {sum(d > 0 for d in auc)} of {len(auc)} seeds, on argmax macro-F1 in "
                          f"{sum(d > 0 for d in f1)} | | |")
     lines += trunk_section(_trunks(root, rows), figure.parent / "trunk-curves.png" if figure else None, out)
-    lines += ["", "## Ablations (seed 0; step-2 variants reuse the seed-0 D-Cube trunk)", "",
-              "Δ AUC is against the D-Cube row of the same seed (same trunk unless the variant retrains it).", "",
-              "| dataset | variant | what changes | layers | val AUC | Δ AUC | accuracy | macro-F1 | recall per class | best epoch | train time |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for dataset in DATASETS:
-        ref = rows.get((dataset, "dcube", 0))
-        for variant in ("dcube", *ABLATIONS):
-            r = rows.get((dataset, variant, 0))
-            if not r:
-                lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what} | | not run | | | | | | |")
-                continue
-            v = r["metrics"]["validation"]
-            delta = f"{v['auc'] - ref['metrics']['validation']['auc']:+.3f}" if ref and variant != "dcube" else ""
-            extra = ""
-            if variant != "unweighted-ce":
-                extra += _loss_note(r)
-            if r["config"].get("synthetic_counts"):
-                extra += f" (+{'/'.join(map(str, r['config']['synthetic_counts']))} synthetic)"
-            if VARIANTS[variant].reuse_trunk and ref and _trunk_dir(r) != _trunk_dir(ref):
-                mine, theirs = (_load(_trunk_dir(x) / "config.json") or {} for x in (r, ref))
-                differ = ", ".join(f"{k} {mine[k]}" for k in STEP1_RECIPE if k in mine and mine[k] != theirs.get(k))
-                extra += f" (on another trunk than the D-Cube row's{f': step 1 with {differ}' if differ else ''}; Δ mixes two changes)"
-            if variant != "narrow-guide" and ref and _branch(r) != _branch(ref):
-                extra += f" (guide branch {_branch(r)}, not the D-Cube row's: Δ mixes two changes)"
-            if "validation_fixed_t" in r["metrics"]:
-                extra += f" (fixed-t engine: AUC {r['metrics']['validation_fixed_t']['auc']:.3f})"
-            lines.append(f"| {dataset} | {variant} | {VARIANTS[variant].what}{extra} | "
-                         f"{','.join(map(str, r['config']['selected_layers']))} | {v['auc']:.3f} | {delta} | "
-                         f"{v['accuracy']:.3f} | {v['macro_f1']:.3f} | {_recalls(v)} | {r['metrics']['best_epoch']} of {_epochs(r)} | "
-                         f"{_seconds(r['metrics']) / 60:.1f} min |")
-    lines += seeded_ablations(rows)
+    ablations = ablation_section(rows)
+    lines += ablations
     lines += ["", "## Gaussianity layer selection vs the layers the authors reported", "",
               "Test: D'Agostino–Pearson (`scipy.stats.normaltest`) on the first principal component of each layer's "
               "token- and timestep-averaged features of 256 training images; layers with p < 0.05 are kept, the 3 "
@@ -560,7 +570,7 @@ def report(root: Path, out: Path, figure: Path | None = None) -> str:
                              f"{', '.join(map(str, paper))} ({organ}) |")
     lines += _figure(selection_figure, rows, figure, out, "per-layer p-values")
     discussion = out.parent / "results-discussion.md"
-    if discussion.is_file():
+    if ablations and discussion.is_file():  # the discussion interprets the ablations
         lines += ["", discussion.read_text().rstrip()]
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)

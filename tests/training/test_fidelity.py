@@ -117,6 +117,8 @@ def test_ablation_rows_with_several_seeds_are_summarised_against_dcube_seed_for_
     assert len(table) == 1 and table[0].startswith("| breastmnist | random-trunk | 0, 1 | 0.940 ± 0.014 (2 seeds) | 0.850 ± 0.071")
     assert "| 0.75 |" in table[0] and "0.020 ± 0.042 (2 seeds) (ahead in 1 of 2)" in table[0]
     assert seeded_ablations({k: v for k, v in rows.items() if k[1] != "random-trunk"}) == []
+    # a headline-only root (a re-run of the headline) renders no ablation section at all, not a plan of "not run" rows
+    assert ablation.ablation_section({k: v for k, v in rows.items() if k[1] == "dcube"}) == []
 
 
 def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced, tmp_path):
