@@ -15,11 +15,14 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..files import atomic_path, write_bytes
 
 if TYPE_CHECKING:
     from .node import Node
@@ -188,10 +191,11 @@ class Intake:
         uid = str(getattr(ds, "SOPInstanceUID", ""))
         name = re.sub(r"[^0-9.]", "_", uid or "unknown")[:64] or "unknown"
         keep = self.node.opts.spool / "rejected" / f"{name}.{int(time.time() * 1e6)}.dcm"
-        if written is not None:
-            keep.write_bytes(Path(written).read_bytes())
-        else:
-            ds.save_as(keep, enforce_file_format=False)
-        keep.with_suffix(".txt").write_text(reason + "\n")
+        with atomic_path(keep) as tmp:  # a reader (GET /status, spool status) never sees half a file
+            if written is not None:
+                shutil.copyfile(written, tmp)
+            else:
+                ds.save_as(tmp, enforce_file_format=False)
+        write_bytes(keep.with_suffix(".txt"), (reason + "\n").encode())
         self.node.metrics.rejected.inc()
         return Outcome(code, reason, uid)
