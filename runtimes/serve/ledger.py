@@ -8,11 +8,13 @@ transient, moved to ``dead`` with the reason when it is permanent or the attempt
 destination never holds up another."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..files import dumps
@@ -48,6 +50,19 @@ class Ledger:
                 if column not in columns:
                     self.db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction under the lock; rolled back on any error (a full disk, an I/O error), so the one
+        connection is not left inside a transaction that every later BEGIN would refuse."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
     def meta(self, key: str, value: str | None = None) -> str | None:
         with self.lock:
             if value is not None:
@@ -82,8 +97,7 @@ class Ledger:
         """Store results, each only on a still-pending row (so no instance ever gets two), with a pending
         delivery per destination for each result; the UIDs written."""
         n = len(results)
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             written = [uid for uid, label, probs, err in results if self.db.execute(
                 "UPDATE instances SET status = ?, label = ?, probs = ?, error = ?, engine = ?, classified = ?, "
                 "batch = ? WHERE uid = ? AND status = 'pending'",
@@ -91,7 +105,6 @@ class Ledger:
             done = [uid for uid, _, _, err in results if err is None and uid in written]
             self.db.executemany("INSERT OR REPLACE INTO deliveries VALUES (?, ?, 'pending', 0, 0, NULL, ?)",
                                 [(uid, d, now) for uid in done for d in destinations])
-            self.db.execute("COMMIT")
         return written
 
     def ensure_deliveries(self, destinations: tuple[str, ...]) -> None:
@@ -157,13 +170,11 @@ class Ledger:
 
     def reset(self) -> None:
         """Every result cleared for classifying again, and its deliveries with it (the new result is sent anew)."""
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             self.db.execute("DELETE FROM deliveries WHERE uid IN (SELECT uid FROM instances WHERE status IN "
                             "('done', 'error'))")
             self.db.execute("UPDATE instances SET status = 'pending', label = NULL, probs = NULL, error = NULL, "
                             "forwarded = 0 WHERE status IN ('done', 'error')")
-            self.db.execute("COMMIT")
 
     def get(self, uid: str) -> dict | None:
         """An instance's record as the HTTP API shows it (times in ISO 8601 UTC)."""

@@ -2,7 +2,9 @@
 between threads. The service makes one; every part (SCP, batcher, HTTP, forwarder) is given it."""
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..classifier import Classifier
@@ -10,6 +12,8 @@ from .audit import AuditTrail
 from .ledger import Ledger
 from .metrics import Metrics
 from .options import ServeOptions
+
+log = logging.getLogger("dcube_edge.serve")
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Node:
     store_lock: threading.Lock = field(default_factory=threading.Lock)  # a UID's look-up, file and ledger row together
     stopping: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Condition = field(default_factory=threading.Condition)  # a new instance is pending
+    failed: str | None = None  # the part whose thread died of an unexpected error (the node then stops)
 
     def notify_arrival(self) -> None:
         with self.arrived:
@@ -47,3 +52,23 @@ class Node:
             return (f"out of resources: {free / 1e9:.2f} GB free on the spool's disk, under the "
                     f"{self.opts.min_free / 1e9:.2f} GB watermark")
         return None
+
+    def supervise(self, name: str, target: Callable[..., None], *args) -> threading.Thread:
+        """A daemon thread for one of the node's parts. An error nothing inside the part expected (a failing disk,
+        a corrupt ledger, a bug) is logged with its traceback and stops the whole node, which exits 70 so the
+        service manager restarts it: a node whose batcher or forwarder died silently would go on acknowledging
+        images and never classify or deliver them. Nothing acknowledged is lost; the ledger resumes it."""
+        def run() -> None:
+            try:
+                target(*args)
+                if not self.stopping.is_set():
+                    raise RuntimeError("it returned while the node was running")
+            except BaseException as e:  # noqa: BLE001 — any escape ends the part; the node must not outlive it
+                log.critical("the %s thread failed (%s: %s)%s", name, type(e).__name__, e,
+                             " while stopping" if self.stopping.is_set() else ": stopping the node", exc_info=True,
+                             extra={"event": "part-failed"})
+                if self.failed is None and not self.stopping.is_set():  # an error on the way out is not a failure
+                    self.failed = f"the {name} thread ({type(e).__name__}: {e})"
+                self.stopping.set()
+
+        return threading.Thread(target=run, name=name, daemon=True)

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import ssl
-import threading
 from pathlib import Path
 
 from dcube_edge.errors import UserError
@@ -33,6 +32,7 @@ from .scp import StorageSCP
 
 log = logging.getLogger("dcube_edge.serve")
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EX_SOFTWARE = 70  # sysexits.h: a part of the node failed unexpectedly (restart it)
 
 
 class Service:
@@ -75,12 +75,11 @@ class Service:
             self.node.audit.application("start", f"engine {self.engine_dir} (manifest sha256 {self.node.engine_hash}) loaded")
             dicom = self.scp.start(self.tls_context(client_auth=True) if self.opts.tls else None)
             http = self.http_server()
-            threads = [threading.Thread(target=http.serve, name="http", daemon=True),
-                       threading.Thread(target=self.batcher.run, name="batcher", daemon=True),
-                       threading.Thread(target=housekeeping.guard, args=(self.node,), name="disk guard", daemon=True),
-                       threading.Thread(target=housekeeping.retention, args=(self.node,), name="retention", daemon=True),
-                       *(threading.Thread(target=Forwarder(self.node, d).run, name=f"forward {d.name}", daemon=True)
-                         for d in self.destinations)]
+            part = self.node.supervise
+            threads = [part("http", http.serve), part("batcher", self.batcher.run),
+                       part("disk guard", housekeeping.guard, self.node),
+                       part("retention", housekeeping.retention, self.node),
+                       *(part(f"forward {d.name}", Forwarder(self.node, d).run) for d in self.destinations)]
             for t in threads:
                 t.start()
             self.warm_up()
@@ -97,8 +96,12 @@ class Service:
                          "next start", pending, waiting, extra={"event": "stopped"})
                 banner(f"stopped: {pending} instance(s) waiting to be classified, {waiting} result delivery(ies) "
                        f"waiting; both resume at the next start on {self.opts.spool}")
-                self.node.audit.application("stop", f"stopped by signal {self.signal}")
-        return EXIT.get(self.signal, 0)
+                if self.node.failed:
+                    banner(f"error: stopped because {self.node.failed} failed; exit {EX_SOFTWARE}: the service "
+                           f"manager restarts the node (systemd: Restart=on-failure) and what was acknowledged resumes")
+                self.node.audit.application("stop", f"stopped because {self.node.failed} failed" if self.node.failed
+                                            else f"stopped by signal {self.signal}")
+        return EX_SOFTWARE if self.node.failed else EXIT.get(self.signal, 0)
 
     def install_signals(self) -> None:
         def stop(signum, frame) -> None:

@@ -432,3 +432,52 @@ def test_the_engine_says_what_it_takes_and_the_node_logs_each_event(tiny_run, sc
         assert send(anyone.dicom, [tmp_path / "ct.dcm"]) == [0]
     finally:
         anyone.stop()
+
+
+def test_a_failed_ledger_write_is_rolled_back_and_the_next_one_commits(tmp_path):
+    """A write that fails inside its transaction (here: a result that cannot be stored) leaves nothing half written
+    and does not wedge the node's one connection inside an open transaction."""
+    from dcube_edge.runtimes.serve.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.add("1.2.3", tmp_path / "a.dcm", "MODALITY@127.0.0.1")
+    ledger.add("1.2.4", tmp_path / "b.dcm", "MODALITY@127.0.0.1")
+    with pytest.raises(TypeError):  # the second result's probabilities are not JSON: fails after the first row's UPDATE
+        ledger.finish([("1.2.3", "benign", {"benign": 0.9}, None), ("1.2.4", "benign", {"benign": object()}, None)],
+                      "engine", time.time(), ("dicom:PACS",))
+    assert ledger.counts() == {"pending": 2}  # the first row's result went with the failed transaction
+    assert ledger.finish([("1.2.3", "benign", {"benign": 0.9}, None)], "engine", time.time(), ("dicom:PACS",)) == ["1.2.3"]
+    assert ledger.counts() == {"done": 1, "pending": 1} and ledger.delivery_counts() == {"dicom:PACS": {"pending": 1}}
+    ledger.close()
+
+
+def test_a_part_that_dies_stops_the_node_instead_of_leaving_it_half_alive(caplog):
+    """A batcher (or forwarder) thread killed by an unexpected error would leave a node that acknowledges images and
+    never classifies or delivers them; the node stops instead (serve exits 70 and the service manager restarts it)."""
+    import logging
+
+    from dcube_edge.runtimes.serve.node import Node
+
+    def broken() -> None:
+        raise OSError("disk I/O error")
+
+    node = Node(opts=None, clf=None, engine_hash="", ledger=None, metrics=None)
+    with caplog.at_level(logging.CRITICAL, logger="dcube_edge.serve"):
+        t = node.supervise("batcher", broken)
+        t.start()
+        t.join(5)
+    assert node.stopping.is_set() and node.failed == "the batcher thread (OSError: disk I/O error)"
+    assert any(r.event == "part-failed" and r.exc_info for r in caplog.records)
+
+    quiet = Node(opts=None, clf=None, engine_hash="", ledger=None, metrics=None)
+    t = quiet.supervise("http", lambda: None)  # returned while the node runs: as bad as an error
+    t.start()
+    t.join(5)
+    assert quiet.stopping.is_set() and "returned while the node was running" in quiet.failed
+
+    stopping = Node(opts=None, clf=None, engine_hash="", ledger=None, metrics=None)
+    stopping.stopping.set()
+    t = stopping.supervise("forward dicom:PACS", broken)  # an error on the way out is logged, not a failure
+    t.start()
+    t.join(5)
+    assert stopping.failed is None
