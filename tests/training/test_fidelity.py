@@ -121,6 +121,17 @@ def test_ablation_rows_with_several_seeds_are_summarised_against_dcube_seed_for_
     assert ablation.ablation_section({k: v for k, v in rows.items() if k[1] == "dcube"}) == []
 
 
+def test_a_headline_only_report_points_at_the_dated_reports_for_ablations(tmp_path):
+    out = tmp_path / "results.md"
+    assert ablation._archived_ablations(Path("runs/x"), out)[-1] == "None trained under `runs/x`."
+    for day in ("2026-11-25", "2026-11-26"):
+        (tmp_path / f"results-{day}.md").write_text("# old\n")
+    (tmp_path / "results-summary.md").write_text("# not a dated report\n")
+    assert ablation._archived_ablations(Path("runs/x"), out)[-1] == (
+        "None trained under `runs/x`; the latest measured are in the dated reports beside this one: "
+        "[2026-11-26](./results-2026-11-26.md), [2026-11-25](./results-2026-11-25.md).")
+
+
 def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced, tmp_path):
     root, data = tmp_path / "runs", imbalanced.parent
     plan = [("breastmnist", v, s) for v, s in
