@@ -171,6 +171,7 @@ def test_results_driver_trains_the_plan_resumably_and_renders_tables(imbalanced,
     auc1 = json.loads((ablation.run_dir(root, "breastmnist", "dcube", 1) / "metrics.json").read_text())["validation"]["auc"]
     assert f"{np.mean([auc0, auc1]):.3f} ± {np.std([auc0, auc1], ddof=1):.3f} (2 seeds)" in text
     assert "| breastmnist | no-contrastive |" in text and "not run" in text  # rows not trained say so
+    assert ", on macro-F1 at the operating point in " in text  # same-seed D-Cube − ResNet-18 at the point, too
     assert "fixed-t engine: AUC" in text and "synthetic)" in text
     assert "| breastmnist | ResNet branch alone |" in text and "| breastmnist | dcube | 8 |" in text  # trunk table
     assert (out.parent / "figures" / "trunk-curves.png").stat().st_size > 0
