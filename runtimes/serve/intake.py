@@ -191,7 +191,7 @@ class Intake:
         uid = str(getattr(ds, "SOPInstanceUID", ""))
         name = re.sub(r"[^0-9.]", "_", uid or "unknown")[:64] or "unknown"
         keep = self.node.opts.spool / "rejected" / f"{name}.{int(time.time() * 1e6)}.dcm"
-        with atomic_path(keep) as tmp:  # a reader (GET /status, spool status) never sees half a file
+        with atomic_path(keep) as tmp:  # a reader (GET /v1/results/UID, spool status) never sees half a file
             if written is not None:
                 shutil.copyfile(written, tmp)
             else:
