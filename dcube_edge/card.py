@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dcube_edge import runtimes
 from dcube_edge.errors import UserError
+from dcube_edge.operating_point import RUN_VALIDATION
 from dcube_edge.runtimes.files import sha256, write_bytes, write_json
 
 CARD_MD, CARD_JSON = "model-card.md", "model-card.json"
@@ -27,8 +28,8 @@ def limitations(m: dict, evaluation: dict | None) -> list[str]:
                    "they are fused with: its accuracy is largely the CNN's (the project's docs/results.md).")
     chosen_on = decision.get("images_sha256")
     if evaluation is not None and chosen_on and evaluation.get("data_images_sha256") == chosen_on:
-        also = (" (the run's validation split, which also chose the checkpoint)"
-                if str(decision.get("chosen_on", "")).startswith("the run's validation split") else "")
+        also = (f" ({RUN_VALIDATION}, which also chose the checkpoint)"
+                if str(decision.get("chosen_on", "")).startswith(RUN_VALIDATION) else "")
         out.append(f"The evaluation ran on the very images the operating point and the temperature were chosen on{also}: "
                    "its figures flatter the model. Evaluate on labelled images it has not seen.")
     if evaluation is None:

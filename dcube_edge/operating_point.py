@@ -22,6 +22,8 @@ from dcube_edge.metrics import balanced_accuracy, brier, ece
 from dcube_edge.runtimes.decision import Decision, softmax
 
 MIN_PER_CLASS = 10
+# How a decision's `chosen_on` names the run's own validation split (export writes it, the card reads it).
+RUN_VALIDATION = "the run's validation split"
 RULE = re.compile(r"^(argmax|youden|balanced|(sensitivity|specificity)=(0?\.\d+|1(\.0*)?))$")
 
 

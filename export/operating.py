@@ -46,7 +46,7 @@ def bind_operating_point(job: BuildJob, manifest: dict, file_hashes) -> None:
     opts, cfg = job.opts, job.cfg
     split = validation_split(cfg, opts.operating_split or opts.data)
     source = (f"{opts.operating_split} ({len(split)} images)" if opts.operating_split else
-              f"the run's validation split ({len(split)} images)") if split is not None else ""
+              f"{decision.RUN_VALIDATION} ({len(split)} images)") if split is not None else ""
     if split is None or not len(split):
         manifest["decision"] = {"rule": "argmax", "note": "no labelled images to choose an operating point on: argmax "
                                                           "kept (pass --operating-split DIR)"}

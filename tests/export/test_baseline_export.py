@@ -119,6 +119,8 @@ def test_evaluate_reports_both_rules_with_intervals_and_the_card_repeats_its_fig
     assert ev["data_images_sha256"] == m["decision"]["images_sha256"]
     assert any("operating point and temperature were chosen on" in w for w in ev["warnings"])
     assert any("very images the operating point" in x for x in card["limitations"])
+    # chosen on the run's own validation split, which also kept the checkpoint: the card says that too
+    assert any("which also chose the checkpoint" in x for x in card["limitations"])
     res = subprocess.run([str(EXE), "evaluate", str(engine), str(data / "train"), "--bootstrap", "50", "--json",
                           str(tmp_path / "train.json")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
