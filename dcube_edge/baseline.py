@@ -1,6 +1,7 @@
 """Plain-CNN baselines trained in the same harness as D-Cube (same splits, preprocessing, optimiser,
 flip augmentation and validation-based model selection), so every results table has a baseline
-column measured here."""
+column measured here. A checkpoint at every epoch end (``state/baseline.pt``) lets an interrupted run resume
+to the same weights."""
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,13 @@ from .resnet import ARCHS, Baseline
 
 __all__ = ["ARCHS", "Baseline", "train_baseline"]
 
+STATE = Path("state") / "baseline.pt"
+
+
 def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Callable = lambda *a: None,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, resume: bool = False) -> dict:
+    """Train ``cfg.model`` on ``data`` into ``out``; ``resume`` continues from the last complete epoch's
+    checkpoint (the caller settles the settings: :func:`dcube_edge.train.resume_config`)."""
     out = Path(out)
     seed_all(cfg.seed)
     ds = discover(data, cfg.val_fraction, cfg.split_seed)
@@ -41,8 +47,16 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(ds.train.labels)
     steps = max(1, -(-len(xt) // cfg.batch_size))
     epochs = cfg.epochs_classifier or max(1, -(-cfg.steps_classifier // steps))
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.save_config(cfg, out)  # before the first epoch (bad input fails above): --resume continues with these
     best, history, t0 = {"score": -1.0, "epoch": 0, "state": None}, [], time.perf_counter()
-    for epoch in range(epochs):
+    start = 0
+    if resume and (state := rundir.load_state(out / STATE)):
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        history, start = list(state["history"]), int(state["epoch"])
+        best = {"score": float(state["best_score"]), "epoch": int(state["best_epoch"]), "state": state["best"]}
+    for epoch in range(start, epochs):
         model.train()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(len(xt), generator=g)
@@ -63,9 +77,9 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
                         "val_macro_f1": macro_f1(ds.val.labels, softmax(logits)), **{f"val_{k}": v for k, v in at_op.items()}})
         if score > best["score"]:
             best = {"score": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+        rundir.save_state(out / STATE, model=model.state_dict(), opt=opt.state_dict(), epoch=epoch + 1,
+                          history=history, best=best["state"], best_score=best["score"], best_epoch=best["epoch"])
     model.load_state_dict(best["state"])
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.save_config(cfg, out)
     rundir.save_weights(model, out / rundir.BASELINE)
     logits = predict_logits(model, x_val)
     val = classification_report(ds.val.labels, softmax(logits), list(cfg.classes))

@@ -96,6 +96,9 @@ def load_model(run: str | Path | Run) -> tuple[Config, torch.nn.Module]:
     """The trained inference model of a run, in eval mode."""
     cfg, run = (run.config, run.path) if isinstance(run, Run) else (load_config(run), Path(run))
     if cfg.model != "dcube":
+        if not (run / BASELINE).is_file():
+            raise RunError(f"{run} has no {BASELINE}: training did not finish "
+                           "(resume with `dcube-edge baseline ... --resume`)")
         baseline = Baseline(cfg, len(cfg.classes))
         load_weights(baseline, run / BASELINE)
         return cfg, baseline.eval()

@@ -1,8 +1,8 @@
 """The results tables of docs/results.md: a declarative plan of runs (dataset × variant × seed),
 trained through the CLI itself and rendered to markdown.
 
-Resumable: a run with ``metrics.json`` is kept, an interrupted D-Cube run resumes, an interrupted
-baseline restarts. Variants that only change step 2 reuse the same seed's D-Cube trunk (``--trunk``),
+Resumable: a run with ``metrics.json`` is kept, an interrupted run (D-Cube or baseline) resumes from its last
+complete epoch. Variants that only change step 2 reuse the same seed's D-Cube trunk (``--trunk``),
 so their difference to the headline row is the step-2 choice alone.
 
     python -m research.ablation run runs/ablation      # hours on 2 CPU cores; Ctrl-C and rerun to resume
@@ -11,7 +11,6 @@ so their difference to the headline row is the step-2 choice alone.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -133,9 +132,9 @@ def run_one(root: Path, data: Path, dataset: str, variant: str, seed: int, prese
     log = out.with_suffix(".log")
     src = str(data / dataset)
     if v.baseline:
-        shutil.rmtree(out, ignore_errors=True)  # the baseline has no resume: start over
         _cli(["baseline", src, "--out", str(out), "--model", variant, "--preset", preset, "--seed", str(seed),
-              *(["--steps", str(steps[1])] if steps else [])], log)
+              *(["--steps", str(steps[1])] if steps else []),
+              *(["--resume"] if (out / "config.json").is_file() else [])], log)
         return True
     args = ["train", src, "--out", str(out), "--preset", preset, "--seed", str(seed), *budget, *v.args]
     if v.reuse_trunk:

@@ -1,6 +1,7 @@
 """`train`, `baseline`, `init`, `augment`, `demo-data`: parse the options, call the library, render."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -115,7 +116,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
 
 
 @app.command()
-def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `train`.")],
+def baseline(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset folder, as for `train`.")],
              out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
              model: Annotated[str, typer.Option(help="resnet18 | resnet50 | branch (D-Cube's own ResNet guide branch alone)")] = "resnet18",
              preset: Annotated[str, typer.Option(help="Preset giving image size, batch and optimiser (as D-Cube's).")] = "small",
@@ -123,17 +124,40 @@ def baseline(data: Annotated[Path, typer.Argument(help="Dataset folder, as for `
              epochs: Annotated[int | None, typer.Option(help="Epochs instead of steps.")] = None,
              class_weights: Annotated[str, typer.Option(help="Cross-entropy class weights: balanced (inverse frequency, the default) | none.")] = Config.class_weights,
              seed: int = Config.seed,
+             resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its last complete epoch.")] = False,
              json_out: Annotated[Path | None, typer.Option("--json", help=JSON)] = None) -> None:
     """Train a plain CNN on the same splits and preprocessing as D-Cube (a baseline column for results)."""
     writable(json_out)
     from dcube_edge.baseline import train_baseline
+    from dcube_edge.train import resume_config
 
-    if (out_dir / "config.json").exists():
-        fail(f"{out_dir} already holds a run; choose another --out")
     cfg = Config.from_preset(preset, model=model, steps_classifier=steps, epochs_classifier=epochs, seed=seed,
                              class_weights=class_weights)
-    with progress() as bar:
-        metrics = train_baseline(data, out_dir, cfg, report=reporter(bar), log=bar.console.print)
+    if (out_dir / "config.json").exists():
+        if not resume:
+            fail(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out")
+        fields = {"steps": "steps_classifier", "epochs": "epochs_classifier"}
+        given = {fields.get(name, name) for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+        cfg, finished = resume_config(out_dir, cfg, given & {f.name for f in dataclasses.fields(Config)})
+        if finished:
+            out.print(f"{out_dir} is already finished with these settings; nothing changed "
+                      "(give a larger --steps or --epochs to continue training it)")
+            return
+    with progress() as bar, interrupt_between_steps() as check_interrupt:
+        draw = reporter(bar)
+
+        def report(phase: str, done: int, total: int, scalars: dict) -> None:
+            check_interrupt()
+            draw(phase, done, total, scalars)
+
+        try:
+            metrics = train_baseline(data, out_dir, cfg, report=report, log=bar.console.print, resume=resume)
+        except KeyboardInterrupt:
+            bar.stop()
+            err.print(f"[red]interrupted[/]: the last complete epoch is kept in {out_dir / 'state'}; continue with:\n"
+                      f"  dcube-edge baseline {data} --out {out_dir} --resume", soft_wrap=True)
+            STATE["interrupt_reported"] = True
+            raise typer.Exit(130) from None
     show_metrics(f"{model} validation", metrics["validation"], json_out)
     emit_json(metrics, json_out)
 
