@@ -17,7 +17,7 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 from . import distributed, rundir
 from .config import Config
-from .data import audit, discover
+from .data import audit, discover, same_classes
 from .loop import class_weights, on_device, optimizer_step, predict_logits, seed_all
 from .metrics import classification_report, collapse_warning, macro_f1, softmax
 from .operating_point import at_operating_point_report, selection_score
@@ -35,6 +35,7 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     out = Path(out)
     seed_all(cfg.seed)
     ds = discover(data, cfg.val_fraction, cfg.split_seed)
+    same_classes(cfg.classes, ds.classes, data)
     for warning in audit(ds):
         log(f"warning: {warning}")
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)

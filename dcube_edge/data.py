@@ -152,6 +152,14 @@ def audit(ds: Dataset) -> list[str]:
     return warnings
 
 
+def same_classes(recorded: tuple[str, ...], found: list[str], data: str | Path) -> None:
+    """A run resumed (its config records classes) continues on data with the same classes, or is refused; a fresh
+    run records none."""
+    if recorded and tuple(found) != tuple(recorded):
+        raise DataError(f"{data} has classes {', '.join(found)}, but the run being resumed was trained on "
+                        f"{', '.join(recorded)}: give it the dataset it was started on, or train into a new --out")
+
+
 def fingerprint(root: Path) -> str:
     """sha256 over every file's relative path, size and content under ``root``, in sorted order: what a model card
     names as the data a model was trained on (a changed, added or removed image changes it)."""

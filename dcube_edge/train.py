@@ -18,7 +18,7 @@ from dcube_edge.runtimes.preprocess import PreprocessSpec
 
 from . import distributed, rundir, selection
 from .config import GUIDE_BRANCHES, Config, option_of
-from .data import Dataset, Split, audit, discover, read_split
+from .data import Dataset, Split, audit, discover, read_split, same_classes
 from .head import DCube
 from .loop import predict_logits, seed_all
 from .metrics import classification_report, collapse_warning, softmax
@@ -182,6 +182,7 @@ def read_data(data: str | Path, cfg: Config, log: Log) -> tuple[Config, Dataset,
     trunk (checked before anything is written). (config with the data recorded, dataset, real training
     images, reused trunk or None)."""
     ds = discover(data, cfg.val_fraction, cfg.split_seed)
+    same_classes(cfg.classes, ds.classes, data)
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
     k, real = len(ds.classes), len(ds.train)  # synthetic images are appended after the real ones
     reused = reuse_trunk(cfg) if cfg.trunk_from else None

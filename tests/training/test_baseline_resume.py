@@ -1,5 +1,6 @@
 """A baseline run interrupted between epochs resumes from its checkpoint to the weights of an uninterrupted run."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -36,6 +37,13 @@ def test_interrupted_baseline_resumes_to_the_uninterrupted_weights(demo_data, tm
     res = cli("baseline", demo_data, "--out", run, "--preset", "tiny", "--epochs", "3", "--seed", "6", "--resume",
               check=2)
     assert "--seed 6 (saved 5)" in res.stderr and "Traceback" not in res.stderr
+    other = tmp_path / "other"  # the same images with one class fewer: not the data the run was started on
+    shutil.copytree(demo_data, other)
+    for split in ("train", "val"):
+        shutil.rmtree(other / split / "normal")
+    res = cli("baseline", other, "--out", run, "--preset", "tiny", "--epochs", "3", "--seed", "5", "--resume", check=2)
+    assert "the run being resumed was trained on benign, malignant, normal" in res.stderr
+    assert "Traceback" not in res.stderr and (run / STATE).is_file()
 
     cli("baseline", demo_data, "--out", run, "--preset", "tiny", "--epochs", "3", "--seed", "5", "--resume", check=0)
     a, b = load_file(str(whole / "baseline.safetensors")), load_file(str(run / "baseline.safetensors"))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dcube_edge.data import DataError, discover, stratified_split
+from dcube_edge.data import DataError, discover, same_classes, stratified_split
 from dcube_edge.phantoms import CLASSES, write_demo
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 from tests.conftest import shared
@@ -81,3 +81,10 @@ def test_audit_warns_about_leaks_sizes_and_imbalance(tmp_path):
     assert "imbalanced" in warnings
     write_demo(tmp_path / "clean", per_class=5, size=16, val_per_class=2)
     assert audit(discover(tmp_path / "clean")) == []
+
+
+def test_a_resumed_run_is_refused_data_with_other_classes():
+    same_classes((), ["benign", "malignant"], "new")  # a fresh run records no classes yet
+    same_classes(("benign", "malignant"), ["benign", "malignant"], "same")
+    with pytest.raises(DataError, match="other has classes benign, normal, but the run being resumed was trained on benign, malignant"):
+        same_classes(("benign", "malignant"), ["benign", "normal"], "other")
