@@ -95,16 +95,14 @@ class Run:
 def load_model(run: str | Path | Run) -> tuple[Config, torch.nn.Module]:
     """The trained inference model of a run, in eval mode."""
     cfg, run = (run.config, run.path) if isinstance(run, Run) else (load_config(run), Path(run))
+    names, command = ((DIFFUSION, CLASSIFIER), "train") if cfg.model == "dcube" else ((BASELINE,), "baseline")
+    for name in names:
+        if not (run / name).is_file():
+            raise RunError(f"{run} has no {name}: training did not finish (resume with `dcube-edge {command} ... --resume`)")
     if cfg.model != "dcube":
-        if not (run / BASELINE).is_file():
-            raise RunError(f"{run} has no {BASELINE}: training did not finish "
-                           "(resume with `dcube-edge baseline ... --resume`)")
         baseline = Baseline(cfg, len(cfg.classes))
         load_weights(baseline, run / BASELINE)
         return cfg, baseline.eval()
-    for name in (DIFFUSION, CLASSIFIER):
-        if not (run / name).is_file():
-            raise RunError(f"{run} has no {name}: training did not finish (resume with `dcube-edge train ... --resume`)")
     model = DCube(cfg, len(cfg.classes))
     load_weights(model.trunk, run / DIFFUSION)
     load_weights(model.head, run / CLASSIFIER)

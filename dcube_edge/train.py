@@ -74,6 +74,17 @@ def resume_config(out: Path, requested: Config, given: set[str]) -> tuple[Config
     return cfg, cfg == saved and (out / rundir.METRICS).is_file()
 
 
+def continuing(out: Path, requested: Config, resume: bool, given: set[str]) -> tuple[Config, bool]:
+    """(settings to train ``out`` with, whether it is already finished with them), for `train` and `baseline`:
+    a run already there is refused unless ``resume``, and resumed with :func:`resume_config`; ``given`` are the
+    Config fields the user set (others are ignored)."""
+    if not (out / rundir.CONFIG).exists():
+        return requested, False
+    if not resume:
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    return resume_config(out, requested, given & {f.name for f in dataclasses.fields(Config)})
+
+
 def config_for(preset: str | None, trunk: Path | None, guide_branch: str = "preset", **fields: object) -> Config:
     """The Config `train` asks for: the preset (default: tiny, or the --trunk run's), a guide branch other than
     the preset's, a trunk to reuse (a run, or "random"), and the options given (None: the preset's value)."""
@@ -95,14 +106,11 @@ def run(data: str | Path, out: Path, cfg: Config, resume: bool, given: set[str],
     given = given & {f.name for f in dataclasses.fields(Config)}  # options that set no field (--out, --json) aside
     distributed.setup()
     try:
-        if (out / rundir.CONFIG).exists() and not resume:
-            raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-        distributed.barrier()  # every rank has checked before rank 0 writes anything
         budgets = {f: getattr(cfg, f) for f in given & set(BUDGETS)}
-        if resume and (out / rundir.CONFIG).exists():
-            cfg, finished = resume_config(out, cfg, given)
-            if finished:
-                return None
+        cfg, finished = continuing(out, cfg, resume, given)
+        distributed.barrier()  # every rank has checked before rank 0 writes anything
+        if finished:
+            return None
         quiet = not distributed.is_main()
         return train(data, out, cfg, resume=resume, report=_quiet if quiet else report,
                      log=(lambda *_: None) if quiet else log, overrides=budgets)

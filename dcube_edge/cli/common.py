@@ -119,6 +119,32 @@ def reporter(bar) -> Callable[[str, int, int, dict], None]:
 
 
 @contextlib.contextmanager
+def resumable_progress(command: str, data: Path, out_dir: Path) -> Iterator[tuple[Callable, Callable]]:
+    """Progress bars for a training command, as ``(report, log)`` that take a pending Ctrl-C at the next step; on
+    it, say which checkpoints are kept and the command that resumes, and exit 130."""
+    with progress() as bar, interrupt_between_steps() as check_interrupt:
+        draw = reporter(bar)
+
+        def report(phase: str, done: int, total: int, scalars: dict) -> None:
+            check_interrupt()
+            draw(phase, done, total, scalars)
+
+        def log(*args: object) -> None:
+            check_interrupt()
+            bar.console.print(*args)
+
+        try:
+            yield report, log
+        except KeyboardInterrupt:
+            bar.stop()
+            saved = sorted((out_dir / "state").glob("*")) if (out_dir / "state").is_dir() else []
+            err.print(f"[red]interrupted[/]: {len(saved)} checkpoint file(s) kept in {out_dir / 'state'} (the last complete "
+                      f"epoch); continue with:\n  dcube-edge {command} {data} --out {out_dir} --resume", soft_wrap=True)
+            STATE["interrupt_reported"] = True
+            raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
 def interrupt_between_steps() -> Iterator[Callable[[], None]]:
     """Ctrl-C during training sets a flag that the returned check turns into KeyboardInterrupt at the next
     progress update (every step), in plain code: Python drops an exception that a signal handler raises inside a

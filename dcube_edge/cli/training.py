@@ -1,7 +1,6 @@
 """`train`, `baseline`, `init`, `augment`, `demo-data`: parse the options, call the library, render."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -10,16 +9,12 @@ import typer
 from dcube_edge.config import Config
 
 from .common import (
-    STATE,
     app,
     emit_json,
     err,
-    fail,
-    interrupt_between_steps,
     ints,
     out,
-    progress,
-    reporter,
+    resumable_progress,
     show_metrics,
     writable,
 )
@@ -85,26 +80,8 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
                      random_t=random_t, contrastive_weight=contrastive_weight, min_snr_gamma=min_snr_gamma,
                      diffusion_lr=diffusion_lr, input_skip=input_skip)
     given = {f for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE" for f in fields_of(name)}
-    with progress() as bar, interrupt_between_steps() as check_interrupt:
-        draw = reporter(bar)
-
-        def report(phase: str, done: int, total: int, scalars: dict) -> None:
-            check_interrupt()
-            draw(phase, done, total, scalars)
-
-        def log(*args: object) -> None:
-            check_interrupt()
-            bar.console.print(*args)
-
-        try:
-            metrics = run(data, out_dir, cfg, resume, given, report, log)
-        except KeyboardInterrupt:
-            bar.stop()
-            saved = sorted((out_dir / "state").glob("*")) if (out_dir / "state").is_dir() else []
-            err.print(f"[red]interrupted[/]: {len(saved)} checkpoint file(s) kept in {out_dir / 'state'} (the last complete "
-                      f"epoch); continue with:\n  dcube-edge train {data} --out {out_dir} --resume", soft_wrap=True)
-            STATE["interrupt_reported"] = True
-            raise typer.Exit(130) from None
+    with resumable_progress("train", data, out_dir) as (report, log):
+        metrics = run(data, out_dir, cfg, resume, given, report, log)
     if metrics is None:
         out.print(f"{out_dir} is already finished with these settings; nothing changed "
                   "(give a larger --steps-* budget to continue training it)")
@@ -129,35 +106,19 @@ def baseline(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Data
     """Train a plain CNN on the same splits and preprocessing as D-Cube (a baseline column for results)."""
     writable(json_out)
     from dcube_edge.baseline import train_baseline
-    from dcube_edge.train import resume_config
+    from dcube_edge.train import continuing
 
     cfg = Config.from_preset(preset, model=model, steps_classifier=steps, epochs_classifier=epochs, seed=seed,
                              class_weights=class_weights)
-    if (out_dir / "config.json").exists():
-        if not resume:
-            fail(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out")
-        fields = {"steps": "steps_classifier", "epochs": "epochs_classifier"}
-        given = {fields.get(name, name) for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
-        cfg, finished = resume_config(out_dir, cfg, given & {f.name for f in dataclasses.fields(Config)})
-        if finished:
-            out.print(f"{out_dir} is already finished with these settings; nothing changed "
-                      "(give a larger --steps or --epochs to continue training it)")
-            return
-    with progress() as bar, interrupt_between_steps() as check_interrupt:
-        draw = reporter(bar)
-
-        def report(phase: str, done: int, total: int, scalars: dict) -> None:
-            check_interrupt()
-            draw(phase, done, total, scalars)
-
-        try:
-            metrics = train_baseline(data, out_dir, cfg, report=report, log=bar.console.print, resume=resume)
-        except KeyboardInterrupt:
-            bar.stop()
-            err.print(f"[red]interrupted[/]: the last complete epoch is kept in {out_dir / 'state'}; continue with:\n"
-                      f"  dcube-edge baseline {data} --out {out_dir} --resume", soft_wrap=True)
-            STATE["interrupt_reported"] = True
-            raise typer.Exit(130) from None
+    fields = {"steps": "steps_classifier", "epochs": "epochs_classifier"}
+    given = {fields.get(name, name) for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    cfg, finished = continuing(out_dir, cfg, resume, given)
+    if finished:
+        out.print(f"{out_dir} is already finished with these settings; nothing changed "
+                  "(give a larger --steps or --epochs to continue training it)")
+        return
+    with resumable_progress("baseline", data, out_dir) as (report, log):
+        metrics = train_baseline(data, out_dir, cfg, report=report, log=log, resume=resume)
     show_metrics(f"{model} validation", metrics["validation"], json_out)
     emit_json(metrics, json_out)
 
