@@ -36,12 +36,13 @@ demo: install
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadgroup tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-# The precision tests again as the other CPU classes, on a machine of a higher one (oneDNN's dispatch cap, which
-# PyTorch and OpenVINO honour): AVX512_CORE_BF16 is an AMD EPYC's class, AVX512_CORE_VNNI a Xeon without bf16.
+# Every test that compares numbers across backends or CPU classes (marker `backends`) again as the other CPU
+# classes, on a machine of a higher one (oneDNN's dispatch cap, which PyTorch and OpenVINO honour):
+# AVX512_CORE_BF16 is an AMD EPYC's class, AVX512_CORE_VNNI a Xeon without bf16.
 ISAS ?= AVX512_CORE_BF16 AVX512_CORE_VNNI
 test-isa: install
 	for isa in $(ISAS); do echo "== ONEDNN_MAX_CPU_ISA=$$isa"; ONEDNN_MAX_CPU_ISA=$$isa OMP_NUM_THREADS=1 \
-	  $(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup tests/export/test_precision.py tests/export/test_backends.py || exit 1; done
+	  $(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup -m backends tests || exit 1; done
 
 lint: install
 	$(BIN)/python -m pip install -q ruff

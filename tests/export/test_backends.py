@@ -16,6 +16,8 @@ from dcube_edge.head import FixedGraph
 from dcube_edge.runtimes import backends, precisions, spec
 from dcube_edge.runtimes.base import Runner
 
+pytestmark = pytest.mark.backends  # make test-isa runs this module as the other CPU classes
+
 QUIET = {"log": lambda *_: None}
 
 

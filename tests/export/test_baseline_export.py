@@ -32,6 +32,7 @@ def export(run: Path, out: Path, *args: str) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("backend,precision", [("onnxruntime", "fp32"), ("onnxruntime", "int8"),
                                                ("openvino", "fp32"), ("openvino", "int8")])
 def test_resnet18_exports_with_parity_an_operating_point_and_bound_facts(r18, tmp_path, backend, precision):

@@ -16,6 +16,8 @@ from dcube_edge.export.policy import DCUBE
 from dcube_edge.runtimes import precisions
 from dcube_edge.runtimes.preprocess import PreprocessSpec
 
+pytestmark = pytest.mark.backends  # make test-isa runs this module as the other CPU classes
+
 QUIET = dict(log=lambda *_: None)
 
 
