@@ -40,11 +40,17 @@ def dicom_of(png: Path, out: Path) -> Path:
 
 
 class Server:
-    def __init__(self, engine: Path, spool: Path, *extra: str, scheme: str = "http", context=None):
-        self.dicom, self.http, self.scheme, self.context = free_port(), free_port(), scheme, context
-        self.proc = subprocess.Popen([str(EXE), "serve", str(engine), "--spool", str(spool), "--dicom-port",
+    """``dcube-edge serve`` on loopback. ``ports``: (DICOM, HTTP), free ones by default; ``log``: a file for its
+    stderr (read while it runs) instead of a pipe; ``wrap``: a command line it runs under (e.g. in a namespace)."""
+
+    def __init__(self, engine: Path, spool: Path, *extra: str, scheme: str = "http", context=None,
+                 ports: tuple[int, int] | None = None, log: Path | None = None, wrap: tuple[str, ...] = ()):
+        self.dicom, self.http = ports or (free_port(), free_port())
+        self.scheme, self.context, self.log = scheme, context, log
+        self.proc = subprocess.Popen([*wrap, str(EXE), "serve", str(engine), "--spool", str(spool), "--dicom-port",
                                       str(self.dicom), "--http-port", str(self.http), "--max-delay-ms", "20", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=open(log, "w") if log else subprocess.PIPE,  # noqa: SIM115
+                                     text=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -52,9 +58,13 @@ class Server:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read()) from None
+                    raise RuntimeError(self.errors()) from None
                 time.sleep(0.2)
         raise RuntimeError("serve did not come up")
+
+    def errors(self) -> str:
+        """What it wrote to stderr so far (all of it once it has exited, where it writes to a pipe)."""
+        return self.log.read_text() if self.log else self.proc.stderr.read()
 
     def get(self, path: str, headers: dict | None = None) -> dict:
         request = urllib.request.Request(f"{self.scheme}://127.0.0.1:{self.http}{path}", headers=headers or {})
