@@ -282,7 +282,6 @@ def test_a_bad_configuration_file_is_refused_naming_the_key(ort_engine, tmp_path
 
 def test_the_example_configuration_parses_and_the_command_line_wins(tmp_path):
     from dcube_edge.runtimes.serve import config
-
     from dcube_edge.runtimes.serve.options import specs
 
     settings = config.read(ROOT / "deploy" / "serve.toml")
