@@ -73,11 +73,12 @@ class Server:
         return json.loads(body) if path != "/metrics" else body.decode()
 
     def result(self, uid: str, timeout: float = 60) -> dict:
+        """An instance's record once it has its result and, for a classified one, its SR (or why it has none)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
                 r = self.get(f"/v1/results/{uid}")
-                if r["status"] != "pending":
+                if r["status"] != "pending" and (r["status"] != "done" or r.get("result_sr") or r.get("result_sr_error")):
                     return r
             except urllib.error.HTTPError:
                 pass

@@ -1,7 +1,7 @@
 """The batcher: one thread classifying pending instances from every association and request in batches of
-up to ``max_batch``, waiting at most ``max_delay_ms`` for a batch to fill; each result's SR is built here, once,
-and recorded with the result (:mod:`.reports`). A full disk pauses it (nothing is lost: the rows stay pending)
-instead of stopping the node."""
+up to ``max_batch``, waiting at most ``max_delay_ms`` for a batch to fill; each result is recorded with its
+decision explained, and the reporter (:mod:`.reports`) makes its SR. A full disk pauses it (nothing is lost: the
+rows stay pending) instead of stopping the node."""
 from __future__ import annotations
 
 import logging
@@ -40,28 +40,20 @@ class Batcher:
         node.metrics.batches.observe(len(rows))
         results = []
         for row, pred in zip(rows, preds):
-            result = {"label": pred.label, "probs": pred.probs or None, "error": pred.error, "decision": None}
-            report = None
-            if not pred.error:
-                result["decision"] = node.clf.decision.explain(pred.probs)
-                try:
-                    report = node.reports.build(row, result)
-                except (ValueError, TypeError, AttributeError, KeyError) as e:  # a header highdicom cannot take
-                    result["error"] = f"no result SR could be made from this instance: {type(e).__name__}: {e}"
-            results.append((row, result, report))
+            explained = None if pred.error else node.clf.decision.explain(pred.probs)
+            results.append((row, {"label": pred.label, "probs": pred.probs or None, "error": pred.error,
+                                  "decision": explained}))
         now = time.time()
-        written = set(node.ledger.finish(results, node.engine_hash, now, node.destinations))
+        written = set(node.ledger.finish(results, node.engine_hash, now))
+        with node.classified:
+            node.classified.notify()
         node.metrics.classified.inc(len(written))
-        for row, result, report in results:
+        for row, result in results:
             if row.uid not in written:
                 continue
             node.metrics.latency.observe(max(0.0, now - row.received))
             if result["error"]:
                 log.warning("not classified: %s", result["error"], extra={"event": "classify-failed", "uid": row.uid})
-                continue
-            if report.predecessor:
-                log.info("corrected result SR %s supersedes %s", report.uid, report.predecessor,
-                         extra={"event": "sr-corrected", "uid": row.uid})
-            if node.audit is not None:
-                node.audit.produced(report.study, row.uid, node.engine_hash, result["label"])
+            elif node.audit is not None:
+                node.audit.produced(row.study or "", row.uid, node.engine_hash, result["label"])
         log.info("classified a batch of %d", len(rows), extra={"event": "batch"})

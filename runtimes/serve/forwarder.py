@@ -163,7 +163,10 @@ class Forwarder:
 
     def deliver(self, row: Instance) -> None:
         try:
-            sr = self.node.reports.dataset(self.node.reports.current(row))
+            report = self.node.ledger.report(row.report)
+            if report is None:
+                raise Unavailable(f"the result SR {row.report} is not in the ledger")
+            sr = self.node.reports.dataset(report)
         except Unavailable as e:
             self.failed(row.uid, str(e), refused=True)
             return

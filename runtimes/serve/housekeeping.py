@@ -52,19 +52,10 @@ def retention(node: Node) -> None:
 
 
 def purge(node: Node, keep_days: int) -> int:
-    """Delete the pixel files of settled instances received more than ``keep_days`` ago; how many. A result an
-    earlier version kept no SR for gets its SR first (from the source, while it is there)."""
-    from .reports import Unavailable
-
-    before = time.time() - keep_days * 86400
-    for row in node.ledger.without_report(limit=100_000):
-        if row.received < before and row.purged is None:
-            try:
-                node.reports.adopt(row)
-            except (Unavailable, OSError, ValueError) as e:
-                log.warning("no result SR for %s, its source is kept: %s", row.uid, e, extra={"event": "retention"})
+    """Delete the pixel files of settled instances (result SR kept, or nothing to classify) received more than
+    ``keep_days`` ago; how many."""
     removed = 0
-    for uid, path in node.ledger.settled_before(before):
+    for uid, path in node.ledger.settled_before(time.time() - keep_days * 86400):
         try:
             Path(path).unlink(missing_ok=True)
         except OSError as e:

@@ -27,10 +27,13 @@ INSTANCES = ("CREATE TABLE IF NOT EXISTS instances (uid TEXT PRIMARY KEY, path T
 DELIVERIES = ("CREATE TABLE IF NOT EXISTS deliveries (uid TEXT, destination TEXT, status TEXT, attempts INTEGER, "
               "next_at REAL, error TEXT, updated REAL, PRIMARY KEY (uid, destination))")
 REPORTS = ("CREATE TABLE IF NOT EXISTS reports (uid TEXT PRIMARY KEY, source TEXT, study TEXT, series TEXT, "
-           "number INTEGER, revision INTEGER, path TEXT, sha256 TEXT, created REAL, predecessor TEXT)")
+           "number INTEGER, revision INTEGER, path TEXT, sha256 TEXT, created REAL, engine TEXT, predecessor TEXT)")
 ADDED = {"instances": (("content", "TEXT"), ("study", "TEXT"), ("purged", "REAL"), ("header", "TEXT"),
-                       ("decision", "TEXT"), ("revision", "INTEGER DEFAULT 0"), ("report", "TEXT")),
+                       ("decision", "TEXT"), ("revision", "INTEGER DEFAULT 0"), ("report", "TEXT"),
+                       ("report_error", "TEXT"), ("layout", "INTEGER DEFAULT 1")),
          "deliveries": (("first_failed", "REAL"), ("given", "TEXT"))}  # columns later versions added
+# An earlier version's rows, when its spool gains the column that says so: their SRs are made as it sent them.
+LEGACY = {"layout": "UPDATE instances SET layout = 0"}
 BACKOFF_S = (1, 2, 4, 8, 16, 32, 60, 120, 300)
 
 
@@ -59,6 +62,8 @@ class Ledger:
                 for column, kind in added:
                     if column not in columns:
                         self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                        if column in LEGACY and "instances" in tables:
+                            self.db.execute(LEGACY[column])
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -121,47 +126,53 @@ class Ledger:
         return [Instance.of(r) for r in self.query(f"SELECT {Instance.COLUMNS} FROM instances WHERE status = ? "
                                                    "ORDER BY received LIMIT ?", State.PENDING.value, limit)]
 
-    def finish(self, results: list[tuple[Instance, dict, Report | None]], engine: str, now: float,
-               destinations: tuple[str, ...] = ()) -> list[str]:
-        """Store results — each ``(instance, {label, probs, decision, error}, its SR)`` — only on still-pending
-        rows (so no instance ever gets two), with its SR and a pending delivery of that SR per destination; the
-        UIDs written."""
+    def finish(self, results: list[tuple[Instance, dict]], engine: str, now: float) -> list[str]:
+        """Store results — each ``(instance, {label, probs, decision, error})`` — only on still-pending rows of the
+        same revision (so no instance ever gets two); the UIDs written. Each then waits for its SR (:meth:`attach`)."""
         with self.transaction() as db:
-            written = []
-            for row, result, report in results:
-                if not db.execute(
-                        "UPDATE instances SET status = ?, label = ?, probs = ?, decision = ?, error = ?, engine = ?, "
-                        "classified = ?, batch = ?, report = COALESCE(?, report) WHERE uid = ? AND status = ? AND "
-                        "revision = ?",
-                        ((State.ERROR if result.get("error") else State.DONE).value, result.get("label"),
-                         dumps(result.get("probs"), indent=None), dumps(result.get("decision"), indent=None),
-                         result.get("error"), engine, now, len(results), report and report.uid, row.uid,
-                         State.PENDING.value, row.revision)).rowcount:
-                    continue
-                written.append(row.uid)
-                if report is not None:
-                    self.record(db, report)
-                    db.executemany("INSERT OR REPLACE INTO deliveries (uid, destination, status, attempts, next_at, "
-                                   "updated) VALUES (?, ?, ?, 0, 0, ?)",
-                                   [(row.uid, d, Delivery.PENDING.value, now) for d in destinations])
-        return written
+            return [row.uid for row, result in results if db.execute(
+                "UPDATE instances SET status = ?, label = ?, probs = ?, decision = ?, error = ?, engine = ?, "
+                "classified = ?, batch = ?, report = NULL, report_error = NULL WHERE uid = ? AND status = ? AND "
+                "revision = ?",
+                ((State.ERROR if result.get("error") else State.DONE).value, result.get("label"),
+                 dumps(result.get("probs"), indent=None), dumps(result.get("decision"), indent=None),
+                 result.get("error"), engine, now, len(results), row.uid, State.PENDING.value, row.revision)).rowcount]
 
-    @staticmethod
-    def record(db: sqlite3.Connection, report: Report) -> None:
-        db.execute(f"INSERT OR REPLACE INTO reports ({Report.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (report.uid, report.source, report.study, report.series, report.number, report.revision,
-                    report.path, report.sha256, report.created, report.predecessor))
-
-    def adopt(self, report: Report) -> None:
-        """Record an SR built for a result classified before SRs were kept (an older spool) as its current one."""
-        with self.transaction() as db:
-            self.record(db, report)
-            db.execute("UPDATE instances SET report = ? WHERE uid = ? AND report IS NULL", (report.uid, report.source))
-
-    def without_report(self, limit: int = 100) -> list[Instance]:
-        """Classified instances an older version kept no SR for (built on first need, once)."""
+    def awaiting_report(self, limit: int = 16) -> list[Instance]:
+        """Results whose SR is still to be made, oldest first (an earlier version's included)."""
         return [Instance.of(r) for r in self.query(f"SELECT {Instance.COLUMNS} FROM instances WHERE status = ? AND "
-                                                   "report IS NULL LIMIT ?", State.DONE.value, limit)]
+                                                   "report IS NULL AND report_error IS NULL ORDER BY classified LIMIT ?",
+                                                   State.DONE.value, limit)]
+
+    def attach(self, report: Report, revision: int, destinations: tuple[str, ...]) -> bool:
+        """Record a result's SR and queue its delivery to every destination, in one transaction; False where the
+        result changed meanwhile (a correction arrived: its own SR follows)."""
+        with self.transaction() as db:
+            if not db.execute("UPDATE instances SET report = ? WHERE uid = ? AND status = ? AND report IS NULL AND "
+                              "revision = ?", (report.uid, report.source, State.DONE.value, revision)).rowcount:
+                return False
+            db.execute(f"INSERT OR REPLACE INTO reports ({Report.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (report.uid, report.source, report.study, report.series, report.number, report.revision,
+                        report.path, report.sha256, report.created, report.engine, report.predecessor))
+            db.executemany("INSERT OR REPLACE INTO deliveries (uid, destination, status, attempts, next_at, updated) "
+                           "VALUES (?, ?, ?, 0, 0, ?)", [(report.source, d, Delivery.PENDING.value, report.created)
+                                                         for d in destinations])
+        return True
+
+    def no_report(self, uid: str, reason: str, destinations: tuple[str, ...]) -> None:
+        """No SR can be made for this result: the reason kept, its deliveries given up with it."""
+        with self.transaction() as db:
+            db.execute("UPDATE instances SET report_error = ? WHERE uid = ?", (reason, uid))
+            db.executemany("INSERT OR REPLACE INTO deliveries (uid, destination, status, attempts, next_at, error, "
+                           "updated, given) VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
+                           [(uid, d, Delivery.DEAD.value, reason[:500], time.time(), Given.REFUSED.value)
+                            for d in destinations])
+
+    def latest_report(self, source: str, engine: str) -> Report | None:
+        """The newest SR this engine made about a source instance (what a corrected one supersedes)."""
+        rows = self.query(f"SELECT {Report.COLUMNS} FROM reports WHERE source = ? AND engine = ? ORDER BY revision "
+                          "DESC LIMIT 1", source, engine)
+        return Report(*rows[0]) if rows else None
 
     def report(self, uid: str) -> Report | None:
         """An SR by its SOP Instance UID."""
@@ -186,27 +197,29 @@ class Ledger:
             db.execute("DELETE FROM deliveries WHERE uid IN (SELECT uid FROM instances WHERE status IN (?, ?) AND "
                        "purged IS NULL)", (State.DONE.value, State.ERROR.value))
             return db.execute("UPDATE instances SET status = ?, label = NULL, probs = NULL, decision = NULL, "
-                              "error = NULL, report = NULL, revision = revision + 1, forwarded = 0 WHERE status IN "
-                              "(?, ?) AND purged IS NULL", (State.PENDING.value, State.DONE.value,
-                                                            State.ERROR.value)).rowcount
+                              "error = NULL, report = NULL, report_error = NULL, revision = revision + 1, "
+                              "forwarded = 0 WHERE status IN (?, ?) AND purged IS NULL",
+                              (State.PENDING.value, State.DONE.value, State.ERROR.value)).rowcount
 
     # -- deliveries ------------------------------------------------------------------------------------
     def ensure_deliveries(self, destinations: tuple[str, ...]) -> None:
         """Every result has a delivery row for every configured destination (a destination added at a restart
-        gets the results classified before it)."""
+        gets the results classified before it; one whose SR cannot be made is given up with the reason)."""
         for d in destinations:  # a result an earlier version forwarded by C-STORE counts as delivered there
-            self.write("INSERT OR IGNORE INTO deliveries (uid, destination, status, attempts, next_at, updated) "
-                       "SELECT uid, ?, CASE WHEN forwarded = 1 AND ? THEN ? ELSE ? END, 0, 0, ? FROM instances "
+            self.write("INSERT OR IGNORE INTO deliveries (uid, destination, status, attempts, next_at, error, updated, "
+                       "given) SELECT uid, ?, CASE WHEN forwarded = 1 AND ? THEN ? WHEN report_error IS NOT NULL THEN ? "
+                       "ELSE ? END, 0, 0, report_error, ?, CASE WHEN report_error IS NOT NULL THEN ? END FROM instances "
                        "WHERE status = ? AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.uid = instances.uid AND "
-                       "x.destination = ?)", d, d.startswith("dicom:"), Delivery.DELIVERED.value,
-                       Delivery.PENDING.value, time.time(), State.DONE.value, d)
+                       "x.destination = ?)", d, d.startswith("dicom:"), Delivery.DELIVERED.value, Delivery.DEAD.value,
+                       Delivery.PENDING.value, time.time(), Given.REFUSED.value, State.DONE.value, d)
 
     def due(self, destination: str, limit: int = 16) -> list[Instance]:
         """Instances whose result's delivery to ``destination`` is pending and due, oldest result first."""
         return [Instance.of(r) for r in self.query(
             "SELECT " + ", ".join(f"i.{c.strip()}" for c in Instance.COLUMNS.split(",")) + " FROM deliveries d JOIN "
             "instances i ON i.uid = d.uid WHERE d.destination = ? AND d.status = ? AND d.next_at <= ? AND i.status = ? "
-            "ORDER BY i.classified LIMIT ?", destination, Delivery.PENDING.value, time.time(), State.DONE.value, limit)]
+            "AND i.report IS NOT NULL ORDER BY i.classified LIMIT ?", destination, Delivery.PENDING.value, time.time(),
+            State.DONE.value, limit)]
 
     def delivered(self, uid: str, destination: str) -> None:
         self.write("UPDATE deliveries SET status = ?, attempts = attempts + 1, error = NULL, updated = ?, "

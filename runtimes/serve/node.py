@@ -75,6 +75,7 @@ class Node:
     gate: Gate = field(default_factory=Gate)
     stopping: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Condition = field(default_factory=threading.Condition)  # a new instance is pending
+    classified: threading.Condition = field(default_factory=threading.Condition)  # new results wait for their SRs
     failed: str | None = None  # the part whose thread died of an unexpected error (the node then stops)
     full_reason: str = ""
 

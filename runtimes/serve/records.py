@@ -80,9 +80,10 @@ class Report:
     path: str
     sha256: str
     created: float
+    engine: str = ""  # the manifest sha256 of the engine whose result it reports
     predecessor: str | None = None  # the SR this one corrects (Predecessor Documents Sequence)
 
-    COLUMNS = "uid, source, study, series, number, revision, path, sha256, created, predecessor"
+    COLUMNS = "uid, source, study, series, number, revision, path, sha256, created, engine, predecessor"
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,13 @@ class Instance:
     classified: float | None = None
     batch: int | None = None
     revision: int = 0
-    report: str | None = None  # the SOP Instance UID of its current result SR
+    report: str | None = None  # the SOP Instance UID of its result SR, once kept
     purged: float | None = None
+    layout: int = 1  # 0: classified by a version that kept no SR (its SR is made as that version sent it)
+    report_error: str | None = None  # why no SR can be made for it
 
     COLUMNS = ("uid, path, source, received, status, study, content, header, label, probs, decision, error, engine, "
-               "classified, batch, revision, report, purged")
+               "classified, batch, revision, report, purged, layout, report_error")
 
     @classmethod
     def of(cls, row: tuple) -> Instance:
@@ -118,7 +121,13 @@ class Instance:
         values[9] = json.loads(values[9]) if values[9] else None
         values[10] = json.loads(values[10]) if values[10] else None
         values[15] = values[15] or 0
+        values[18] = 1 if values[18] is None else values[18]
         return cls(*values)
+
+    @property
+    def result(self) -> dict:
+        """What its SR reports: the label, the calibrated probabilities, the decision explained."""
+        return {"label": self.label, "probs": self.probs, "decision": self.decision}
 
     def api(self, deliveries: list[dict]) -> dict:
         """The record as ``GET /v1/results/{uid}`` shows it (times in ISO 8601 UTC)."""
@@ -126,6 +135,7 @@ class Instance:
                 "status": self.state.value, "label": self.label, "probs": self.probs, "decision": self.decision,
                 "error": self.error, "engine_sha256": self.engine, "classified": iso(self.classified),
                 "batch_size": self.batch, "study_instance_uid": self.study, "result_sr": self.report,
+                "result_sr_error": self.report_error,
                 "corrections": self.revision, "pixels_deleted": iso(self.purged), "deliveries": deliveries,
                 "forwarded": bool(deliveries) and all(d["status"] == Delivery.DELIVERED for d in deliveries),
                 "forward_attempts": sum(d["attempts"] for d in deliveries),

@@ -1,33 +1,35 @@
-"""The result SRs the spool keeps in ``spool/results/``: one per result, built when the result is recorded,
-written atomically (fsync, rename) and hashed into the ledger in the same transaction as the result. Every
-destination, every retry and WADO-RS read these bytes (the hash checked), so the PACS copy and the node's own are
-the same document; nothing needs the source image after that, and retention may delete it.
+"""The result SRs the spool keeps in ``spool/results/``: one per result, made by the reporter thread right after
+the result is recorded, written atomically (fsync, rename), and recorded with its sha256 in the ledger together
+with the queueing of its deliveries. Every destination, every retry and WADO-RS read these bytes (the hash
+checked), so the PACS copy and the node's own are the same document; nothing needs the source image after that,
+and retention may delete it. The reporter is its own thread so that making SRs (highdicom, some tens of ms each)
+never holds up classification: receipt → result stays what the batcher makes it.
 
-Spools of earlier versions hold results without a kept SR: each gets its SR once, on first need (a delivery,
-a DICOMweb request, retention), in the layout those versions sent (its series per source instance, Instance
-Number 1, the same SOP Instance UID) from the copy an earlier WADO-RS request cached in ``results/``, else from
-the source; where retention already deleted the source and nothing was cached, the result stays readable in the
-ledger (``GET /v1/results/{uid}``) but no SR can be made, and the delivery is dead-lettered saying so."""
+Spools of earlier versions hold results without a kept SR: the reporter makes each one once, oldest first, in the
+layout those versions sent (its series per source instance, Instance Number 1, the same SOP Instance UID), from
+the copy an earlier WADO-RS request cached in ``results/`` where there is one, else from the source; where
+retention already deleted the source and nothing was cached, the result stays readable in the ledger (``GET
+/v1/results/{uid}``), no SR can be made, and its deliveries are dead-lettered saying so."""
 from __future__ import annotations
 
 import hashlib
 import io
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import atomic_path
+from .node import is_disk_full
 from .records import Instance, Report
 from .sr import SERIES_NUMBER, Placement, series_uid, sr_uids, structured_report
 
 if TYPE_CHECKING:
-    from ..manifest import Manifest
-    from .ledger import Ledger
+    from .node import Node
 
 log = logging.getLogger("dcube_edge.serve")
+BATCH = 16  # SRs made between two looks at the ledger
 
 
 class Unavailable(Exception):
@@ -35,28 +37,96 @@ class Unavailable(Exception):
 
 
 class Reports:
-    def __init__(self, folder: Path, ledger: Ledger, manifest: Manifest, engine_hash: str):
-        self.folder, self.ledger, self.manifest, self.engine_hash = folder, ledger, manifest, engine_hash
-        self.numbers: dict[str, int] = {}  # next Instance Number per series (the batcher is the one writer)
-        self.lock = threading.Lock()  # one build of an older spool's SR at a time
+    def __init__(self, node: Node, folder: Path):
+        self.node, self.folder = node, folder
+        self.numbers: dict[str, int] = {}  # next Instance Number per series (this thread is the one writer)
 
-    def build(self, row: Instance, result: dict) -> Report:
-        """The SR of a result about to be recorded: in the results series of its study and this engine, the next
-        Instance Number there; a correction names the SR it corrects."""
+    # -- the reporter thread ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Make the SR of every result that has none, until the node stops (a full disk pauses it)."""
+        node = self.node
+        while not node.stopping.is_set():
+            rows = node.ledger.awaiting_report(BATCH)
+            if not rows:
+                with node.classified:
+                    node.classified.wait(0.5)
+                continue
+            if not node.paused_by_disk(lambda rows=rows: self.report(rows)):
+                node.stopping.wait(5)
+
+    def report(self, rows: list[Instance]) -> None:
+        node = self.node
+        for row in rows:
+            if node.stopping.is_set():
+                return
+            try:
+                report = self.build(row) if row.layout else self.earlier(row)
+            except Exception as e:
+                if is_disk_full(e):
+                    raise
+                reason = str(e) if isinstance(e, Unavailable) else (f"no result SR can be made from this instance "
+                                                                     f"({type(e).__name__}: {e})")
+                node.ledger.no_report(row.uid, reason, node.destinations)
+                log.warning("%s", reason, extra={"event": "sr-failed", "uid": row.uid})
+                continue
+            if node.ledger.attach(report, row.revision, node.destinations):
+                if report.predecessor:
+                    log.info("corrected result SR %s supersedes %s", report.uid, report.predecessor,
+                             extra={"event": "sr-corrected", "uid": row.uid})
+
+    # -- making one ---------------------------------------------------------------------------------------
+    def build(self, row: Instance) -> Report:
+        """A result's SR: in the results series of its study and this engine, the next Instance Number there; a
+        correction names the SR it corrects."""
         from pydicom import dcmread
 
-        src = dcmread(row.path, stop_before_pixels=True)
-        series = series_uid(str(src.StudyInstanceUID), self.engine_hash)
-        number = self.numbers.get(series) or self.ledger.next_number(series)
+        node = self.node
+        src = self.source(row)
+        series = series_uid(str(src.StudyInstanceUID), node.engine_hash)
+        number = self.numbers.get(series) or node.ledger.next_number(series)
         self.numbers[series] = number + 1
-        before = self.ledger.report(row.report) if row.report else None
+        before = node.ledger.latest_report(row.uid, node.engine_hash) if row.revision else None
         predecessor = dcmread(before.path, stop_before_pixels=True) if before and Path(before.path).is_file() else None
-        uid = sr_uids(row.uid, self.engine_hash, row.revision)[1]
-        sr = structured_report(src, result, self.manifest, self.engine_hash,
+        uid = sr_uids(row.uid, node.engine_hash, row.revision)[1]
+        sr = structured_report(src, row.result, node.clf.manifest, node.engine_hash,
                                Placement(series, SERIES_NUMBER, uid, number), predecessor)
-        return self.write(sr, row, number, before.uid if before else None)
+        return self.write(sr, row, number, before.uid if before and predecessor is not None else None)
 
-    def write(self, sr, row: Instance, number: int, predecessor: str | None) -> Report:
+    def source(self, row: Instance):
+        from pydicom import dcmread
+
+        try:
+            return dcmread(row.path, stop_before_pixels=True)
+        except OSError as e:
+            if is_disk_full(e):
+                raise
+            raise Unavailable(f"its source image cannot be read ({e.strerror or e}): no result SR can be made") from None
+
+    def earlier(self, row: Instance) -> Report:
+        """An earlier version's result: its SR as that version made it."""
+        from pydicom import dcmread
+
+        from ..decision import Decision
+
+        engine = row.engine or self.node.engine_hash
+        series, uid = sr_uids(row.uid, engine)
+        cached = self.folder / f"{uid}.dcm"
+        if cached.is_file():  # what that version's WADO-RS served
+            data = cached.read_bytes()
+            sr = dcmread(io.BytesIO(data))
+            return Report(uid, row.uid, str(sr.StudyInstanceUID), series, int(sr.InstanceNumber), 0, str(cached),
+                          hashlib.sha256(data).hexdigest(), time.time(), engine)
+        if row.purged is not None:
+            raise Unavailable("its source image was deleted by retention before this version kept result SRs, and no "
+                              "copy was cached: the result is in the ledger (GET /v1/results/UID), no SR can be made")
+        result = row.result
+        if result["decision"] is None:
+            result["decision"] = Decision.from_manifest(self.node.clf.manifest.data).explain(row.probs)
+        sr = structured_report(self.source(row), result, self.node.clf.manifest, engine,
+                               Placement(series, SERIES_NUMBER, uid, 1))
+        return self.write(sr, row, 1, None, engine)
+
+    def write(self, sr, row: Instance, number: int, predecessor: str | None, engine: str | None = None) -> Report:
         buffer = io.BytesIO()
         sr.save_as(buffer, enforce_file_format=True)
         data = buffer.getvalue()
@@ -67,14 +137,10 @@ class Reports:
                 f.flush()
                 os.fsync(f.fileno())
         return Report(str(sr.SOPInstanceUID), row.uid, str(sr.StudyInstanceUID), str(sr.SeriesInstanceUID), number,
-                      row.revision, str(path), hashlib.sha256(data).hexdigest(), time.time(), predecessor)
+                      row.revision, str(path), hashlib.sha256(data).hexdigest(), time.time(),
+                      engine or self.node.engine_hash, predecessor)
 
-    def current(self, row: Instance) -> Report:
-        """The SR of a classified instance (made once for an older spool's result)."""
-        if row.report and (report := self.ledger.report(row.report)):
-            return report
-        return self.adopt(row)
-
+    # -- reading ------------------------------------------------------------------------------------------
     def read(self, report: Report) -> bytes:
         """The SR's bytes as recorded; a file that is gone or altered is refused."""
         try:
@@ -91,49 +157,11 @@ class Reports:
         return dcmread(io.BytesIO(self.read(report)))
 
     def of_study(self, study: str | None) -> list:
-        """The current SR dataset of every classified instance (of one study); results without one are skipped."""
-        for row in self.ledger.without_report(limit=100_000):
-            if not study or row.study == study:
-                try:
-                    self.adopt(row)
-                except Unavailable:
-                    continue
+        """The SR dataset of every classified instance (of one study) that has one."""
         out = []
-        for report in self.ledger.reports(study):
+        for report in self.node.ledger.reports(study):
             try:
                 out.append(self.dataset(report))
             except Unavailable as e:
                 log.warning("%s", e, extra={"event": "result-sr-missing", "uid": report.source})
         return out
-
-    def adopt(self, row: Instance) -> Report:
-        """An older spool's result: its SR as that version made it, kept and recorded once."""
-        from pydicom import dcmread
-
-        from ..decision import Decision
-
-        with self.lock:
-            if (fresh := self.ledger.instance(row.uid)) and fresh.report:
-                return self.ledger.report(fresh.report)
-            series, uid = sr_uids(row.uid, row.engine or self.engine_hash)
-            cached = self.folder / f"{uid}.dcm"
-            if cached.is_file():
-                data = cached.read_bytes()
-                sr = dcmread(io.BytesIO(data))
-                report = Report(uid, row.uid, str(sr.StudyInstanceUID), series, int(sr.InstanceNumber), 0, str(cached),
-                                hashlib.sha256(data).hexdigest(), time.time())
-            elif row.purged is None and Path(row.path).is_file():
-                src = dcmread(row.path, stop_before_pixels=True)
-                result = {"label": row.label, "probs": row.probs,
-                          "decision": row.decision or Decision.from_manifest(self.manifest.data).explain(row.probs)}
-                sr = structured_report(src, result, self.manifest, self.engine_hash,
-                                       Placement(series, SERIES_NUMBER, uid, 1))
-                report = self.write(sr, row, 1, None)
-            else:
-                raise Unavailable("its source image was deleted by retention before this version kept result SRs, "
-                                  "and no copy was cached: the result is in the ledger (GET /v1/results/UID), no SR "
-                                  "can be made")
-            self.ledger.adopt(report)
-            log.info("result SR of an earlier version's result kept in results/", extra={"event": "sr-kept",
-                                                                                         "uid": row.uid})
-            return report

@@ -2,8 +2,8 @@
 forwarders, disk guard, retention) in one process. The engine's hash is stored with the spool: another engine
 needs another spool (or ``reclassify``); one node holds a spool at a time (its lock).
 
-Start: every check that needs the machine first (:func:`.options.preflight`), the spool's lock, then the engine,
-then the ledger (nothing is written to it that is already there, so a node starts on a full disk and says so);
+Start: every check that needs the machine first (:func:`.options.preflight`), the engine, the spool's lock, then
+the ledger (nothing is written to it that is already there, so a node starts on a full disk and says so);
 "serving" is reported only once both servers listen. Stop (SIGINT or SIGTERM): the door closes (no instance is
 taken after it; those being written finish), the DICOM and HTTP servers stop listening, associations in
 progress are aborted (their unacknowledged instances stay with the senders), the batch in progress finishes,
@@ -50,8 +50,8 @@ class Service:
         from .. import load
 
         preflight(opts)
-        self.lock = hold(opts.spool)
         clf = load(opts.engine, trusted_keys=list(opts.trusted_key) or None)
+        self.lock = hold(opts.spool)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
             opts = dataclasses.replace(opts, accept_modality=tuple((clf.manifest.data.get("input") or {})
                                                                    .get("modalities") or ()))
@@ -70,7 +70,7 @@ class Service:
             self.reset = ledger.reset()
         ledger.meta("engine_sha256", engine_hash)
         self.node = Node(opts, clf, engine_hash, ledger, Metrics(), audit=AuditTrail(opts.audit_target(), opts.ae_title))
-        self.node.reports = Reports(opts.spool / "results", ledger, clf.manifest, engine_hash)
+        self.node.reports = Reports(self.node, opts.spool / "results")
         self.destinations = destinations(self.node)
         self.node.destinations = tuple(d.name for d in self.destinations)
         self.node.paused_by_disk(lambda: ledger.ensure_deliveries(self.node.destinations))
@@ -93,6 +93,7 @@ class Service:
             http = self.http_server()
             part = self.node.supervise
             threads = [part("http", http.serve), part("batcher", self.batcher.run),
+                       part("reporter", self.node.reports.run),
                        part("disk guard", housekeeping.guard, self.node),
                        part("retention", housekeeping.retention, self.node),
                        *(part(f"forward {d.name}", Forwarder(self.node, d).run) for d in self.destinations)]

@@ -3,6 +3,7 @@ per spool, `spool status` on a spool with work, SIGTERM stops the intake before 
 result, a full disk is refused at the door and does not take the node down. Each test failed on the code before."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -225,8 +226,8 @@ def test_a_pacs_outage_loses_nothing_and_its_results_go_when_it_answers_again(or
     try:
         assert send(server.dicom, scans[:2]) == [0, 0]
         uids = [uid_of(f) for f in scans[:2]]
-        wait(lambda: all(d["status"] == "dead" for u in uids for d in server.result(u)["deliveries"]), 60,
-             "the results given up")
+        wait(lambda: all(server.result(u)["deliveries"] and d["status"] == "dead" for u in uids
+                         for d in server.result(u)["deliveries"]), 60, "the results given up")
         assert f'dcube_destination_up{{destination="{name}"}} 0.0' in server.get("/metrics")
         down = [e for e in events(log) if e["event"] == "destination-down"]
         assert down and "does not answer" in down[0]["message"] and down[0]["destination"] == name
@@ -364,3 +365,28 @@ def http_get(server: Server, path: str) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def test_every_setting_is_declared_once_and_read_the_same_from_the_command_line_and_the_file(tmp_path):
+    """Settings declared once: each one is a command-line option (with its range) and a config key, and a value
+    out of range is refused the same way from either, naming the option or the key."""
+    from dcube_edge.runtimes.serve import config
+    from dcube_edge.runtimes.serve.options import specs
+
+    res = subprocess.run([str(EXE), "serve", "--help"], capture_output=True, text=True, timeout=60)
+    text = re.sub(r"[\s│]+", " ", res.stdout)
+    for name, (spec, _) in specs().items():
+        assert spec.argument or spec.option(name) in text, name
+    assert "[1<=x<=65535]" in text and "[default: 72h]" in text and "[default: 1GB]" in text
+    for key, value, named in (("dicom_port", 70000, "dicom_port 70000: must lie in 1..65535"),
+                              ("retry_for", "soon", "retry_for 'soon'"), ("keep_days", 0, "keep_days 0")):
+        (tmp_path / "serve.toml").write_text(f"{key} = {json.dumps(value)}\n")
+        with pytest.raises(Exception, match=re.escape(named)):
+            config.settings(tmp_path / "serve.toml", {"engine": "e", "spool": "s"})
+        option = "--" + key.replace("_", "-")
+        with pytest.raises(Exception, match=re.escape(option)):
+            config.settings(None, {key: value, "engine": "e", "spool": "s"})
+    opts = config.settings(None, {"retry_for": "90m", "min_free": "2GB", "allow_ae": "A,B"})
+    assert (opts.retry_for, opts.min_free, opts.allow_ae) == (5400.0, 2 * 10**9, ("A", "B"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.min_free = 0

@@ -239,6 +239,7 @@ def test_a_spool_of_an_earlier_version_keeps_working(ort_engine, scans, tmp_path
         wait(lambda: server.result(uid_of(gone))["deliveries"][0]["status"] == "dead", 60, "the unrecoverable one")
         dead = server.result(uid_of(gone))
         assert dead["label"] == "malignant" and "deleted by retention" in dead["deliveries"][0]["error"]
+        assert "deleted by retention" in dead["result_sr_error"]
         found = web(f"http://127.0.0.1:{server.http}/dicomweb").search_for_instances(study_instance_uid=STUDY)
         assert [f["00080018"]["Value"][0] for f in found] == [sr_uid]
         assert content(dcmread(spool / "results" / f"{sr_uid}.dcm")) == content(pacs.received[0])

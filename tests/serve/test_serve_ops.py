@@ -69,8 +69,8 @@ def test_a_refusing_destination_is_dead_lettered_and_the_others_keep_flowing(ort
         def states() -> dict:
             return {u: {d["destination"].split(":")[0]: d for d in server.result(u)["deliveries"]} for u in uids}
 
-        wait(lambda: all(s["dicom"]["status"] == "dead" and s["stow"]["status"] == "dead" for s in states().values()),
-             60, "dead letters")
+        wait(lambda: all(s.get("dicom", {}).get("status") == "dead" and s.get("stow", {}).get("status") == "dead"
+                         for s in states().values()), 60, "dead letters")
         for s in states().values():
             assert s["dicom"]["attempts"] >= 2 and "0xA700 (Refused: Out of Resources)" in s["dicom"]["error"]
             assert "gave up after" in s["dicom"]["error"]
@@ -447,16 +447,16 @@ def test_a_failed_ledger_write_is_rolled_back_and_the_next_one_commits(tmp_path)
     ledger.add("1.2.3", tmp_path / "a.dcm", "MODALITY@127.0.0.1")
     ledger.add("1.2.4", tmp_path / "b.dcm", "MODALITY@127.0.0.1")
     first, second = ledger.pending(10)
-    report = Report("9.9.1", "1.2.3", "1.2", "1.2.9", 1, 0, str(tmp_path / "sr.dcm"), "0" * 64, time.time())
     with pytest.raises(TypeError):  # the second result's probabilities are not JSON: fails after the first row's UPDATE
-        ledger.finish([(first, {"label": "benign", "probs": {"benign": 0.9}}, report),
-                       (second, {"label": "benign", "probs": {"benign": object()}}, None)], "engine", time.time(),
-                      ("dicom:PACS",))
-    assert ledger.counts() == {"pending": 2} and ledger.report("9.9.1") is None  # nothing of it stayed
-    assert ledger.finish([(first, {"label": "benign", "probs": {"benign": 0.9}}, report)], "engine", time.time(),
-                         ("dicom:PACS",)) == ["1.2.3"]
-    assert ledger.counts() == {"done": 1, "pending": 1} and ledger.delivery_counts() == {"dicom:PACS": {"pending": 1}}
-    assert ledger.instance("1.2.3").report == "9.9.1" and ledger.report("9.9.1") == report
+        ledger.finish([(first, {"label": "benign", "probs": {"benign": 0.9}}),
+                       (second, {"label": "benign", "probs": {"benign": object()}})], "engine", time.time())
+    assert ledger.counts() == {"pending": 2}  # the first row's result went with the failed transaction
+    assert ledger.finish([(first, {"label": "benign", "probs": {"benign": 0.9}})], "engine", time.time()) == ["1.2.3"]
+    assert ledger.counts() == {"done": 1, "pending": 1} and ledger.awaiting_report() == [ledger.instance("1.2.3")]
+    report = Report("9.9.1", "1.2.3", "1.2", "1.2.9", 1, 0, str(tmp_path / "sr.dcm"), "0" * 64, time.time(), "engine")
+    assert ledger.attach(report, 0, ("dicom:PACS",)) and not ledger.attach(report, 0, ("dicom:PACS",))
+    assert ledger.delivery_counts() == {"dicom:PACS": {"pending": 1}} and ledger.report("9.9.1") == report
+    assert ledger.instance("1.2.3").report == "9.9.1" and ledger.awaiting_report() == []
     ledger.close()
 
 
