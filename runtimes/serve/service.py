@@ -152,8 +152,9 @@ class Service:
         at once, its other changes are named as needing a restart."""
         try:
             fresh = self.reload()
-        except UserError as e:
-            log.error("configuration not re-read, the node keeps its settings: %s", e, extra={"event": "reload-refused"})
+        except Exception as e:  # noqa: BLE001 — whatever the file holds, a reload never takes the node down
+            log.error("configuration not re-read, the node keeps its settings: %s", e if isinstance(e, UserError) else
+                      f"{type(e).__name__}: {e}", extra={"event": "reload-refused"})
             return
         live, restart = self.opts.changes(fresh)
         self.node.opts = dataclasses.replace(self.opts, **live)

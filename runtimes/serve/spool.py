@@ -30,10 +30,13 @@ def hold(spool: Path) -> IO[str]:
         handle.close()
         raise UserError(f"--spool {spool} is in use by another node ({holder}): one node per spool — stop that one, "
                         "or give this one its own --spool") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"dcube-edge serve pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    handle.flush()
+    try:  # who holds it, for the next one's message (the lock itself needs no space: a full disk still starts)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"dcube-edge serve pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+    except OSError:
+        pass
     return handle
 
 
