@@ -143,13 +143,17 @@ class Service:
 
         for signum in EXIT:
             signal.signal(signum, stop)
-        if self.reload is not None and hasattr(signal, "SIGHUP"):
+        if hasattr(signal, "SIGHUP"):  # never its default action (ending the process)
             signal.signal(signal.SIGHUP, lambda signum, frame: self.apply())
 
     def apply(self) -> None:
         """SIGHUP: the configuration read again. A file that does not read, or holds a bad value, changes nothing
         (the node keeps running with the settings it has, and says why); a good one's changed live settings apply
         at once, its other changes are named as needing a restart."""
+        if self.reload is None:
+            log.warning("SIGHUP: nothing to re-read (the node was started without --config)",
+                        extra={"event": "reload-refused"})
+            return
         try:
             fresh = self.reload()
         except Exception as e:  # noqa: BLE001 — whatever the file holds, a reload never takes the node down
