@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import atomic_path, write_bytes
-from .node import is_disk_full
+from .disk import is_disk_full
 from .records import State, status_meaning
 from .sr import demographics
 

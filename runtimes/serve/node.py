@@ -2,9 +2,7 @@
 and signals between threads. The service makes one; every part (SCP, batcher, HTTP, forwarder) is given it."""
 from __future__ import annotations
 
-import errno
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,17 +16,9 @@ if TYPE_CHECKING:
     from .options import ServeOptions
     from .reports import Reports
 
+from .disk import is_disk_full
+
 log = logging.getLogger("dcube_edge.serve")
-SQLITE_FULL = 13
-
-
-def is_disk_full(e: BaseException) -> bool:
-    """A write that failed for lack of space: ENOSPC or EDQUOT from the OS, SQLITE_FULL from the ledger."""
-    if isinstance(e, OSError):
-        return e.errno in (errno.ENOSPC, errno.EDQUOT)
-    if isinstance(e, sqlite3.OperationalError):
-        return getattr(e, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(e)
-    return False
 
 
 class Gate:

@@ -1,9 +1,8 @@
-"""The result SRs the spool keeps in ``spool/results/``: one per result, made by the reporter thread right after
-the result is recorded, written atomically (fsync, rename), and recorded with its sha256 in the ledger together
-with the queueing of its deliveries. Every destination, every retry and WADO-RS read these bytes (the hash
-checked), so the PACS copy and the node's own are the same document; nothing needs the source image after that,
-and retention may delete it. The reporter is its own thread so that making SRs (highdicom, some tens of ms each)
-never holds up classification: receipt → result stays what the batcher makes it.
+"""The result SRs the spool keeps in ``spool/results/``: one per result, made by the reporter (:mod:`.reporter`)
+right after the result is recorded, written atomically (fsync, rename), and recorded with its sha256 in the ledger
+together with the queueing of its deliveries. Every destination, every retry and WADO-RS read these bytes (the
+hash checked), so the PACS copy and the node's own are the same document; nothing needs the source image after
+that, and retention may delete it.
 
 Spools of earlier versions hold results without a kept SR: the reporter makes each one once, oldest first, in the
 layout those versions sent (its series per source instance, Instance Number 1, the same SOP Instance UID), from
@@ -21,15 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import atomic_path
-from .node import is_disk_full
+from .disk import is_disk_full
 from .records import Instance, Report
 from .sr import SERIES_NUMBER, Placement, series_uid, sr_uids, structured_report
 
 if TYPE_CHECKING:
-    from .node import Node
+    from ..manifest import Manifest
+    from .ledger import Ledger
 
 log = logging.getLogger("dcube_edge.serve")
-BATCH = 16  # SRs made between two looks at the ledger
 
 
 class Unavailable(Exception):
@@ -37,42 +36,11 @@ class Unavailable(Exception):
 
 
 class Reports:
-    def __init__(self, node: Node, folder: Path):
-        self.node, self.folder = node, folder
-        self.numbers: dict[str, int] = {}  # next Instance Number per series (this thread is the one writer)
+    """The kept SRs: made (:meth:`build`, :meth:`earlier`), written and read back."""
 
-    # -- the reporter thread ----------------------------------------------------------------------------
-    def run(self) -> None:
-        """Make the SR of every result that has none, until the node stops (a full disk pauses it)."""
-        node = self.node
-        while not node.stopping.is_set():
-            rows = node.ledger.awaiting_report(BATCH)
-            if not rows:
-                with node.classified:
-                    node.classified.wait(0.5)
-                continue
-            if not node.paused_by_disk(lambda rows=rows: self.report(rows)):
-                node.stopping.wait(5)
-
-    def report(self, rows: list[Instance]) -> None:
-        node = self.node
-        for row in rows:
-            if node.stopping.is_set():
-                return
-            try:
-                report = self.build(row) if row.layout else self.earlier(row)
-            except Exception as e:
-                if is_disk_full(e):
-                    raise
-                reason = str(e) if isinstance(e, Unavailable) else (f"no result SR can be made from this instance "
-                                                                     f"({type(e).__name__}: {e})")
-                node.ledger.no_report(row.uid, reason, node.destinations)
-                log.warning("%s", reason, extra={"event": "sr-failed", "uid": row.uid})
-                continue
-            if node.ledger.attach(report, row.revision, node.destinations):
-                if report.predecessor:
-                    log.info("corrected result SR %s supersedes %s", report.uid, report.predecessor,
-                             extra={"event": "sr-corrected", "uid": row.uid})
+    def __init__(self, folder: Path, ledger: Ledger, manifest: Manifest, engine_hash: str):
+        self.folder, self.ledger, self.manifest, self.engine_hash = folder, ledger, manifest, engine_hash
+        self.numbers: dict[str, int] = {}  # next Instance Number per series (the reporter is the one writer)
 
     # -- making one ---------------------------------------------------------------------------------------
     def build(self, row: Instance) -> Report:
@@ -80,15 +48,14 @@ class Reports:
         correction names the SR it corrects."""
         from pydicom import dcmread
 
-        node = self.node
         src = self.source(row)
-        series = series_uid(str(src.StudyInstanceUID), node.engine_hash)
-        number = self.numbers.get(series) or node.ledger.next_number(series)
+        series = series_uid(str(src.StudyInstanceUID), self.engine_hash)
+        number = self.numbers.get(series) or self.ledger.next_number(series)
         self.numbers[series] = number + 1
-        before = node.ledger.latest_report(row.uid, node.engine_hash) if row.revision else None
+        before = self.ledger.latest_report(row.uid, self.engine_hash) if row.revision else None
         predecessor = dcmread(before.path, stop_before_pixels=True) if before and Path(before.path).is_file() else None
-        uid = sr_uids(row.uid, node.engine_hash, row.revision)[1]
-        sr = structured_report(src, row.result, node.clf.manifest, node.engine_hash,
+        uid = sr_uids(row.uid, self.engine_hash, row.revision)[1]
+        sr = structured_report(src, row.result, self.manifest, self.engine_hash,
                                Placement(series, SERIES_NUMBER, uid, number), predecessor)
         return self.write(sr, row, number, before.uid if before and predecessor is not None else None)
 
@@ -108,7 +75,7 @@ class Reports:
 
         from ..decision import Decision
 
-        engine = row.engine or self.node.engine_hash
+        engine = row.engine or self.engine_hash
         series, uid = sr_uids(row.uid, engine)
         cached = self.folder / f"{uid}.dcm"
         if cached.is_file():  # what that version's WADO-RS served
@@ -121,8 +88,8 @@ class Reports:
                               "copy was cached: the result is in the ledger (GET /v1/results/UID), no SR can be made")
         result = row.result
         if result["decision"] is None:
-            result["decision"] = Decision.from_manifest(self.node.clf.manifest.data).explain(row.probs)
-        sr = structured_report(self.source(row), result, self.node.clf.manifest, engine,
+            result["decision"] = Decision.from_manifest(self.manifest.data).explain(row.probs)
+        sr = structured_report(self.source(row), result, self.manifest, engine,
                                Placement(series, SERIES_NUMBER, uid, 1))
         return self.write(sr, row, 1, None, engine)
 
@@ -138,7 +105,7 @@ class Reports:
                 os.fsync(f.fileno())
         return Report(str(sr.SOPInstanceUID), row.uid, str(sr.StudyInstanceUID), str(sr.SeriesInstanceUID), number,
                       row.revision, str(path), hashlib.sha256(data).hexdigest(), time.time(),
-                      engine or self.node.engine_hash, predecessor)
+                      engine or self.engine_hash, predecessor)
 
     # -- reading ------------------------------------------------------------------------------------------
     def read(self, report: Report) -> bytes:
@@ -159,7 +126,7 @@ class Reports:
     def of_study(self, study: str | None) -> list:
         """The SR dataset of every classified instance (of one study) that has one."""
         out = []
-        for report in self.node.ledger.reports(study):
+        for report in self.ledger.reports(study):
             try:
                 out.append(self.dataset(report))
             except Unavailable as e:

@@ -33,6 +33,7 @@ from .ledger import Ledger
 from .metrics import Metrics
 from .node import Node
 from .options import ServeOptions, preflight
+from .reporter import Reporter
 from .reports import Reports
 from .scp import StorageSCP
 from .spool import hold
@@ -70,7 +71,7 @@ class Service:
             self.reset = ledger.reset()
         ledger.meta("engine_sha256", engine_hash)
         self.node = Node(opts, clf, engine_hash, ledger, Metrics(), audit=AuditTrail(opts.audit_target(), opts.ae_title))
-        self.node.reports = Reports(self.node, opts.spool / "results")
+        self.node.reports = Reports(opts.spool / "results", ledger, clf.manifest, engine_hash)
         self.destinations = destinations(self.node)
         self.node.destinations = tuple(d.name for d in self.destinations)
         self.node.paused_by_disk(lambda: ledger.ensure_deliveries(self.node.destinations))
@@ -93,7 +94,7 @@ class Service:
             http = self.http_server()
             part = self.node.supervise
             threads = [part("http", http.serve), part("batcher", self.batcher.run),
-                       part("reporter", self.node.reports.run),
+                       part("reporter", Reporter(self.node).run),
                        part("disk guard", housekeeping.guard, self.node),
                        part("retention", housekeeping.retention, self.node),
                        *(part(f"forward {d.name}", Forwarder(self.node, d).run) for d in self.destinations)]
