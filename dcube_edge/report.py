@@ -86,8 +86,9 @@ def parity(out_dir: Path, manifest: dict) -> Table:
     return table
 
 
-def predictions(title: str, rows: list, classes: list[str]) -> Table:
-    """One row per file (errors in red)."""
+def predictions(title: str, rows: list, classes: list[str], decision=None) -> Table:
+    """One row per file (errors in red); where the operating point compares other probabilities than the
+    calibrated ones (per-class biases), those in brackets beside them."""
     table = Table(title=title)
     table.add_column("file", overflow="fold")
     table.add_column("prediction")
@@ -97,7 +98,9 @@ def predictions(title: str, rows: list, classes: list[str]) -> Table:
         if p.error:
             table.add_row(shown(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(classes))
         else:
-            table.add_row(shown(p.path), p.label, *[f"{p.probs[c]:.3f}" for c in classes])
+            compared = decision.explain(p.probs)["compared"] if decision is not None and decision.bias is not None else {}
+            table.add_row(shown(p.path), p.label, *[f"{p.probs[c]:.3f}" + (f" ({compared[c]:.3f})" if c in compared else "")
+                                                    for c in classes])
     return table
 
 
@@ -182,9 +185,10 @@ def serve_load(engine: Path, rows: list[dict], machine: dict) -> Iterator[Table]
 
 def spool(folder: Path, s: dict) -> Iterator[RenderableType]:
     """`spool status`: states, deliveries, dead letters, sizes."""
-    yield (f"{folder}: {s['instances'] and ', '.join(f'{n} {k}' for k, n in sorted(s['instances'].items())) or 'empty'}; "
-           f"received {s['oldest_received'] or '-'} .. {s['newest_received'] or '-'}; "
-           f"{s['pixel_files_purged']} pixel file(s) deleted by retention; {s['refused_files']} refusal(s) in rejected/")
+    states = ", ".join(f"{n} {k}" for k, n in sorted(s["instances"].items())) or "empty"
+    yield (f"{folder}: {s['total_instances']} instance(s): {states}; {s['result_srs']} result SR(s) kept; received "
+           f"{s['oldest_received'] or '-'} .. {s['newest_received'] or '-'}; {s['pixel_files_purged']} pixel file(s) "
+           f"deleted by retention; {s['refused_files']} refusal(s) in rejected/")
     yield "sizes: " + ", ".join(f"{name}/ {b / 1e6:.1f} MB" for name, b in s["bytes"].items())
     if s["deliveries"]:
         table = Table(title="result deliveries")
@@ -195,9 +199,9 @@ def spool(folder: Path, s: dict) -> Iterator[RenderableType]:
         yield table
     if s["dead"]:
         table = Table(title="dead-lettered (re-queue: dcube-edge spool retry SPOOL [--uid UID])")
-        for col in ("SOP Instance UID", "destination", "attempts", "reason", "when"):
+        for col in ("SOP Instance UID", "destination", "attempts", "given up", "reason", "when"):
             table.add_column(col, overflow="fold")
         for d in s["dead"]:
-            table.add_row(d["sop_instance_uid"], d["destination"], str(d["attempts"]), escape(d["error"] or ""),
-                          d["updated"] or "")
+            table.add_row(d["sop_instance_uid"], d["destination"], str(d["attempts"]), d["given_up"] or "",
+                          escape(d["error"] or ""), d["updated"] or "")
         yield table

@@ -54,9 +54,44 @@ class Decision:
         return probs.argmax(1)
 
     def describe(self) -> str:
-        """The operating point in words, as classify, serve and the SR name it."""
+        """The operating point in words, complete (with its threshold or every class's bias), as classify, serve
+        and the SR name it."""
         if self.threshold is not None and self.positive is not None:
             return f"{self.rule}: {self.classes[self.positive]} when P({self.classes[self.positive]}) ≥ {self.threshold:.4g}"
         if self.bias is not None:
-            return f"{self.rule}: argmax of calibrated log-probabilities plus per-class biases"
+            biases = ", ".join(f"{c} {b:+.4g}" for c, b in zip(self.classes, self.bias))
+            return f"{self.rule}: argmax of calibrated log-probabilities plus per-class biases ({biases})"
         return "argmax"
+
+    def compared(self, probs: np.ndarray) -> np.ndarray:
+        """What the rule compares, per class, as probabilities: the calibrated ones for argmax and a threshold
+        (which compares the positive class's); for per-class biases the prior-corrected ones,
+        softmax(log p + bias), whose argmax is the decision."""
+        if self.bias is not None and (self.threshold is None or self.positive is None):
+            return softmax(np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)) + np.asarray(self.bias))
+        return np.asarray(probs, np.float64)
+
+    def explain(self, probs: dict[str, float]) -> dict:
+        """One decision explained for a reader: the rule, the probabilities it compared (beside the calibrated
+        ones the result also shows) and a sentence saying why this class was called. The decision is the one
+        :meth:`decide` makes on these probabilities."""
+        row = np.array([[probs[c] for c in self.classes]], np.float64)
+        called = self.classes[int(self.decide(row)[0])]
+        compared = dict(zip(self.classes, (float(v) for v in self.compared(row)[0])))
+        shown = ", ".join(f"{c} {p:.3f}" for c, p in probs.items())
+        if self.threshold is not None and self.positive is not None:
+            pos = self.classes[self.positive]
+            side = "≥" if called == pos else "<"
+            why = (f"{called}: P({pos}) = {probs[pos]:.3f} {side} the operating point's threshold {self.threshold:.4g} "
+                   f"({self.rule}); calibrated probabilities {shown}")
+            return {"rule": self.describe(), "compared": {pos: probs[pos]}, "threshold": self.threshold,
+                    "explanation": why}
+        if self.bias is not None:
+            adjusted = ", ".join(f"{c} {p:.3f}" for c, p in compared.items())
+            why = (f"{called}: highest after the operating point's per-class biases ({self.rule}: "
+                   + ", ".join(f"{c} {b:+.3g}" for c, b in zip(self.classes, self.bias))
+                   + f" added to the calibrated log-probabilities); probabilities compared {adjusted}; calibrated "
+                   f"probabilities {shown}")
+            return {"rule": self.describe(), "compared": compared, "explanation": why}
+        return {"rule": self.describe(), "compared": compared,
+                "explanation": f"{called}: the most probable class; calibrated probabilities {shown}"}

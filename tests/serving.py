@@ -40,11 +40,17 @@ def dicom_of(png: Path, out: Path) -> Path:
 
 
 class Server:
-    def __init__(self, engine: Path, spool: Path, *extra: str, scheme: str = "http", context=None):
-        self.dicom, self.http, self.scheme, self.context = free_port(), free_port(), scheme, context
-        self.proc = subprocess.Popen([str(EXE), "serve", str(engine), "--spool", str(spool), "--dicom-port",
+    """``dcube-edge serve`` on loopback. ``ports``: (DICOM, HTTP), free ones by default; ``log``: a file for its
+    stderr (read while it runs) instead of a pipe; ``wrap``: a command line it runs under (e.g. in a namespace)."""
+
+    def __init__(self, engine: Path, spool: Path, *extra: str, scheme: str = "http", context=None,
+                 ports: tuple[int, int] | None = None, log: Path | None = None, wrap: tuple[str, ...] = ()):
+        self.dicom, self.http = ports or (free_port(), free_port())
+        self.scheme, self.context, self.log = scheme, context, log
+        self.proc = subprocess.Popen([*wrap, str(EXE), "serve", str(engine), "--spool", str(spool), "--dicom-port",
                                       str(self.dicom), "--http-port", str(self.http), "--max-delay-ms", "20", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=open(log, "w") if log else subprocess.PIPE,  # noqa: SIM115
+                                     text=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -52,9 +58,13 @@ class Server:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read()) from None
+                    raise RuntimeError(self.errors()) from None
                 time.sleep(0.2)
         raise RuntimeError("serve did not come up")
+
+    def errors(self) -> str:
+        """What it wrote to stderr so far (all of it once it has exited, where it writes to a pipe)."""
+        return self.log.read_text() if self.log else self.proc.stderr.read()
 
     def get(self, path: str, headers: dict | None = None) -> dict:
         request = urllib.request.Request(f"{self.scheme}://127.0.0.1:{self.http}{path}", headers=headers or {})
@@ -63,11 +73,12 @@ class Server:
         return json.loads(body) if path != "/metrics" else body.decode()
 
     def result(self, uid: str, timeout: float = 60) -> dict:
+        """An instance's record once it has its result and, for a classified one, its SR (or why it has none)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
                 r = self.get(f"/v1/results/{uid}")
-                if r["status"] != "pending":
+                if r["status"] != "pending" and (r["status"] != "done" or r.get("result_sr") or r.get("result_sr_error")):
                     return r
             except urllib.error.HTTPError:
                 pass
@@ -136,3 +147,45 @@ def source_of(sr) -> str:
 def decision_of(sr) -> str:
     """The code value of the SR's Classification."""
     return str(next(c for c in groups_of(sr)[0].ContentSequence if c.ValueType == "CODE").ConceptCodeSequence[0].CodeValue)
+
+
+class Orthanc:
+    """A real PACS on loopback: Debian's Orthanc with its DICOMweb plugin, in a folder of its own."""
+
+    PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+    def __init__(self, folder: Path):
+        import shutil
+
+        import pytest
+
+        binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        if not Path(binary).exists() or not self.PLUGIN.exists():
+            pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian packages orthanc, orthanc-dicomweb)")
+        self.http, self.dicom = free_port(), free_port()
+        folder.mkdir(parents=True)
+        config = {"Name": "dcube-test-pacs", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+                  "HttpPort": self.http, "DicomPort": self.dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+                  "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "Plugins": [str(self.PLUGIN)],
+                  "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.log = open(folder / "orthanc.log", "w")  # noqa: SIM115 — closed in stop()
+        self.proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.http}/system", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("Orthanc did not come up")
+
+    @property
+    def dicomweb(self) -> str:
+        return f"http://127.0.0.1:{self.http}/dicom-web"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()

@@ -51,7 +51,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
         task = bar.add_task("classifying", total=total)
         passed_over = [runtimes.Prediction(str(path), error=f"skipped: {why}") for path, why in skipped]
         for p in [*passed_over, *clf.classify(files, batch_size=batch_size, workers=workers)]:
-            add(p.to_dict())
+            add({**p.to_dict(), "decision": None if p.error else clf.decision.explain(p.probs)})
             (failed.append(p) if p.error else labels.update([p.label]))
             if total <= TABLE_ROWS and not to_stdout(json_out):
                 rows.append(p)
@@ -60,7 +60,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     if not to_stdout(json_out):
         title = f"{engine.name}: {clf.manifest.backend} {clf.manifest.precision}"
         if rows:
-            out.print(report.predictions(title, rows, clf.classes))
+            out.print(report.predictions(title, rows, clf.classes, clf.decision))
         else:
             out.print(report.prediction_counts(f"{title}: {total} files", labels, clf.classes, len(failed)))
             for p in failed[:10]:
@@ -68,7 +68,9 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
         if failed:
             err.print(f"[red]{len(failed)} of {total} file(s) could not be classified[/]")
         err.print(f"computes in: {escape(clf.manifest.precision_parts())}; label = decision at the operating point "
-                  f"({escape(clf.decision.describe())}), probabilities calibrated (temperature {clf.decision.temperature:.3g})")
+                  f"({escape(clf.decision.describe())}), probabilities calibrated (temperature {clf.decision.temperature:.3g})"
+                  + ("; in brackets: the probabilities the operating point compares (calibrated log-probabilities plus "
+                     "the per-class biases, renormalised)" if clf.decision.bias is not None and rows else ""))
         if timing["engine_time"]:
             err.print("engine time per call (median, decoding excluded): " + ", ".join(
                 f"{t['p50_ms']:.2f} ms at batch {b} ({t['calls']} call{'s' * (t['calls'] > 1)})"

@@ -1,68 +1,59 @@
 """`serve` and `spool status | retry`: parse the options, call the library, render."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dcube_edge.runtimes.serve.options import ServeOptions
-
 from .common import STATE, app, emit_json, err, out, to_stdout, writable
 
-D = ServeOptions  # defaults, shown in --help; the option value None means "not given" (the config file may give it)
+# What the command line takes for each kind of setting (runtimes/serve/options.py declares the settings).
+CLI_TYPES = {"int": int, "bool": bool, "path": Path, "paths": list[Path]}
 
 
-def default(name: str) -> str:
-    return f" [default: {getattr(D, name)}]"
-
-
-@app.command()
-def serve(engine: Annotated[Path | None, typer.Argument(help="Engine directory to classify with (or `engine` in --config).")] = None,
-          config: Annotated[Path | None, typer.Option("--config", help="TOML file with any of these options (dashes as underscores); the command line overrides it. SIGHUP re-reads its min_free, keep_days, max_attempts.")] = None,
-          spool: Annotated[Path | None, typer.Option(help="Folder for received instances, rejected ones, results, the ledger and the audit log (its parent must exist).")] = None,
-          host: Annotated[str | None, typer.Option(help="Address to bind (non-loopback needs --token-file and --allow-ae; use TLS)." + default("host"))] = None,
-          dicom_port: Annotated[int | None, typer.Option(min=1, max=65535, help="DICOM (C-STORE/C-ECHO) port." + default("dicom_port"))] = None,
-          ae_title: Annotated[str | None, typer.Option(help="This node's AE title." + default("ae_title"))] = None,
-          allow_ae: Annotated[str | None, typer.Option(help="Comma-separated calling AE titles to accept (default: any; an empty list is refused).")] = None,
-          http_port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port (results, DICOMweb, /healthz, /readyz, /metrics)." + default("http_port"))] = None,
-          token_file: Annotated[Path | None, typer.Option(help="File holding the HTTP bearer token (16+ characters).")] = None,
-          tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: DICOM TLS and HTTPS (with --tls-key).")] = None,
-          tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
-          tls_ca: Annotated[Path | None, typer.Option(help="PEM CA bundle: DICOM clients must present a certificate it signed.")] = None,
-          max_batch: Annotated[int | None, typer.Option(min=1, help="Largest batch the batcher forms." + default("max_batch"))] = None,
-          max_delay_ms: Annotated[int | None, typer.Option(min=0, help="Longest wait for a batch to fill." + default("max_delay_ms"))] = None,
-          workers: Annotated[int | None, typer.Option(min=1, help="Threads decoding each batch's files." + default("workers"))] = None,
-          forward: Annotated[str | None, typer.Option(help="AE@HOST:PORT of a PACS: each result goes there as a DICOM SR by C-STORE.")] = None,
-          forward_stow: Annotated[str | None, typer.Option(help="Base URL of a DICOMweb service (e.g. http://pacs:8042/dicom-web): each result goes there by STOW-RS.")] = None,
-          max_attempts: Annotated[int | None, typer.Option(min=1, help="Deliveries of a result to one destination before it is dead-lettered (refusals: at once)." + default("max_attempts"))] = None,
-          accept_modality: Annotated[str | None, typer.Option(help="Comma-separated Modality values to accept, e.g. US,MG; * for any (default: what export --modality recorded, else any); others are refused with the rule named.")] = None,
-          accept_sop_class: Annotated[str | None, typer.Option(help="Comma-separated SOP Class UIDs to accept (default: any).")] = None,
-          accept_body_part: Annotated[str | None, typer.Option(help="Comma-separated Body Part Examined values to accept where an instance gives one (default: any).")] = None,
-          min_free: Annotated[str | None, typer.Option(help="Refuse new instances (C-STORE 0xA700, HTTP 507) while the spool's disk has less free space, e.g. 5GB (B/KB/MB/GB/TB).")] = None,
-          keep_days: Annotated[int | None, typer.Option(min=1, help="Delete the pixel files of instances whose results were delivered after this many days (ledger rows stay).")] = None,
-          log_format: Annotated[str | None, typer.Option(help="text | json (one JSON object per line, for log shippers)." + default("log_format"))] = None,
-          audit_log: Annotated[str | None, typer.Option(help="DICOM audit records (PS3.15 A.5, RFC 5424): a file, or udp://HOST:PORT of a syslog collector [default: SPOOL/audit.log].")] = None,
-          reclassify: Annotated[bool | None, typer.Option("--reclassify", help="The spool holds another engine's results: classify everything again and deliver the new results.")] = None,
-          trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help="Refuse an engine not signed by this public key.")] = None) -> None:
+def serve(config: Path | None = None, **given) -> None:
     """A DICOM node on the workstation: the scanner sends (C-STORE or STOW-RS), every acknowledged instance is
-    classified once and kept in a ledger, results go back as DICOM SRs (needs the `serve` extra). Ctrl-C or
-    SIGTERM stops it (exit 130 / 143) with what is pending kept for the next start."""
+    classified once and kept in a ledger, each result becomes one DICOM SR kept in the spool and delivered to
+    every destination (needs the `serve` extra). Ctrl-C or SIGTERM stops it (exit 130 / 143) with what is
+    pending kept for the next start."""
     from dcube_edge.runtimes.serve import Service, logs
     from dcube_edge.runtimes.serve.config import settings
 
-    given = {k: v for k, v in locals().items() if k not in ("config", "settings", "logs", "Service")}
-    given["engine"] = str(engine) if engine else None
-    given["trusted_key"] = [str(k) for k in trusted_key] if trusted_key else None
-    for key in ("spool", "token_file", "tls_cert", "tls_key", "tls_ca"):
-        given[key] = str(given[key]) if given[key] else None
-    engine_dir, opts, trusted = settings(config, given)
+    opts = settings(config, given)
     logs.configure(opts.log_format, verbose=STATE["debug"])
-    service = Service(engine_dir, opts, trusted_keys=trusted or None,
-                      reload=(lambda: settings(config, given)[1]) if config else None)
+    service = Service(opts, reload=(lambda: settings(config, given)) if config else None)
     code = service.run(banner=lambda text: err.print(text, highlight=False, soft_wrap=True))
     STATE["interrupt_reported"] = True  # the stop was reported with what is pending
     raise typer.Exit(code)
+
+
+def parameters() -> list[inspect.Parameter]:
+    """The command line of `serve`, one option per setting (None: not given, so the config file may give it)."""
+    from dcube_edge.runtimes.serve.options import specs
+
+    params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Path | None, typer.Option("--config", help="TOML file with any of these settings (dashes as underscores); the "
+                                  "command line overrides it. SIGHUP re-reads it: a changed retry_for, min_free or "
+                                  "keep_days applies at once, a bad file is refused and the node keeps running.")])]
+    for name, (spec, default) in specs().items():
+        kind = CLI_TYPES.get(spec.kind, str)
+        shown = spec.shown or (default if default not in (None, (), False) else None)
+        text = spec.help + (f" \\[default: {shown}]" if shown is not None else "")
+        if spec.argument:
+            info = typer.Argument(help=text, show_default=False)
+        else:
+            info = typer.Option(spec.option(name), help=text, show_default=False, min=spec.low if spec.kind == "int" else None,
+                                max=spec.high if spec.kind == "int" else None)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[kind | None, info]))
+    return params
+
+
+serve.__signature__ = inspect.Signature(parameters())  # type: ignore[attr-defined]
+serve.__annotations__ = {}
+app.command()(serve)
 
 
 spool_app = typer.Typer(help="Inspect a node's spool and re-queue dead-lettered results (works while it serves).",

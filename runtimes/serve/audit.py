@@ -16,6 +16,7 @@ RFC 5426). What each event is, in the standard's terms (PS3.15 A.5.3):
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 import threading
@@ -124,10 +125,14 @@ class AuditTrail:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                     s.sendto(record.encode(), self.address)
                 return
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(record + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(record + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:  # a full disk: the event it records must not fail with it
+                logging.getLogger("dcube_edge.serve").error("an audit record could not be written to %s (%s)",
+                                                            self.path, e.strerror or e, extra={"event": "audit-failed"})
 
 
 def participant(user: str, address: str, role: str, requestor: bool = False) -> ET.Element:

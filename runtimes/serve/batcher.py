@@ -1,10 +1,14 @@
 """The batcher: one thread classifying pending instances from every association and request in batches of
-up to ``max_batch``, waiting at most ``max_delay_ms`` for a batch to fill."""
+up to ``max_batch``, waiting at most ``max_delay_ms`` for a batch to fill; each result is recorded with its
+decision explained, and the reporter (:mod:`.reports`) makes its SR. A full disk pauses it (nothing is lost: the
+rows stay pending) instead of stopping the node."""
 from __future__ import annotations
 
 import logging
 import time
 from typing import TYPE_CHECKING
+
+from .records import Instance
 
 if TYPE_CHECKING:
     from .node import Node
@@ -18,32 +22,38 @@ class Batcher:
 
     def run(self) -> None:
         """Pending instances (including those a previous run acknowledged but never classified) in batches."""
-        while not self.node.stopping.is_set():
-            rows = self.node.ledger.pending(self.node.opts.max_batch)
-            if len(rows) < self.node.opts.max_batch:
-                with self.node.arrived:
-                    self.node.arrived.wait(self.node.opts.max_delay_ms / 1000 if rows else 0.5)
-                rows = self.node.ledger.pending(self.node.opts.max_batch)
-            if rows:
-                self.classify_rows(rows)
-            self.node.metrics.queue.set(self.node.ledger.counts().get("pending", 0))
+        node = self.node
+        while not node.stopping.is_set():
+            rows = node.ledger.pending(node.opts.max_batch)
+            if len(rows) < node.opts.max_batch:
+                with node.arrived:
+                    node.arrived.wait(node.opts.max_delay_ms / 1000 if rows else 0.5)
+                rows = node.ledger.pending(node.opts.max_batch)
+            if rows and not node.paused_by_disk(lambda rows=rows: self.classify_rows(rows)):
+                node.stopping.wait(5)
+            node.metrics.queue.set(node.ledger.counts().get("pending", 0))
 
-    def classify_rows(self, rows: list[tuple[str, str, float]]) -> None:
+    def classify_rows(self, rows: list[Instance]) -> None:
         node = self.node
         with node.engine_lock:
-            preds = list(node.clf.classify([p for _, p, _ in rows], batch_size=len(rows), workers=node.opts.workers))
-        self.node.metrics.batches.observe(len(rows))
-        results = [(uid, p.label, p.probs, p.error) for (uid, _, _), p in zip(rows, preds)]
+            preds = list(node.clf.classify([r.path for r in rows], batch_size=len(rows), workers=node.opts.workers))
+        node.metrics.batches.observe(len(rows))
+        results = []
+        for row, pred in zip(rows, preds):
+            explained = None if pred.error else node.clf.decision.explain(pred.probs)
+            results.append((row, {"label": pred.label, "probs": pred.probs or None, "error": pred.error,
+                                  "decision": explained}))
         now = time.time()
-        written = set(self.node.ledger.finish(results, self.node.engine_hash, now, self.node.destinations))
-        self.node.metrics.classified.inc(len(written))
-        for (uid, _, received), pred in zip(rows, preds):
-            if uid not in written:
+        written = set(node.ledger.finish(results, node.engine_hash, now))
+        with node.classified:
+            node.classified.notify()
+        node.metrics.classified.inc(len(written))
+        for row, result in results:
+            if row.uid not in written:
                 continue
-            self.node.metrics.latency.observe(max(0.0, now - received))
-            if pred.error:
-                log.warning("not classified: %s", pred.error, extra={"event": "classify-failed", "uid": uid})
-            elif self.node.audit is not None:
-                self.node.audit.produced(self.node.ledger.get(uid)["study_instance_uid"] or "", uid,
-                                         self.node.engine_hash, pred.label)
+            node.metrics.latency.observe(max(0.0, now - row.received))
+            if result["error"]:
+                log.warning("not classified: %s", result["error"], extra={"event": "classify-failed", "uid": row.uid})
+            elif node.audit is not None:
+                node.audit.produced(row.study or "", row.uid, node.engine_hash, result["label"])
         log.info("classified a batch of %d", len(rows), extra={"event": "batch"})

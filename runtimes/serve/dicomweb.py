@@ -18,7 +18,6 @@ from email.parser import BytesParser
 from typing import TYPE_CHECKING
 
 from .intake import UID
-from .sr import sr_uids, structured_report
 
 if TYPE_CHECKING:
     from .node import Node
@@ -96,24 +95,8 @@ class DicomWeb:
 
     # -- QIDO-RS and WADO-RS over the results ------------------------------------------------------------
     def results(self, study: str | None) -> list:
-        """The result SRs (of one study), each built once and kept in ``spool/results/``."""
-        from pydicom import dcmread
-
-        folder = self.node.opts.spool / "results"
-        folder.mkdir(exist_ok=True)
-        out = []
-        for uid, path, label, probs in self.node.ledger.results(study, limit=10_000):
-            _, instance = sr_uids(uid, self.node.engine_hash)
-            cached = folder / f"{instance}.dcm"
-            if not cached.is_file():
-                import json
-
-                sr = structured_report(path, label, json.loads(probs), self.node.clf.manifest, self.node.engine_hash)
-                tmp = cached.with_name(f".{cached.name}.{uuid.uuid4().hex}.partial")
-                sr.save_as(tmp, enforce_file_format=True)
-                tmp.replace(cached)
-            out.append(dcmread(cached))
-        return out
+        """The result SRs (of one study) as the spool keeps them (:mod:`.reports`): the bytes every destination got."""
+        return self.node.reports.of_study(study)
 
     def search(self, environ, found, level: str) -> tuple[str, list, bytes]:
         from urllib.parse import parse_qs

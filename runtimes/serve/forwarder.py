@@ -1,34 +1,38 @@
-"""Results back to the clinic: each result's SR delivered to every configured destination — a PACS by C-STORE
-(``--forward AE@HOST:PORT``), a DICOMweb server by STOW-RS (``--forward-stow URL``, through ``dicomweb-client``).
-One thread per destination, each working through its own delivery rows in the ledger, so a destination that
-is down or refuses never holds up another.
+"""Results back to the clinic: each result's SR — the one kept in the spool, the same bytes every time —
+delivered to every configured destination: a PACS by C-STORE (``--forward AE@HOST:PORT``), a DICOMweb server by
+STOW-RS (``--forward-stow URL``, through ``dicomweb-client``). One thread per destination, each working through
+its own delivery rows in the ledger, so a destination that is down or refuses never holds up another.
 
-Failures are sorted: transient ones (association refused or aborted, a timeout, 0xA7xx out of resources, HTTP
-408/429/5xx, a connection error) are retried with back-off; permanent ones (other failure statuses such as 0xA9xx
-or 0xCxxx, HTTP 4xx, a document that cannot be built) and a transient one past ``max_attempts`` move the delivery
-to ``dead`` with the reason (``dcube-edge spool status``, ``spool retry``)."""
+What an answer means comes from pynetdicom's tables of the Storage Service Class statuses (PS3.4 B.2.3):
+success and warnings are stored; "Refused: Out of Resources" (0xA7xx), HTTP 408/429/5xx, a refused connection
+or a lost association are retried with back-off (1 s … 5 min) for up to ``--retry-for`` (default 72 h) — a
+destination that does not answer raises an alert (a log line, then one every ten minutes; the metric
+``dcube_destination_up`` is 0) and its results wait; past that time they are dead-lettered, and re-queued by
+themselves as soon as it answers again (it is probed while it has such dead letters). Any other failure status or
+HTTP 4xx is a refusal: dead-lettered at once with the reason (``dcube-edge spool status``, ``spool retry``)."""
 from __future__ import annotations
 
-import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
-from .sr import structured_report
+from .ledger import backoff
+from .records import Answer, Delivery, Instance, dimse_answer, status_meaning
+from .reports import Unavailable
 
 if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger("dcube_edge.serve")
+REMIND_S = 600  # while a destination does not answer, the alert is repeated this often
 
 
-class Permanent(Exception):
+class Refused(Exception):
     """A refusal that sending again will not change."""
 
 
-def dicom_status_failure(status: int) -> Exception:
-    """A C-STORE failure status as the exception kind that says whether to try again (PS3.4 B.2.3)."""
-    message = f"destination answered status 0x{status:04X}"
-    return RuntimeError(message) if 0xA700 <= status <= 0xA7FF else Permanent(message)
+class Transient(Exception):
+    """The destination answered that it cannot take it now (e.g. out of resources)."""
 
 
 class Destination:
@@ -43,6 +47,11 @@ class Destination:
     def close(self) -> None:  # noqa: B027
         pass
 
+    def probe(self) -> None:
+        """Raise unless the destination answers."""
+        self.open()
+        self.close()
+
 
 class DicomDestination(Destination):
     """A PACS by C-STORE, one association per batch of results."""
@@ -52,11 +61,12 @@ class DicomDestination(Destination):
         self.title, self.host, self.port, self.calling, self.assoc = title, host, port, calling, None
 
     def open(self) -> None:
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
         from pynetdicom import AE
         from pynetdicom.sop_class import ComprehensiveSRStorage
 
         ae = AE(ae_title=self.calling)
-        ae.add_requested_context(ComprehensiveSRStorage)
+        ae.add_requested_context(ComprehensiveSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         self.assoc = ae.associate(self.host, self.port, ae_title=self.title)
         if not self.assoc.is_established:
             raise ConnectionError(f"association with {self.title}@{self.host}:{self.port} failed")
@@ -65,8 +75,11 @@ class DicomDestination(Destination):
         status = self.assoc.send_c_store(sr)
         if not status or "Status" not in status:
             raise ConnectionError("no response from the destination (association aborted or timed out)")
-        if int(status.Status) not in (0x0000, 0xB000, 0xB007, 0xB006):  # success, or a warning: stored
-            raise dicom_status_failure(int(status.Status))
+        code = int(status.Status)
+        answer = dimse_answer(code)
+        if answer is not Answer.STORED:
+            message = f"destination answered status 0x{code:04X} ({status_meaning(code)})"
+            raise Transient(message) if answer is Answer.TRANSIENT else Refused(message)
 
     def close(self) -> None:
         if self.assoc is not None and self.assoc.is_established:
@@ -91,7 +104,13 @@ class StowDestination(Destination):
         except requests.HTTPError as e:
             code = e.response.status_code if e.response is not None else 0
             message = f"STOW-RS answered HTTP {code}"
-            raise (RuntimeError(message) if code in (408, 429) or code >= 500 else Permanent(message)) from None
+            raise (Transient(message) if code in (408, 429) or code >= 500 else Refused(message)) from None
+
+    def probe(self) -> None:
+        import requests
+
+        if requests.get(self.url, timeout=5).status_code >= 500:
+            raise ConnectionError(f"{self.url} answers with a server error")
 
 
 def destinations(node: Node) -> list[Destination]:
@@ -107,58 +126,112 @@ def destinations(node: Node) -> list[Destination]:
 class Forwarder:
     def __init__(self, node: Node, destination: Destination):
         self.node, self.destination = node, destination
-
-    def document(self, path: str, label: str, probs: str):
-        """The SR of one classified instance (its ledger row's source path, label and probabilities)."""
-        return structured_report(path, label, json.loads(probs), self.node.clf.manifest, self.node.engine_hash)
+        self.started = time.time()
+        self.down_since: float | None = None  # when it stopped answering
+        self.answered = False  # it answered since this node started
+        self.checked = False  # dead letters a previous run gave up were checked for at the start
+        self.failures, self.wake, self.reminded = 0, 0.0, 0.0
+        node.metrics.destination_up.labels(destination.name).set(1)
 
     def run(self) -> None:
-        """Deliver due results until the node stops."""
-        ledger, name = self.node.ledger, self.destination.name
+        """Deliver due results until the node stops (a full disk pauses it)."""
         while not self.node.stopping.is_set():
-            rows = ledger.due(name)
-            if not rows:
-                self.node.stopping.wait(0.5)
-                continue
-            try:
-                self.destination.open()
-            except Exception as e:  # noqa: BLE001 — the destination is unreachable: every row waits and retries
-                for uid, *_ in rows:
-                    self.failed(uid, f"{type(e).__name__}: {e}", permanent=False)
-                continue
-            try:
-                for uid, path, label, probs in rows:
-                    self.deliver(uid, path, label, probs)
-            finally:
-                self.destination.close()
+            if not self.node.paused_by_disk(self.cycle):
+                self.node.stopping.wait(5)
 
-    def deliver(self, uid: str, path: str, label: str, probs: str) -> None:
+    def cycle(self) -> None:
+        ledger, name = self.node.ledger, self.destination.name
+        rows = ledger.due(name) if time.time() >= self.wake else []
+        if not rows:
+            if time.time() >= self.wake and (self.down_since or not self.checked) and ledger.expired(name):
+                self.checked = True
+                self.probe()
+            self.node.stopping.wait(0.5)
+            return
         try:
-            self.destination.send(self.document(path, label, probs))
-        except Permanent as e:
-            self.failed(uid, str(e), permanent=True)
-        except (ConnectionError, TimeoutError, OSError, RuntimeError) as e:
-            self.failed(uid, str(e), permanent=False)
-        except Exception as e:  # noqa: BLE001 — e.g. an SR that cannot be built from this source: sending again won't help
-            self.failed(uid, f"{type(e).__name__}: {e}", permanent=True)
+            self.destination.open()
+        except Exception as e:  # noqa: BLE001 — the destination is unreachable: every row waits and retries
+            self.unreachable(f"{type(e).__name__}: {e}", [r.uid for r in rows])
+            return
+        try:
+            for row in rows:
+                if self.node.stopping.is_set():
+                    break
+                self.deliver(row)
+        finally:
+            self.destination.close()
+
+    def deliver(self, row: Instance) -> None:
+        try:
+            report = self.node.ledger.report(row.report)
+            if report is None:
+                raise Unavailable(f"the result SR {row.report} is not in the ledger")
+            sr = self.node.reports.dataset(report)
+        except Unavailable as e:
+            self.failed(row.uid, str(e), refused=True)
+            return
+        try:
+            self.destination.send(sr)
+        except Refused as e:
+            self.failed(row.uid, str(e), refused=True)
+        except (Transient, ConnectionError, TimeoutError, OSError, RuntimeError) as e:
+            self.failed(row.uid, str(e) or type(e).__name__, refused=False)
         else:
-            self.node.ledger.delivered(uid, self.destination.name)
+            self.node.ledger.delivered(row.uid, self.destination.name)
             self.node.metrics.delivered.labels(self.destination.name).inc()
             if self.node.audit is not None:
-                self.node.audit.delivered(self.destination.name, self.study(uid), uid)
-            log.info("delivered", extra={"event": "forward-delivered", "uid": uid, "destination": self.destination.name})
+                self.node.audit.delivered(self.destination.name, row.study or "", row.uid)
+            log.info("delivered", extra={"event": "forward-delivered", "uid": row.uid,
+                                         "destination": self.destination.name})
+            self.up()
 
-    def study(self, uid: str) -> str:
-        return (self.node.ledger.get(uid) or {}).get("study_instance_uid") or ""
+    def probe(self) -> None:
+        try:
+            self.destination.probe()
+        except Exception as e:  # noqa: BLE001 — still not answering
+            self.unreachable(f"{type(e).__name__}: {e}", [])
+        else:
+            self.up()
 
-    def failed(self, uid: str, error: str, permanent: bool) -> None:
-        status = self.node.ledger.failed(uid, self.destination.name, error, permanent, self.node.opts.max_attempts)
-        if status == "dead":
-            self.node.metrics.dead.labels(self.destination.name).inc()
+    def up(self) -> None:
+        """It answers: the alert ends, and what was given up while it did not answer goes back in the queue."""
+        name = self.destination.name
+        if self.down_since is not None:
+            log.warning("%s answers again after %.0f s", name, time.time() - self.down_since,
+                        extra={"event": "destination-up", "destination": name})
+        if self.down_since is not None or not self.answered:  # this outage's, or (first contact) earlier runs'
+            if n := self.node.ledger.requeue_expired(name, None if self.down_since is not None else self.started):
+                log.warning("re-queued %d result(s) given up while %s did not answer", n, name,
+                            extra={"event": "forward-requeued", "destination": name})
+        self.down_since, self.answered, self.failures, self.wake = None, True, 0, 0.0
+        self.node.metrics.destination_up.labels(name).set(1)
+
+    def unreachable(self, error: str, uids: list[str]) -> None:
+        """It does not answer: the rows tried wait, the alert is raised (and repeated), the next try backs off."""
+        name, now = self.destination.name, time.time()
+        for uid in uids:
+            self.failed(uid, error, refused=False)
+        self.failures += 1
+        self.wake = now + backoff(self.failures)
+        self.node.metrics.destination_up.labels(name).set(0)
+        if self.down_since is None or now - self.reminded >= REMIND_S:
+            self.down_since = self.down_since or now
+            self.reminded = now
+            waiting = self.node.ledger.delivery_counts().get(name, {})
+            log.warning("%s does not answer (%s) since %s: %d result(s) waiting, retried for up to %.3g h, then kept "
+                        "and re-queued when it answers", name, error, time.strftime("%H:%M:%S", time.localtime(
+                            self.down_since)), waiting.get(Delivery.PENDING.value, 0), self.node.opts.retry_for / 3600,
+                        extra={"event": "destination-down", "destination": name})
+
+    def failed(self, uid: str, error: str, refused: bool) -> None:
+        name = self.destination.name
+        state = self.node.ledger.failed(uid, name, error, refused, self.node.opts.retry_for)
+        if state is Delivery.DEAD:
+            self.node.metrics.dead.labels(name).inc()
             if self.node.audit is not None:
-                self.node.audit.delivered(self.destination.name, self.study(uid), uid, error=error)
-            log.warning("dead-lettered: %s", error, extra={"event": "forward-dead", "uid": uid,
-                                                           "destination": self.destination.name})
+                row = self.node.ledger.instance(uid)
+                self.node.audit.delivered(name, (row.study if row else "") or "", uid, error=error)
+            log.warning("dead-lettered: %s", error, extra={"event": "forward-dead", "uid": uid, "destination": name})
         else:
             log.info("delivery failed, will retry: %s", error, extra={"event": "forward-retry", "uid": uid,
-                                                                      "destination": self.destination.name})
+                                                                      "destination": name})

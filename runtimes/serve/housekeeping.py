@@ -1,7 +1,8 @@
-"""What keeps a node healthy for months: the disk guard (free space checked every second; under ``--min-free``
-new instances are refused at the door — C-STORE 0xA700, HTTP 507 — and ``/readyz`` says so, until it is back) and
-retention (``--keep-days N``: pixel files of instances whose results were delivered everywhere, or that had nothing
-to classify, are deleted after N days; their ledger rows stay)."""
+"""What keeps a node healthy for months: the disk guard (free space checked every second; under ``--min-free``,
+or after a write failed for lack of space, new instances are refused at the door — C-STORE 0xA700, HTTP 507 — and
+``/readyz`` says so, until space is back) and retention (``--keep-days N``: pixel files of instances whose result
+SR is kept, or that had nothing to classify, are deleted after N days; the SRs and ledger rows stay, so every
+result can still be retrieved and delivered to a destination added later)."""
 from __future__ import annotations
 
 import logging
@@ -16,13 +17,21 @@ log = logging.getLogger("dcube_edge.serve")
 RETENTION_EVERY_S = 600
 
 
+FULL_CLEARS_AT = 16 << 20  # after a failed write, free space that lets the node take instances again
+
+
 def guard(node: Node) -> None:
-    """Trip and clear ``node.disk_low`` as free space crosses the watermark; a line in the log each time."""
+    """Trip and clear ``node.disk_low`` as free space crosses the watermark, and clear ``node.disk_full`` once
+    space is back after a write failed; a line in the log each time."""
     while not node.stopping.wait(1.0):
+        free = node.free_bytes()
+        if node.disk_full.is_set() and free >= max(node.opts.min_free, FULL_CLEARS_AT):
+            node.disk_full.clear()
+            log.info("free space %.2f GB is back after the disk was full: accepting again", free / 1e9,
+                     extra={"event": "disk-ok"})
         if not node.opts.min_free:
             node.disk_low.clear()
             continue
-        free = node.free_bytes()
         if free < node.opts.min_free and not node.disk_low.is_set():
             node.disk_low.set()
             log.warning("free space %.2f GB is under the %.2f GB watermark: refusing new instances", free / 1e9,
@@ -37,13 +46,14 @@ def retention(node: Node) -> None:
     """A retention pass at start and every ten minutes, while ``keep_days`` is set."""
     while True:
         if node.opts.keep_days:
-            purge(node, node.opts.keep_days)
+            node.paused_by_disk(lambda: purge(node, node.opts.keep_days))
         if node.stopping.wait(RETENTION_EVERY_S):
             return
 
 
 def purge(node: Node, keep_days: int) -> int:
-    """Delete the pixel files of settled instances received more than ``keep_days`` ago; how many."""
+    """Delete the pixel files of settled instances (result SR kept, or nothing to classify) received more than
+    ``keep_days`` ago; how many."""
     removed = 0
     for uid, path in node.ledger.settled_before(time.time() - keep_days * 86400):
         try:

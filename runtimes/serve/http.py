@@ -112,6 +112,7 @@ class HttpApi:
             with self.node.engine_lock:
                 pred = next(iter(self.node.clf.classify([f])))
         out = {"label": pred.label, "probs": pred.probs, "error": pred.error and pred.error.replace(str(f), "the upload"),
+               "decision": None if pred.error else self.node.clf.decision.explain(pred.probs),
                "engine_sha256": self.node.engine_hash}
         return reply(422 if pred.error else 200, out)
 

@@ -8,7 +8,13 @@ DICOM status and the reason, the refused file kept in ``rejected/`` with a ``.tx
   pixel data is refused.
 - A repeated SOP Instance UID with the same pixels (a sender's retry) is acknowledged and changes nothing; with
   other pixels it is refused with Duplicate SOP Instance (0111H, PS3.7 C.5.8) and never overwrites the first.
-- An image that cannot be decoded or used gets 0xC000 (Cannot understand, PS3.4 B.2.3) with the reason."""
+- The same UID and pixels with other demographics (patient or study attributes: a correction at the modality,
+  as IHE's Patient Information Reconciliation makes them without new UIDs) is acknowledged, replaces the held
+  header, and the result gets a corrected SR: a new SR instance that names the one it corrects in its
+  Predecessor Documents Sequence (PS3.3 C.17.2.3), delivered to every destination; logged as a correction.
+- An image that cannot be decoded or used gets 0xC000 (Cannot understand, PS3.4 B.2.3) with the reason.
+- A write that fails for lack of disk space gets 0xA700 (Refused: Out of resources) and closes the door until
+  space is back (:mod:`.housekeeping`); so does a node that is stopping."""
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import atomic_path, write_bytes
+from .disk import is_disk_full
+from .records import State, status_meaning
+from .sr import demographics
 
 if TYPE_CHECKING:
     from .node import Node
@@ -40,12 +49,17 @@ STATUSES = {
     SUCCESS: ("Success", "the instance is written and recorded (queued for classification, recorded as not applicable "
                          "for a non-image SOP class, or already held with the same pixels)"),
     FAILURE_DUPLICATE: ("Duplicate SOP Instance (PS3.7 C.5.8)", "the SOP Instance UID is held with other pixel data; "
-                                                                "the new file is kept in rejected/"),
+                                                                "the new file is kept in rejected/ (the same pixels "
+                                                                "with corrected patient or study attributes are a "
+                                                                "correction: Success, and a corrected result SR)"),
     FAILURE_CANNOT_USE: ("Cannot understand (PS3.4 B.2.3)", "an invalid UID, an image without pixel data, multi-frame, "
                                                             "colour, or pixel data that cannot be decoded; kept in "
                                                             "rejected/ with the reason"),
     REFUSED_OUT_OF_RESOURCES: ("Refused: Out of resources (PS3.4 B.2.3)", "free space on the spool's disk is under "
-                                                                          "--min-free; nothing is written"),
+                                                                          "--min-free (default 1 GB), or a write "
+                                                                          "found the disk full, or the node is "
+                                                                          "stopping; nothing is kept: send it again "
+                                                                          "later"),
     REFUSED_SOP_CLASS: ("Refused: SOP Class not supported (PS3.7 C.5.9)", "the SOP class is not in --accept-sop-class"),
     FAILURE_NOT_ACCEPTED: ("Cannot understand: not accepted", "the Modality or Body Part Examined is not among "
                                                                "--accept-modality / --accept-body-part (defaults: the "
@@ -86,7 +100,19 @@ class Intake:
 
     def store(self, ds, source: str) -> Outcome:
         """Check, write, record ``ds`` (with its file meta) from ``source`` (``AE@address`` or an HTTP caller)."""
-        outcome = self.take(ds, source)
+        uid = str(getattr(ds, "SOPInstanceUID", ""))
+        if not self.node.gate.enter():
+            outcome = Outcome(REFUSED_OUT_OF_RESOURCES, "the node is stopping: send it again later", uid)
+        else:
+            try:
+                outcome = self.take(ds, source)
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                self.node.metrics.rejected.inc()
+                outcome = Outcome(REFUSED_OUT_OF_RESOURCES, self.node.full(f"the disk is full ({e})"), uid)
+            finally:
+                self.node.gate.leave()
         study, sop = str(getattr(ds, "StudyInstanceUID", "")), str(getattr(ds, "SOPClassUID", ""))
         if self.node.audit is not None:
             self.node.audit.received(source, study, sop, outcome.uid, str(getattr(ds, "PatientID", "")),
@@ -95,6 +121,8 @@ class Intake:
                  "status": f"0x{outcome.status:04X}"}
         if outcome.stored:
             log.info("stored" + (f"; {outcome.reason}" if outcome.reason else ""), extra=extra)
+        elif outcome.status == REFUSED_OUT_OF_RESOURCES:
+            log.warning("refused (%s): %s", status_meaning(outcome.status), outcome.reason, extra=extra)
         else:
             log.warning("refused: %s", outcome.reason, extra=extra)
         return outcome
@@ -125,24 +153,32 @@ class Intake:
                 content = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            return self.record(ds, uid, Path(tmp), folder / f"{uid}.dcm", source, content, reason)
+            return self.record(ds, uid, Path(tmp), folder / f"{uid}.dcm", source, content, reason, demographics(ds))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def record(self, ds, uid: str, tmp: Path, target: Path, source: str, content: str, reason: str | None) -> Outcome:
+    def record(self, ds, uid: str, tmp: Path, target: Path, source: str, content: str, reason: str | None,
+               header: str) -> Outcome:
         """Move the written file into place and add its ledger row, unless the UID is held already."""
+        study = str(getattr(ds, "StudyInstanceUID", "")) or None
         with self.node.store_lock:
-            held = self.node.ledger.held(uid)
+            held = self.node.ledger.instance(uid)
             if held is None:
                 os.replace(tmp, target)
-                self.node.ledger.add(uid, target, source, content, not_applicable=reason,
-                                     study=str(getattr(ds, "StudyInstanceUID", "")) or None)
+                self.node.ledger.add(uid, target, source, content, not_applicable=reason, study=study, header=header)
                 self.node.metrics.received.inc()
-            elif (held[1] or self.content_of(Path(held[0]))) != content:
+            elif (held.content or self.content_of(Path(held.path))) != content:
                 # Never overwrite: the first image keeps its file and result, the second is kept in rejected/.
                 return self.reject(ds, "SOP Instance UID already received with other pixel data; send the new image "
                                        "under a new UID", tmp, FAILURE_DUPLICATE)
+            elif (held.header or header_of(Path(held.path))) not in (header, None):
+                what = changed(Path(held.path), ds)
+                os.replace(tmp, target)  # the corrected header is the source of the corrected SR
+                was = self.node.ledger.correct(uid, header, study, source)
+                log.warning("demographics corrected under the same SOP Instance UID and pixels (%s changed): %s", what,
+                            f"a corrected result SR will supersede {held.report}" if was is State.DONE else
+                            "the result SR will carry them", extra={"event": "corrected", "uid": uid, "calling": source})
             # else: a resend of what is held (a sender's retry): acknowledged, nothing changes
         if reason is None:
             self.node.notify_arrival()
@@ -199,3 +235,25 @@ class Intake:
         write_bytes(keep.with_suffix(".txt"), (reason + "\n").encode())
         self.node.metrics.rejected.inc()
         return Outcome(code, reason, uid)
+
+
+def changed(before: Path, ds) -> str:
+    """Which copied attributes a correction changed (names only: the log carries no patient data)."""
+    from pydicom import dcmread
+
+    from .sr import DEMOGRAPHICS
+
+    if not before.is_file():
+        return "patient or study attributes"
+    old = dcmread(before, stop_before_pixels=True)
+    return ", ".join(k for k in DEMOGRAPHICS if str(old.get(k, "")) != str(ds.get(k, ""))) or "attributes"
+
+
+def header_of(path: Path) -> str | None:
+    """The demographics digest of a held file an earlier version recorded none for (None: it is gone)."""
+    from pydicom import dcmread
+
+    try:
+        return demographics(dcmread(path, stop_before_pixels=True))
+    except (OSError, ValueError):
+        return None

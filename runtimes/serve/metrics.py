@@ -17,6 +17,8 @@ class Metrics:
                                  registry=self.registry)
         self.dead = Counter("dcube_results_dead_lettered", "Results a destination refused for good, or after the last "
                             "attempt", ["destination"], registry=self.registry)
+        self.destination_up = Gauge("dcube_destination_up", "1 while the destination answers, 0 while it does not "
+                                    "(its results wait and are retried)", ["destination"], registry=self.registry)
         self.latency = Histogram("dcube_end_to_end_seconds", "Receipt to result", registry=self.registry,
                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 

@@ -1,19 +1,24 @@
 """``dcube-edge serve``: one engine, the spool, the ledger and the node's parts (SCP, batcher, HTTP,
 forwarders, disk guard, retention) in one process. The engine's hash is stored with the spool: another engine
-needs another spool (or ``reclassify``).
+needs another spool (or ``reclassify``); one node holds a spool at a time (its lock).
 
-Start: every check that needs the machine first (:func:`.options.preflight`), then the engine, then the spool;
-"serving" is reported only once both servers listen. Stop (SIGINT or SIGTERM): the DICOM and HTTP servers close
-at once (an association in progress is aborted, so its unacknowledged instance stays with the sender), the batch
-in progress finishes, what is still pending is reported (it is classified at the next start), exit 130 / 143. A
-second signal exits at once. SIGHUP re-reads the ``--config`` file's live settings (watermark, retention,
-attempts)."""
+Start: every check that needs the machine first (:func:`.options.preflight`), the engine, the spool's lock, then
+the ledger (nothing is written to it that is already there, so a node starts on a full disk and says so);
+"serving" is reported only once both servers listen. Stop (SIGINT or SIGTERM): the door closes (no instance is
+taken after it; those being written finish), the DICOM and HTTP servers stop listening, associations in
+progress are aborted (their unacknowledged instances stay with the senders), the batch in progress finishes,
+what is still pending is reported (it is classified at the next start), the audit trail's Application Stop is
+the last record, exit 130 / 143. A second signal exits at once. SIGHUP re-reads the ``--config`` file: a changed
+live setting (``retry_for``, ``min_free``, ``keep_days``) applies, others are named as needing a restart, a file
+that does not read is refused with the reason and the node goes on with the settings it has."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from dcube_edge.errors import UserError
@@ -28,55 +33,68 @@ from .ledger import Ledger
 from .metrics import Metrics
 from .node import Node
 from .options import ServeOptions, preflight
+from .reporter import Reporter
+from .reports import Reports
 from .scp import StorageSCP
+from .spool import hold
 
 log = logging.getLogger("dcube_edge.serve")
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 EX_SOFTWARE = 70  # sysexits.h: a part of the node failed unexpectedly (restart it)
+DRAIN_S = 30  # the longest a stop waits for instances being written and the batch in progress
 
 
 class Service:
     """The engine, the spool, the ledger, the batcher, the DICOM and HTTP servers."""
 
-    def __init__(self, engine_dir: Path, opts: ServeOptions, trusted_keys: list[Path] | None = None,
-                 reload=None):
+    def __init__(self, opts: ServeOptions, reload: Callable[[], ServeOptions] | None = None):
         from .. import load
 
         preflight(opts)
-        clf = load(engine_dir, trusted_keys=trusted_keys)
+        clf = load(opts.engine, trusted_keys=list(opts.trusted_key) or None)
+        self.lock = hold(opts.spool)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
-            opts.accept_modality = tuple((clf.manifest.data.get("input") or {}).get("modalities") or ())
-        engine_hash = sha256(Path(engine_dir) / "manifest.json")
+            opts = dataclasses.replace(opts, accept_modality=tuple((clf.manifest.data.get("input") or {})
+                                                                   .get("modalities") or ()))
+        engine_hash = sha256(Path(opts.engine) / "manifest.json")
         for sub in ("instances", "rejected", "results"):
-            (opts.spool / sub).mkdir(parents=True, exist_ok=True)
+            (opts.spool / sub).mkdir(exist_ok=True)
         for stale in (opts.spool / "instances").glob(".*.partial"):
             stale.unlink()  # a write a kill interrupted: never acknowledged, so the sender still has it
         ledger = Ledger(opts.spool / "ledger.sqlite")
+        self.reset = 0
         recorded = ledger.meta("engine_sha256")
         if recorded and recorded != engine_hash:
             if not opts.reclassify:
                 raise UserError(f"{opts.spool} holds results of another engine (manifest sha256 {recorded[:12]}…); "
                                 "use a new --spool, or pass --reclassify to classify everything again with this one")
-            ledger.reset()
+            self.reset = ledger.reset()
         ledger.meta("engine_sha256", engine_hash)
         self.node = Node(opts, clf, engine_hash, ledger, Metrics(), audit=AuditTrail(opts.audit_target(), opts.ae_title))
+        self.node.reports = Reports(opts.spool / "results", ledger, clf.manifest, engine_hash)
         self.destinations = destinations(self.node)
         self.node.destinations = tuple(d.name for d in self.destinations)
-        ledger.ensure_deliveries(self.node.destinations)
-        self.opts, self.clf, self.ledger, self.engine_dir, self.reload = opts, clf, ledger, Path(engine_dir), reload
+        self.node.paused_by_disk(lambda: ledger.ensure_deliveries(self.node.destinations))
+        self.clf, self.ledger, self.reload = clf, ledger, reload
         self.scp, self.batcher = StorageSCP(self.node), Batcher(self.node)
         self.http = HttpApi(self.node, self.scp.intake)
         self.signal: int | None = None
+
+    @property
+    def opts(self) -> ServeOptions:
+        return self.node.opts
 
     def run(self, banner=print) -> int:
         """Serve until SIGINT or SIGTERM; the exit code (130 or 143)."""
         self.install_signals()
         with self.clf:
-            self.node.audit.application("start", f"engine {self.engine_dir} (manifest sha256 {self.node.engine_hash}) loaded")
+            self.node.audit.application("start", f"engine {self.opts.engine} (manifest sha256 {self.node.engine_hash}) "
+                                                 "loaded")
             dicom = self.scp.start(self.tls_context(client_auth=True) if self.opts.tls else None)
             http = self.http_server()
             part = self.node.supervise
             threads = [part("http", http.serve), part("batcher", self.batcher.run),
+                       part("reporter", Reporter(self.node).run),
                        part("disk guard", housekeeping.guard, self.node),
                        part("retention", housekeeping.retention, self.node),
                        *(part(f"forward {d.name}", Forwarder(self.node, d).run) for d in self.destinations)]
@@ -87,21 +105,35 @@ class Service:
             try:
                 self.node.stopping.wait()
             finally:
-                dicom.shutdown()
-                http.stop()
-                threads[1].join(timeout=30)  # the batch in progress
-                pending = self.ledger.counts().get("pending", 0)
-                waiting = sum(c.get("pending", 0) for c in self.ledger.delivery_counts().values())
-                log.info("stopped: %d instance(s) pending classification and %d delivery(ies) pending, resumed at the "
-                         "next start", pending, waiting, extra={"event": "stopped"})
-                banner(f"stopped: {pending} instance(s) waiting to be classified, {waiting} result delivery(ies) "
-                       f"waiting; both resume at the next start on {self.opts.spool}")
-                if self.node.failed:
-                    banner(f"error: stopped because {self.node.failed} failed; exit {EX_SOFTWARE}: the service "
-                           f"manager restarts the node (systemd: Restart=on-failure) and what was acknowledged resumes")
-                self.node.audit.application("stop", f"stopped because {self.node.failed} failed" if self.node.failed
-                                            else f"stopped by signal {self.signal}")
+                self.stop(dicom, http, threads, banner)
         return EX_SOFTWARE if self.node.failed else EXIT.get(self.signal, 0)
+
+    def stop(self, dicom, http, threads, banner) -> None:
+        """Nothing comes in after the door closes; what is inside finishes; then the report and the last record."""
+        import time
+
+        self.node.stopping.set()
+        deadline = time.monotonic() + DRAIN_S
+        left = self.node.gate.close(timeout=DRAIN_S)
+        dicom.shutdown()
+        associations = list(dicom.active_associations)
+        for assoc in associations:
+            assoc.abort()  # its unacknowledged instance stays with the sender
+        http.stop()
+        for t in [*associations, *threads[1:]]:  # handlers returning, the batch and deliveries in progress
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        counts = self.ledger.counts()
+        pending = counts.get("pending", 0)
+        waiting = sum(c.get("pending", 0) for c in self.ledger.delivery_counts().values())
+        log.info("%d instance(s) pending classification and %d delivery(ies) pending, resumed at the next "
+                 "start", pending, waiting, extra={"event": "stopped"})
+        banner(f"stopped: {pending} instance(s) waiting to be classified, {waiting} result delivery(ies) waiting; both "
+               f"resume at the next start on {self.opts.spool}" + (f" ({left} write(s) still unfinished)" if left else ""))
+        if self.node.failed:
+            banner(f"error: stopped because {self.node.failed} failed; exit {EX_SOFTWARE}: the service manager "
+                   "restarts the node (systemd: Restart=on-failure) and what was acknowledged resumes")
+        self.node.audit.application("stop", f"stopped because {self.node.failed} failed" if self.node.failed
+                                    else f"stopped by signal {self.signal}")
 
     def install_signals(self) -> None:
         def stop(signum, frame) -> None:
@@ -112,15 +144,28 @@ class Service:
 
         for signum in EXIT:
             signal.signal(signum, stop)
-        if self.reload is not None and hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda signum, frame: self.apply(self.reload()))
+        if hasattr(signal, "SIGHUP"):  # never its default action (ending the process)
+            signal.signal(signal.SIGHUP, lambda signum, frame: self.apply())
 
-    def apply(self, fresh: ServeOptions) -> None:
-        """The live settings of a re-read configuration (SIGHUP)."""
-        for key in ("min_free", "keep_days", "max_attempts"):
-            setattr(self.opts, key, getattr(fresh, key))
-        log.info("configuration re-read: min_free %d B, keep_days %s, max_attempts %d", self.opts.min_free,
-                 self.opts.keep_days, self.opts.max_attempts, extra={"event": "reloaded"})
+    def apply(self) -> None:
+        """SIGHUP: the configuration read again. A file that does not read, or holds a bad value, changes nothing
+        (the node keeps running with the settings it has, and says why); a good one's changed live settings apply
+        at once, its other changes are named as needing a restart."""
+        if self.reload is None:
+            log.warning("SIGHUP: nothing to re-read (the node was started without --config)",
+                        extra={"event": "reload-refused"})
+            return
+        try:
+            fresh = self.reload()
+        except Exception as e:  # noqa: BLE001 — whatever the file holds, a reload never takes the node down
+            log.error("configuration not re-read, the node keeps its settings: %s", e if isinstance(e, UserError) else
+                      f"{type(e).__name__}: {e}", extra={"event": "reload-refused"})
+            return
+        live, restart = self.opts.changes(fresh)
+        self.node.opts = dataclasses.replace(self.opts, **live)
+        log.info("configuration re-read: %s%s", ", ".join(f"{k} now {v}" for k, v in live.items()) or "no live change",
+                 f"; {', '.join(restart)} changed: takes effect at the next start" if restart else "",
+                 extra={"event": "reloaded"})
 
     def warm_up(self) -> None:
         """One inference on zero images at the batch shape the batcher forms, then ready."""
@@ -155,15 +200,21 @@ class Service:
     def describe(self) -> str:
         o = self.opts
         scheme = "https" if o.tls else "http"
-        lines = [f"serving {self.engine_dir} ({self.clf.manifest.backend} {self.clf.manifest.precision})",
+        lines = [f"serving {o.engine} ({self.clf.manifest.backend} {self.clf.manifest.precision})",
                  f"  DICOM  {o.ae_title}@{o.host}:{o.dicom_port}" + (" over TLS" if o.tls else "")
                  + (f", calling AE titles {', '.join(o.allow_ae)}" if o.allow_ae else ", any calling AE title")
                  + (", client certificates required" if o.tls_ca else ""),
                  f"  HTTP   {scheme}://{o.host}:{o.http_port} (results, DICOMweb, /readyz, /metrics)",
-                 f"  spool  {o.spool}: " + ", ".join(f"{n} {k}" for k, n in sorted(self.ledger.counts().items())),
+                 f"  spool  {o.spool}: " + (", ".join(f"{n} {k}" for k, n in sorted(self.ledger.counts().items()))
+                                            or "empty"),
                  f"  audit  {o.audit_target()}"]
+        if self.reset:
+            lines.append(f"  reclassifying {self.reset} instance(s) with this engine")
         if self.destinations:
             lines.append("  results to " + ", ".join(d.name for d in self.destinations))
+        if full := self.node.out_of_space():
+            lines.append(f"  DISK   {full}: new instances are refused (C-STORE 0xA700, HTTP 507) until space is freed")
+            log.warning("%s", full, extra={"event": "disk-low"})
         if o.reachable and not o.tls:
             lines.append(f"  WARNING: {o.host} is reachable from the network and nothing is encrypted: pixels, "
                          "results and the token cross it in clear; pass --tls-cert and --tls-key")

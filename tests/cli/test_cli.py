@@ -24,6 +24,9 @@ def test_classify_json_and_bad_file(ort_engine, demo_data, tmp_path):
     res = cli("classify", ort_engine, *good, bad, "--json", "-", check=1)
     out = json.loads(res.stdout)
     assert [p["error"] is None for p in out["predictions"]] == [True, True, False]
+    for p in out["predictions"][:2]:  # each decision explained by what the operating point compared (issue 38)
+        assert p["decision"]["explanation"].startswith(p["label"] + ":") and p["decision"]["rule"] == out["operating_point"]
+        assert max(p["decision"]["compared"], key=p["decision"]["compared"].get) == p["label"]
     assert "not a readable image" in out["predictions"][2]["error"]
     assert out["classes"] == ["benign", "malignant", "normal"] and "Traceback" not in res.stderr
     # the two readable images went through the engine in one call, and that call's time is reported

@@ -77,6 +77,33 @@ def test_balanced_biases_raise_balanced_accuracy_over_argmax_for_three_classes()
     assert ours > balanced_accuracy(labels, logits.argmax(1), 3) + 0.05
 
 
+def test_every_decision_is_explained_by_the_probabilities_its_rule_compared():
+    """Issue 38 item 12: the explanation was cut, and nothing showed why a biased rule called the class with the
+    lowest calibrated probability. For every rule the explanation names the rule in full, the class called is the
+    one the compared probabilities (or the threshold) pick, and those probabilities are given beside the
+    calibrated ones."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1, 2], [150, 30, 20])
+    logits = rng.normal(0, 1, (len(labels), 3)) + 2.0 * np.eye(3)[labels] + np.array([2.0, 0.0, 0.0])
+    classes = ["benign", "malignant", "normal"]
+    decision, calibration = choose(None, None, classes, logits, labels, "val")
+    rule = as_runtime(decision, calibration, classes)
+    probs = rule.probabilities(logits)
+    moved = 0
+    for row, called in zip(probs, rule.decide(probs)):
+        explained = rule.explain(dict(zip(classes, map(float, row))))
+        compared = explained["compared"]
+        assert max(compared, key=compared.get) == classes[called] and explained["explanation"].startswith(classes[called])
+        assert all(f"{c} {b:+.3g}" in explained["explanation"] for c, b in zip(classes, rule.bias))
+        moved += called != row.argmax()
+    assert moved > 0 and all(f"{c} {b:+.4g}" in rule.describe() for c, b in zip(classes, rule.bias))
+    two = as_runtime(*choose("youden", "malignant", CLASSES, *two_class(), "val"), CLASSES)
+    for p in (0.01, 0.99):
+        explained = two.explain({"benign": 1 - p, "malignant": p})
+        assert explained["threshold"] == two.threshold and explained["compared"] == {"malignant": p}
+        assert ("≥" in explained["explanation"]) == (p >= two.threshold)
+
+
 def test_too_few_labelled_images_keep_argmax_and_say_why():
     logits, labels = two_class(n_neg=50, n_pos=MIN_PER_CLASS - 1)
     decision, calibration = choose("youden", None, CLASSES, logits, labels, "the run's validation split")

@@ -54,14 +54,14 @@ def http_status(url: str, data: bytes | None = None, headers: dict | None = None
 
 
 def test_a_refusing_destination_is_dead_lettered_and_the_others_keep_flowing(ort_engine, scans, tmp_path):
-    """One PACS answers 0xA700 (out of resources: transient) to every SR, another stores them: after the attempt
-    limit the first one's deliveries are dead with the status in the reason, the metric counts them, `spool retry`
+    """One PACS answers 0xA700 (out of resources: transient) to every SR, another stores them: after --retry-for
+    the first one's deliveries are dead with the status in the reason, the metric counts them, `spool retry`
     re-queues them, and the second destination got every result meanwhile."""
     refusing, good = free_port(), free_port()
     bad_pacs, good_pacs = Pacs(refusing, status=0xA700, title="FULL"), Pacs(good, title="PACS")
     spool = tmp_path / "spool"
     server = Server(ort_engine, spool, "--forward", f"FULL@127.0.0.1:{refusing}", "--forward-stow",
-                    f"http://127.0.0.1:{free_port()}/nothing-here", "--max-attempts", "2")
+                    f"http://127.0.0.1:{free_port()}/nothing-here", "--retry-for", "2s")
     try:
         assert send(server.dicom, scans) == [0] * len(scans)
         uids = [uid_of(f) for f in scans]
@@ -69,10 +69,11 @@ def test_a_refusing_destination_is_dead_lettered_and_the_others_keep_flowing(ort
         def states() -> dict:
             return {u: {d["destination"].split(":")[0]: d for d in server.result(u)["deliveries"]} for u in uids}
 
-        wait(lambda: all(s["dicom"]["status"] == "dead" and s["stow"]["status"] == "dead" for s in states().values()),
-             60, "dead letters")
+        wait(lambda: all(s.get("dicom", {}).get("status") == "dead" and s.get("stow", {}).get("status") == "dead"
+                         for s in states().values()), 60, "dead letters")
         for s in states().values():
-            assert s["dicom"]["attempts"] == 2 and "0xA700" in s["dicom"]["error"] and "gave up after 2" in s["dicom"]["error"]
+            assert s["dicom"]["attempts"] >= 2 and "0xA700 (Refused: Out of Resources)" in s["dicom"]["error"]
+            assert "gave up after" in s["dicom"]["error"]
         metrics = server.get("/metrics")
         assert f'dcube_results_dead_lettered_total{{destination="dicom:FULL@127.0.0.1:{refusing}"}} {len(scans)}.0' in metrics
         status = subprocess.run([str(EXE), "spool", "status", str(spool), "--json", "-"], capture_output=True, text=True, check=True)
@@ -113,8 +114,9 @@ def test_reclassify_sends_the_new_results_again(ort_engine, tiny_run, scans, tmp
     again = Server(other, spool, "--forward", f"PACS@127.0.0.1:{port}", "--reclassify")
     try:
         wait(lambda: len(pacs.received) == 4, 30, "the reclassified SRs")
-        engines = {str(d.SeriesInstanceUID) for d in pacs.received}
-        assert len(engines) == 4  # SR series derive from source and engine: the new engine's are new documents
+        series = {str(d.SeriesInstanceUID) for d in pacs.received}
+        assert len(series) == 2 and len({str(d.SOPInstanceUID) for d in pacs.received}) == 4  # one series per study
+        # and engine: the new engine's results are new documents in a series of their own
     finally:
         again.stop()
         pacs.stop()
@@ -267,9 +269,9 @@ def test_every_event_is_audited_once_in_the_standard_form(ort_engine, scans, tmp
 
 
 @pytest.mark.parametrize("content, named", [("max_batchh = 4", "unknown key 'max_batchh'"),
-                                            ("dicom_port = 70000", "dicom_port = 70000 must lie in 1..65535"),
-                                            ("allow_ae = [1, 2]", "allow_ae"), ("min_free = \"lots\"", "--min-free"),
-                                            ("log_format = \"xml\"", "--log-format"), ("allow_ae = []", "names no AE title")])
+                                            ("dicom_port = 70000", "dicom_port 70000: must lie in 1..65535"),
+                                            ("allow_ae = [1, 2]", "allow_ae"), ("min_free = \"lots\"", "min_free 'lots'"),
+                                            ("log_format = \"xml\"", "log_format 'xml': choose text or json"), ("allow_ae = []", "names no AE title")])
 def test_a_bad_configuration_file_is_refused_naming_the_key(ort_engine, tmp_path, content, named):
     config = tmp_path / "serve.toml"
     config.write_text(content + "\n")
@@ -280,14 +282,15 @@ def test_a_bad_configuration_file_is_refused_naming_the_key(ort_engine, tmp_path
 
 def test_the_example_configuration_parses_and_the_command_line_wins(tmp_path):
     from dcube_edge.runtimes.serve import config
+    from dcube_edge.runtimes.serve.options import specs
 
     settings = config.read(ROOT / "deploy" / "serve.toml")
     token = tmp_path / "token"
     token.write_text("s3cret-token-for-the-test\n")
-    engine, opts, _ = config.settings(ROOT / "deploy" / "serve.toml", {"token_file": str(token), "http_port": 9999,
-                                                                       "tls_ca": None})
-    assert set(settings) <= set(config.KEYS) and opts.http_port == 9999 and opts.dicom_port == settings["dicom_port"]
-    assert opts.min_free == 5 * 10**9 and opts.allow_ae == tuple(settings["allow_ae"]) and str(engine) == settings["engine"]
+    opts = config.settings(ROOT / "deploy" / "serve.toml", {"token_file": str(token), "http_port": 9999, "tls_ca": None})
+    assert set(settings) <= set(specs()) and opts.http_port == 9999 and opts.dicom_port == settings["dicom_port"]
+    assert opts.min_free == 5 * 10**9 and opts.allow_ae == tuple(settings["allow_ae"]) and str(opts.engine) == settings["engine"]
+    assert opts.retry_for == 72 * 3600 and opts.token == "s3cret-token-for-the-test"
 
 
 def test_the_systemd_unit_verifies_and_the_dockerfile_lints(tmp_path):
@@ -438,16 +441,22 @@ def test_a_failed_ledger_write_is_rolled_back_and_the_next_one_commits(tmp_path)
     """A write that fails inside its transaction (here: a result that cannot be stored) leaves nothing half written
     and does not wedge the node's one connection inside an open transaction."""
     from dcube_edge.runtimes.serve.ledger import Ledger
+    from dcube_edge.runtimes.serve.records import Report
 
     ledger = Ledger(tmp_path / "ledger.sqlite")
     ledger.add("1.2.3", tmp_path / "a.dcm", "MODALITY@127.0.0.1")
     ledger.add("1.2.4", tmp_path / "b.dcm", "MODALITY@127.0.0.1")
+    first, second = ledger.pending(10)
     with pytest.raises(TypeError):  # the second result's probabilities are not JSON: fails after the first row's UPDATE
-        ledger.finish([("1.2.3", "benign", {"benign": 0.9}, None), ("1.2.4", "benign", {"benign": object()}, None)],
-                      "engine", time.time(), ("dicom:PACS",))
+        ledger.finish([(first, {"label": "benign", "probs": {"benign": 0.9}}),
+                       (second, {"label": "benign", "probs": {"benign": object()}})], "engine", time.time())
     assert ledger.counts() == {"pending": 2}  # the first row's result went with the failed transaction
-    assert ledger.finish([("1.2.3", "benign", {"benign": 0.9}, None)], "engine", time.time(), ("dicom:PACS",)) == ["1.2.3"]
-    assert ledger.counts() == {"done": 1, "pending": 1} and ledger.delivery_counts() == {"dicom:PACS": {"pending": 1}}
+    assert ledger.finish([(first, {"label": "benign", "probs": {"benign": 0.9}})], "engine", time.time()) == ["1.2.3"]
+    assert ledger.counts() == {"done": 1, "pending": 1} and ledger.awaiting_report() == [ledger.instance("1.2.3")]
+    report = Report("9.9.1", "1.2.3", "1.2", "1.2.9", 1, 0, str(tmp_path / "sr.dcm"), "0" * 64, time.time(), "engine")
+    assert ledger.attach(report, 0, ("dicom:PACS",)) and not ledger.attach(report, 0, ("dicom:PACS",))
+    assert ledger.delivery_counts() == {"dicom:PACS": {"pending": 1}} and ledger.report("9.9.1") == report
+    assert ledger.instance("1.2.3").report == "9.9.1" and ledger.awaiting_report() == []
     ledger.close()
 
 

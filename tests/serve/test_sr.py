@@ -45,12 +45,17 @@ def source(tmp_path: Path, complete: bool = True) -> Path:
     return path
 
 
-def report(engine: Path, src: Path, out: Path):
-    from dcube_edge.runtimes.serve.sr import structured_report
+def report(engine: Path, src: Path, out: Path, manifest=None, shares=(0.2, 0.7, 0.1)):
+    from dcube_edge.runtimes.decision import Decision
+    from dcube_edge.runtimes.serve.sr import Placement, structured_report
 
-    manifest = runtimes.read(engine)
-    probs = dict(zip(manifest.classes, (0.2, 0.7, 0.1)))
-    sr = structured_report(str(src), "malignant", probs, manifest, "ab" * 32)
+    manifest = manifest or runtimes.read(engine)
+    probs = dict(zip(manifest.classes, shares))
+    decision = Decision.from_manifest(manifest.data)
+    label = manifest.classes[int(decision.decide(np.array([list(probs.values())]))[0])]
+    place = Placement("1.2.3.4", 990, "1.2.3.5", 1)
+    sr = structured_report(pydicom.dcmread(src), {"label": label, "probs": probs, "decision": decision.explain(probs)},
+                           manifest, "ab" * 32, place)
     sr.save_as(out, enforce_file_format=True)
     return pydicom.dcmread(out)
 
@@ -88,6 +93,36 @@ def test_unmapped_classes_fall_back_to_the_private_scheme_and_say_so(ort_engine,
     report(ort_engine, source(tmp_path), tmp_path / "sr.dcm")
     errors, warnings = dciodvfy(tmp_path / "sr.dcm")
     assert errors == [] and warnings and all("99DCUBE" in w for w in warnings)
+
+
+def test_the_decision_is_explained_in_full_beside_the_probabilities_it_compared(coded_engine, tmp_path):
+    """Issue 38 item 12: a three-class engine with per-class biases called "malignant" at P(malignant) 0.24, the
+    lowest of three, and its SR's explanation was cut at 64 characters before the biases. Now the whole rule and
+    the reason are one TEXT item, and each class's group holds the probability the rule compared beside the
+    calibrated one; the class called is the one whose compared probability is highest."""
+    import copy
+
+    manifest = copy.deepcopy(runtimes.read(coded_engine))
+    manifest.data["decision"] = {"rule": "balanced", "bias": [0.0, 0.6, 0.0]}
+    sr = report(coded_engine, source(tmp_path), tmp_path / "sr.dcm", manifest, shares=(0.38, 0.24, 0.38))
+    errors, warnings = dciodvfy(tmp_path / "sr.dcm")
+    assert errors == [] and all("99DCUBE" in w for w in warnings), errors + warnings
+    assert [i.CodingSchemeDesignator for i in sr.CodingSchemeIdentificationSequence] == ["99DCUBE"]
+    groups = [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
+    items = {str(c.ConceptNameCodeSequence[0].CodeValue): c for c in groups[0].ContentSequence}
+    assert items["278201002"].ConceptCodeSequence[0].CodeValue == "21594007"  # Classification: malignant
+    text = items["121106"].TextValue  # Comment: why
+    assert len(text) > 64 and "+0.6" in text and "benign +0" in text and "0.240" in text and "0.380" in text
+    parameters = [c.TextValue for c in groups[0].ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "111002"]
+    assert any(p.endswith("normal +0)") for p in parameters)  # the operating point complete among the parameters
+    compared, calibrated = {}, {}
+    for group in groups[1:]:
+        code = next(c for c in group.ContentSequence if c.ValueType == "CODE").ConceptCodeSequence[0].CodeValue
+        for num in (c for c in group.ContentSequence if c.ValueType == "NUM"):
+            value = float(num.MeasuredValueSequence[0].NumericValue)
+            (compared if "ContentSequence" in num else calibrated)[str(code)] = value
+    assert calibrated == {"30807003": 0.38, "21594007": 0.24, "17621005": 0.38}
+    assert max(compared, key=compared.get) == "21594007" and abs(sum(compared.values()) - 1) < 1e-6
 
 
 def test_class_codes_are_bound_into_the_engine(coded_engine, tmp_path):
