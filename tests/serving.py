@@ -62,11 +62,11 @@ class Server:
             body = r.read()
         return json.loads(body) if path != "/metrics" else body.decode()
 
-    def result(self, uid: str, timeout: float = 60) -> dict:
+    def result(self, uid: str, timeout: float = 60, headers: dict | None = None) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                r = self.get(f"/v1/results/{uid}")
+                r = self.get(f"/v1/results/{uid}", headers=headers)
                 if r["status"] != "pending":
                     return r
             except urllib.error.HTTPError:

@@ -6,6 +6,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from .sr import sr_uids
+
 if TYPE_CHECKING:
     from .node import Node
 
@@ -34,6 +36,7 @@ class Batcher:
             preds = list(node.clf.classify([p for _, p, _ in rows], batch_size=len(rows), workers=node.opts.workers))
         self.node.metrics.batches.observe(len(rows))
         results = [(uid, p.label, p.probs, p.error) for (uid, _, _), p in zip(rows, preds)]
+        self.audit(rows, preds)
         now = time.time()
         written = set(self.node.ledger.finish(results, self.node.engine_hash, now, self.node.destinations))
         self.node.metrics.classified.inc(len(written))
@@ -43,7 +46,16 @@ class Batcher:
             self.node.metrics.latency.observe(max(0.0, now - received))
             if pred.error:
                 log.warning("not classified: %s", pred.error, extra={"event": "classify-failed", "uid": uid})
-            elif self.node.audit is not None:
-                self.node.audit.produced(self.node.ledger.get(uid)["study_instance_uid"] or "", uid,
-                                         self.node.engine_hash, pred.label)
         log.info("classified a batch of %d", len(rows), extra={"event": "batch"})
+
+    def audit(self, rows: list[tuple[str, str, float]], preds: list) -> None:
+        """"Result produced" for each result, written (and synced) before the results are committed: once a
+        forwarder can see a result, its record is on disk, whenever the process is killed. A kill between the
+        two leaves the rows pending; they are classified again at the next start and recorded again."""
+        if self.node.audit is None:
+            return
+        for (uid, _, _), pred in zip(rows, preds):
+            if not pred.error:
+                study = (self.node.ledger.get(uid) or {}).get("study_instance_uid") or ""
+                report = sr_uids(uid, self.node.engine_hash)[1]
+                self.node.audit.produced(study, report, self.node.engine_hash, pred.label, source=uid)

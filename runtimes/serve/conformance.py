@@ -3,9 +3,10 @@ uses: the SCP's presentation contexts and transfer syntaxes, the statuses the in
 and concept names, the DICOMweb resources. ``docs/conformance.md`` is this output; a test keeps the two equal."""
 from __future__ import annotations
 
-from .dicomweb import INSTANCE_LEVEL, SERIES_LEVEL, STUDY_LEVEL
+from .http import HTTP_THREADS, MAX_HEADER, TIMEOUT_S
 from .intake import STATUSES
 from .options import ServeOptions
+from .qido import INSTANCE, MAX_RESULTS, SERIES, STUDY
 from .scp import MAX_ASSOCIATIONS, kind
 from .sr import CONCEPTS, PRIVATE_SCHEME
 
@@ -60,18 +61,52 @@ def statement() -> str:
               "| content | concept name | value |", "|---|---|---|"]
     lines += [f"| {what} | {name} | {value} |" for what, name, value in CONCEPTS]
     lines += ["", f"A class the export left without `--class-codes` is coded in the private scheme `{PRIVATE_SCHEME}`.",
-              "", "## 6. DICOMweb (PS3.18)", "",
-              "| service | resource | media type |", "|---|---|---|",
-              "| STOW-RS | `POST /dicomweb/studies`, `POST /dicomweb/studies/{study}` | in: `multipart/related; "
-              "type=\"application/dicom\"`; out: `application/dicom+json` (200 all stored, 202 some failed, 409 none) |",
-              "| QIDO-RS | `GET /dicomweb/studies`, `…/studies/{study}/series`, `…/studies/{study}[/series/{series}]/instances` "
-              "| `application/dicom+json` |",
-              "| WADO-RS | `GET /dicomweb/studies/{study}[/series/{series}[/instances/{instance}]]` | `multipart/related; "
-              "type=\"application/dicom\"` |", "",
-              f"QIDO-RS returns, per study: {', '.join(STUDY_LEVEL)}; per series: {', '.join(SERIES_LEVEL)}; per "
-              f"instance: {', '.join(INSTANCE_LEVEL)} (with RetrieveURL). Matching: exact, on those attributes; "
-              "`limit` and `offset` page. A bearer token is required where one is configured.", ""]
+              ""]
+    lines += dicomweb()
     return "\n".join(lines)
+
+
+def dicomweb() -> list[str]:
+    """Section 6: the DICOMweb resources, matching, content negotiation and the HTTP server's limits."""
+    return ["## 6. DICOMweb (PS3.18)", "",
+            "| service | resource | media types (first: the default) |", "|---|---|---|",
+            "| STOW-RS (10.5) | `POST /dicomweb/studies`, `POST /dicomweb/studies/{study}`; Content-Length or "
+            "`Transfer-Encoding: chunked` | in: `multipart/related; type=\"application/dicom\"`; out: "
+            "`application/dicom+json`, `application/json` (200 all stored, 202 some failed, 409 none) |",
+            "| QIDO-RS (10.6) | `GET /dicomweb/studies`, `/series`, `/instances`, `…/studies/{study}/series`, "
+            "`…/studies/{study}/instances`, `…/studies/{study}/series/{series}/instances` | `application/dicom+json`, "
+            "`application/json`; 204 when nothing matches |",
+            "| WADO-RS (10.4) | `GET /dicomweb/studies/{study}[/series/{series}[/instances/{instance}]]` | "
+            "`multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1` (as stored) |",
+            "| WADO-RS metadata | the same resources + `/metadata` | `application/dicom+json`, `application/json` |", "",
+            "- **Content negotiation** (PS3.18 8.7): the `Accept` header field, or the `accept` query parameter in its "
+            "place (8.3.3.1), with `q` weights and `*` ranges; no acceptable representation is 406 Not Acceptable "
+            "naming those the resource has (e.g. `text/html`, `application/dicom+json` on an instance, another "
+            "transfer syntax, `multipart/related; type=\"application/dicom+xml\"`: XML is not produced).",
+            "- **Matching** (PS3.18 8.3.4.1 after PS3.4 C.2.2.2) on any attribute the results hold, at any level "
+            "(relational), and on Modalities in Study: Universal (empty value, `*`), Single Value, List of UID (`,` or "
+            "`\\`), Range for DA/TM/DT (`A-B`, `A-`, `-B`; a partial time names its span), Wild Card (`*`, `?`) for "
+            "AE, CS, LO, LT, PN, SH, ST, UC, UR, UT; PN case-insensitive, against the whole name and each component "
+            "group; IS, DS and binary numbers compared as numbers; a `\\` list matches any of its values; sequence "
+            "attributes by path (`00400275.00401001`); `emptyvaluematching=true` (8.3.4.5) lets empty values match. "
+            "DT ranges ignore UTC offsets.",
+            "- Attributes that cannot be matched (a sequence without a path, binary VRs, the Number of … counts) are "
+            "ignored and named in `Warning: 299 dcube-edge \"…\"`; `fuzzymatching=true` is answered with literal "
+            "matching and a Warning (8.3.4.2); `multiplevaluematching=true` with a Warning. A name that is no PS3.6 "
+            "keyword or tag, a malformed date, time or number, a repeated attribute or a bad `limit`/`offset` is 400 "
+            "with the reason.",
+            f"- Returned per study: {', '.join(STUDY)}; per series: {', '.join(SERIES)}; per instance: "
+            f"{', '.join(INSTANCE)} — where the results hold them — plus the levels above when the path does not "
+            "fix them, the matching keys, `includefield` attributes (keywords or tags; `all`: every attribute "
+            "but sequences), and an absolute Retrieve URL (0008,1190) of the row's own study, series or instance "
+            "(PS3.18 10.6.3).",
+            f"- `limit` and `offset` page (8.3.4.4); at most {MAX_RESULTS} rows per response, a Warning says how many "
+            "more there are.",
+            "- A bearer token is required where one is configured; a 401 carries `WWW-Authenticate: Bearer` "
+            "(RFC 6750 3).",
+            f"- HTTP server (cheroot): {HTTP_THREADS} worker threads, {TIMEOUT_S} s per socket read, headers up to "
+            f"{MAX_HEADER // 1024} KiB; a client trickling its headers holds one worker until it stops sending for "
+            f"{TIMEOUT_S} s.", ""]
 
 
 if __name__ == "__main__":
