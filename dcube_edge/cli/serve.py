@@ -25,6 +25,7 @@ def serve(engine: Annotated[Path | None, typer.Argument(help="Engine directory t
           dicom_port: Annotated[int | None, typer.Option(min=1, max=65535, help="DICOM (C-STORE/C-ECHO) port." + default("dicom_port"))] = None,
           ae_title: Annotated[str | None, typer.Option(help="This node's AE title." + default("ae_title"))] = None,
           allow_ae: Annotated[str | None, typer.Option(help="Comma-separated calling AE titles to accept (default: any; an empty list is refused).")] = None,
+          any_called_ae: Annotated[bool | None, typer.Option("--any-called-ae", help="Accept associations addressed to any called AE title (default: only --ae-title; others are rejected, PS3.8 reason 7).")] = None,
           http_port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port (results, DICOMweb, /healthz, /readyz, /metrics)." + default("http_port"))] = None,
           token_file: Annotated[Path | None, typer.Option(help="File holding the HTTP bearer token (16+ characters).")] = None,
           tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: DICOM TLS and HTTPS (with --tls-key).")] = None,

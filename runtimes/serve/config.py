@@ -17,7 +17,7 @@ KEYS: dict[str, type] = {
     "token_file": str, "max_batch": int, "max_delay_ms": int, "workers": int, "forward": str, "forward_stow": str,
     "max_attempts": int, "reclassify": bool, "trusted_key": list, "tls_cert": str, "tls_key": str, "tls_ca": str,
     "accept_modality": list, "accept_sop_class": list, "accept_body_part": list, "min_free": str, "keep_days": int,
-    "log_format": str, "audit_log": str}
+    "log_format": str, "audit_log": str, "any_called_ae": bool}
 RANGES = {"dicom_port": (1, 65535), "http_port": (1, 65535), "max_batch": (1, 4096), "max_delay_ms": (0, 60_000),
           "workers": (1, 256), "max_attempts": (1, 10**6), "keep_days": (1, 36_500)}
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B)?\s*$", re.IGNORECASE)

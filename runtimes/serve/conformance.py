@@ -35,8 +35,15 @@ def statement() -> str:
              "- is a **DICOMweb origin server** on its HTTP port (`--http-port`, default "
              f"{defaults.http_port}): STOW-RS in, QIDO-RS and WADO-RS over its results.", "",
              "## 2. Association policies", "",
-             f"- At most {MAX_ASSOCIATIONS} concurrent associations; the calling AE title must be in `--allow-ae` where "
-             "given (required on a non-loopback `--host`); other callers are rejected at association.",
+             f"- At most {MAX_ASSOCIATIONS} concurrent associations (more: A-ASSOCIATE-RJ, transient, local limit "
+             "exceeded).",
+             "- The called AE title must be the node's (`--ae-title`), else A-ASSOCIATE-RJ rejected-permanent, source "
+             "service-user, reason 7 \"called-AE-title-not-recognized\" (PS3.8 7.1.1.9, 9.3.4); `--any-called-ae` accepts any.",
+             "- The calling AE title must be in `--allow-ae` where given (required on a non-loopback `--host`), else "
+             "A-ASSOCIATE-RJ reason 3 \"calling-AE-title-not-recognized\".",
+             "- With `--tls-cert` associations are over TLS (PS3.15 B.1, TLS 1.2 or later); with `--tls-ca` the client "
+             "must present a certificate that CA signed. A refused handshake closes the connection.",
+             "- Every refusal is logged and audited (Security Alert, Node Authentication; PS3.15 A.5.3.11).",
              "- Presentation contexts: where a requester proposes several transfer syntaxes in one context the first of "
              "the list below that it offers is accepted: lossless compressed, then uncompressed, then lossy.", "",
              "## 3. Storage SCP", "", "### SOP classes", "",

@@ -17,6 +17,7 @@ class ServeOptions:
     http_port: int = 8080
     ae_title: str = "DCUBE"
     allow_ae: tuple[str, ...] = ()
+    any_called_ae: bool = False  # accept associations addressed to any called AE title, not only ae_title
     token: str | None = None
     max_batch: int = 16
     max_delay_ms: int = 50
