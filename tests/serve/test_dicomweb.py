@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("dicomweb_client", reason="DICOMweb tests need dicomweb-client (the `serve` extra)")
 pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdicom)")
 
-from serving import STUDY, Server, decision_of, dicom_of, source_of  # noqa: E402
+from serving import STUDY, Orthanc, Server, decision_of, dicom_of, source_of  # noqa: E402
 
 
 @pytest.fixture()
@@ -103,51 +103,6 @@ def test_kill_9_during_stow_rs_loses_nothing_acknowledged(ort_engine, demo_data,
             assert again.result(uid)["status"] == "done"
     finally:
         again.stop()
-
-
-class Orthanc:
-    """A real PACS on loopback: Debian's Orthanc with its DICOMweb plugin, in a folder of its own."""
-
-    PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-
-    def __init__(self, folder: Path):
-        import json
-        import shutil
-        import subprocess
-        import urllib.request
-
-        from serving import free_port
-
-        binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-        if not Path(binary).exists() or not self.PLUGIN.exists():
-            pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian packages orthanc, orthanc-dicomweb)")
-        self.http, self.dicom = free_port(), free_port()
-        folder.mkdir(parents=True)
-        config = {"Name": "dcube-test-pacs", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-                  "HttpPort": self.http, "DicomPort": self.dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-                  "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "Plugins": [str(self.PLUGIN)],
-                  "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-        (folder / "orthanc.json").write_text(json.dumps(config))
-        self.log = open(folder / "orthanc.log", "w")  # noqa: SIM115 — closed in stop()
-        self.proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.http}/system", timeout=2).read()
-                return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("Orthanc did not come up")
-
-    @property
-    def dicomweb(self) -> str:
-        return f"http://127.0.0.1:{self.http}/dicom-web"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
 
 
 def test_modality_to_node_to_orthanc_by_c_store_and_stow_rs(ort_engine, scans, tmp_path):
