@@ -9,6 +9,7 @@ from .options import ServeOptions
 from .qido import INSTANCE, MAX_RESULTS, SERIES, STUDY
 from .scp import MAX_ASSOCIATIONS, kind
 from .sr import CONCEPTS, PRIVATE_SCHEME
+from .tls import HANDSHAKE_S
 
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
 
@@ -42,7 +43,8 @@ def statement() -> str:
              "- The calling AE title must be in `--allow-ae` where given (required on a non-loopback `--host`), else "
              "A-ASSOCIATE-RJ reason 3 \"calling-AE-title-not-recognized\".",
              "- With `--tls-cert` associations are over TLS (PS3.15 B.1, TLS 1.2 or later); with `--tls-ca` the client "
-             "must present a certificate that CA signed. A refused handshake closes the connection.",
+             f"must present a certificate that CA signed. A handshake may take at most {HANDSHAKE_S} s; a refused one "
+             "closes the connection.",
              "- Every refusal is logged and audited (Security Alert, Node Authentication; PS3.15 A.5.3.11).",
              "- Presentation contexts: where a requester proposes several transfer syntaxes in one context the first of "
              "the list below that it offers is accepted: lossless compressed, then uncompressed, then lossy.", "",
@@ -113,7 +115,8 @@ def dicomweb() -> list[str]:
             "(RFC 6750 3).",
             f"- HTTP server (cheroot): {HTTP_THREADS} worker threads, {TIMEOUT_S} s per socket read, headers up to "
             f"{MAX_HEADER // 1024} KiB; a client trickling its headers holds one worker until it stops sending for "
-            f"{TIMEOUT_S} s.", ""]
+            f"{TIMEOUT_S} s; over HTTPS a handshake may take at most {HANDSHAKE_S} s (cheroot runs it in its accepting "
+            "thread).", ""]
 
 
 if __name__ == "__main__":

@@ -107,9 +107,12 @@ def test_http_events_are_audited_with_the_outcome_answered(ort_engine, demo_data
     assert roles == {"true": "110153", "false": "110152"}  # the caller issued it (Source), the node answers
 
 
-def test_tls_refusals_of_https_and_dicom_are_audited(ort_engine, tmp_path):
+def test_tls_refusals_of_https_and_dicom_are_audited_and_a_silent_peer_holds_nobody_off(ort_engine, tmp_path):
     """Issue 38 item 17: a DICOM client without a certificate, and plain HTTP on the HTTPS port, were refused
-    without a trace in the audit trail."""
+    without a trace in the audit trail. Beside it (found on the way): a peer that opened the DICOM TLS port and sent
+    nothing held every other DICOM TLS client off for good (the handshake runs in pynetdicom's accepting thread,
+    on a socket without timeout); now the handshake is bounded and the silent peer's refusal audited."""
+    import socket
     import ssl
 
     from pynetdicom import AE, StoragePresentationContexts
@@ -120,21 +123,37 @@ def test_tls_refusals_of_https_and_dicom_are_audited(ort_engine, tmp_path):
     trust = ssl.create_default_context(cafile=str(pki["ca"]))
     server = Server(ort_engine, spool, "--tls-cert", str(pki["server"]), "--tls-key", str(pki["server_key"]),
                     "--tls-ca", str(pki["ca"]), scheme="https", context=trust)
-    try:
+
+    def associate(with_certificate: bool, outcome: list) -> None:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki["ca"]))
         context.check_hostname = False
+        if with_certificate:
+            context.load_cert_chain(pki["client"], pki["client_key"])
         ae = AE(ae_title="SCANNER")
         ae.requested_contexts = StoragePresentationContexts[:10]
         assoc = ae.associate("127.0.0.1", server.dicom, ae_title="DCUBE", tls_args=(context, None))
-        assert not assoc.is_established  # no client certificate
+        outcome.append(assoc.is_established)
+        if assoc.is_established:
+            assoc.release()
+
+    silent = socket.create_connection(("127.0.0.1", server.dicom))  # connects, never says a word
+    try:
+        for with_certificate in (True, False):
+            outcome: list = []
+            worker = threading.Thread(target=associate, args=(with_certificate, outcome), daemon=True)
+            worker.start()
+            worker.join(30)
+            assert outcome == [with_certificate], "a TLS association was held off (or its certificate ignored)"
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(f"http://127.0.0.1:{server.http}/healthz", timeout=10).read()
         time.sleep(1)  # the refusals are recorded by the servers' own threads
     finally:
+        silent.close()
         server.stop()
     alerts = [m for m in records(spool / "audit.log") if event(m)[0] == "Security Alert"]
     described = [m.findtext("EventIdentification/EventOutcomeDescription") for m in alerts]
-    assert len(alerts) >= 2 and all(event(m)[2] == "4" and "TLS handshake refused" in d for m, d in zip(alerts, described))
+    assert len(alerts) == 3 and all(event(m)[2] == "4" and "TLS handshake refused" in d for m, d in zip(alerts, described))
+    assert any("timed out" in d for d in described)  # the silent peer
     assert any("CERTIFICATE" in d.upper() for d in described) and any("HTTP" in d.upper() for d in described)
 
 
