@@ -114,7 +114,7 @@ class DicomWeb:
         except QueryError as e:
             return error("400 Bad Request", str(e), query=True)
         answer = qido.search(self.results(scope.get("study")), query, wsgi.base_url(environ, "/dicomweb"))
-        headers = [("Warning", f'299 dcube-edge "{w}"') for w in answer.warnings]
+        headers = [wsgi.warning(w) for w in answer.warnings]
         if not answer.rows:
             return Reply("204 No Content", headers, b"", query=True)
         body = json.dumps([r.to_json_dict() for r in answer.rows]).encode()

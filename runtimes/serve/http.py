@@ -185,7 +185,7 @@ def build_server(node: Node, app, ssl_context=None):
     server = cheroot_wsgi.Server((opts.host, opts.http_port), app, numthreads=HTTP_THREADS, server_name="dcube-edge",
                                  timeout=TIMEOUT_S, request_queue_size=BACKLOG)
     server.max_request_header_size = MAX_HEADER
-    server.max_request_body_size = 1 << 30  # the largest STOW-RS request; each route checks its own
+    server.max_request_body_size = (1 << 30) + (1 << 20)  # a backstop: each route checks its own limit first
     if ssl_context is not None:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 

@@ -49,7 +49,7 @@ def store(intake, environ, study: str | None) -> tuple[str, list, bytes]:
     if failed:
         response.FailedSOPSequence = [sop(c, i, FailureReason=code) for c, i, code, _ in failed]
     status = "200 OK" if not failed else "202 Accepted" if stored else "409 Conflict"
-    headers = [("Warning", f'299 dcube-edge "{w[:200]}"'.replace("\n", " ")) for w in warnings]
+    headers = [wsgi.warning(w) for w in warnings]
     return status, [("Content-Type", answer_as.media), *headers], json.dumps(response.to_json_dict()).encode()
 
 

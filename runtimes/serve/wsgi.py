@@ -26,10 +26,13 @@ def body(environ, limit: int, hint: str) -> bytes:
     stream = environ["wsgi.input"]
     if chunked(environ):
         data = bytearray()
-        while block := stream.read(min(READ_BLOCK, limit + 1 - len(data))):
-            data += block
-            if len(data) > limit:
-                raise BodyError("413 Payload Too Large", f"the body is over {limit} bytes; {hint}")
+        try:
+            while block := stream.read(min(READ_BLOCK, limit + 1 - len(data))):
+                data += block
+                if len(data) > limit:
+                    raise BodyError("413 Payload Too Large", f"the body is over {limit} bytes; {hint}")
+        except (ValueError, OSError) as e:  # cheroot's decoder: a malformed chunk size or delimiter
+            raise BodyError("400 Bad Request", f"the chunked body is malformed ({e})") from None
         data = bytes(data)
     else:
         try:
@@ -42,6 +45,14 @@ def body(environ, limit: int, hint: str) -> bytes:
     if not data:
         raise BodyError("400 Bad Request", f"the request has no body: {hint}")
     return data
+
+
+def warning(text: str) -> tuple[str, str]:
+    """A ``Warning`` header field as PS3.18 uses it (RFC 7234 5.5: code 299, the agent, a quoted text) carrying
+    ``text``: quotes and backslashes escaped, non-ASCII replaced (header values are Latin-1), at most 300
+    characters."""
+    text = " ".join(text.split())[:300].replace("\\", "\\\\").replace('"', '\\"')
+    return "Warning", '299 dcube-edge "' + text.encode("ascii", "replace").decode() + '"'
 
 
 def accept(environ, params: list[tuple[str, str]] | None = None) -> str | None:

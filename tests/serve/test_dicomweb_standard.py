@@ -188,6 +188,14 @@ def test_stow_rs_sent_chunked_is_stored_and_a_401_names_the_scheme(ort_engine, d
         stored = json.loads(response.read())
         assert response.status == 200, stored
         assert stored["00081199"]["Value"][0]["00081155"]["Value"][0] == str(datasets[0].SOPInstanceUID)
+        connection = http.client.HTTPConnection("127.0.0.1", server.http, timeout=30)
+        connection.putrequest("POST", "/dicomweb/studies")
+        for name, value in {**AUTH, "Content-Type": kind, "Transfer-Encoding": "chunked"}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        connection.send(b"zz\r\n" + body[:100] + b"\r\n0\r\n\r\n")  # a chunk size that is no hex number
+        response = connection.getresponse()
+        assert response.status == 400 and "chunked body is malformed" in json.loads(response.read())["error"]
         web = DICOMwebClient(url=f"http://127.0.0.1:{server.http}/dicomweb", headers=AUTH, chunk_size=2048)
         web.store_instances(datasets[1:])  # over chunk_size: dicomweb-client streams it chunked
         ready(server, datasets, AUTH)

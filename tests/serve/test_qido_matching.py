@@ -150,3 +150,11 @@ def test_accept_prefers_by_weight_and_honours_explicit_refusals():
     assert choose("application/json, application/dicom+json;q=0.5", offers).media == "application/json"
     assert choose("application/*, application/dicom+json;q=0", offers).media == "application/json"
     assert choose('multipart/related; type="application/dicom+xml"', offers) is None
+
+
+def test_a_warning_header_is_one_quoted_latin_1_string():
+    from dcube_edge.runtimes.serve.wsgi import warning
+
+    name, value = warning('instance 1.2.3: modality "CT" not accepted \\ for 山田\nsecond line')
+    assert name == "Warning" and value.startswith('299 dcube-edge "') and value.endswith('"')
+    assert value.isascii() and "\n" not in value and '\\"CT\\"' in value
