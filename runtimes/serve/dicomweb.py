@@ -52,7 +52,7 @@ def error(status: str, message: str, **audit) -> Reply:
 def resolve(path: str) -> tuple[str, str | None, dict[str, str]] | None:
     """(action, search level, {study, series, instance}) of a path under /dicomweb; None if it names no resource
     this node serves. Actions: search, retrieve, metadata, store."""
-    parts = path.split("/")[2:]
+    parts = path.rstrip("/").split("/")[2:]  # a trailing slash names the same resource
     if len(parts) == 1 and parts[0] in LEVELS:
         return "search", parts[0], {}
     scope: dict[str, str] = {}

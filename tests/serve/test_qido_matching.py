@@ -158,3 +158,17 @@ def test_a_warning_header_is_one_quoted_latin_1_string():
     name, value = warning('instance 1.2.3: modality "CT" not accepted \\ for 山田\nsecond line')
     assert name == "Warning" and value.startswith('299 dcube-edge "') and value.endswith('"')
     assert value.isascii() and "\n" not in value and '\\"CT\\"' in value
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/dicomweb/studies", ("search", "studies", {})), ("/dicomweb/series/", ("search", "series", {})),
+    ("/dicomweb/studies/1.2/instances", ("search", "instances", {"study": "1.2"})),
+    ("/dicomweb/studies/1.2/series/3.4/instances", ("search", "instances", {"study": "1.2", "series": "3.4"})),
+    ("/dicomweb/studies/1.2/series/3.4/instances/5.6", ("retrieve", None, {"study": "1.2", "series": "3.4", "instance": "5.6"})),
+    ("/dicomweb/studies/1.2/series/3.4/metadata", ("metadata", None, {"study": "1.2", "series": "3.4"})),
+    ("/dicomweb/studies/1.2/instances/5.6", None), ("/dicomweb/studies/1.2/rendered", None), ("/dicomweb/workitems", None),
+])
+def test_the_studies_service_resources(path, expected):
+    from dcube_edge.runtimes.serve.dicomweb import resolve
+
+    assert resolve(path) == expected
