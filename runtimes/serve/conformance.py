@@ -106,8 +106,9 @@ def dicomweb() -> list[str]:
             "with the reason.",
             f"- Returned per study: {', '.join(STUDY)}; per series: {', '.join(SERIES)}; per instance: "
             f"{', '.join(INSTANCE)} — where the results hold them — plus the levels above when the path does not "
-            "fix them, the matching keys, `includefield` attributes (keywords or tags; `all`: every attribute "
-            "but sequences), and an absolute Retrieve URL (0008,1190) of the row's own study, series or instance "
+            "fix them, the matching keys, `includefield` attributes (keywords or tags; `all`: every attribute of "
+            "the level the results hold — patient, General Study, General Series and Equipment for studies and series "
+            "— sequences excepted), and an absolute Retrieve URL (0008,1190) of the row's own study, series or instance "
             "(PS3.18 10.6.3).",
             f"- `limit` and `offset` page (8.3.4.4); at most {MAX_RESULTS} rows per response, a Warning says how many "
             "more there are.",

@@ -32,6 +32,12 @@ INSTANCE = ("SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "TimezoneOf
             "Rows", "Columns", "BitsAllocated", "NumberOfFrames")
 RETURNED = {"studies": STUDY, "series": ("StudyInstanceUID", *SERIES),
             "instances": ("StudyInstanceUID", "SeriesInstanceUID", *INSTANCE)}
+# What ``includefield=all`` adds at the study and series levels, beside the patient's attributes (group 0010):
+# the attributes of the General Study and General Series / Equipment modules (PS3.3 C.7.2.1, C.7.3.1, C.7.5.1).
+STUDY_ALL = {"StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyID", "StudyDescription",
+             "StudyInstanceUID"}
+SERIES_ALL = {"Modality", "SeriesDate", "SeriesTime", "SeriesDescription", "SeriesNumber", "SeriesInstanceUID",
+              "Manufacturer", "ManufacturerModelName", "StationName", "SoftwareVersions", "InstitutionName"}
 COUNTS = {"NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances"}
 KEY = {"studies": ("StudyInstanceUID",), "series": ("StudyInstanceUID", "SeriesInstanceUID"),
        "instances": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
@@ -158,6 +164,12 @@ def derived(results: list) -> dict:
     return computed
 
 
+def at_level(keyword: str, group: int, level: str) -> bool:
+    """Whether an attribute belongs to the level of a search (for ``includefield=all``)."""
+    study = group == 0x0010 or keyword in STUDY_ALL
+    return level == "instances" or study or (level == "series" and keyword in SERIES_ALL)
+
+
 def row(ds, computed: dict, query: Query, base_url: str):
     """One response item: the level's attributes (and those of the levels above where the query is not scoped
     to them), the matching keys, the included fields, the counts and the Retrieve URL."""
@@ -174,7 +186,8 @@ def row(ds, computed: dict, query: Query, base_url: str):
         tags |= {tag_for_keyword(k) for k in SERIES}
     tags |= {attr.path[0] for attr, _ in query.keys}
     if query.include is None:
-        tags |= {e.tag for e in ds if e.VR != "SQ" and e.tag.group != 0x0002}
+        tags |= {e.tag for e in ds if e.VR != "SQ" and e.tag.group != 0x0002 and at_level(e.keyword, e.tag.group,
+                                                                                           query.level)}
     else:
         tags |= query.include
     for tag in sorted(tags):

@@ -126,6 +126,8 @@ def test_search_levels_counts_paging_and_retrieve_urls():
     assert "ContentDate" not in row
     assert "ContentDate" in qido.search(results(), query([("includefield", "ContentDate")], "instances"), base).rows[0]
     assert "ContentDate" in qido.search(results(), query([("includefield", "all")], "instances"), base).rows[0]
+    every_study_attribute = qido.search(results(), query([("includefield", "all")]), base).rows[0]
+    assert "PatientID" in every_study_attribute and "ContentDate" not in every_study_attribute  # not a study's
     relational = qido.search(results(), query([("SOPInstanceUID", "1.2.2.1.0")]), base).rows
     assert [str(r.StudyInstanceUID) for r in relational] == ["1.2.2"]
 
