@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..files import dumps
 from . import wsgi
+from .audit import SR_STORAGE
 from .dicomweb import DicomWeb, Reply
 from .intake import UID
 from .sr import sr_uids
@@ -91,8 +92,8 @@ class HttpApi:
             return reply(404, {"error": f"no instance {uid[:70]!r}: a SOP Instance UID is digits and dots"}, read=[])
         found = self.node.ledger.get(uid)
         if found is not None:
-            read = [(found.get("study_instance_uid") or "", "1.2.840.10008.5.1.4.1.1.88.33",
-                     sr_uids(uid, self.node.engine_hash)[1])] if found.get("status") == "done" else []
+            read = [(found.get("study_instance_uid") or "", SR_STORAGE, sr_uids(uid, self.node.engine_hash)[1])
+                    ] if found.get("status") == "done" else []
             return reply(200, found, read=read)
         refused = self.refused(uid)
         return reply(200, refused, read=[]) if refused else reply(404, {"error": f"no instance {uid!r} was received"},
