@@ -72,12 +72,12 @@ class Server:
             body = r.read()
         return json.loads(body) if path != "/metrics" else body.decode()
 
-    def result(self, uid: str, timeout: float = 60) -> dict:
+    def result(self, uid: str, timeout: float = 60, headers: dict | None = None) -> dict:
         """An instance's record once it has its result and, for a classified one, its SR (or why it has none)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                r = self.get(f"/v1/results/{uid}")
+                r = self.get(f"/v1/results/{uid}", headers=headers)
                 if r["status"] != "pending" and (r["status"] != "done" or r.get("result_sr") or r.get("result_sr_error")):
                     return r
             except urllib.error.HTTPError:
@@ -92,6 +92,56 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class Orthanc:
+    """A real PACS on loopback: Debian's Orthanc with its DICOMweb plugin, in a folder of its own. ``servers``:
+    the plugin's DicomWeb.Servers (remote DICOMweb servers Orthanc's own client talks to)."""
+
+    PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+    def __init__(self, folder: Path, servers: dict | None = None):
+        import shutil
+
+        import pytest
+
+        binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        if not Path(binary).exists() or not self.PLUGIN.exists():
+            pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian packages orthanc, orthanc-dicomweb)")
+        self.http, self.dicom = free_port(), free_port()
+        folder.mkdir(parents=True)
+        config = {"Name": "dcube-test-pacs", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+                  "HttpPort": self.http, "DicomPort": self.dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+                  "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "Plugins": [str(self.PLUGIN)],
+                  "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": servers or {}}}
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.log = open(folder / "orthanc.log", "w")  # noqa: SIM115 — closed in stop()
+        self.proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.http}/system", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("Orthanc did not come up")
+
+    @property
+    def dicomweb(self) -> str:
+        return f"http://127.0.0.1:{self.http}/dicom-web"
+
+    def rest(self, path: str, body: object = None, raw: bytes | None = None) -> object:
+        """A call to Orthanc's REST API: POST ``body`` as JSON (or ``raw`` bytes), else GET; the JSON answer."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http}{path}", data=data)
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return json.loads(r.read() or b"null")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
 
 
 def send(port: int, files: list[Path], ae_title: str = "SCANNER") -> list[int | None]:
@@ -147,45 +197,3 @@ def source_of(sr) -> str:
 def decision_of(sr) -> str:
     """The code value of the SR's Classification."""
     return str(next(c for c in groups_of(sr)[0].ContentSequence if c.ValueType == "CODE").ConceptCodeSequence[0].CodeValue)
-
-
-class Orthanc:
-    """A real PACS on loopback: Debian's Orthanc with its DICOMweb plugin, in a folder of its own."""
-
-    PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-
-    def __init__(self, folder: Path):
-        import shutil
-
-        import pytest
-
-        binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-        if not Path(binary).exists() or not self.PLUGIN.exists():
-            pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian packages orthanc, orthanc-dicomweb)")
-        self.http, self.dicom = free_port(), free_port()
-        folder.mkdir(parents=True)
-        config = {"Name": "dcube-test-pacs", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-                  "HttpPort": self.http, "DicomPort": self.dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-                  "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "Plugins": [str(self.PLUGIN)],
-                  "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-        (folder / "orthanc.json").write_text(json.dumps(config))
-        self.log = open(folder / "orthanc.log", "w")  # noqa: SIM115 — closed in stop()
-        self.proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.http}/system", timeout=2).read()
-                return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("Orthanc did not come up")
-
-    @property
-    def dicomweb(self) -> str:
-        return f"http://127.0.0.1:{self.http}/dicom-web"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()

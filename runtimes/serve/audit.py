@@ -1,15 +1,19 @@
 """The node's audit trail: one DICOM audit message (PS3.15 A.5) per event, in an RFC 5424 syslog record, appended
 to ``spool/audit.log`` (one record per line) or sent to a syslog collector (``--audit-log udp://HOST:PORT``,
-RFC 5426). What each event is, in the standard's terms (PS3.15 A.5.3):
+RFC 5426). What each event is, in the standard's terms (PS3.15 A.5.3); HTTP outcomes follow the status answered
+(2xx: 0, 4xx: 4, 5xx: 8); the caller of an HTTP request is named by its address:
 
 | event | audit message | outcome |
 |---|---|---|
 | engine loaded / node stopped | Application Activity (110100), Application Start / Stop | 0 |
 | association accepted | Begin Transferring DICOM Instances (110102) | 0 |
-| association refused (calling AE not allowed, TLS peer refused) | Security Alert (110113), Node Authentication | 4 |
+| association refused (calling or called AE title), TLS handshake refused | Security Alert (110113), Node Authentication | 4 |
+| HTTP request without the bearer token or with a wrong one | User Authentication (110114), Login | 4 |
 | instance received / refused | DICOM Instances Transferred (110104), create | 0 / 4 |
-| result produced | DICOM Instances Accessed (110103), create; the engine's sha256 described | 0 |
-| result read over HTTP (results, QIDO-RS, WADO-RS) | DICOM Instances Accessed (110103) or Query (110112), read; the caller | 0 |
+| result produced (recorded before it is committed) | DICOM Instances Accessed (110103), create; engine sha256 | 0 |
+| result read over HTTP (`/v1/results`, WADO-RS): SOP class and instances read | DICOM Instances Accessed (110103), read | 0/4/8 |
+| QIDO-RS search: Study Root FIND SOP class, the request in ParticipantObjectQuery | Query (110112), execute | 0/4/8 |
+| `/v1/classify` of a DICOM instance: its patient, study, SOP class and instance | DICOM Instances Accessed (110103), read | 0/4 |
 | result delivered / dead-lettered | DICOM Instances Transferred (110104), read, to the destination | 0 / 8 |
 
 ``runtimes/serve/audit.rng`` is the schema every record is checked against in the tests."""
@@ -30,9 +34,12 @@ OUTCOME = {"success": "0", "minor": "4", "serious": "8", "major": "12"}
 EVENTS = {  # event name → (EventID code, meaning)
     "application": ("110100", "Application Activity"), "begin": ("110102", "Begin Transferring DICOM Instances"),
     "accessed": ("110103", "DICOM Instances Accessed"), "transferred": ("110104", "DICOM Instances Transferred"),
-    "query": ("110112", "Query"), "security": ("110113", "Security Alert")}
+    "query": ("110112", "Query"), "security": ("110113", "Security Alert"),
+    "authentication": ("110114", "User Authentication")}
 TYPES = {"start": ("110120", "Application Start"), "stop": ("110121", "Application Stop"),
-         "node-auth": ("110126", "Node Authentication")}
+         "login": ("110122", "Login"), "node-auth": ("110126", "Node Authentication")}
+SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR: the results
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # what a QIDO-RS search is the web form of (PS3.18 10.6)
 ROLES = {"application": ("110150", "Application"), "destination": ("110152", "Destination Role ID"),
          "source": ("110153", "Source Role ID")}
 
@@ -70,23 +77,44 @@ class AuditTrail:
         calling, _, address = source.partition("@")
         self.emit("transferred", "C", "minor" if refused else "success",
                   [participant(calling, address or calling, "source", requestor=True), self.me("destination")],
-                  objects=[patient_object(patient), study_object(study, sop_class, uid)], description=refused)
+                  objects=[patient_object(patient), study_object(study, [(sop_class, uid)] if uid else [])],
+                  description=refused)
 
-    def produced(self, study: str, uid: str, engine_sha256: str, label: str) -> None:
+    def produced(self, study: str, uid: str, engine_sha256: str, label: str, source: str = "") -> None:
+        """A result SR (``uid``) created for the instance ``source``."""
         self.emit("accessed", "C", "success", [self.me("application")],
-                  objects=[study_object(study, "1.2.840.10008.5.1.4.1.1.88.33", uid)],
-                  description=f"result {label!r} by engine sha256 {engine_sha256}")
+                  objects=[study_object(study, [(SR_STORAGE, uid)])],
+                  description=f"result {label!r} of {source} by engine sha256 {engine_sha256}")
 
-    def read(self, caller: str, what: str, study: str = "", uid: str = "", query: bool = False) -> None:
-        objects = [study_object(study, "", uid)] if study or uid else []
-        self.emit("query" if query else "accessed", "E" if query else "R", "success",
-                  [participant(caller, caller, "destination", requestor=True), self.me("source")], objects=objects,
-                  description=what)
+    def read(self, caller: str, what: str, objects: list[tuple[str, str, str]], outcome: str = "success") -> None:
+        """Results read over HTTP: ``objects`` as (study, SOP class, SOP instance) of what was returned."""
+        studies: dict[str, list[tuple[str, str]]] = {}
+        for study, sop_class, uid in objects:
+            studies.setdefault(study, []).append((sop_class, uid))
+        self.emit("accessed", "R", outcome, [participant(caller, caller, "destination", requestor=True), self.me("source")],
+                  objects=[study_object(study, instances) for study, instances in studies.items()], description=what)
+
+    def query(self, caller: str, request: str, outcome: str = "success", description: str | None = None) -> None:
+        """A QIDO-RS search (PS3.15 A.5.3.10): the caller issued it (Source), the node answers (Destination); the
+        query is the participant object, the request target in ParticipantObjectQuery."""
+        self.emit("query", "E", outcome, [participant(caller, caller, "source", requestor=True), self.me("destination")],
+                  objects=[query_object(STUDY_ROOT_FIND, request)], description=description)
+
+    def authentication(self, caller: str, why: str) -> None:
+        """An HTTP request refused for its bearer token (PS3.15 A.5.3.12 User Authentication: Login, failed)."""
+        self.emit("authentication", "E", "minor", [participant(caller, caller, None, requestor=True),
+                                                   self.me("destination")], type_="login", description=why)
+
+    def used(self, caller: str, patient: str, study: str, sop_class: str, uid: str, outcome: str, what: str) -> None:
+        """An instance sent to ``/v1/classify``: read to classify it, not stored."""
+        self.emit("accessed", "R", outcome, [participant(caller, caller, "source", requestor=True),
+                                             self.me("destination")],
+                  objects=[patient_object(patient), study_object(study, [(sop_class, uid)])], description=what)
 
     def delivered(self, destination: str, study: str, uid: str, error: str | None = None) -> None:
         self.emit("transferred", "R", "serious" if error else "success",
                   [self.me("source"), participant(destination, destination, "destination")],
-                  objects=[study_object(study, "1.2.840.10008.5.1.4.1.1.88.33", uid)], description=error)
+                  objects=[study_object(study, [(SR_STORAGE, uid)])], description=error)
 
     # -- writing -----------------------------------------------------------------------------------------
     def me(self, role: str) -> ET.Element:
@@ -135,27 +163,46 @@ class AuditTrail:
                                                             self.path, e.strerror or e, extra={"event": "audit-failed"})
 
 
-def participant(user: str, address: str, role: str, requestor: bool = False) -> ET.Element:
+def participant(user: str, address: str, role: str | None, requestor: bool = False) -> ET.Element:
     element = ET.Element("ActiveParticipant")
     element.set("UserID", user or "unknown")
     element.set("UserIsRequestor", "true" if requestor else "false")
     element.set("NetworkAccessPointID", address or "unknown")
-    element.set("NetworkAccessPointTypeCode", "2" if address and address[0].isdigit() else "1")  # IP address / name
-    element.append(code("RoleIDCode", ROLES[role]))
+    element.set("NetworkAccessPointTypeCode", "2" if address and (address[0].isdigit() or ":" in address) else "1")
+    if role is not None:
+        element.append(code("RoleIDCode", ROLES[role]))
     return element
 
 
-def study_object(study: str, sop_class: str, uid: str) -> ET.Element:
+def study_object(study: str, instances: list[tuple[str, str]]) -> ET.Element:
+    """A study with its instances, grouped by SOP class (PS3.15 A.5.2.5: one SOPClass element per class)."""
     element = ET.Element("ParticipantObjectIdentification")
     element.set("ParticipantObjectID", study or "unknown")
     element.set("ParticipantObjectTypeCode", "2")  # system object
     element.set("ParticipantObjectTypeCodeRole", "3")  # report
     element.append(code("ParticipantObjectIDTypeCode", ("110180", "Study Instance UID")))
-    if uid:
+    classes: dict[str, list[str]] = {}
+    for sop_class, uid in instances:
+        classes.setdefault(sop_class or "unknown", []).append(uid)
+    for sop_class, uids in classes.items():
         sop = ET.SubElement(element, "SOPClass")
-        sop.set("UID", sop_class or "unknown")
-        sop.set("NumberOfInstances", "1")
-        ET.SubElement(sop, "Instance").set("UID", uid)
+        sop.set("UID", sop_class)
+        sop.set("NumberOfInstances", str(len(uids)))
+        for uid in uids:
+            ET.SubElement(sop, "Instance").set("UID", uid)
+    return element
+
+
+def query_object(sop_class: str, request: str) -> ET.Element:
+    """The query of a Query message (PS3.15 A.5.3.10): the SOP class it is made under and, base64, the query."""
+    import base64
+
+    element = ET.Element("ParticipantObjectIdentification")
+    element.set("ParticipantObjectID", sop_class)
+    element.set("ParticipantObjectTypeCode", "2")  # system object
+    element.set("ParticipantObjectTypeCodeRole", "3")  # report
+    element.append(code("ParticipantObjectIDTypeCode", ("110181", "SOP Class UID")))
+    ET.SubElement(element, "ParticipantObjectQuery").text = base64.b64encode(request.encode()).decode()
     return element
 
 

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .records import Instance
+from .sr import sr_uids
 
 if TYPE_CHECKING:
     from .node import Node
@@ -43,6 +44,7 @@ class Batcher:
             explained = None if pred.error else node.clf.decision.explain(pred.probs)
             results.append((row, {"label": pred.label, "probs": pred.probs or None, "error": pred.error,
                                   "decision": explained}))
+        self.audit(results)
         now = time.time()
         written = set(node.ledger.finish(results, node.engine_hash, now))
         with node.classified:
@@ -54,6 +56,17 @@ class Batcher:
             node.metrics.latency.observe(max(0.0, now - row.received))
             if result["error"]:
                 log.warning("not classified: %s", result["error"], extra={"event": "classify-failed", "uid": row.uid})
-            elif node.audit is not None:
-                node.audit.produced(row.study or "", row.uid, node.engine_hash, result["label"])
         log.info("classified a batch of %d", len(rows), extra={"event": "batch"})
+
+    def audit(self, results: list[tuple[Instance, dict]]) -> None:
+        """"Result produced" for each result, naming the SR it will be kept as, written (and synced) before the
+        results are committed: once the reporter and the forwarders can see a result, its record is on disk,
+        whenever the process is killed. A kill between the two leaves the rows pending; they are classified again
+        at the next start and recorded again (never zero times)."""
+        node = self.node
+        if node.audit is None:
+            return
+        for row, result in results:
+            if not result["error"]:
+                report = sr_uids(row.uid, node.engine_hash, row.revision)[1]
+                node.audit.produced(row.study or "", report, node.engine_hash, result["label"], source=row.uid)

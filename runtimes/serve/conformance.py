@@ -3,11 +3,13 @@ uses: the SCP's presentation contexts and transfer syntaxes, the statuses the in
 and concept names, the DICOMweb resources. ``docs/conformance.md`` is this output; a test keeps the two equal."""
 from __future__ import annotations
 
-from .dicomweb import INSTANCE_LEVEL, SERIES_LEVEL, STUDY_LEVEL
+from .http import HTTP_THREADS, MAX_HEADER, TIMEOUT_S
 from .intake import STATUSES
 from .options import ServeOptions
+from .qido import INSTANCE, MAX_RESULTS, SERIES, STUDY
 from .scp import MAX_ASSOCIATIONS, kind
 from .sr import CONCEPTS, PRIVATE_SCHEME, SERIES_NUMBER
+from .tls import HANDSHAKE_S
 
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
 
@@ -34,8 +36,16 @@ def statement() -> str:
              "- is a **DICOMweb origin server** on its HTTP port (`--http-port`, default "
              f"{defaults.http_port}): STOW-RS in, QIDO-RS and WADO-RS over its results.", "",
              "## 2. Association policies", "",
-             f"- At most {MAX_ASSOCIATIONS} concurrent associations; the calling AE title must be in `--allow-ae` where "
-             "given (required on a non-loopback `--host`); other callers are rejected at association.",
+             f"- At most {MAX_ASSOCIATIONS} concurrent associations (more: A-ASSOCIATE-RJ, transient, local limit "
+             "exceeded).",
+             "- The called AE title must be the node's (`--ae-title`), else A-ASSOCIATE-RJ rejected-permanent, source "
+             "service-user, reason 7 \"called-AE-title-not-recognized\" (PS3.8 7.1.1.9, 9.3.4); `--any-called-ae` accepts any.",
+             "- The calling AE title must be in `--allow-ae` where given (required on a non-loopback `--host`), else "
+             "A-ASSOCIATE-RJ reason 3 \"calling-AE-title-not-recognized\".",
+             "- With `--tls-cert` associations are over TLS (PS3.15 B.1, TLS 1.2 or later); with `--tls-ca` the client "
+             f"must present a certificate that CA signed. A handshake may take at most {HANDSHAKE_S} s; a refused one "
+             "closes the connection.",
+             "- Every refusal is logged and audited (Security Alert, Node Authentication; PS3.15 A.5.3.11).",
              "- Presentation contexts: where a requester proposes several transfer syntaxes in one context the first of "
              "the list below that it offers is accepted: lossless compressed, then uncompressed, then lossy.", "",
              "## 3. Storage SCP", "", "### SOP classes", "",
@@ -54,17 +64,8 @@ def statement() -> str:
     lines += ["", f"A class the export left without `--class-codes`, and the method of the probabilities an operating "
               f"point with per-class biases compares, are coded in the private scheme `{PRIVATE_SCHEME}`, declared in "
               "the Coding Scheme Identification Sequence (PS3.3 C.12.1) where the SR uses it.",
-              "", "## 6. DICOMweb (PS3.18)", "",
-              "| service | resource | media type |", "|---|---|---|",
-              "| STOW-RS | `POST /dicomweb/studies`, `POST /dicomweb/studies/{study}` | in: `multipart/related; "
-              "type=\"application/dicom\"`; out: `application/dicom+json` (200 all stored, 202 some failed, 409 none) |",
-              "| QIDO-RS | `GET /dicomweb/studies`, `…/studies/{study}/series`, `…/studies/{study}[/series/{series}]/instances` "
-              "| `application/dicom+json` |",
-              "| WADO-RS | `GET /dicomweb/studies/{study}[/series/{series}[/instances/{instance}]]` | `multipart/related; "
-              "type=\"application/dicom\"` |", "",
-              f"QIDO-RS returns, per study: {', '.join(STUDY_LEVEL)}; per series: {', '.join(SERIES_LEVEL)}; per "
-              f"instance: {', '.join(INSTANCE_LEVEL)} (with RetrieveURL). Matching: exact, on those attributes; "
-              "`limit` and `offset` page. A bearer token is required where one is configured.", ""]
+              ""]
+    lines += dicomweb()
     return "\n".join(lines)
 
 
@@ -90,6 +91,51 @@ def results_section(defaults: ServeOptions) -> list[str]:
             "corrected patient or study attributes gets a corrected SR: a new SOP Instance that names the one it "
             "corrects in its Predecessor Documents Sequence (PS3.3 C.17.2.3), delivered to every destination.", "",
             "| content | concept name | value |", "|---|---|---|"]
+
+
+def dicomweb() -> list[str]:
+    """Section 6: the DICOMweb resources, matching, content negotiation and the HTTP server's limits."""
+    return ["## 6. DICOMweb (PS3.18)", "",
+            "| service | resource | media types (first: the default) |", "|---|---|---|",
+            "| STOW-RS (10.5) | `POST /dicomweb/studies`, `POST /dicomweb/studies/{study}`; Content-Length or "
+            "`Transfer-Encoding: chunked` | in: `multipart/related; type=\"application/dicom\"`; out: "
+            "`application/dicom+json`, `application/json` (200 all stored, 202 some failed, 409 none) |",
+            "| QIDO-RS (10.6) | `GET /dicomweb/studies`, `/series`, `/instances`, `…/studies/{study}/series`, "
+            "`…/studies/{study}/instances`, `…/studies/{study}/series/{series}/instances` | `application/dicom+json`, "
+            "`application/json`; 204 when nothing matches |",
+            "| WADO-RS (10.4) | `GET /dicomweb/studies/{study}[/series/{series}[/instances/{instance}]]` | "
+            "`multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1` (as stored) |",
+            "| WADO-RS metadata | the same resources + `/metadata` | `application/dicom+json`, `application/json` |", "",
+            "- **Content negotiation** (PS3.18 8.7): the `Accept` header field, or the `accept` query parameter in its "
+            "place (8.3.3.1), with `q` weights and `*` ranges; no acceptable representation is 406 Not Acceptable "
+            "naming those the resource has (e.g. `text/html`, `application/dicom+json` on an instance, another "
+            "transfer syntax, `multipart/related; type=\"application/dicom+xml\"`: XML is not produced).",
+            "- **Matching** (PS3.18 8.3.4.1 after PS3.4 C.2.2.2) on any attribute the results hold, at any level "
+            "(relational), and on Modalities in Study: Universal (empty value, `*`), Single Value, List of UID (`,` or "
+            "`\\`), Range for DA/TM/DT (`A-B`, `A-`, `-B`; a partial time names its span), Wild Card (`*`, `?`) for "
+            "AE, CS, LO, LT, PN, SH, ST, UC, UR, UT; PN case-insensitive, against the whole name and each component "
+            "group; IS, DS and binary numbers compared as numbers; a `\\` list matches any of its values; sequence "
+            "attributes by path (`00400275.00401001`); `emptyvaluematching=true` (8.3.4.5) lets empty values match. "
+            "DT ranges ignore UTC offsets.",
+            "- Attributes that cannot be matched (a sequence without a path, binary VRs, the Number of … counts) are "
+            "ignored and named in `Warning: 299 dcube-edge \"…\"`; `fuzzymatching=true` is answered with literal "
+            "matching and a Warning (8.3.4.2); `multiplevaluematching=true` with a Warning. A name that is no PS3.6 "
+            "keyword or tag, a malformed date, time or number, a repeated attribute or a bad `limit`/`offset` is 400 "
+            "with the reason.",
+            f"- Returned per study: {', '.join(STUDY)}; per series: {', '.join(SERIES)}; per instance: "
+            f"{', '.join(INSTANCE)} — where the results hold them — plus the levels above when the path does not "
+            "fix them, the matching keys, `includefield` attributes (keywords or tags; `all`: every attribute of "
+            "the level the results hold — patient, General Study, General Series and Equipment for studies and series "
+            "— sequences excepted), and an absolute Retrieve URL (0008,1190) of the row's own study, series or instance "
+            "(PS3.18 10.6.3).",
+            f"- `limit` and `offset` page (8.3.4.4); at most {MAX_RESULTS} rows per response, a Warning says how many "
+            "more there are.",
+            "- A bearer token is required where one is configured; a 401 carries `WWW-Authenticate: Bearer` "
+            "(RFC 6750 3).",
+            f"- HTTP server (cheroot): {HTTP_THREADS} worker threads, {TIMEOUT_S} s per socket read, headers up to "
+            f"{MAX_HEADER // 1024} KiB; a client trickling its headers holds one worker until it stops sending for "
+            f"{TIMEOUT_S} s; over HTTPS a handshake may take at most {HANDSHAKE_S} s (cheroot runs it in its accepting "
+            "thread).", ""]
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ class Forwarder:
             self.node.ledger.delivered(row.uid, self.destination.name)
             self.node.metrics.delivered.labels(self.destination.name).inc()
             if self.node.audit is not None:
-                self.node.audit.delivered(self.destination.name, row.study or "", row.uid)
+                self.node.audit.delivered(self.destination.name, row.study or "", row.report or row.uid)  # the SR sent
             log.info("delivered", extra={"event": "forward-delivered", "uid": row.uid,
                                          "destination": self.destination.name})
             self.up()
@@ -230,7 +230,8 @@ class Forwarder:
             self.node.metrics.dead.labels(name).inc()
             if self.node.audit is not None:
                 row = self.node.ledger.instance(uid)
-                self.node.audit.delivered(name, (row.study if row else "") or "", uid, error=error)
+                self.node.audit.delivered(name, (row.study if row else "") or "", (row.report if row else None) or uid,
+                                          error=error)
             log.warning("dead-lettered: %s", error, extra={"event": "forward-dead", "uid": uid, "destination": name})
         else:
             log.info("delivery failed, will retry: %s", error, extra={"event": "forward-retry", "uid": uid,

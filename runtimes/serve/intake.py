@@ -7,7 +7,9 @@ DICOM status and the reason, the refused file kept in ``rejected/`` with a ``.tx
   is kept and recorded as not applicable: not classified, not a failure a modality would show. An image without
   pixel data is refused.
 - A repeated SOP Instance UID with the same pixels (a sender's retry) is acknowledged and changes nothing; with
-  other pixels it is refused with Duplicate SOP Instance (0111H, PS3.7 C.5.8) and never overwrites the first.
+  other pixels it is refused with a failure of the "Cannot understand" range (C002H, PS3.4 Table B.2-1) and never
+  overwrites the first. (PS3.7's Duplicate SOP Instance, 0111H, is not among the C-STORE statuses of PS3.7 9.1.1
+  and PS3.4 B.2.3 — DCMTK shows it as "Unknown Status".)
 - The same UID and pixels with other demographics (patient or study attributes: a correction at the modality,
   as IHE's Patient Information Reconciliation makes them without new UIDs) is acknowledged, replaces the held
   header, and the result gets a corrected SR: a new SR instance that names the one it corrects in its
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dcube_edge.serve")
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # a DICOM UID: digits and dots, never a path
 SUCCESS = 0x0000
-FAILURE_DUPLICATE = 0x0111  # Duplicate SOP Instance (PS3.7 C.5.8)
+FAILURE_DUPLICATE = 0xC002  # Cannot understand (PS3.4 B.2.3): the UID is held with other pixel data
 FAILURE_CANNOT_USE = 0xC000  # Cannot understand (PS3.4 B.2.3)
 REFUSED_OUT_OF_RESOURCES = 0xA700  # Refused: Out of resources (PS3.4 B.2.3)
 REFUSED_SOP_CLASS = 0x0122  # Refused: SOP Class not supported (PS3.7 C.5.9)
@@ -48,10 +50,10 @@ FAILURE_NOT_ACCEPTED = 0xC001  # Cannot understand: refused by the node's input 
 STATUSES = {
     SUCCESS: ("Success", "the instance is written and recorded (queued for classification, recorded as not applicable "
                          "for a non-image SOP class, or already held with the same pixels)"),
-    FAILURE_DUPLICATE: ("Duplicate SOP Instance (PS3.7 C.5.8)", "the SOP Instance UID is held with other pixel data; "
-                                                                "the new file is kept in rejected/ (the same pixels "
-                                                                "with corrected patient or study attributes are a "
-                                                                "correction: Success, and a corrected result SR)"),
+    FAILURE_DUPLICATE: ("Cannot understand (PS3.4 B.2.3): UID held with other pixels", "the SOP Instance UID is held "
+                        "with other pixel data; the new file is kept in rejected/ (PS3.7's 0111H is no C-STORE status; "
+                        "the same pixels with corrected patient or study attributes are a correction: Success, and a "
+                        "corrected result SR)"),
     FAILURE_CANNOT_USE: ("Cannot understand (PS3.4 B.2.3)", "an invalid UID, an image without pixel data, multi-frame, "
                                                             "colour, or pixel data that cannot be decoded; kept in "
                                                             "rejected/ with the reason"),

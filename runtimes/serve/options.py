@@ -122,6 +122,8 @@ class ServeOptions:
     ae_title: str = setting("DCUBE", "This node's AE title.", parse=parse_ae_title)
     allow_ae: tuple[str, ...] = setting((), "Comma-separated calling AE titles to accept (an empty list is refused, "
                                             "not read as anyone).", kind="list", parse=ae_list, shown="any")
+    any_called_ae: bool = setting(False, "Accept associations addressed to any called AE title (default: only "
+                                         "--ae-title; others are rejected, PS3.8 reason 7).", kind="bool")
     token_file: Path | None = setting(None, "File holding the HTTP bearer token (16+ characters).", kind="path")
     tls_cert: Path | None = setting(None, "PEM certificate: DICOM TLS and HTTPS (with --tls-key).", kind="path")
     tls_key: Path | None = setting(None, "PEM private key of --tls-cert.", kind="path")

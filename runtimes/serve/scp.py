@@ -1,6 +1,10 @@
 """The node's DICOM side: a C-STORE/C-ECHO SCP (``pynetdicom``) for every storage SOP class, in every transfer
-syntax this installation decodes; what happens to an instance is :mod:`.intake`'s. Calling AE titles outside
-``allow_ae`` are refused at association."""
+syntax this installation decodes; what happens to an instance is :mod:`.intake`'s.
+
+At association (PS3.8 7.1.1.x, A-ASSOCIATE-RJ rejected-permanent by the service user): a calling AE title outside
+``allow_ae`` is refused with "calling AE title not recognized" (reason 3), and a called AE title other than the
+node's own with "called AE title not recognized" (reason 7), unless ``any_called_ae``; each refusal is logged
+and audited."""
 from __future__ import annotations
 
 import logging
@@ -70,7 +74,7 @@ class StorageSCP:
         return status
 
     def on_association(self, event) -> None:
-        """Accepted, refused (calling AE not allowed), released or aborted: a log line; the first two audited."""
+        """Accepted, refused, released or aborted: a log line; the first two audited."""
         requestor = event.assoc.requestor
         calling, address = str(requestor.ae_title).strip(), requestor.address
         name = event.event.name
@@ -79,10 +83,20 @@ class StorageSCP:
             log.info("association accepted", extra=extra)
             self.node.audit.association(calling, address, accepted=True)
         elif name == "EVT_REJECTED":
-            log.warning("association refused: calling AE title not allowed (--allow-ae)", extra=extra)
-            self.node.audit.association(calling, address, accepted=False, why="calling AE title not allowed")
+            why = self.refusal(calling, str(getattr(requestor.primitive, "called_ae_title", "") or "").strip())
+            log.warning("association refused: %s", why, extra=extra)
+            self.node.audit.association(calling, address, accepted=False, why=why)
         else:
             log.info("association %s", "released" if name == "EVT_RELEASED" else "aborted", extra=extra)
+
+    def refusal(self, calling: str, called: str) -> str:
+        """Why pynetdicom rejected an association (its event does not say): the same checks, in its order."""
+        opts = self.node.opts
+        if not opts.any_called_ae and called != opts.ae_title:
+            return f"called AE title {called!r} not recognized: this node is {opts.ae_title!r} (--ae-title)"
+        if opts.allow_ae and calling not in opts.allow_ae:
+            return f"calling AE title {calling!r} not recognized (--allow-ae)"
+        return f"too many associations (at most {MAX_ASSOCIATIONS})"
 
     def start(self, ssl_context=None):
         """The association server, listening (non-blocking); over TLS with ``ssl_context``."""
@@ -96,6 +110,7 @@ class StorageSCP:
         ae.add_supported_context(Verification)
         if self.node.opts.allow_ae:
             ae.require_calling_aet = list(self.node.opts.allow_ae)
+        ae.require_called_aet = not self.node.opts.any_called_ae
         handlers = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo),
                     *((e, self.on_association) for e in (evt.EVT_ACCEPTED, evt.EVT_REJECTED, evt.EVT_RELEASED,
                                                          evt.EVT_ABORTED))]

@@ -28,7 +28,7 @@ from . import housekeeping
 from .audit import AuditTrail
 from .batcher import Batcher
 from .forwarder import Forwarder, destinations
-from .http import HttpApi
+from .http import HttpApi, build_server
 from .ledger import Ledger
 from .metrics import Metrics
 from .node import Node
@@ -37,6 +37,7 @@ from .reporter import Reporter
 from .reports import Reports
 from .scp import StorageSCP
 from .spool import hold
+from .tls import server_context
 
 log = logging.getLogger("dcube_edge.serve")
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -178,24 +179,16 @@ class Service:
         log.info("engine warmed at batch %d: ready", batch, extra={"event": "ready"})
 
     def tls_context(self, client_auth: bool) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.opts.tls_cert, self.opts.tls_key)
-        if client_auth and self.opts.tls_ca:
-            context.load_verify_locations(self.opts.tls_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-        return context
+        """The TLS server context; each refused handshake is audited (Security Alert, Node Authentication)."""
+        return server_context(self.opts.tls_cert, self.opts.tls_key, self.opts.tls_ca if client_auth else None,
+                              on_refused=self.tls_refused)
+
+    def tls_refused(self, peer: str, why: str) -> None:
+        log.warning("connection refused: %s", why, extra={"event": "tls-refused", "address": peer})
+        self.node.audit.association(peer, peer, accepted=False, why=why)
 
     def http_server(self):
-        from cheroot import wsgi
-
-        server = wsgi.Server((self.opts.host, self.opts.http_port), self.http, numthreads=4,
-                             server_name="dcube-edge")
-        if self.opts.tls:
-            from cheroot.ssl.builtin import BuiltinSSLAdapter
-
-            server.ssl_adapter = BuiltinSSLAdapter(str(self.opts.tls_cert), str(self.opts.tls_key))
-        server.prepare()  # binds now: a port taken since the preflight fails here, before "serving"
-        return server
+        return build_server(self.node, self.http, self.tls_context(client_auth=False) if self.opts.tls else None)
 
     def describe(self) -> str:
         o = self.opts

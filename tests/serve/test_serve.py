@@ -97,6 +97,46 @@ def test_disallowed_calling_ae_is_refused(ort_engine, scans, tmp_path):
         server.stop()
 
 
+def test_a_called_ae_title_other_than_the_nodes_is_rejected_unless_any_is_accepted(ort_engine, scans, tmp_path):
+    """Issue 38 item 16: `storescu -aec ANYTHING` stored. Now the association is rejected (rejected-permanent,
+    service-user, reason 7 "called AE title not recognized", PS3.8 7.1.1.9), logged and audited; `--any-called-ae`
+    accepts any called AE title. DCMTK's storescu and pynetdicom both see the reason."""
+    import shutil
+
+    from pynetdicom import AE, StoragePresentationContexts
+
+    spool = tmp_path / "spool"
+    server = Server(ort_engine, spool)
+    try:
+        ae = AE(ae_title="SCANNER")
+        ae.requested_contexts = StoragePresentationContexts[:10]
+        assoc = ae.associate("127.0.0.1", server.dicom, ae_title="ANYTHING")
+        assert assoc.is_rejected
+        rejection = assoc.acceptor.primitive
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (0x01, 0x01, 0x07)
+        if shutil.which("storescu"):
+            res = subprocess.run(["storescu", "-aet", "SCANNER", "-aec", "ANYTHING", "127.0.0.1", str(server.dicom),
+                                  str(scans[0])], capture_output=True, text=True, timeout=60)
+            assert res.returncode != 0 and "Called AE Title Not Recognized" in res.stdout + res.stderr
+        assert send(server.dicom, scans[:1]) == [0]  # addressed to DCUBE
+    finally:
+        server.stop()
+    log = server.proc.stderr.read()
+    assert "called AE title 'ANYTHING' not recognized" in log
+    refusals = [line for line in (spool / "audit.log").read_text().splitlines() if "'ANYTHING' not recognized" in line]
+    assert len(refusals) >= 1 and all('originalText="Security Alert"' in r and 'EventOutcomeIndicator="4"' in r
+                                      for r in refusals)
+    server = Server(ort_engine, tmp_path / "spool2", "--any-called-ae")
+    try:
+        ae = AE(ae_title="SCANNER")
+        ae.requested_contexts = StoragePresentationContexts[:10]
+        assoc = ae.associate("127.0.0.1", server.dicom, ae_title="ANYTHING")
+        assert assoc.is_established
+        assoc.release()
+    finally:
+        server.stop()
+
+
 def test_kill_9_mid_stream_loses_nothing_and_classifies_once(ort_engine, demo_data, tmp_path):
     from pydicom import dcmread
 
@@ -258,8 +298,11 @@ def test_readme_walkthrough_demo_scans_through_a_standard_sender(ort_engine, tmp
 def test_a_repeated_uid_with_other_pixels_is_refused_never_overwritten(ort_engine, scans, tmp_path):
     """First-day finding: the same SOPInstanceUID sent twice with different pixels overwrote the spool file while
     the ledger kept the first image's label. Now the first image keeps its file and result; the second is
-    refused with Duplicate SOP Instance (0x0111, PS3.7 C.5.8) and kept in rejected/; a plain resend (same
-    pixels, a sender's retry) is acknowledged and changes nothing."""
+    refused and kept in rejected/; a plain resend (same pixels, a sender's retry) is acknowledged and changes
+    nothing. Issue 38 item 16: the refusal was 0x0111, which is no C-STORE status (PS3.4 B.2.3, PS3.7 9.1.1) and
+    which DCMTK showed as "Unknown Status"; now a failure of the Cannot understand range that storescu names."""
+    import shutil
+
     from pydicom import dcmread
 
     first = scans[0]
@@ -273,13 +316,18 @@ def test_a_repeated_uid_with_other_pixels_is_refused_never_overwritten(ort_engin
         assert send(server.dicom, [first]) == [0]
         result = server.result(uid)
         held = (spool / "instances" / f"{uid}.dcm").read_bytes()
-        assert send(server.dicom, [tmp_path / "other.dcm"]) == [0x0111]
+        assert send(server.dicom, [tmp_path / "other.dcm"]) == [0xC002]
         assert send(server.dicom, [first]) == [0]  # the sender's retry of the same image
         assert (spool / "instances" / f"{uid}.dcm").read_bytes() == held
         assert server.get(f"/v1/results/{uid}")["label"] == result["label"]
         kept = list((spool / "rejected").glob(f"{uid}.*.dcm"))
         assert len(kept) == 1 and dcmread(kept[0]).PixelData == other.PixelData
         assert "other pixel data" in kept[0].with_suffix(".txt").read_text()
+        if shutil.which("storescu"):
+            res = subprocess.run(["storescu", "-v", "-aet", "SCANNER", "-aec", "DCUBE", "127.0.0.1", str(server.dicom),
+                                  str(tmp_path / "other.dcm")], capture_output=True, text=True, timeout=60)
+            shown = res.stdout + res.stderr
+            assert "Error: CannotUnderstand" in shown and "Unknown Status" not in shown, shown
     finally:
         server.stop()
 
