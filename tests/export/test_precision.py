@@ -10,6 +10,7 @@ import pytest
 from dcube_edge import runtimes
 from dcube_edge.calibration import sets
 from dcube_edge.calibration.int8 import qdq_properties
+from dcube_edge.errors import UserError
 from dcube_edge.export import openvino_checks as ov_checks
 from dcube_edge.export.build import ExportOptions, export
 from dcube_edge.export.policy import DCUBE
@@ -64,7 +65,7 @@ def test_calibration_file_roundtrip(demo_data, tmp_path):
     images, labels = sets.read(path, PreprocessSpec(32))
     assert images.shape == (12, 1, 32, 32) and np.bincount(labels).tolist() == [4, 4, 4]
     assert -1 <= images.min() and images.max() <= 1
-    with pytest.raises(ValueError, match="rebuild it"):
+    with pytest.raises(UserError, match="rebuild it"):
         sets.read(path, PreprocessSpec(64))
     d = sets.describe(path)
     assert len(d["sha256"]) == 64 and d["size"] == 12
@@ -526,7 +527,7 @@ def test_benchmark_app_comparison_runs_the_same_ir(engines):
     # one ratio per paired round (both orders); the overhead is their median, not the ratio of overall medians
     assert len(fig["overhead_per_round"]) == 2 and all(np.isfinite(fig["overhead_per_round"]))
     assert fig["overhead"] == pytest.approx(float(np.median(fig["overhead_per_round"])), abs=1e-4)
-    with pytest.raises(ValueError, match="no vendor benchmark tool"):
+    with pytest.raises(UserError, match="no vendor benchmark tool"):
         benchmark_app_figure(engines[("onnxruntime", "int8")])
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from dcube_edge import rundir, runtimes
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes.manifest import EngineError
 from dcube_edge.runtimes.preprocess import ImageError, read_image
 
@@ -57,7 +58,7 @@ def test_malicious_resnet_weights_are_refused(tmp_path):
 
     marker = tmp_path / "pwned"
     (tmp_path / "w.pth").write_bytes(pickle.dumps({"conv1.weight": Trap(marker)}))
-    with pytest.raises(ValueError, match="more than plain tensors"):
+    with pytest.raises(UserError, match="more than plain tensors"):
         ResNet(8, (1, 1, 1, 1), "small").load_local_weights(tmp_path / "w.pth")
     assert not marker.exists()
 

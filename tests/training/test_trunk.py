@@ -9,6 +9,7 @@ import torch
 from commands import cli
 
 from dcube_edge.config import Config
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes import isa
 from dcube_edge.step1 import diagnostic_steps, ema_model, lr_factor, pick_partners
 from dcube_edge.train import resolve_budgets
@@ -190,7 +191,7 @@ def test_class_weights_are_inverse_frequency():
     assert class_weights(cfg.replace(class_weights="none"), np.array([0, 1])) is None
     w = class_weights(cfg.replace(class_weights="balanced"), np.array([0] * 6 + [1] * 3 + [2] * 1))
     torch.testing.assert_close(w, torch.tensor([10 / 18, 10 / 9, 10 / 3]))
-    with pytest.raises(ValueError, match="unknown --class-weights .median."):
+    with pytest.raises(UserError, match="unknown --class-weights .median."):
         class_weights(cfg.replace(class_weights="median"), np.array([0, 1]))
 
 
@@ -241,7 +242,7 @@ def test_step1_peak_lr_and_min_snr_reach_the_optimizer(tmp_path):
     assert history[-1]["lr"] == pytest.approx(6e-4)  # step 1 at its own lr; step 2 keeps cfg.lr
     state = torch.load(tmp_path / "d.pt", weights_only=True)
     assert all(g["lr"] == pytest.approx(6e-4) for g in state["opt"]["param_groups"])
-    with pytest.raises(ValueError, match="--diffusion-lr"):
+    with pytest.raises(UserError, match="--diffusion-lr"):
         Config.from_preset("tiny", diffusion_lr=0.0)
 
 
