@@ -45,7 +45,7 @@ class Service:
         preflight(opts)
         clf = load(engine_dir, trusted_keys=trusted_keys)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
-            opts.accept_modality = tuple((clf.manifest.data.get("input") or {}).get("modalities") or ())
+            opts.accept_modality = clf.manifest.record.input.modalities
         engine_hash = sha256(Path(engine_dir) / "manifest.json")
         for sub in ("instances", "rejected", "results"):
             (opts.spool / sub).mkdir(parents=True, exist_ok=True)

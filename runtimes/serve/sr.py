@@ -46,9 +46,9 @@ def class_code(manifest: Manifest, name: str):
     """The coded concept of a class: the export's mapping, else the private scheme."""
     from highdicom.sr import CodedConcept
 
-    code = (manifest.data.get("class_codes") or {}).get(name)
+    code = manifest.record.graph.class_codes.get(name)
     if code:
-        return CodedConcept(code["value"], code["scheme"], code["meaning"])
+        return CodedConcept(code.value, code.scheme, code.meaning)
     return CodedConcept(name[:16], PRIVATE_SCHEME, name)
 
 
@@ -82,18 +82,18 @@ def structured_report(source_path: str, label: str, probs: dict[str, float], man
 
     from ..decision import Decision
 
-    decision = Decision.from_manifest(manifest.data)
+    decision = Decision.of(manifest.record.decision, manifest.record.calibration, manifest.classes)
     src = dcmread(source_path, stop_before_pixels=True)
     for keyword in TYPE_2:
         if keyword not in src:
             setattr(src, keyword, "")
     seed = [str(src.SOPInstanceUID), engine_hash]
-    data = manifest.data
+    graph = manifest.record.graph
     device = ObserverContext(codes.DCM.Device, DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=[engine_hash, "device"]), name="dcube-edge", manufacturer_name="dcube-edge",
-        model_name=f"D-Cube {data.get('preset', '')} {manifest.backend} {manifest.precision}".replace("  ", " ")[:64]))
+        model_name=f"D-Cube {graph.preset or ''} {manifest.backend} {manifest.precision}".replace("  ", " ")[:64]))
     algorithm = AlgorithmIdentification(
-        name=f"dcube-edge {data.get('model', 'dcube')}", version=__version__,
+        name=f"dcube-edge {graph.model}", version=__version__,
         parameters=[f"backend={manifest.backend}", f"precision={manifest.precision}", f"engine-sha256={engine_hash}",
                     f"operating-point={decision.describe()}"[:64], f"temperature={decision.temperature:.6g}"])
     source = [SourceImageForMeasurementGroup(src.SOPClassUID, src.SOPInstanceUID)]

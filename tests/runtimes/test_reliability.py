@@ -266,7 +266,7 @@ def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
 
     from dcube_edge.runtimes import facts
     from dcube_edge.runtimes.files import sha256
-    from dcube_edge.runtimes.manifest import FORMAT, FORMAT_VERSION
+    from dcube_edge.runtimes.record import FORMAT, FORMAT_VERSION, facts_of
 
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 1, 32, 32])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
@@ -285,7 +285,7 @@ def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
                 "graph": {"inputs": [{"name": "images", "shape": ["batch", 1, 32, 32]}],
                           "outputs": [{"name": "logits", "shape": ["batch", 2]}], "batch": {"min": 1, "max": 8}},
                 "timesteps": [10]}
-    facts.bind(tmp_path, manifest)
+    facts.bind(tmp_path, facts_of(manifest))
     manifest["files"] = {"model.onnx": sha256(tmp_path / "model.onnx")}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     files = sorted((demo_data / "val" / "benign").iterdir())[:3]
