@@ -44,9 +44,12 @@ test-isa: install
 	for isa in $(ISAS); do echo "== ONEDNN_MAX_CPU_ISA=$$isa"; ONEDNN_MAX_CPU_ISA=$$isa OMP_NUM_THREADS=1 \
 	  $(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup -m backends tests || exit 1; done
 
+# ruff, then the type checker (mypy, pinned: a new release finds new errors; .ci/typecheck holds it to the baseline)
+MYPY ?= mypy==2.4.1
 lint: install
-	$(BIN)/python -m pip install -q ruff
+	$(BIN)/python -m pip install -q ruff "$(MYPY)"
 	$(BIN)/ruff check dcube_edge export calibration runtimes research tests
+	$(BIN)/python .ci/typecheck
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info

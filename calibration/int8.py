@@ -9,6 +9,9 @@ import numpy as np
 import onnx
 
 from dcube_edge.runtimes.files import atomic_path
+from dcube_edge.runtimes.sections import QDQRecipe
+
+from .scopes import in_scopes
 
 
 class _Reader:
@@ -30,10 +33,6 @@ class _Reader:
 
 # Q/DQ only in front of the ops TensorRT runs in int8; LayerNorm, Softmax, Add etc. stay float.
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
-def in_scopes(name: str, scopes: list[str]) -> bool:
-    """Whether a node or IR layer name (module-scoped at export, e.g. ``head.resnet.layer1/...``) falls
-    under any of ``scopes``."""
-    return any(name.startswith(s + ".") or name.startswith(s + "/") for s in scopes)
 
 
 def excluded_nodes(model: onnx.ModelProto, scopes: list[str]) -> list[str]:
@@ -42,7 +41,7 @@ def excluded_nodes(model: onnx.ModelProto, scopes: list[str]) -> list[str]:
 
 
 def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str, keep_float: list[str],
-             method: str = "minmax") -> dict:
+             method: str = "minmax") -> QDQRecipe:
     """Q/DQ in front of :data:`OP_TYPES` except in the modules ``keep_float`` (the precision policy's)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -67,9 +66,8 @@ def quantize(src: str | Path, dst: str | Path, images: np.ndarray, input_name: s
                                            # TensorRT takes int8 Q/DQ only; int32 bias DQ is refused
                                            "QuantizeBias": False})
             onnx.checker.check_model(str(tmp))
-    return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weights": "int8 symmetric per-channel",
-            "activations": "int8 symmetric per-tensor", "calibration_method": method, "op_types": OP_TYPES,
-            "kept_float_scopes": keep_float, "kept_float_nodes": len(exclude)}
+    return QDQRecipe("onnxruntime.quantization.quantize_static", "QDQ", "int8 symmetric per-channel",
+                     "int8 symmetric per-tensor", method, tuple(OP_TYPES), tuple(keep_float), len(exclude))
 
 
 def qdq_properties(path: str | Path) -> dict:

@@ -56,15 +56,3 @@ def describe(path: str | Path) -> dict:
     images, labels = read(path)
     return {"file": Path(path).name, "sha256": sha256(path), "size": int(len(images)),
             "class_counts": np.bincount(labels).tolist()}
-
-
-def for_run(run: Path, data: Path, size: int, out: Path) -> dict:
-    """`dcube-edge calibrate`: a stratified sample of ``data``'s training split, preprocessed for ``run``'s model,
-    written to ``out``; its description."""
-    from dcube_edge import rundir
-    from dcube_edge.data import discover
-
-    cfg = rundir.load_config(run)
-    split = discover(data, cfg.val_fraction, cfg.split_seed).train
-    build(split.paths, split.labels, PreprocessSpec(cfg.image_size), size, cfg.seed, out)
-    return describe(out)

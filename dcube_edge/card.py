@@ -10,26 +10,29 @@ from dcube_edge import runtimes
 from dcube_edge.errors import UserError
 from dcube_edge.operating_point import RUN_VALIDATION
 from dcube_edge.runtimes.files import sha256, write_bytes, write_json
+from dcube_edge.runtimes.record import EngineRecord, add_files
+from dcube_edge.runtimes.sections import OperatingPoint, encode
 
 CARD_MD, CARD_JSON = "model-card.md", "model-card.json"
 
 
-def limitations(m: dict, evaluation: dict | None) -> list[str]:
+def limitations(record: EngineRecord, evaluation: dict | None) -> list[str]:
     out = []
-    decision, counts = m.get("decision") or {}, (m.get("decision") or {}).get("class_counts") or {}
+    decision = record.decision or OperatingPoint()
+    counts = decision.class_counts or {}
     if counts:
-        out.append(f"The operating point and the calibration were chosen on {decision.get('n')} labelled images "
-                   f"({', '.join(f'{c}: {n}' for c, n in counts.items())}, {decision.get('chosen_on')}); figures on so few "
+        out.append(f"The operating point and the calibration were chosen on {decision.n} labelled images "
+                   f"({', '.join(f'{c}: {n}' for c, n in counts.items())}, {decision.chosen_on}); figures on so few "
                    "images carry wide intervals.")
-    if decision.get("note"):
-        out.append(decision["note"] + ".")
-    if m.get("model", "dcube") == "dcube":
+    if decision.note:
+        out.append(decision.note + ".")
+    if record.graph.model == "dcube":
         out.append("At 32 px on a CPU, D-Cube's diffusion-trunk features measured weaker than the CNN guide branch "
                    "they are fused with: its accuracy is largely the CNN's (the project's docs/results.md).")
-    chosen_on = decision.get("images_sha256")
+    chosen_on = decision.images_sha256
     if evaluation is not None and chosen_on and evaluation.get("data_images_sha256") == chosen_on:
         also = (f" ({RUN_VALIDATION}, which also chose the checkpoint)"
-                if str(decision.get("chosen_on", "")).startswith(RUN_VALIDATION) else "")
+                if str(decision.chosen_on or "").startswith(RUN_VALIDATION) else "")
         out.append(f"The evaluation ran on the very images the operating point and the temperature were chosen on{also}: "
                    "its figures flatter the model. Evaluate on labelled images it has not seen.")
     if evaluation is None:
@@ -42,28 +45,29 @@ def limitations(m: dict, evaluation: dict | None) -> list[str]:
 
 def build(engine: Path, evaluation: dict | None = None) -> dict:
     """The card's content."""
-    manifest = runtimes.read(engine)
-    m = manifest.data
-    model_sha256 = m["files"][m["model_file"]]
+    r = runtimes.read(engine).record
+    model_sha256 = r.files[r.model_file]
     if evaluation is not None and evaluation.get("engine_model_sha256") != model_sha256:
         raise UserError("--eval was not made with this engine (its engine_model_sha256 differs): run "
                         f"`dcube-edge evaluate {engine} SPLIT --json F` and pass that file")
     at = (evaluation or {}).get("operating_point") or {}
+    g, prov = r.graph, r.provenance
     return {
-        "model": {"engine": engine.name, "backend": m["backend"], "precision": m["precision"],
-                  "computes_in": manifest.precision_parts(), "model": m.get("model", "dcube"), "preset": m.get("preset"),
-                  "classes": m["classes"], "class_codes": m.get("class_codes") or {},
-                  "selected_layers": m.get("selected_layers"), "timesteps": m.get("timesteps"),
-                  "created": m.get("created"), "dcube_edge": m.get("tools", {}).get("dcube_edge"),
+        "model": {"engine": engine.name, "backend": r.backend, "precision": r.precision.name,
+                  "computes_in": r.precision.describe(), "model": g.model, "preset": g.preset,
+                  "classes": r.classes, "class_codes": encode(g.class_codes),
+                  "selected_layers": list(g.selected_layers), "timesteps": list(g.timesteps),
+                  "created": prov.created, "dcube_edge": prov.tools.get("dcube_edge"),
                   "model_file_sha256": model_sha256},
-        "intended_use": m.get("intended_use") or "not stated at export (export --intended-use)",
-        "training_data": m.get("training_data") or {},
-        "operating_point": {**(m.get("decision") or {"rule": "argmax"}), "calibration": m.get("calibration") or {}},
+        "intended_use": prov.intended_use or "not stated at export (export --intended-use)",
+        "training_data": prov.training_data or {},
+        "operating_point": {**encode(r.decision or OperatingPoint()),
+                            "calibration": encode(r.calibration) if r.calibration else {}},
         "evaluation": ({"data": evaluation.get("data"), "n": evaluation.get("n"), **at,
                         "argmax": evaluation.get("argmax")} if evaluation else None),
-        "parity_against_fp32_pytorch": m.get("parity") or {},
-        "hardware": {"built_on": m.get("built_on"), "evaluated_on": (evaluation or {}).get("machine")},
-        "limitations": limitations(m, evaluation),
+        "parity_against_fp32_pytorch": encode(r.parity) if r.parity else {},
+        "hardware": {"built_on": encode(prov.built_on), "evaluated_on": (evaluation or {}).get("machine")},
+        "limitations": limitations(r, evaluation),
     }
 
 
@@ -145,8 +149,5 @@ def write(engine: Path, evaluation: Path | None = None) -> dict:
     card = build(engine, ev)
     write_json(engine / CARD_JSON, card)
     write_bytes(engine / CARD_MD, markdown(card).encode())
-    manifest_path = engine / "manifest.json"
-    data = json.loads(manifest_path.read_text())
-    data["files"] = {**data["files"], CARD_JSON: sha256(engine / CARD_JSON), CARD_MD: sha256(engine / CARD_MD)}
-    write_json(manifest_path, data)
+    add_files(engine, {CARD_JSON: sha256(engine / CARD_JSON), CARD_MD: sha256(engine / CARD_MD)})
     return card

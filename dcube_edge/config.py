@@ -2,7 +2,9 @@
 run dir stores it and export copies what the runtime needs into the manifest."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from dcube_edge.errors import UserError
@@ -177,3 +179,23 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return replace(self, **changes)
+
+
+CONFIG = "config.json"  # a run directory's config (docs/architecture.md, the engine contract)
+
+
+class RunError(UserError):
+    """A run directory that cannot be used, phrased for the user."""
+
+
+def load_config(run: str | Path) -> Config:
+    """A run directory's config, read without torch (so `export` can check its options before loading a model)."""
+    run = Path(run)
+    if not (run / CONFIG).is_file():
+        raise RunError(f"{run} is not a run directory (no {CONFIG}); create one with `dcube-edge train` or `init`")
+    try:
+        d = json.loads((run / CONFIG).read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{run / CONFIG} is not valid JSON ({e})") from None
+    d.pop("versions", None)
+    return Config.from_dict(d)

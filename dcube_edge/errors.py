@@ -3,7 +3,8 @@
 :class:`UserError` is what a user can cause and fix (bad data, options, files, an engine that must not be
 used): the CLI prints its one-line message and exits 2. Any other :class:`DcubeError`, and any other
 exception, is a fault of the program or its environment: exit 3 with a hint to rerun with ``--debug``.
-``UserError`` is also a ``ValueError`` so callers that caught ``ValueError`` keep working."""
+``UserError`` is deliberately not a ``ValueError``: code that catches a library's ``ValueError`` (a parse, a
+decoder) must not swallow a user error raised inside the same ``try`` and reword it as something else."""
 from __future__ import annotations
 
 
@@ -11,7 +12,7 @@ class DcubeError(Exception):
     """Every error dcube-edge raises on purpose."""
 
 
-class UserError(DcubeError, ValueError):
+class UserError(DcubeError):
     """Input the user can fix; the message says what is wrong and how to fix it."""
 
 

@@ -55,9 +55,10 @@ def evaluate(target: Path, data: Path, batch_size: int = 64, threads: int | None
                         "class (too little training data or steps?)")
     report.update(target=str(target), data=str(data), data_images_sha256=split.images_sha256(classes),
                   backend=clf.manifest.backend, precision=clf.manifest.precision,
-                  engine_model_sha256=clf.manifest.data.get("files", {}).get(clf.manifest.data.get("model_file")),
+                  engine_model_sha256=clf.manifest.record.files.get(clf.manifest.record.model_file),
                   machine=machine_info())
-    if report["data_images_sha256"] == (clf.manifest.data.get("decision") or {}).get("images_sha256"):
+    chosen_on = clf.manifest.record.decision
+    if chosen_on and report["data_images_sha256"] == chosen_on.images_sha256:
         warnings.append("these are the images the engine's operating point and temperature were chosen on: the figures "
                         "flatter it; evaluate on labelled images it has not seen")
     if plot is not None:

@@ -14,12 +14,14 @@ choice to pick its checkpoint (:func:`selection_score`) and to report validation
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dcube_edge.errors import UserError
 from dcube_edge.metrics import balanced_accuracy, brier, ece
 from dcube_edge.runtimes.decision import Decision, softmax
+from dcube_edge.runtimes.sections import Calibration, OperatingPoint
 
 MIN_PER_CLASS = 10
 # How a decision's `chosen_on` names the run's own validation split (export writes it, the card reads it).
@@ -43,42 +45,55 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return found if nll(softmax(logits / found), labels) < nll(softmax(logits), labels) else 1.0
 
 
-def choose(rule: str | None, positive: str | None, classes: list[str], logits: np.ndarray, labels: np.ndarray,
-           source: str) -> tuple[dict, dict]:
-    """(the manifest's ``decision``, its ``calibration``) for these logits and labels."""
+@dataclass(frozen=True)
+class Rule:
+    """``--operating-point`` and ``--positive-class`` as checked against a model's classes (:func:`parse_rule`)."""
+
+    name: str  # argmax, youden, balanced, sensitivity=X or specificity=X
+    positive: str | None = None  # the two-class rules' positive class; None: the rarer one where it is chosen
+
+
+def parse_rule(rule: str | None, positive: str | None, classes: list[str]) -> Rule:
+    """The rule for these classes (default: youden for two, balanced for more), or a UserError naming the option:
+    export calls this before it builds anything."""
     k = len(classes)
     rule = rule or ("youden" if k == 2 else "balanced")
     if not RULE.match(rule):
         raise UserError(f"--operating-point {rule!r}: choose argmax, youden, balanced, sensitivity=0.90 or "
-                        "specificity=0.90")
+                        "specificity=0.90 (a target between 0 and 1)")
     if rule not in ("argmax", "balanced") and k != 2:
         raise UserError(f"--operating-point {rule} needs two classes; this model has {k}: use balanced or argmax")
     if positive is not None and positive not in classes:
         raise UserError(f"--positive-class {positive!r} is not one of the model's classes ({', '.join(classes)})")
+    return Rule(rule, positive)
+
+
+def choose(rule: Rule, classes: list[str], logits: np.ndarray, labels: np.ndarray,
+           source: str) -> tuple[OperatingPoint, Calibration]:
+    """(the record's operating point, its probability calibration) for these logits and labels."""
+    k = len(classes)
     temperature = round(fit_temperature(logits, labels), 6)  # as stored: the threshold is chosen on what runs
     before, after = softmax(np.asarray(logits, np.float64)), softmax(np.asarray(logits, np.float64) / temperature)
-    calibration = {"method": "temperature scaling (negative log-likelihood)", "temperature_before": 1.0,
-                   "temperature": temperature, "ece_before": ece(before, labels), "ece_after": ece(after, labels),
-                   "brier_before": brier(before, labels), "brier_after": brier(after, labels),
-                   "nll_before": nll(before, labels), "nll_after": nll(after, labels), "chosen_on": source,
-                   "n": int(len(labels))}
+    calibration = Calibration(temperature=temperature, ece_before=ece(before, labels), ece_after=ece(after, labels),
+                              brier_before=brier(before, labels), brier_after=brier(after, labels),
+                              nll_before=nll(before, labels), nll_after=nll(after, labels), chosen_on=source,
+                              n=int(len(labels)))
     counts = np.bincount(labels, minlength=k)
-    decision: dict = {"rule": "argmax", "chosen_on": source, "n": int(len(labels)),
-                      "class_counts": {c: int(n) for c, n in zip(classes, counts)}}
-    if rule == "argmax":
-        return decision, calibration
+    point = OperatingPoint(rule="argmax", chosen_on=source, n=int(len(labels)),
+                           class_counts={c: int(n) for c, n in zip(classes, counts)})
+    if rule.name == "argmax":
+        return point, calibration
     if counts.min() < MIN_PER_CLASS:
-        decision["note"] = (f"{rule} asked, argmax kept: {classes[int(counts.argmin())]} has {int(counts.min())} "
-                            f"labelled image(s) here, under the {MIN_PER_CLASS} an operating point needs; pass "
-                            "--operating-split with more labelled data")
-        return decision, calibration
-    if rule == "balanced":
-        decision.update(rule="balanced", bias=[round(b, 4) for b in balanced_bias(after, labels)])
-        return decision, calibration
-    pos = classes.index(positive) if positive else int(counts.argmin())
+        note = (f"{rule.name} asked, argmax kept: {classes[int(counts.argmin())]} has {int(counts.min())} labelled "
+                f"image(s) here, under the {MIN_PER_CLASS} an operating point needs; pass --operating-split with more "
+                "labelled data")
+        return replace(point, note=note), calibration
+    if rule.name == "balanced":
+        return replace(point, rule="balanced", bias=tuple(round(b, 4) for b in balanced_bias(after, labels))), calibration
+    pos = classes.index(rule.positive) if rule.positive else int(counts.argmin())
     # the threshold unrounded: a cut rounded up would drop the image it was chosen at
-    decision.update(rule=rule, positive_class=classes[pos], threshold=threshold(rule, after[:, pos], labels == pos))
-    return decision, calibration
+    cut = threshold(rule.name, after[:, pos], labels == pos)
+    return replace(point, rule=rule.name, positive_class=classes[pos], threshold=cut), calibration
 
 
 def threshold(rule: str, score: np.ndarray, positive: np.ndarray) -> float:
@@ -121,8 +136,8 @@ def balanced_bias(probs: np.ndarray, labels: np.ndarray, sweeps: int = 4) -> lis
     return [float(b) for b in bias]
 
 
-def as_runtime(decision: dict, calibration: dict, classes: list[str]) -> Decision:
-    return Decision.from_manifest({"decision": decision, "calibration": calibration, "classes": classes})
+def as_runtime(point: OperatingPoint, calibration: Calibration | None, classes: list[str]) -> Decision:
+    return Decision.of(point, calibration, classes)
 
 
 # Checkpoint selection (training's step 2 and the baselines): an epoch is picked on validation AUC only among
@@ -131,12 +146,12 @@ def as_runtime(decision: dict, calibration: dict, classes: list[str]) -> Decisio
 RECALL_FLOOR = 0.5
 
 
-def _at_default(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> tuple[dict, dict, dict]:
+def _at_default(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> tuple[OperatingPoint, Calibration, dict]:
     """(decision, calibration, :func:`~dcube_edge.metrics.at_operating_point` figures) at the operating point
     export would choose by default on these logits and labels."""
     from dcube_edge.metrics import at_operating_point
 
-    decision, calibration = choose(None, None, classes, logits, labels, "validation")
+    decision, calibration = choose(parse_rule(None, None, classes), classes, logits, labels, "validation")
     rule = as_runtime(decision, calibration, classes)
     probs = rule.probabilities(logits)
     return decision, calibration, at_operating_point(labels, probs, rule.decide(probs), classes)
@@ -146,7 +161,7 @@ def at_default_point(logits: np.ndarray, labels: np.ndarray, k: int) -> dict:
     """Balanced accuracy and the lowest class recall at the operating point export would choose by default."""
     decision, _, figures = _at_default(logits, labels, [str(c) for c in range(k)])
     return {"balanced_accuracy_at_op": figures["balanced_accuracy"], "lowest_recall_at_op": figures["lowest_recall"],
-            "op_rule": decision["rule"]}
+            "op_rule": decision.rule}
 
 
 def selection_score(logits: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, dict]:
@@ -164,5 +179,5 @@ def at_operating_point_report(logits: np.ndarray, labels: np.ndarray, classes: l
     """A run's validation figures at the default operating point, chosen on those same images (optimistic: the
     engine's own figures need other labelled data), for ``metrics.json`` and the results tables."""
     decision, calibration, figures = _at_default(logits, labels, classes)
-    return {"rule": as_runtime(decision, calibration, classes).describe(), "temperature": calibration["temperature"],
-            **figures, **({"note": decision["note"]} if decision.get("note") else {})}
+    return {"rule": as_runtime(decision, calibration, classes).describe(), "temperature": calibration.temperature,
+            **figures, **({"note": decision.note} if decision.note else {})}

@@ -2,7 +2,6 @@
 metrics, resume state."""
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,21 +10,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from dcube_edge.errors import UserError
 from dcube_edge.runtimes.files import atomic_path, sha256, write_json
 
 from . import __version__
-from .config import Config
+from .config import CONFIG, Config, RunError, load_config
 from .head import DCube
 from .resnet import Baseline
 
-CONFIG, DIFFUSION, CLASSIFIER, SELECTION, METRICS, BASELINE = (
-    "config.json", "diffusion.safetensors", "classifier.safetensors", "selection.json", "metrics.json",
-    "baseline.safetensors")
-
-
-class RunError(UserError):
-    """A run directory that cannot be used, phrased for the user."""
+DIFFUSION, CLASSIFIER, SELECTION, METRICS, BASELINE = (
+    "diffusion.safetensors", "classifier.safetensors", "selection.json", "metrics.json", "baseline.safetensors")
 
 
 def versions() -> dict[str, str]:
@@ -54,18 +47,6 @@ def save_config(cfg: Config, run: Path) -> None:
     write_json(run / CONFIG, {**cfg.to_dict(), "versions": versions()})
 
 
-def load_config(run: str | Path) -> Config:
-    run = Path(run)
-    if not (run / CONFIG).is_file():
-        raise RunError(f"{run} is not a run directory (no {CONFIG}); create one with `dcube-edge train` or `init`")
-    try:
-        d = json.loads((run / CONFIG).read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{run / CONFIG} is not valid JSON ({e})") from None
-    d.pop("versions", None)
-    return Config.from_dict(d)
-
-
 @dataclass(frozen=True)
 class Run:
     """A run directory read once: its path and config. Code below the CLI is handed this, not a path it would
@@ -82,7 +63,7 @@ class Run:
     def of(cls, run: str | Path | Run) -> Run:
         return run if isinstance(run, Run) else cls.load(run)
 
-    def model(self) -> torch.nn.Module:
+    def model(self) -> DCube | Baseline:
         """The trained inference model, in eval mode."""
         return load_model(self)[1]
 
@@ -92,7 +73,7 @@ class Run:
         return {name: sha256(self.path / name) for name in names}
 
 
-def load_model(run: str | Path | Run) -> tuple[Config, torch.nn.Module]:
+def load_model(run: str | Path | Run) -> tuple[Config, DCube | Baseline]:
     """The trained inference model of a run, in eval mode."""
     cfg, run = (run.config, run.path) if isinstance(run, Run) else (load_config(run), Path(run))
     names, command = ((DIFFUSION, CLASSIFIER), "train") if cfg.model == "dcube" else ((BASELINE,), "baseline")

@@ -1,5 +1,5 @@
-"""The ``torch`` backend: the PyTorch model itself behind the runner contract, in one module (runner and
-build half), added through the registry alone.
+"""The ``torch`` backend's runner: the PyTorch model itself behind the runner contract (its build half is
+:mod:`dcube_edge.export.pytorch`), added through the registry alone.
 
 It is the reference the other backends are measured against, so ``evaluate`` on a run dir, export
 parity and ``bench``'s PyTorch rows all run it the same way (:func:`dcube_edge.loop.predict_logits`).
@@ -8,7 +8,6 @@ for a workstation that has PyTorch and wants no conversion; ``bf16`` is CPU auto
 the CPU has bf16 units. Needs the ``train`` extra."""
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,18 +15,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dcube_edge.errors import BackendUnavailable, UserError
-from dcube_edge.export.builder import Builder
-from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.base import Runner
-from dcube_edge.runtimes.manifest import Manifest, compose
+from dcube_edge.runtimes.manifest import MANIFEST, Manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
+from dcube_edge.runtimes.record import EngineRecord, GraphSection, PrecisionSection
+from dcube_edge.runtimes.sections import Provenance, RunRef
 from dcube_edge.runtimes.spec import GraphSpec
 
 if TYPE_CHECKING:
     import torch
 
     from dcube_edge import rundir
-    from dcube_edge.export.job import BuildJob
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -55,9 +53,10 @@ class TorchRunner(Runner):
                 baseline = Baseline(cfg, len(cfg.classes))
                 rundir.load_weights(baseline, manifest.dir / WEIGHTS)
                 return BaselineGraph(baseline.eval())
-            model = DCube(cfg, len(cfg.classes), tuple(manifest.data["selected_layers"]))
+            graph = manifest.record.graph
+            model = DCube(cfg, len(cfg.classes), graph.selected_layers)
             rundir.load_weights(model, manifest.dir / WEIGHTS)
-            return FixedGraph(model.eval(), tuple(manifest.data["timesteps"]), manifest.data["truncated_after_layer"],
+            return FixedGraph(model.eval(), graph.timesteps, graph.truncated_after_layer,
                               last_layer=len(manifest.spec.outputs) > 1)
 
         return cls(load, manifest.spec, manifest.precision, device or "cpu", threads)
@@ -71,9 +70,10 @@ class TorchRunner(Runner):
         run = rundir.Run.of(run)
         cfg = run.config
         spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), max_batch)
-        manifest = Manifest(run.path / "manifest.json", compose(
-            "torch", precision, rundir.CONFIG, spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
-            run={"path": str(run.path)}))
+        record = EngineRecord("torch", rundir.CONFIG, GraphSection(spec, tuple(cfg.classes)),
+                              PreprocessSpec(cfg.image_size), PrecisionSection(precision, {"all": precision}),
+                              provenance=Provenance(run=RunRef(str(run.path))))
+        manifest = Manifest(run.path / MANIFEST, record)  # in memory: a run directory has no manifest.json
         return cls(run.model, spec, precision, device, threads, compile), manifest
 
     def activate_impl(self) -> None:
@@ -110,25 +110,3 @@ class TorchRunner(Runner):
 
     def deactivate_impl(self) -> None:
         self.model = None
-
-
-# -- build half -------------------------------------------------------------------------------------
-
-class TorchBuilder(Builder):
-    """The run's inference weights (trunk + head, or the baseline CNN; one safetensors file) and its config."""
-
-    def check(self, precision: str) -> None:
-        if precision == "bf16" and not isa.has_bf16():
-            raise isa.PrecisionUnavailable(f"this CPU has no bf16 units ({isa.describe()}); torch bf16 autocast "
-                                           "would be emulated: use fp32")
-
-    def build(self, job: BuildJob) -> tuple[str, dict]:
-        from dcube_edge import rundir
-
-        rundir.save_weights(job.run.model(), job.work / WEIGHTS)
-        shutil.copyfile(job.run.path / rundir.CONFIG, job.work / CONFIG)
-        return WEIGHTS, {"autocast": job.precision == "bf16"}
-
-    def effective_precision(self, job: BuildJob, info: dict | None) -> dict[str, str]:
-        return {"all": "bf16 (torch CPU autocast: matmuls and convolutions bf16, reductions fp32)"
-                if job.precision == "bf16" else "fp32"}

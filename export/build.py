@@ -1,116 +1,112 @@
 """``dcube-edge export``: run dir → engine dir (docs/architecture.md, "Export").
 
-Steps: the run's model wrapped as a :class:`FixedGraph` (truncated, timesteps baked in; the model is
-never modified), or a baseline CNN as a :class:`BaselineGraph` → FP32 ONNX → the backend's
-:class:`~.builder.Builder` from the registry (``check``, ``build(job)`` with :class:`BuildJob` making the
-precision's ONNX and calibration data on request) → parity against the FP32 torch model on validation images,
-outputs checked against the graph spec, the builder's fallbacks while parity fails → the operating point and
-calibration chosen on the engine's own outputs → manifest. Everything is built in a hidden temporary folder and renamed into
-place at the end, so an interrupted export leaves nothing that looks complete."""
+Steps: every option checked against the run first (:func:`.plan.validate`: nothing is built, nothing written when
+one is wrong) → the run's model wrapped as a :class:`FixedGraph` (truncated, timesteps baked in; the model is never
+modified), or a baseline CNN as a :class:`BaselineGraph` → FP32 ONNX → the backend's :class:`~.builder.Builder`
+(``build(job)``, returning what it made and chose) → parity against the FP32 torch model on the validation images,
+loaded and run through torch once (:class:`.parity.ParityData`), the builder's fallbacks while it fails → the
+operating point and calibration chosen on the engine's own outputs → :func:`publish`: the record composed from what
+the steps returned, its facts bound into the model file, the files hashed and ``manifest.json`` written, once.
+Everything is built in a hidden temporary folder and renamed into place at the end, so an interrupted export leaves
+nothing that looks complete."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import onnx
-import torch
 
-from dcube_edge import __version__, rundir
-from dcube_edge.config import Config
+from dcube_edge import rundir
 from dcube_edge.data import record as data_record
-from dcube_edge.errors import UserError
 from dcube_edge.head import FixedGraph
-from dcube_edge.loop import predict_logits
-from dcube_edge.resnet import BaselineGraph
-from dcube_edge.runtimes import backends, isa, precisions
-from dcube_edge.runtimes import facts as engine_facts
-from dcube_edge.runtimes import manifest as engine_manifest
-from dcube_edge.runtimes.files import sha256, write_json
-from dcube_edge.runtimes.manifest import MANIFEST
+from dcube_edge.resnet import Baseline, BaselineGraph
+from dcube_edge.runtimes import facts
+from dcube_edge.runtimes.choices import Choices
+from dcube_edge.runtimes.files import sha256
+from dcube_edge.runtimes.manifest import Manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
+from dcube_edge.runtimes.record import MANIFEST, EngineRecord, GraphSection, PrecisionSection, write
+from dcube_edge.runtimes.sections import InputSection, Parity, Provenance, RunRef
 from dcube_edge.runtimes.spec import GraphSpec
 
-from . import codes, parity
-from .builder import Builder
-from .job import BuildJob, ExportError, ExportOptions, Log, calibration_file, validation_split
-from .operating import bind_operating_point, engine_outputs
-from .policy import for_model
+from . import codes, operating
+from .builder import Built
+from .context import ExportContext, Log
+from .job import BuildJob
+from .options import ExportError, ExportOptions
+from .parity import ParityData, measure
+from .plan import Plan, validate
+from .provenance import built_on, tool_versions
 from .to_onnx import export_onnx
 
-__all__ = ["BuildJob", "ExportError", "ExportOptions", "calibration_file", "export", "validation_split"]
+__all__ = ["ExportError", "ExportOptions", "export", "export_plan"]
+
+Graph = FixedGraph | BaselineGraph
 
 
-def check(opts: ExportOptions) -> tuple[backends.Backend, Builder, str | None]:
-    """Backend, its builder and the precision hint, or a UserError saying why not — before anything is built."""
-    try:
-        backend, precision = backends.get(opts.backend), precisions.get(opts.precision)
-    except UserError as e:
-        raise ExportError(str(e)) from None
-    if precision.name not in backend.precisions:
-        others = [b for b in backends.offering(precision.name) if b != backend.name]
-        raise ExportError(f"{backend.name} does not build {precision.name} engines (it builds "
-                          f"{', '.join(backend.precisions)})" + (f"; {precision.name} engines: --backend {' or '.join(others)}"
-                                                                if others else ""))
-    if opts.triton_repo and backend.triton is None:
-        raise ExportError(f"Triton has no platform for {backend.name} engines; drop --triton-repo or choose another backend")
-    builder = backend.make_builder()
-    try:
-        hint = builder.check(precision.name)
-    except isa.PrecisionUnavailable as e:
-        raise ExportError(str(e)) from None
-    return backend, builder, hint
+@dataclass(frozen=True)
+class Reached:
+    """Where the parity loop ended: the last measurement, the backend's choices then, what each part computes in,
+    the notes of every step taken, and the engine's logits for the parity images (reused by the operating point)."""
+
+    parity: Parity
+    choices: Choices | None
+    parts: dict[str, str]
+    note: str | None
+    logits: np.ndarray
 
 
-def export(run: str | Path | rundir.Run, out: str | Path, opts: ExportOptions, log: Log = print) -> dict:
-    """Export ``run`` (a run directory, or one already loaded) to the engine directory ``out``; the manifest."""
-    out = Path(out)
-    backend, builder, hint = check(opts)
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"{out} exists and is not an engine directory; refusing to replace it (choose another --out)")
-    run = rundir.Run.of(run)
-    if out.resolve() == run.path.resolve() or out.resolve() in run.path.resolve().parents:
-        raise ExportError(f"--out {out} would replace the run directory itself; choose another --out")
-    cfg = run.config
-    policy = for_model(cfg.model)
-    if cfg.model != "dcube" and (opts.full_trunk or opts.timesteps):
-        raise ExportError(f"{run.path} is a {cfg.model} baseline run: it has no diffusion trunk or timesteps; "
-                          "drop --full-trunk/--timesteps")
-    class_codes = codes.parse(opts.class_codes, list(cfg.classes))
-    unmapped = [c for c in cfg.classes if c not in class_codes]
+def export(run: str | Path | rundir.Run, out: str | Path, opts: ExportOptions, log: Log = print,
+           context: ExportContext | None = None) -> EngineRecord:
+    """Export ``run`` (a run directory, or one already loaded) to the engine directory ``out``; its record.
+    ``context`` gives the machine, timers and registries (default: this machine's, logging to ``log``)."""
+    context = context or ExportContext(log=log)
+    return export_plan(validate(run, out, opts, context), context, run if isinstance(run, rundir.Run) else None)
+
+
+def export_plan(plan: Plan, context: ExportContext, run: rundir.Run | None = None) -> EngineRecord:
+    """The export of a checked :class:`Plan` (the CLI checks before it imports torch)."""
+    run = run or rundir.Run(plan.run, plan.config)
+    cfg, opts = run.config, plan.opts
+    unmapped = [c for c in cfg.classes if c not in plan.class_codes]
     if unmapped:
-        log(f"note: {'classes' if len(unmapped) > 1 else 'class'} {', '.join(unmapped)} without --class-codes: DICOM "
-            f"results code {'them' if len(unmapped) > 1 else 'it'} in the private scheme {codes.PRIVATE_SCHEME}, "
-            "which viewers cannot interpret")
+        context.log(f"note: {'classes' if len(unmapped) > 1 else 'class'} {', '.join(unmapped)} without --class-codes: "
+                    f"DICOM results code {'them' if len(unmapped) > 1 else 'it'} in the private scheme {codes.PRIVATE_SCHEME}, "
+                    "which viewers cannot interpret")
     spec = GraphSpec.for_classifier(cfg.image_size, len(cfg.classes), opts.max_batch)
     graph = inference_graph(run, opts)
     if opts.full_trunk:
         spec = spec.with_trunk_output(len(graph.timesteps), 1 + cfg.grid ** 2, cfg.width)
-    work = work_folder(out)
+    work = work_folder(plan.out)
     try:
-        job = BuildJob(run, opts, spec, work, hint, log, policy)
-        manifest = build(job, backend, builder, graph, class_codes)
-        reach_parity(job, builder, graph, manifest)
-        bind_operating_point(job, manifest, file_hashes)
-        publish(work, out)
+        job = BuildJob(run, opts, plan.precision.name, plan.hint, plan.policy, spec, work, context)
+        section = graph_section(plan, spec, graph)
+        built = build(plan, job, graph)
+        data = ParityData.load(plan.parity_split, PreprocessSpec(cfg.image_size), graph, cfg.seed, context)
+        reached = reach_parity(plan, job, section, built, data)
+        point, calibration, said = operating.choose(plan, draft(plan, job, section, built.model_file, reached.choices),
+                                                    data, reached.logits)
+        context.log(said)
+        record = compose(plan, job, section, built, reached)
+        record = publish(work, plan.out, replace(record, decision=point, calibration=calibration))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if opts.triton_repo:
         from .triton import write_model
 
-        write_model(out, Path(opts.triton_repo))
-    return manifest
+        write_model(plan.out, Path(opts.triton_repo))
+    return record
 
 
-def inference_graph(run: rundir.Run, opts: ExportOptions) -> FixedGraph | BaselineGraph:
+def inference_graph(run: rundir.Run, opts: ExportOptions) -> Graph:
     """What export traces: a D-Cube model as a :class:`FixedGraph` (timesteps baked in, trunk cut), a
     baseline CNN as itself."""
     model = run.model()
-    if run.config.model != "dcube":
+    if isinstance(model, Baseline):
         return BaselineGraph(model).eval()
     upto = run.config.num_layers - 1 if opts.full_trunk else None
     return FixedGraph(model, timesteps=opts.timesteps, upto=upto, last_layer=opts.full_trunk).eval()
@@ -126,67 +122,80 @@ def work_folder(out: Path) -> Path:
     return work
 
 
-def build(job: BuildJob, backend: backends.Backend, builder: Builder, graph: FixedGraph | BaselineGraph,
-          class_codes: dict[str, dict[str, str]]) -> dict:
-    """FP32 ONNX → the builder's engine files → the manifest (facts bound, files hashed), in ``job.work``."""
-    cfg, run = job.cfg, job.run
+def build(plan: Plan, job: BuildJob, graph: Graph) -> Built:
+    """FP32 ONNX → the builder's engine files in ``job.work``; what it made."""
+    cfg = job.cfg
     job.log(f"exporting ONNX (opset {job.spec.opset}, timesteps {list(graph.timesteps)}, "
             f"layers {list(graph.layers_used)}, trunk cut after layer {graph.upto})" if cfg.model == "dcube"
             else f"exporting ONNX (opset {job.spec.opset}, {cfg.model} baseline)")
     export_onnx(graph, job.spec, job.fp32_onnx)
-    model_file, backend_info = builder.build(job)
+    built = plan.builder.build(job)
     job.fp32_onnx.unlink()
-    manifest = engine_manifest.compose(
-        backend.name, job.precision, model_file, job.spec, list(cfg.classes), PreprocessSpec(cfg.image_size),
-        intended_use=job.opts.intended_use or "", model=cfg.model,
-        training_data=data_record(cfg.data_root, list(cfg.classes), cfg.val_fraction, cfg.split_seed, cfg.image_size),
-        class_codes=class_codes, input={"modalities": [m.strip().upper() for m in (job.opts.modalities or "").split(",")
-                                                      if m.strip()]},
-        timesteps=list(graph.timesteps), selected_layers=list(graph.layers_used),
-        truncated_after_layer=graph.upto,
-        trunk_layers=cfg.num_layers if cfg.model == "dcube" else None, seed=cfg.seed, preset=cfg.preset,
-        run={"path": str(run.path.resolve()), **run.hashes()},
-        tools=tool_versions(builder), built_on=built_on(),
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        **job.info, **({backend.name: backend_info} if backend_info else {}),
-        effective_precision=builder.effective_precision(job, backend_info))  # job.hint: as the builder left it
-    engine_facts.bind(job.work, manifest)  # classes, preprocessing, timesteps, ... into the hashed model file
-    manifest["files"] = file_hashes(job.work)
-    write_json(job.work / MANIFEST, manifest)
-    return manifest
+    return built
 
 
-def reach_parity(job: BuildJob, builder: Builder, graph: FixedGraph | BaselineGraph, manifest: dict) -> None:
+def graph_section(plan: Plan, spec: GraphSpec, graph: Graph) -> GraphSection:
+    """What the exported graph is: its tensors, classes and their codes, and what it was cut from."""
+    cfg = plan.config
+    return GraphSection(spec, tuple(cfg.classes), plan.class_codes, cfg.model, tuple(graph.timesteps),
+                        tuple(graph.layers_used), graph.upto, cfg.num_layers if cfg.model == "dcube" else None,
+                        cfg.preset, cfg.seed)
+
+
+def draft(plan: Plan, job: BuildJob, section: GraphSection, model_file: str, choices: Choices | None) -> Manifest:
+    """The work folder's engine as its runner needs it described (not written: the manifest is written at publish)."""
+    record = EngineRecord(plan.backend.name, model_file, section, PreprocessSpec(job.cfg.image_size),
+                          PrecisionSection(job.precision, {}), choices)
+    return Manifest(job.work / MANIFEST, record)
+
+
+def reach_parity(plan: Plan, job: BuildJob, section: GraphSection, built: Built, data: ParityData) -> Reached:
     """Measure parity; while it breaks the precision's tolerance, take the builder's next fallback and measure
-    again; record the tolerance, the verdict and the notes in ``manifest`` (written)."""
-    tolerance = precisions.get(job.precision).tolerance
-    manifest["parity"] = measure_parity(job.work, graph, job.cfg, job.opts, job.spec, job.log)
-    info = manifest.get(manifest["backend"]) or {}
-    notes = [info["hint_choice"]] if info.get("hint_choice") else []
-    while not tolerance.holds(manifest["parity"]):
-        note = builder.fallback(job, manifest, manifest["parity"])
-        if not note:
+    again (against the same reference logits)."""
+    tolerance, builder = plan.precision.tolerance, plan.builder
+
+    def measured(choices: Choices | None) -> tuple[Parity, np.ndarray]:
+        engine = draft(plan, job, section, built.model_file, choices)
+        return measure(engine, data, tolerance.tie_margin, job.opts.device)
+
+    choices, notes = built.choices, list(built.notes)
+    parity, logits = measured(choices)
+    while not tolerance.holds(parity):
+        step = builder.fallback(job, choices, parity)
+        if step is None:
             break
-        # the backend changed the engine or how it runs: hash its files again and measure again
-        notes.append(note)
-        job.log(note)
-        manifest["files"] = file_hashes(job.work)
-        write_json(job.work / MANIFEST, manifest)
-        manifest["parity"] = measure_parity(job.work, graph, job.cfg, job.opts, job.spec, job.log)
-    if builder.finish(job.work):  # files kept only for a fallback: gone, so hash the rest again
-        manifest["files"] = file_hashes(job.work)
-    if notes:
-        manifest["effective_precision"]["note"] = "; then ".join(notes)
-    manifest["parity"]["tolerance"] = {k: v for k, v in vars(tolerance).items() if v is not None}
-    manifest["parity"]["within_tolerance"] = tolerance.holds(manifest["parity"])
-    if not manifest["parity"]["within_tolerance"]:
-        job.log(f"warning: {job.precision} parity is outside its tolerance ({manifest['parity']['tolerance']}); "
-                "check `parity` in the manifest before deploying this engine")
-    write_json(job.work / MANIFEST, manifest)
+        notes.append(step.note)
+        job.log(step.note)
+        choices = step.choices
+        parity, logits = measured(choices)
+    builder.finish(job.work)
+    within = tolerance.holds(parity)
+    parity = replace(parity, tolerance=tolerance.limits(), within_tolerance=within)
+    if not within:
+        job.log(f"warning: {job.precision} parity is outside its tolerance ({tolerance.limits()}); check `parity` in "
+                "the manifest before deploying this engine")
+    return Reached(parity, choices, builder.effective_precision(job, choices), "; then ".join(notes) or None, logits)
 
 
-def publish(work: Path, out: Path) -> None:
-    """Rename the finished ``work`` folder to ``out``, replacing an older engine there."""
+def compose(plan: Plan, job: BuildJob, section: GraphSection, built: Built, reached: Reached) -> EngineRecord:
+    """The engine's record from what the steps returned (decision and files are added by the caller)."""
+    cfg, run = job.cfg, job.run
+    precision = PrecisionSection(job.precision, reached.parts, reached.note, built.recipe, built.calibration_set)
+    provenance = Provenance(
+        job.opts.intended_use or "",
+        data_record(cfg.data_root, list(cfg.classes), cfg.val_fraction, cfg.split_seed, cfg.image_size),
+        RunRef(str(run.path.resolve()), run.hashes()), tool_versions(plan.builder), built_on(job.context.flags),
+        dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    return EngineRecord(plan.backend.name, built.model_file, section, PreprocessSpec(cfg.image_size), precision,
+                        reached.choices, reached.parity, input=InputSection(plan.modalities), provenance=provenance)
+
+
+def publish(work: Path, out: Path, record: EngineRecord) -> EngineRecord:
+    """Bind the record's facts into the model file, hash every file, write ``manifest.json`` (the one write of an
+    export), then rename the finished ``work`` folder to ``out``, replacing an older engine there."""
+    facts.bind(work, record.facts())
+    record = replace(record, files=file_hashes(work))
+    write(work, record)
     if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -195,65 +204,9 @@ def publish(work: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         work.rename(out)
-
-
-def measure_parity(engine_dir: Path, graph: FixedGraph | BaselineGraph, cfg: Config, opts: ExportOptions,
-                   spec: GraphSpec, log: Log) -> dict:
-    """Engine vs FP32 torch on the validation split (or, without data, on seeded random inputs); every
-    engine output is checked against the spec on the way."""
-    split = validation_split(cfg, opts.data)
-    pre = PreprocessSpec(cfg.image_size)
-    if split is not None and len(split):
-        images, labels, source = split.load(pre), split.labels, "validation split"
-    else:
-        rng = np.random.default_rng(cfg.seed)
-        images = rng.uniform(-1, 1, size=(16, 1, cfg.image_size, cfg.image_size)).astype(np.float32)
-        labels, source = None, "16 seeded uniform-noise images (no validation data found)"
-    last_layer, graph.last_layer = graph.last_layer, False
-    try:
-        ref = predict_logits(graph, images)
-    finally:
-        graph.last_layer = last_layer
-    got, runtime = engine_outputs(engine_dir, images, spec, opts.backend, opts.device)
-    report = {"data": source, **parity.compare(ref, got, labels, precisions.get(opts.precision).tolerance.tie_margin)}
-    if runtime:
-        report["runtime_inference_precision"] = runtime
-    return report  # the CLI prints it once, as a table
+    return record
 
 
 def file_hashes(engine_dir: Path) -> dict[str, str]:
     """sha256 of every file the manifest vouches for (all but itself)."""
     return {p.name: sha256(p) for p in sorted(engine_dir.iterdir()) if p.is_file() and p.name != MANIFEST}
-
-
-# The sources that decide what an exported engine holds, by package: the graph (model definitions), export
-# and calibration, and the facts bound into the engine. Their hash is the manifest's ``tools.export_code``.
-GRAPH_SOURCES = {"dcube_edge": ("uvit.py", "diffusion.py", "resnet.py", "head.py", "operating_point.py"),
-                 "dcube_edge.export": ("*.py",), "dcube_edge.calibration": ("*.py",),
-                 "dcube_edge.runtimes": ("spec.py", "facts.py", "preprocess.py", "manifest.py")}
-
-
-def export_code() -> str:
-    """sha256 (first 16 hex digits) of :data:`GRAPH_SOURCES` as installed: two engines of the same run and
-    options are the same build only if this matches (the version number does not move between commits)."""
-    import importlib
-
-    digest = hashlib.sha256()
-    for package, patterns in GRAPH_SOURCES.items():
-        root = Path(importlib.import_module(package).__file__).parent
-        for path in sorted({p for pattern in patterns for p in root.glob(pattern)}):
-            digest.update(f"{package}/{path.name}".encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def built_on() -> dict:
-    """The CPU an engine was exported (and its precision choices measured) on."""
-    return {"cpu_model": isa.cpu_model(), "isa_class": isa.tag(), "isa": isa.notable(), "isa_cap": isa.isa_cap()}
-
-
-def tool_versions(builder: Builder) -> dict:
-    import onnxruntime
-
-    return {"dcube_edge": __version__, "export_code": export_code(), "torch": torch.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            **builder.tool_versions()}

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import cast
 
 from dcube_edge.errors import UserError
+from dcube_edge.runtimes.sections import ClassCode
 
 PRIVATE_SCHEME = "99DCUBE"  # what an unmapped class is coded in (a private coding scheme designator, PS3.16 8.2)
 SPEC = re.compile(r"^(?P<scheme>[A-Za-z0-9][A-Za-z0-9_.-]{0,15}):(?P<value>[^:]{1,64})(?::(?P<meaning>.{1,64}))?$")
@@ -19,16 +21,17 @@ def known_meaning(scheme: str, value: str) -> str | None:
         from pydicom.sr._concepts_dict import concepts
     except ImportError:
         return None
-    for entries in concepts.get(scheme, {}).values():
-        if value in entries:
-            return entries[value][0]
+    for entries in concepts.get(scheme, {}).values():  # keyword → {code: (meaning, context group ids)}
+        found = cast("dict[str, tuple[str, list[int]]]", entries).get(value)
+        if found:
+            return found[0]
     return None
 
 
-def parse(text: str | None, classes: list[str]) -> dict[str, dict[str, str]]:
+def parse(text: str | None, classes: list[str]) -> dict[str, ClassCode]:
     """``--class-codes``: ``NAME=SCHEME:VALUE[:MEANING]`` pairs, comma-separated, or a JSON file of
     ``{"NAME": "SCHEME:VALUE[:MEANING]"}``. A meaning left out is taken from the DICOM concept table where the
-    code is listed there. Returns ``{class: {"scheme", "value", "meaning"}}``; classes not named are unmapped."""
+    code is listed there. Returns ``{class: ClassCode}``; classes not named are unmapped."""
     if not text:
         return {}
     path = Path(text)
@@ -49,7 +52,7 @@ def parse(text: str | None, classes: list[str]) -> dict[str, dict[str, str]]:
     unknown = sorted(set(pairs) - set(classes))
     if unknown:
         raise UserError(f"--class-codes names {unknown}, which the model does not have (classes: {', '.join(classes)})")
-    mapped = {}
+    mapped: dict[str, ClassCode] = {}
     for name, code in pairs.items():
         found = SPEC.match(code)
         if not found:
@@ -59,5 +62,5 @@ def parse(text: str | None, classes: list[str]) -> dict[str, dict[str, str]]:
         if not meaning:
             raise UserError(f"--class-codes {name}={code}: {scheme} {value} is not in the DICOM concept table; "
                             f"give its meaning: {name}={scheme}:{value}:MEANING")
-        mapped[name] = {"scheme": scheme, "value": value, "meaning": meaning}
+        mapped[name] = ClassCode(scheme, value, meaning)
     return mapped

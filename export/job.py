@@ -1,140 +1,95 @@
-"""What one export works from: the options as given (:class:`ExportOptions`) and, once the run is loaded
-and the work folder made, the :class:`BuildJob` that a backend's builder receives."""
+"""What a backend's builder receives once the run is loaded and the work folder made: the :class:`BuildJob` (the
+checked options, the graph spec, the work folder, the export's context), which makes the precision's ONNX and
+reads the calibration images on request (once)."""
 from __future__ import annotations
 
-import hashlib
+import functools
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from dcube_edge.calibration import sets as calib_sets
 from dcube_edge.config import Config
-from dcube_edge.data import DataError, Split, discover, read_split
-from dcube_edge.errors import UserError
-from dcube_edge.runtimes import precisions
 from dcube_edge.runtimes.preprocess import PreprocessSpec
+from dcube_edge.runtimes.sections import CalibrationSet, FP16Recipe, QDQRecipe
 from dcube_edge.runtimes.spec import GraphSpec
 
+from .calibration import calibration_file
+from .context import ExportContext, Log
+from .options import ExportOptions
 from .policy import Policy
 
 if TYPE_CHECKING:
-    from dcube_edge.rundir import Run  # torch; the CLI reads ExportOptions without it
-
-Log = Callable[[str], None]
+    from dcube_edge.rundir import Run
 
 
-class ExportError(UserError):
-    """An export that cannot be done as asked; the message says why."""
+@dataclass(frozen=True)
+class CalibrationImages:
+    images: np.ndarray  # preprocessed, (N, 1, S, S) float32
+    described: CalibrationSet
 
 
-@dataclass
-class ExportOptions:
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
-    calibration: str | None = None  # .npz from `dcube-edge calibrate`, or a dataset folder
-    calibration_size: int = calib_sets.DEFAULT_SIZE
-    data: str | None = None  # parity data; default: the run's validation split
-    max_batch: int = 64
-    full_trunk: bool = False  # keep every trunk block (for the truncation benchmark)
-    timesteps: tuple[int, ...] | None = None  # override the run's timesteps (timestep-batching benchmark)
-    triton_repo: str | None = None
-    device: str | None = None
-    class_codes: str | None = None  # NAME=SCHEME:VALUE[:MEANING],... or a JSON file (export/codes.py)
-    modalities: str | None = None  # comma-separated DICOM Modality values the model was trained on (e.g. US)
-    operating_point: str | None = None  # argmax, youden, balanced, sensitivity=X, specificity=X (operating_point.py)
-    positive_class: str | None = None  # the two-class rules' positive class (default: the rarer one)
-    operating_split: str | None = None  # labelled <class>/* folder the operating point is chosen on
-    intended_use: str | None = None  # what the engine is for, for its model card
+@dataclass(frozen=True)
+class PrecisionONNX:
+    """``work/model.onnx`` in a precision's ONNX form, and how it was made."""
+
+    path: Path
+    recipe: FP16Recipe | QDQRecipe | None = None
+    calibration_set: CalibrationSet | None = None
 
 
-def validation_split(cfg: Config, data: str | None) -> Split | None:
-    """The images parity is measured on: ``data`` (a split folder or dataset root) or the run's val split."""
-    if data:
-        root = Path(data)
-        if (root / "val").is_dir() or (root / "train").is_dir():
-            return discover(root, cfg.val_fraction, cfg.split_seed).val
-        return read_split(root, list(cfg.classes))[1]
-    if cfg.data_root and Path(cfg.data_root).is_dir():
-        try:
-            return discover(cfg.data_root, cfg.val_fraction, cfg.split_seed).val
-        except DataError:
-            return None
-    return None
-
-
-def calibration_file(run: Path, cfg: Config, opts: ExportOptions) -> Path:
-    """An existing .npz, or one built (and cached in the run dir) from a dataset folder's train split."""
-    spec = PreprocessSpec(cfg.image_size)
-    if opts.calibration and Path(opts.calibration).is_file():
-        calib_sets.read(opts.calibration, spec)
-        return Path(opts.calibration)
-    source = opts.calibration or cfg.data_root
-    if not source or not Path(source).is_dir():
-        raise ExportError("int8 needs calibration images: pass --calibration DATA (a dataset folder) or a .npz "
-                          "from `dcube-edge calibrate`")
-    train = discover(source, cfg.val_fraction, cfg.split_seed).train
-    key = f"{Path(source).resolve()}|{opts.calibration_size}|{cfg.seed}|{cfg.image_size}"
-    cached = run / "calibration" / f"calib-{opts.calibration_size}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
-    if not cached.is_file():
-        calib_sets.build(train.paths, train.labels, spec, opts.calibration_size, cfg.seed, cached)
-    return cached
-
-
-@dataclass
+@dataclass(frozen=True)
 class BuildJob:
-    """What a backend's ``build(job)`` receives: the FP32 ONNX in ``work`` and, on request, the precision's
-    ONNX and the calibration images. What they add to the manifest collects in ``info``."""
-
     run: Run
     opts: ExportOptions
+    precision: str
+    hint: str | None  # the device's precision hint as the builder's check chose it (a speed check may choose another)
+    policy: Policy
     spec: GraphSpec
     work: Path
-    hint: str | None
-    log: Log
-    policy: Policy
-    info: dict = field(default_factory=dict)
+    context: ExportContext
 
     @property
     def cfg(self) -> Config:
         return self.run.config
 
     @property
-    def precision(self) -> str:
-        return self.opts.precision
+    def log(self) -> Log:
+        return self.context.log
 
     @property
     def fp32_onnx(self) -> Path:
         return self.work / "model.fp32.onnx"
 
-    def calibration_file(self) -> Path:
-        calib = calibration_file(self.run.path, self.cfg, self.opts)
-        self.info["calibration_set"] = calib_sets.describe(calib)
-        return calib
+    @functools.cached_property
+    def calibration(self) -> CalibrationImages:
+        """The int8 calibration images, read (or built and cached in the run dir) once per export."""
+        path = calibration_file(self.run.path, self.cfg, self.opts)
+        images = calib_sets.read(path, PreprocessSpec(self.cfg.image_size))[0]
+        d = calib_sets.describe(path)
+        return CalibrationImages(images, CalibrationSet(d["file"], d["sha256"], d["size"], tuple(d["class_counts"])))
 
-    def calibration_images(self):
-        return calib_sets.read(self.calibration_file(), PreprocessSpec(self.cfg.image_size))[0]
-
-    def precision_onnx(self, precision: str | None = None) -> Path:
-        """``work/model.onnx`` in the ONNX form of ``precision`` (default: the export's; the registry's
-        ``onnx`` field): the float graph copied, fp16 mixed, int8 Q/DQ with the policy's float scopes."""
-        form = precisions.get(precision or self.precision).onnx
+    def precision_onnx(self, precision: str | None = None) -> PrecisionONNX:
+        """``work/model.onnx`` in the ONNX form of ``precision`` (default: the export's; the registry's ``onnx``
+        field): the float graph copied, fp16 mixed, int8 Q/DQ with the policy's float scopes."""
+        form = self.context.precision(precision or self.precision).onnx
         out = self.work / "model.onnx"
         if form == "fp32":
             shutil.copyfile(self.fp32_onnx, out)
-        elif form == "fp16":
+            return PrecisionONNX(out)
+        if form == "fp16":
             from dcube_edge.calibration import fp16
 
             fp16.convert(self.fp32_onnx, out)
-            self.info["fp16"] = {"tool": "onnxconverter_common.float16", "kept_fp32": fp16.KEEP_FP32, "io": "float32"}
-        elif form == "int8":
+            return PrecisionONNX(out, FP16Recipe("onnxconverter_common.float16", tuple(fp16.KEEP_FP32), "float32"))
+        if form == "int8":
             from dcube_edge.calibration import int8
 
-            self.info["int8"] = int8.quantize(self.fp32_onnx, out, self.calibration_images(), self.spec.input.name,
-                                              keep_float=list(self.policy.int8_float_scopes))
-        else:
-            raise ValueError(f"no ONNX form {form!r}")
-        return out
-
-
+            calibration = self.calibration
+            recipe = int8.quantize(self.fp32_onnx, out, calibration.images, self.spec.input.name,
+                                   keep_float=list(self.policy.int8_float_scopes))
+            return PrecisionONNX(out, recipe, calibration.described)
+        raise ValueError(f"no ONNX form {form!r}")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .builder import Builder
+from dcube_edge.runtimes.choices import Choices
+
+from .builder import Builder, Built
 
 if TYPE_CHECKING:
     from .job import BuildJob
 
 
 class OnnxRuntimeBuilder(Builder):
-    def build(self, job: BuildJob) -> tuple[str, dict]:
-        job.precision_onnx()
-        return "model.onnx", {}
+    def build(self, job: BuildJob) -> Built:
+        made = job.precision_onnx()
+        return Built("model.onnx", recipe=made.recipe, calibration_set=made.calibration_set)
 
-    def effective_precision(self, job: BuildJob, info: dict | None) -> dict[str, str]:
+    def effective_precision(self, job: BuildJob, choices: Choices | None) -> dict[str, str]:
         return job.policy.qdq_parts(job.precision)

@@ -12,15 +12,18 @@ that attribute and is ignored."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dcube_edge.calibration.scopes import scope_patterns
 from dcube_edge.runtimes import isa
+from dcube_edge.runtimes.choices import Choices, OpenVINOChoices, Quantization
+from dcube_edge.runtimes.sections import Parity
 
 from . import openvino_checks as checks
-from .builder import Builder
+from .builder import Builder, Built, Step
 from .openvino_ir import keep_f32, move_ir, quantize, remove_ir
-from .policy import scope_patterns
 
 if TYPE_CHECKING:
     from .job import BuildJob
@@ -30,33 +33,33 @@ FLOAT_OF_HINT = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
 class OpenVINOBuilder(Builder):
-    def check(self, precision: str) -> str:
-        """The inference-precision hint for this CPU (raises :class:`isa.PrecisionUnavailable` where it has no unit)."""
-        return isa.openvino_hint(precision)
+    def check(self, precision: str, flags: frozenset[str]) -> str:
+        """The inference-precision hint for a CPU with ``flags`` (raises :class:`isa.PrecisionUnavailable` where it
+        has no unit)."""
+        return isa.openvino_hint(precision, flags)
 
-    def build(self, job: BuildJob) -> tuple[str, dict]:
-        """IR from the FP32 ONNX (kept beside it as model.onnx for FLOP counts); int8 through NNCF."""
+    def build(self, job: BuildJob) -> Built:
+        """IR from the FP32 ONNX (kept beside it as model.onnx for FLOP counts); int8 through NNCF; then the
+        measured choices: bf16 against f32 islands, int8 against float attention products, the policy's trial."""
         import openvino as ov
 
-        float_model = ov.convert_model(str(job.precision_onnx("fp32")))
-        info: dict = {"inference_precision": job.hint}
-        model, calibration = float_model, None
+        float_model = ov.convert_model(str(job.precision_onnx("fp32").path))
+        model, quantization = float_model, None
         if job.precision == "int8":
             patterns = scope_patterns(job.policy.int8_float_scopes)
-            calibration = job.calibration_images()
-            model = quantize(float_model.clone(), job, calibration, patterns)
-            info.update(quantization={"tool": "nncf.quantize", "preset": "performance (symmetric)",
-                                      "model_type": job.policy.nncf_model_type or "default (CNN)",
-                                      "subset_size": len(calibration),
-                                      "ignored_scope_patterns": patterns})
+            model = quantize(float_model.clone(), job, job.calibration.images, patterns)
+            quantization = Quantization(model_type=job.policy.nncf_model_type or "default (CNN)",
+                                        subset_size=len(job.calibration.images), ignored_scope_patterns=tuple(patterns))
         ov.save_model(model, str(job.work / "model.xml"), compress_to_fp16=False)
+        choices = OpenVINOChoices(inference_precision=job.hint or "f32", quantization=quantization)
         if job.hint == "bf16":
-            info.update(checks.speed_check(job))
+            choices = checks.speed_check(job, choices)
         if job.precision == "int8":
-            info["attention"] = checks.attention_check(job)
-            if job.hint == "f32" and job.policy.int8_trial_ignored is not None:
-                info["guide_branch"] = checks.int8_trial(job, float_model, calibration, info)
-        return "model.xml", info
+            choices = replace(choices, attention=checks.attention_check(job, choices.inference_precision))
+            if choices.inference_precision == "f32" and job.policy.int8_trial_ignored is not None:
+                choices = checks.int8_trial(job, float_model, choices)
+        return Built("model.xml", choices, calibration_set=job.calibration.described if quantization else None,
+                     notes=(choices.hint_choice,) if choices.hint_choice else ())
 
     def tool_versions(self) -> dict[str, str]:
         import nncf
@@ -64,47 +67,47 @@ class OpenVINOBuilder(Builder):
 
         return {"openvino": openvino.get_version(), "nncf": nncf.__version__}
 
-    def effective_precision(self, job: BuildJob, info: dict | None) -> dict[str, str]:
-        return parts(job.policy, job.precision, job.hint, info)
+    def effective_precision(self, job: BuildJob, choices: Choices | None) -> dict[str, str]:
+        return parts(job.policy, job.precision, choices if isinstance(choices, OpenVINOChoices) else OpenVINOChoices())
 
     def finish(self, work: Path) -> bool:
         return remove_ir(work / checks.SPARE)
 
-    def fallback(self, job: BuildJob, manifest: dict, failed: dict) -> str | None:
+    def fallback(self, job: BuildJob, choices: Choices | None, failed: Parity) -> Step | None:
         """Undo the int8 trial; then, under a bf16 hint, pin the policy's part to f32; then, for int8, every
-        float island f32. Returns the manifest's note, or None when no step is left."""
-        work, info, policy = job.work, manifest["openvino"], job.policy
-        was = f"top-1 agreement {failed['top1_agreement']:.4f}, AUC delta {failed.get('auc_delta') or 0:.4f}"
-        if info.get("guide_branch", {}).get("choice") == "int8" and (work / checks.SPARE).with_suffix(".xml").is_file():
-            move_ir(work / checks.SPARE, work / manifest["model_file"])
+        float island f32."""
+        if not isinstance(choices, OpenVINOChoices):
+            return None
+        work, policy, xml = job.work, job.policy, job.work / "model.xml"
+        was = f"top-1 agreement {failed.top1_agreement:.4f}, AUC delta {failed.auc_delta or 0:.4f}"
+        trial = choices.guide_branch
+        if trial is not None and trial.choice == "int8" and (work / checks.SPARE).with_suffix(".xml").is_file():
+            move_ir(work / checks.SPARE, xml)
             shutil.rmtree(work / "ov_cache", ignore_errors=True)
-            info["guide_branch"] = {**info["guide_branch"], "choice": "float", "undone": f"parity: {was}"}
-            info["quantization"]["ignored_scope_patterns"] = info["guide_branch"]["head_float_ignored_scope_patterns"]
-            manifest["effective_precision"] = parts(policy, manifest["precision"], info["inference_precision"], info)
-            return f"{policy.int8_trial_name} back to float: with them int8, {was}"
-        if info.get("inference_precision") != "bf16":
+            quantization = choices.quantization or Quantization()
+            return Step(f"{policy.int8_trial_name} back to float: with them int8, {was}", replace(
+                choices, guide_branch=replace(trial, choice="float", undone=f"parity: {was}"),
+                quantization=replace(quantization, ignored_scope_patterns=trial.head_float_ignored_scope_patterns)))
+        if choices.inference_precision != "bf16":
             return None
-        if not info.get("f32_scopes"):
-            count = keep_f32(work / manifest["model_file"], policy.bf16_f32_scopes)
+        if not choices.f32_scopes:
+            count = keep_f32(xml, policy.bf16_f32_scopes)
             shutil.rmtree(work / "ov_cache", ignore_errors=True)  # blobs compiled from the unmarked IR
-            info["f32_scopes"] = list(policy.bf16_f32_scopes)
-            manifest["effective_precision"] = parts(policy, manifest["precision"], "bf16", info)
-            return f"{policy.pinned_name} kept in f32 ({count} IR layers marked precise): with it in bf16, {was}"
-        if manifest["precision"] != "int8":
+            return Step(f"{policy.pinned_name} kept in f32 ({count} IR layers marked precise): with it in bf16, {was}",
+                        replace(choices, f32_scopes=tuple(policy.bf16_f32_scopes)))
+        if job.precision != "int8":
             return None
-        info["inference_precision"] = "f32"
-        manifest["effective_precision"] = parts(policy, "int8", "f32", info)
-        return f"float islands pinned to f32: with bf16 islands ({policy.pinned_name} f32), {was}"
+        return Step(f"float islands pinned to f32: with bf16 islands ({policy.pinned_name} f32), {was}",
+                    replace(choices, inference_precision="f32"))
 
 
-def parts(policy: Policy, precision: str, hint: str | None, info: dict | None) -> dict[str, str]:
-    """What each part computes in, as built, from the hint and the manifest's ``openvino`` section (pinned
-    scopes, attention products float or int8, the int8 trial). OpenVINO may keep some ops, e.g. reductions, in
-    f32 under a bf16 hint; the runner reads the compiled model's actual hint back."""
-    info = info or {}
-    float_part = FLOAT_OF_HINT.get(hint or "", precision)
-    guide = "fp32" if info.get("f32_scopes") else float_part
-    if info.get("guide_branch", {}).get("choice") == "int8":
+def parts(policy: Policy, precision: str, choices: OpenVINOChoices) -> dict[str, str]:
+    """What each part computes in, as built, from the hint and the other choices (pinned scopes, attention products
+    float or int8, the int8 trial). OpenVINO may keep some ops, e.g. reductions, in f32 under a bf16 hint; the
+    runner reads the compiled model's actual hint back."""
+    float_part = FLOAT_OF_HINT.get(choices.inference_precision, precision)
+    guide = "fp32" if choices.f32_scopes else float_part
+    if choices.guide_branch is not None and choices.guide_branch.choice == "int8":
         guide = policy.int8_trial_parts.format(float=float_part)
-    attention = "int8" if info.get("attention", {}).get("matmuls", "int8") == "int8" else float_part
-    return policy.ir_parts(precision, float_part, attention, guide, pinned=bool(info.get("f32_scopes")))
+    attention = "int8" if choices.attention is None or choices.attention.matmuls == "int8" else float_part
+    return policy.ir_parts(precision, float_part, attention, guide, pinned=bool(choices.f32_scopes))

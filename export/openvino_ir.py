@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dcube_edge.calibration.int8 import in_scopes
+import numpy as np
+
+from dcube_edge.calibration.scopes import in_scopes
 from dcube_edge.runtimes.files import atomic_path
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ def remove_ir(xml: Path) -> bool:
     return bool(present)
 
 
-def quantize(model, job: BuildJob, calibration, ignored_patterns: list[str]):
+def quantize(model: Any, job: BuildJob, calibration: np.ndarray, ignored_patterns: list[str]) -> Any:
     """``nncf.quantize`` of an IR on the calibration images, the ops matching ``ignored_patterns`` (regular
     expressions over node names) left float."""
     import logging

@@ -1,66 +1,41 @@
-"""The engine run on labelled images after its build: its outputs checked against the graph spec, and the operating
-point and calibration (:mod:`dcube_edge.operating_point`) chosen on them and bound into the engine's facts."""
+"""The operating point and the probability calibration (:mod:`dcube_edge.operating_point`) chosen on the engine's
+own outputs for labelled images: the parity images when the operating split is theirs (the engine's logits for them
+are already measured), else ``--operating-split``'s, run through the engine once."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 import numpy as np
 
 from dcube_edge import operating_point as decision
-from dcube_edge.runtimes import facts as engine_facts
-from dcube_edge.runtimes import make_runner
-from dcube_edge.runtimes.files import write_json
-from dcube_edge.runtimes.manifest import MANIFEST
-from dcube_edge.runtimes.manifest import read as read_manifest
+from dcube_edge.runtimes.manifest import Manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
-from dcube_edge.runtimes.spec import GraphSpec, SpecMismatch
+from dcube_edge.runtimes.sections import Calibration, OperatingPoint
 
-from .job import ExportError, validation_split
+from .parity import ParityData, engine_outputs
+from .plan import Plan
 
-if TYPE_CHECKING:
-    from .job import BuildJob
-
-
-def engine_outputs(engine_dir: Path, images: np.ndarray, spec: GraphSpec, backend: str, device: str | None = None
-                   ) -> tuple[np.ndarray, str | None]:
-    """(the engine's logits for ``images``, the precision its runtime compiled to, where it says), every output
-    checked against the spec on the way."""
-    runner = make_runner(read_manifest(engine_dir, verify=False), device=device)
-    step, got = spec.batch["max"], []
-    with runner:
-        for i in range(0, len(images), step):
-            batch = images[i:i + step]
-            outputs = runner.infer({spec.input.name: batch})
-            try:
-                spec.check_outputs(outputs, len(batch))
-            except SpecMismatch as e:
-                raise ExportError(f"the {backend} engine does not match its graph spec: {e}") from None
-            got.append(outputs[spec.output.name])
-        return np.concatenate(got), runner.compiled_precision()
+NO_LABELS = OperatingPoint(rule="argmax", note="no labelled images to choose an operating point on: argmax kept "
+                                               "(pass --operating-split DIR)")
 
 
-def bind_operating_point(job: BuildJob, manifest: dict, file_hashes) -> None:
-    """Choose the operating point and the temperature on the engine's own logits for the operating split (default:
-    the validation split), record them in the manifest, bind them into the engine's facts, hash the files again."""
-    opts, cfg = job.opts, job.cfg
-    split = validation_split(cfg, opts.operating_split or opts.data)
-    source = (f"{opts.operating_split} ({len(split)} images)" if opts.operating_split else
-              f"{decision.RUN_VALIDATION} ({len(split)} images)") if split is not None else ""
+def choose(plan: Plan, manifest: Manifest, data: ParityData, parity_logits: np.ndarray
+           ) -> tuple[OperatingPoint, Calibration | None, str]:
+    """(the operating point, the calibration, a line saying what was chosen) for the engine in ``manifest``, whose
+    logits for the parity images are ``parity_logits``."""
+    classes = list(plan.config.classes)
+    split = plan.operating_split or data.split
     if split is None or not len(split):
-        manifest["decision"] = {"rule": "argmax", "note": "no labelled images to choose an operating point on: argmax "
-                                                          "kept (pass --operating-split DIR)"}
-        manifest["calibration"] = {}
+        return NO_LABELS, None, f"operating point: argmax ({NO_LABELS.note})"
+    if plan.operating_split is None:
+        logits = parity_logits
+        source = f"{plan.opts.data or decision.RUN_VALIDATION} ({len(split)} images)"
     else:
-        logits, _ = engine_outputs(job.work, split.load(PreprocessSpec(cfg.image_size)), job.spec, opts.backend,
-                                   opts.device)
-        manifest["decision"], manifest["calibration"] = decision.choose(
-            opts.operating_point, opts.positive_class, list(cfg.classes), logits, split.labels, source)
-        manifest["decision"]["images_sha256"] = split.images_sha256(list(cfg.classes))
-        d, c = manifest["decision"], manifest["calibration"]
-        job.log(f"operating point: {decision.as_runtime(d, c, list(cfg.classes)).describe()}; temperature "
-                f"{c['temperature']:.3f} (ECE {c['ece_before']:.3f} → {c['ece_after']:.3f}) on {source}"
-                + (f"; {d['note']}" if d.get("note") else ""))
-    engine_facts.bind(job.work, manifest)
-    manifest["files"] = file_hashes(job.work)
-    write_json(job.work / MANIFEST, manifest)
+        logits, _ = engine_outputs(manifest, split.load(PreprocessSpec(plan.config.image_size)), plan.opts.device)
+        source = f"{plan.opts.operating_split} ({len(split)} images)"
+    point, calibration = decision.choose(plan.rule, classes, logits, split.labels, source)
+    point = replace(point, images_sha256=split.images_sha256(classes))
+    said = (f"operating point: {decision.as_runtime(point, calibration, classes).describe()}; temperature "
+            f"{calibration.temperature:.3f} (ECE {calibration.ece_before:.3f} → {calibration.ece_after:.3f}) on {source}"
+            + (f"; {point.note}" if point.note else ""))
+    return point, calibration, said

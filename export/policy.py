@@ -3,20 +3,9 @@ module names (they become ONNX node and OpenVINO layer names at export, e.g. ``h
 The generic builders ask the policy; ``docs/decisions/precision-policy.md`` holds the measurements behind it."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from dcube_edge.errors import UserError
-
-
-def in_scopes(name: str, scopes: tuple[str, ...] | list[str]) -> bool:
-    """Whether a node or IR layer name falls under any of ``scopes`` (module names)."""
-    return any(name.startswith(s + ".") or name.startswith(s + "/") for s in scopes)
-
-
-def scope_patterns(scopes: tuple[str, ...]) -> list[str]:
-    """``scopes`` as regular expressions over node names (NNCF's ignored-scope form)."""
-    return [re.escape(s) + r"[./].*" for s in scopes]
 
 
 @dataclass(frozen=True)

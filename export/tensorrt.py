@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dcube_edge.errors import DcubeError
+from dcube_edge.runtimes.choices import Choices, TensorRTChoices
 from dcube_edge.runtimes.trt import import_tensorrt
 
-from .builder import Builder
+from .builder import Builder, Built
 
 if TYPE_CHECKING:
     from .job import BuildJob
@@ -18,7 +19,7 @@ WORKSPACE_BYTES = 2 << 30
 
 
 class TensorRTBuilder(Builder):
-    def build(self, job: BuildJob) -> tuple[str, dict]:
+    def build(self, job: BuildJob) -> Built:
         return build_plan(job)
 
     def tool_versions(self) -> dict[str, str]:
@@ -26,12 +27,13 @@ class TensorRTBuilder(Builder):
 
         return {"tensorrt": tensorrt.__version__}
 
-    def effective_precision(self, job: BuildJob, info: dict | None) -> dict[str, str]:
+    def effective_precision(self, job: BuildJob, choices: Choices | None) -> dict[str, str]:
         return job.policy.qdq_parts(job.precision)  # the same precision ONNX, the same parts
 
 
-def build_plan(job: BuildJob) -> tuple[str, dict]:
-    onnx_path, work, spec, log = job.precision_onnx(), job.work, job.spec, job.log
+def build_plan(job: BuildJob) -> Built:
+    made = job.precision_onnx()
+    onnx_path, work, spec, log = made.path, job.work, job.spec, job.log
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -57,5 +59,6 @@ def build_plan(job: BuildJob) -> tuple[str, dict]:
         raise DcubeError("TensorRT failed to build the engine; see the messages above")
     (work / "model.plan").write_bytes(bytes(plan))
     (work / "timing.cache").write_bytes(bytes(config.get_timing_cache().serialize()))
-    return "model.plan", {"strongly_typed": True, "workspace_bytes": WORKSPACE_BYTES,
-                          "profile": spec.batch, "timing_cache": "timing.cache"}
+    choices = TensorRTChoices(strongly_typed=True, workspace_bytes=WORKSPACE_BYTES, profile=dict(spec.batch),
+                              timing_cache="timing.cache")
+    return Built("model.plan", choices, made.recipe, made.calibration_set)

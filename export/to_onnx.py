@@ -27,6 +27,8 @@ def export_onnx(model: torch.nn.Module, spec: GraphSpec, path: str | Path) -> Pa
         program = torch.onnx.export(model, (example,), input_names=[inp.name],
                                     output_names=[o.name for o in spec.outputs], opset_version=spec.opset,
                                     dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+        if program is None:  # torch.onnx.export returns the program under dynamo=True
+            raise RuntimeError("torch.onnx.export returned no ONNX program")
         proto = program.model_proto
         scope_node_names(proto)
         onnx.save(proto, str(tmp))

@@ -13,9 +13,10 @@ from . import backends, precisions
 from .base import BackendUnavailable, Runner, RunnerNotActive
 from .classifier import Classifier, NonFiniteOutput, Prediction
 from .manifest import EngineError, Manifest, read
+from .record import EngineRecord
 from .spec import GraphSpec, SpecMismatch
 
-__all__ = ["load", "make_runner", "Classifier", "Prediction", "Runner", "Manifest", "EngineError", "GraphSpec",
+__all__ = ["load", "make_runner", "Classifier", "Prediction", "Runner", "Manifest", "EngineRecord", "EngineError", "GraphSpec",
            "BackendUnavailable", "NonFiniteOutput", "RunnerNotActive", "SpecMismatch", "backends", "precisions", "read"]
 
 

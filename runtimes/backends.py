@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
+from typing import Any
 
 from dcube_edge.errors import BackendUnavailable, UserError
 
@@ -49,7 +50,7 @@ class Backend:
         module, cls = self.runner.split(":")
         return getattr(importlib.import_module(module), cls)
 
-    def make_builder(self):
+    def make_builder(self) -> Any:
         """An instance of the :class:`~dcube_edge.export.builder.Builder` named by ``builder`` (its packages
         checked first)."""
         self.require(build=True)
@@ -102,7 +103,7 @@ register(Backend(
     precisions=("fp32", "fp16", "int8"), model_files=("model.plan",), triton='platform: "tensorrt_plan"', gpu=True,
     summary="TensorRT 10/11 plan, strongly typed (precision from the ONNX's types and Q/DQ), one batch profile"))
 register(Backend(
-    "torch", "dcube_edge.torch_backend:TorchRunner", "dcube_edge.torch_backend:TorchBuilder",
+    "torch", "dcube_edge.torch_backend:TorchRunner", "dcube_edge.export.pytorch:TorchBuilder",
     packages=("torch", "safetensors"), build_packages=(), install="pip install 'dcube-edge[train]' (torch, safetensors)",
     precisions=("fp32", "bf16"), model_files=("model.safetensors", "config.json"), triton=None, matrix=False,
     summary="the PyTorch model itself (eager; bf16 = CPU autocast): the reference that evaluate, parity and bench share"))

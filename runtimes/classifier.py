@@ -45,7 +45,7 @@ class Classifier:
         self.manifest, self.runner = manifest, runner
         self.classes = manifest.classes
         self.spec = manifest.preprocess
-        self.decision = Decision.from_manifest(manifest.data)
+        self.decision = Decision.of_record(manifest.record)
         # Engine milliseconds per call by batch size (decoding excluded): every call counted, the latest
         # RECENT_CALLS kept, so a long-running server's memory does not grow with the calls it serves.
         self.engine_calls: Counter[int] = Counter()

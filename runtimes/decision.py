@@ -10,15 +10,23 @@ chosen to maximise balanced accuracy. Engines exported before operating points e
 temperature 1."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .sections import Calibration, OperatingPoint
+
+if TYPE_CHECKING:
+    from .record import EngineRecord
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probs
 
 
 @dataclass(frozen=True)
@@ -31,14 +39,19 @@ class Decision:
     classes: tuple[str, ...] = ()
 
     @classmethod
-    def from_manifest(cls, data: dict) -> Decision:
-        d, calibration = data.get("decision") or {}, data.get("calibration") or {}
-        classes = tuple(data.get("classes", ()))
-        positive = d.get("positive_class")
-        return cls(rule=d.get("rule", "argmax"), temperature=float(calibration.get("temperature", 1.0)),
-                   positive=classes.index(positive) if positive in classes else None,
-                   threshold=None if d.get("threshold") is None else float(d["threshold"]),
-                   bias=tuple(float(b) for b in d["bias"]) if d.get("bias") else None, classes=classes)
+    def of(cls, point: OperatingPoint | None, calibration: Calibration | None, classes: Sequence[str]) -> Decision:
+        """The rule an engine record's operating point and calibration describe (argmax at temperature 1 where
+        it has neither)."""
+        point, names = point or OperatingPoint(), tuple(classes)
+        positive = point.positive_class
+        return cls(rule=point.rule, temperature=calibration.temperature if calibration else 1.0,
+                   positive=names.index(positive) if positive in names else None, threshold=point.threshold,
+                   bias=point.bias or None, classes=names)
+
+    @classmethod
+    def of_record(cls, record: EngineRecord) -> Decision:
+        """The rule an engine binds: its operating point and calibration, over its classes."""
+        return cls.of(record.decision, record.calibration, record.classes)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: softmax(logits / temperature)."""
@@ -49,9 +62,8 @@ class Decision:
         if self.threshold is not None and self.positive is not None:
             other = 1 - self.positive
             return np.where(probs[:, self.positive] >= self.threshold, self.positive, other)
-        if self.bias is not None:
-            return (np.log(np.clip(probs, 1e-12, 1.0)) + np.asarray(self.bias)).argmax(1)
-        return probs.argmax(1)
+        scores = probs if self.bias is None else np.log(np.clip(probs, 1e-12, 1.0)) + np.asarray(self.bias)
+        return np.asarray(scores.argmax(1))
 
     def describe(self) -> str:
         """The operating point in words, complete (with its threshold or every class's bias), as classify, serve

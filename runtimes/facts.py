@@ -11,23 +11,18 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 from dcube_edge.errors import UserError
 
-KEY = "dcube_edge.facts"
-FIELDS = ("classes", "class_codes", "preprocess", "timesteps", "graph", "backend", "precision", "decision",
-          "calibration")
+KEY = "dcube_edge.facts"  # which facts: the engine record's (record.FACTS)
 
 
 class FactsMismatch(UserError):
     """The manifest's facts differ from those bound into the model file."""
 
 
-def of(manifest: dict) -> dict:
-    return {k: manifest.get(k) for k in FIELDS}
-
-
-def _text(facts: dict) -> str:
+def _text(facts: object) -> str:
     return json.dumps(facts, sort_keys=True, separators=(",", ":"))
 
 
@@ -39,12 +34,13 @@ def carrier(engine_dir: Path) -> Path | None:
     return None
 
 
-def bind(engine_dir: Path, manifest: dict) -> Path:
-    """Write the manifest's facts into the engine's carrier file (before the files are hashed)."""
+def bind(engine_dir: Path, facts: dict[str, Any]) -> Path:
+    """Write an engine's facts (:meth:`~.record.EngineRecord.facts`) into its carrier file, before the files are
+    hashed."""
     path = carrier(engine_dir)
     if path is None:
         raise ValueError(f"{engine_dir} has neither model.onnx nor model.safetensors to carry the engine's facts")
-    text = _text(of(manifest))
+    text = _text(facts)
     if path.suffix == ".onnx":
         import onnx
 
@@ -61,15 +57,16 @@ def bind(engine_dir: Path, manifest: dict) -> Path:
     return path
 
 
-def _safetensors_header(path: Path) -> dict:
+def _safetensors_header(path: Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
         if size > 100_000_000:
             raise FactsMismatch(f"{path.name} has an implausible safetensors header ({size} bytes)")
-        return json.loads(f.read(size))
+        header: dict[str, Any] = json.loads(f.read(size))
+        return header
 
 
-def read(path: Path) -> dict | None:
+def read(path: Path) -> dict[str, Any] | None:
     """The facts bound into ``path``, or None when it carries none."""
     if path.suffix == ".onnx":
         import onnx
@@ -78,18 +75,18 @@ def read(path: Path) -> dict | None:
         text = next((p.value for p in model.metadata_props if p.key == KEY), None)
     else:
         text = _safetensors_header(path).get("__metadata__", {}).get(KEY)
-    return json.loads(text) if text else None
+    bound: dict[str, Any] | None = json.loads(text) if text else None
+    return bound
 
 
-def check(engine_dir: Path, manifest: dict) -> None:
-    """Raise :class:`FactsMismatch` naming the first fact the manifest and the model file disagree on."""
+def check(engine_dir: Path, stated: dict[str, Any]) -> None:
+    """Raise :class:`FactsMismatch` naming the first of the manifest's ``stated`` facts the model file disagrees on."""
     path = carrier(engine_dir)
     bound = read(path) if path else None
-    if bound is None:
+    if path is None or bound is None:
         raise FactsMismatch(f"{engine_dir} carries no bound engine facts (exported by an older dcube-edge or "
                             "assembled by hand); re-export it")
-    stated = of(manifest)
-    for key in FIELDS:
+    for key in stated:
         if _text(stated[key]) != _text(bound.get(key)):
             raise FactsMismatch(f"manifest.json says {key} = {json.dumps(stated[key])[:120]}, but {path.name} was "
                                 f"built for {json.dumps(bound.get(key))[:120]}: the manifest was edited; re-export "

@@ -1,31 +1,26 @@
 """The engine directory contract (docs/engine-format.md): ``manifest.json`` plus model files. The runtime checks
-format version, backend, and the sha256 of every file before it loads anything."""
+format version, backend, the sha256 of every file and the facts bound into the model file before it loads anything;
+what the manifest says is an :class:`~.record.EngineRecord`."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcube_edge.errors import UserError
-
-from . import backends, facts
+from . import facts
 from .files import sha256
 from .preprocess import PreprocessSpec
+from .record import MANIFEST, EngineError, EngineRecord, load
 from .spec import GraphSpec
 
-MANIFEST = "manifest.json"
-FORMAT = "dcube-edge-engine"
-FORMAT_VERSION = 2  # 2: engine facts bound into the model file (runtimes/facts.py)
-
-
-class EngineError(UserError):
-    """An engine directory that must not be used; the message says why and what to do."""
+__all__ = ["MANIFEST", "EngineError", "Manifest", "read"]
 
 
 @dataclass(frozen=True)
 class Manifest:
+    """An engine's record and where it lies (``path`` is its manifest.json, read or about to be written)."""
+
     path: Path
-    data: dict
+    record: EngineRecord
 
     @property
     def dir(self) -> Path:
@@ -33,19 +28,19 @@ class Manifest:
 
     @property
     def backend(self) -> str:
-        return self.data["backend"]
+        return self.record.backend
 
     @property
     def precision(self) -> str:
-        return self.data["precision"]
+        return self.record.precision.name
 
     @property
     def classes(self) -> list[str]:
-        return list(self.data["classes"])
+        return self.record.classes
 
     @property
     def spec(self) -> GraphSpec:
-        return GraphSpec.from_dict(self.data["graph"])
+        return self.record.spec
 
     @property
     def input_name(self) -> str:
@@ -61,27 +56,24 @@ class Manifest:
 
     @property
     def preprocess(self) -> PreprocessSpec:
-        return PreprocessSpec.from_dict(self.data["preprocess"])
+        return self.record.preprocessing
 
     @property
     def model_file(self) -> Path:
-        return self.dir / self.data["model_file"]
+        return self.dir / self.record.model_file
 
     def precision_parts(self) -> str:
         """What each part of the engine computes in, as recorded at export: 'trunk_matmuls int8 (...), ...'."""
-        parts = self.data.get("effective_precision") or {"all": self.precision}
-        return ", ".join(f"{k} {v}" for k, v in parts.items() if k != "note")
+        return self.record.precision.describe()
 
     def foreign_build(self, isa_class: str) -> str | None:
         """Why this engine's measured choices may not fit a CPU of ``isa_class``, or None: an OpenVINO
-        export times bf16 islands and int8 attention on the CPU it runs on and keeps what was faster there (its
-        builder records those timings in its manifest section)."""
-        built = (self.data.get("built_on") or {}).get("isa_class")
-        section = self.data.get(self.backend) or {}  # what the backend's builder recorded
-        measured = section.get("latency_by_hint_ms") or section.get("attention")
-        if built and built != isa_class and measured:
-            return (f"built on a CPU of class {built}, whose timings chose its precision parts; this CPU is of class "
-                    f"{isa_class}: re-export here for choices measured on it")
+        export times bf16 islands and int8 attention on the CPU it runs on and keeps what was faster there."""
+        built = self.record.provenance.built_on
+        choices = self.record.choices
+        if built and built.isa_class and built.isa_class != isa_class and choices and choices.timed_here():
+            return (f"built on a CPU of class {built.isa_class}, whose timings chose its precision parts; this CPU is "
+                    f"of class {isa_class}: re-export here for choices measured on it")
         return None
 
 
@@ -91,22 +83,10 @@ def read(engine_dir: str | Path, verify: bool = True, trusted_keys: list[Path] |
     path = Path(engine_dir) / MANIFEST
     if not path.is_file():
         raise EngineError(f"{engine_dir} is not an engine directory (no {MANIFEST}); create one with `dcube-edge export`")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EngineError(f"{path} is not valid JSON ({e}); re-export the engine") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise EngineError(f"{path} is not a dcube-edge engine manifest")
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise EngineError(f"{path} has format version {version}; this dcube-edge reads version {FORMAT_VERSION}: "
-                          "re-export with this version or install the matching dcube-edge")
-    if data.get("backend") not in backends.names():
-        raise EngineError(f"{path} names unknown backend {data.get('backend')!r} (this dcube-edge knows "
-                          f"{', '.join(backends.names())})")
-    manifest = Manifest(path, data)
+    record, stated = load(path)
+    manifest = Manifest(path, record)
     if verify:
-        for name, digest in data.get("files", {}).items():
+        for name, digest in record.files.items():
             f = manifest.dir / name
             if Path(name).is_absolute() or ".." in Path(name).parts:
                 raise EngineError(f"{path} lists a file outside the engine dir ({name}); refusing it")
@@ -115,10 +95,10 @@ def read(engine_dir: str | Path, verify: bool = True, trusted_keys: list[Path] |
             if sha256(f) != digest:
                 raise EngineError(f"{f} does not match its sha256 in the manifest (modified or corrupted); "
                                   "re-export the engine")
-        if data["model_file"] not in data.get("files", {}):
-            raise EngineError(f"{path} does not hash its model file {data['model_file']}")
+        if record.model_file not in record.files:
+            raise EngineError(f"{path} does not hash its model file {record.model_file}")
         try:
-            facts.check(manifest.dir, data)
+            facts.check(manifest.dir, stated)
         except facts.FactsMismatch as e:
             raise EngineError(str(e)) from None
     if trusted_keys:
@@ -129,12 +109,3 @@ def read(engine_dir: str | Path, verify: bool = True, trusted_keys: list[Path] |
         except signing.Untrusted as e:
             raise EngineError(str(e)) from None
     return manifest
-
-
-def compose(backend: str, precision: str, model_file: str, spec: GraphSpec, classes: list[str],
-            preprocess: PreprocessSpec, **provenance: object) -> dict:
-    """A manifest's contents from typed parts; ``provenance`` adds what the builder records (run hashes,
-    timesteps, tools, parity, ...). ``files`` (name → sha256) is added last, by the writer."""
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "backend": backend, "precision": precision,
-            "model_file": model_file, "graph": spec.to_dict(), "classes": list(classes),
-            "preprocess": preprocess.to_dict(), **provenance}

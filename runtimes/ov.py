@@ -32,7 +32,7 @@ class OpenVINORunner(Runner):
     @classmethod
     def from_manifest(cls, manifest, threads=None, device=None, profile=False) -> OpenVINORunner:
         """The manifest's inference-precision hint; the compiled-model cache beside the engine."""
-        return cls(manifest.model_file, precision=manifest.data.get("openvino", {}).get("inference_precision", "f32"),
+        return cls(manifest.model_file, precision=manifest.record.precision_hint() or "f32",
                    threads=threads, device=device or "CPU", cache_dir=manifest.dir / "ov_cache", profile=profile,
                    spec=manifest.spec)
 
@@ -120,7 +120,7 @@ def benchmark_app_ms(manifest, batch: int, seconds: int, threads: int | None = N
     import sys
 
     tool = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
-    hint = manifest.data.get("openvino", {}).get("inference_precision", "f32")
+    hint = manifest.record.precision_hint() or "f32"
     size = manifest.preprocess.size
     cmd = [tool, "-m", str(manifest.model_file), "-d", "CPU", "-hint", "latency", "-infer_precision", hint,
            "-shape", f"{manifest.input_name}[{batch},1,{size},{size}]", "-t", str(seconds)]

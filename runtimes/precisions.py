@@ -12,6 +12,8 @@ import numpy as np
 
 from dcube_edge.errors import UserError
 
+from .sections import Parity
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -27,16 +29,19 @@ class Tolerance:
     max_abs_logit_diff: float | None = None  # fp32 engines only: the same arithmetic, reordered
     tie_margin: float = 0.0
 
-    def holds(self, parity: dict) -> bool:
+    def holds(self, parity: Parity) -> bool:
         # manifests written before near-ties were counted carry only the raw agreement
-        agreement = parity.get("top1_agreement_beyond_ties", parity["top1_agreement"])
+        agreement = parity.top1_agreement if parity.top1_agreement_beyond_ties is None else parity.top1_agreement_beyond_ties
         ok = agreement >= self.min_top1_agreement
-        delta = parity.get("auc_delta")
-        if delta is not None and np.isfinite(delta):
-            ok = ok and delta >= -self.max_auc_drop
+        if parity.auc_delta is not None and np.isfinite(parity.auc_delta):
+            ok = ok and parity.auc_delta >= -self.max_auc_drop
         if self.max_abs_logit_diff is not None:
-            ok = ok and parity["max_abs_logit_diff"] <= self.max_abs_logit_diff
+            ok = ok and parity.max_abs_logit_diff <= self.max_abs_logit_diff
         return bool(ok)
+
+    def limits(self) -> dict[str, float]:
+        """The bounds as the parity record states them (those set)."""
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ class GraphSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     opset: int = 18
-    batch: dict = field(default_factory=lambda: {"min": 1, "opt": 8, "max": 64})
+    batch: dict[str, int] = field(default_factory=lambda: {"min": 1, "opt": 8, "max": 64})
 
     @classmethod
     def for_classifier(cls, image_size: int, num_classes: int, max_batch: int = 64) -> GraphSpec:

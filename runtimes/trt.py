@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from .spec import GraphSpec
 INSTALL = "TensorRT is not installed: on a CUDA workstation run pip install 'dcube-edge[tensorrt]' (tensorrt, cuda-python)"
 
 
-def import_tensorrt():
+def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError:

@@ -48,6 +48,31 @@ def ort_engine(tiny_run, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def engines(tiny_run, tmp_path_factory) -> dict[tuple[str, str], Path]:
+    """Every backend × precision of the precision tests that this machine can build, exported once."""
+    from dcube_edge.export.build import ExportOptions, export
+
+    root = tmp_path_factory.mktemp("precision")
+    pairs = [("onnxruntime", "fp16"), ("onnxruntime", "int8")]
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+
+        from dcube_edge.bench import available
+
+        pairs += [("openvino", p) for p in ("fp32", "fp16", "bf16", "int8") if available("openvino", p) is None]
+    except ImportError:
+        pass
+    built = {}
+    for backend, precision in pairs:
+        out = root / f"{backend}-{precision}"
+        export(tiny_run, out, ExportOptions(backend=backend, precision=precision, calibration_size=48, max_batch=16),
+               log=lambda *_: None)
+        built[(backend, precision)] = out
+    return built
+
+
 def pytest_itemcollected(item):
     """Under pytest-xdist (`make test` runs two workers), the tests on the session's exported engines share
     one worker, so the engines are built once; every other test goes wherever a worker is free."""

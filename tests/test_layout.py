@@ -1,9 +1,11 @@
-"""The project's shape: no import cycles among its modules (function-level and type-only imports included),
-one package as installed and as cloned, modules and functions of a readable size."""
+"""The project's shape: the layering table of docs/architecture.md, no import cycles among its modules
+(function-level and type-only imports included), one package as installed and as cloned, modules and functions
+of a readable size."""
 from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +96,89 @@ def test_no_import_cycles():
     assert cycles(import_graph()) == []
 
 
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+STAGES = ("errors", "runtimes", "calibration", "export", "bench", "cli")
+
+
+def layer_of(module: str) -> str | None:
+    """The row of the layering table a module belongs to: ``dcube_edge.<stage>...`` its stage's, any other
+    ``dcube_edge.*`` module the core's; the package's own ``__init__`` none (Python runs it for every import)."""
+    parts = module.split(".")
+    if module == "dcube_edge":
+        return None
+    return parts[1] if parts[1] in STAGES else "core"
+
+
+def layering_table(text: str) -> dict[str, tuple[set[str], bool]]:
+    """docs/architecture.md's table "Packages and what may import what", read as written: row → (the rows it may
+    import, whether it may import torch). "everything above" is every earlier row; torch is allowed where the row
+    names it or reaches a row that does."""
+    rows = re.findall(r"^\| `(dcube_edge(?:\.\w+)?)`[^|]*\|[^|]*\| ([^|]*) \|$", text, re.M)
+    table: dict[str, tuple[set[str], bool]] = {}
+    for package, may in rows:
+        name = layer_of(package) or "core"
+        allowed = {layer_of(f"dcube_edge.{m}") or "core" for m in re.findall(r"`(\w+)`", may)}
+        allowed |= {"core"} if re.search(r"\bcore\b", may) else set()
+        allowed |= set(table) if "everything above" in may else set()
+        torch = "torch" in may or any(table[a][1] for a in allowed if a in table)
+        table[name] = (allowed, torch)
+    return table
+
+
+def external_imports(path: Path) -> set[str]:
+    """Top-level names of the packages a module imports anywhere in its body."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def layering_violations(graph: dict[str, set[str]], table: dict[str, tuple[set[str], bool]],
+                        torch_users: set[str]) -> list[str]:
+    """Every import the table does not allow, as 'module -> module (row -> row)'."""
+    found = []
+    for module, deps in sorted(graph.items()):
+        row = layer_of(module)
+        if row is None:
+            continue
+        allowed, torch = table[row]
+        found += [f"{module} -> {d} ({row} -> {layer_of(d)})" for d in sorted(deps)
+                  if layer_of(d) not in (None, row) and layer_of(d) not in allowed]
+        if module in torch_users and not torch:
+            found.append(f"{module} -> torch ({row} may not import torch)")
+    return found
+
+
+def test_the_layering_table_is_read_as_written():
+    table = layering_table(ARCHITECTURE.read_text())
+    assert set(table) == {"errors", "runtimes", "calibration", "core", "export", "bench", "cli"}
+    assert table["errors"] == (set(), False)
+    assert table["runtimes"] == ({"errors"}, False)
+    assert table["export"][0] == {"core", "calibration", "runtimes", "errors"}
+    assert table["export"][1]  # through the core
+    assert table["cli"][0] == {"errors", "runtimes", "calibration", "core", "export", "bench"}
+
+
+def test_the_layering_check_catches_an_import_against_the_table():
+    table = layering_table(ARCHITECTURE.read_text())
+    graph = {"dcube_edge.calibration.sets": {"dcube_edge.rundir", "dcube_edge.runtimes.files"},
+             "dcube_edge.runtimes.sr": {"dcube_edge"}, "dcube_edge.rundir": set(), "dcube_edge.runtimes.files": set()}
+    assert layering_violations(graph, table, {"dcube_edge.runtimes.files"}) == [
+        "dcube_edge.calibration.sets -> dcube_edge.rundir (calibration -> core)",
+        "dcube_edge.runtimes.files -> torch (runtimes may not import torch)"]
+
+
+def test_every_import_follows_the_layering_table():
+    """docs/architecture.md's table, enforced: which package may import which (type-only and function-level
+    imports included), and no torch below the core."""
+    torch_users = {m for m, path in project_modules().items() if "torch" in external_imports(path)}
+    violations = layering_violations(import_graph(), layering_table(ARCHITECTURE.read_text()), torch_users)
+    assert violations == []
+
+
 def test_the_wheel_holds_one_package_with_every_module(tmp_path):
     """`pip install .` installs `dcube_edge` and nothing else at the top level, and every module of the source
     tree's mapped folders lands in it (a subpackage missing from pyproject's list would be left out)."""
@@ -145,4 +230,5 @@ def test_modules_and_functions_stay_readable():
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
                     long_functions.append(f"{name}.{node.name} ({length} lines)")
-    assert long_modules == [] and long_functions == []
+    assert long_modules == []
+    assert long_functions == []

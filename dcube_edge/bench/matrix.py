@@ -14,6 +14,7 @@ from dcube_edge.runtimes.timing import time_fn
 from .rows import engine_rows, inputs
 
 if TYPE_CHECKING:
+    from dcube_edge.export.options import ExportOptions
     from dcube_edge.rundir import Run  # torch: only for type checkers here
 
 Log = Callable[[str], None]
@@ -25,14 +26,15 @@ def matrix_pairs() -> list[tuple[str, str]]:
     return [(b.name, p) for b in runtimes.backends.REGISTRY.values() if b.matrix for p in b.precisions]
 
 
-def available(backend: str, precision: str | None = None) -> str | None:
-    """None if the backend (at that precision) can be built here, else the reason."""
+def available(backend: str, precision: str | None = None, flags: frozenset[str] | None = None) -> str | None:
+    """None if the backend (at that precision) can be built on a CPU with ``flags`` (default: this one's), else
+    the reason."""
     entry = runtimes.backends.get(backend)
     reason = entry.missing(build=True)
     if reason or not precision:
         return reason
     try:
-        entry.make_builder().check(precision)
+        entry.make_builder().check(precision, isa.cpu_flags() if flags is None else flags)
     except isa.PrecisionUnavailable as e:
         return str(e).split(";")[0]
     return None
@@ -60,29 +62,35 @@ def bench_run(path: str | Path, preset: str, layers: tuple[int, ...] = (4, 5)) -
 
 def build_or_reuse(run: Run, out: Path, log: Log, **options) -> Path:
     """Export unless ``out`` already holds an engine of this run's current weights with these options."""
-    from dcube_edge.export.build import ExportOptions, export, export_code
+    from dcube_edge.export.build import export
+    from dcube_edge.export.options import ExportOptions
+    from dcube_edge.export.provenance import export_code
 
     opts = ExportOptions(**options)
-    manifest = out / "manifest.json"
-    if manifest.is_file():
+    if (out / runtimes.manifest.MANIFEST).is_file():
         try:
-            m = runtimes.read(out).data
-            same_run = all(m["run"].get(f) == digest for f, digest in run.hashes().items())
-            same_build = (m["backend"], m["precision"], m["graph"]["batch"]["max"]) == (opts.backend, opts.precision,
-                                                                                       opts.max_batch)
-            same_trunk = not opts.full_trunk or m["truncated_after_layer"] == m["trunk_layers"] - 1
-            same_steps = opts.timesteps is None or tuple(m["timesteps"]) == tuple(opts.timesteps)
-            # the same export code on the same CPU class (an OpenVINO build times its choices on the CPU)
-            same_code = m["tools"].get("export_code") == export_code()
-            same_cpu = m.get("built_on", {}).get("isa_class") == isa.tag()
-            if same_run and same_build and same_trunk and same_steps and same_code and same_cpu:
-                log(f"reusing {out} (same run hashes, options, export code and CPU class)")
-                return out
-        except (runtimes.EngineError, KeyError):
-            pass
+            r = runtimes.read(out).record
+        except runtimes.EngineError:
+            r = None
+        if r is not None and reusable(r, run, opts, export_code()):
+            log(f"reusing {out} (same run hashes, options, export code and CPU class)")
+            return out
     log(f"building {out.name}")
     export(run, out, opts, log=lambda *_: None)
     return out
+
+
+def reusable(r: runtimes.EngineRecord, run: Run, opts: ExportOptions, code: str) -> bool:
+    """Whether an engine was built from this run's current weights with these options, by this export code on
+    this CPU class (an OpenVINO build times its choices on the CPU)."""
+    g, prov = r.graph, r.provenance
+    same_run = prov.run is not None and all(prov.run.hashes.get(f) == digest for f, digest in run.hashes().items())
+    same_build = (r.backend, r.precision.name, r.spec.batch["max"]) == (opts.backend, opts.precision, opts.max_batch)
+    same_trunk = not opts.full_trunk or (g.trunk_layers is not None and g.truncated_after_layer == g.trunk_layers - 1)
+    same_steps = opts.timesteps is None or tuple(g.timesteps) == tuple(opts.timesteps)
+    same_code = prov.tools.get("export_code") == code
+    same_cpu = prov.built_on is not None and prov.built_on.isa_class == isa.tag()
+    return all((same_run, same_build, same_trunk, same_steps, same_code, same_cpu))
 
 
 def truncation_figure(run: Run, root: Path, batch: int, iterations: int, warmup: int, threads: int | None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dcube_edge import runtimes
+from dcube_edge.runtimes.sections import Parity
 from dcube_edge.runtimes.timing import time_fn
 
 
@@ -22,15 +23,16 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
     manifest = runtimes.read(engine)
     runner = runtimes.make_runner(manifest, threads=threads)
     size = manifest.preprocess.size
-    model_files = [f for f in runtimes.backends.get(manifest.backend).model_files if f in manifest.data["files"]]
+    record = manifest.record
+    model_files = [f for f in runtimes.backends.get(manifest.backend).model_files if f in record.files]
     engine_mb = sum((manifest.dir / f).stat().st_size for f in model_files) / 2**20
     onnx_file = manifest.dir / "model.onnx"
     gflops = ({b: c["gflops"] for b, c in graph_flops.count_batches(onnx_file, list(batch_sizes)).items()}
               if onnx_file.is_file() else {})
-    parity = manifest.data.get("parity") or {}
-    quality = {"model": manifest.data.get("model", "dcube"), "parity_data": parity.get("data"),
-               "top1_agreement": parity.get("top1_agreement"), "auc": parity.get("auc_engine"),
-               "auc_delta": parity.get("auc_delta")}  # measured at export, against fp32 PyTorch, on the same images
+    parity = record.parity or Parity()
+    quality = {"model": record.graph.model, "parity_data": parity.data if record.parity else None,
+               "top1_agreement": parity.top1_agreement if record.parity else None, "auc": parity.auc_engine,
+               "auc_delta": parity.auc_delta}  # measured at export, against fp32 PyTorch, on the same images
     rows = []
     with runner:
         runtime = runner.compiled_precision()
@@ -41,8 +43,8 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
             stats = time_fn(lambda feed=feed: runner.infer(feed), iterations, warmup)
             rows.append({"engine": str(engine), "backend": manifest.backend, "precision": manifest.precision,
                          "batch": b, "engine_mb": round(engine_mb, 2), "gflops": gflops.get(b),
-                         "truncated_after_layer": manifest.data.get("truncated_after_layer"),
-                         "timesteps": len(manifest.data.get("timesteps", [])),
+                         "truncated_after_layer": record.graph.truncated_after_layer,
+                         "timesteps": len(record.graph.timesteps),
                          "effective_precision": manifest.precision_parts()
                          + (f"; runtime hint {runtime}" if runtime else ""), **quality, **stats})
     return rows

@@ -37,7 +37,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
     writable(csv_out, "--csv")
     writable(plot_out, "--plot")
     from dcube_edge import report
-    from dcube_edge.bench import run_bench, serve_load, write_outputs
+    from dcube_edge.bench import console, run_bench, serve_load, write_outputs
     from dcube_edge.runtimes.timing import machine_info
 
     if serve:
@@ -61,7 +61,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
     with err.status("benchmarking …") as status:
         result = run_bench(list(targets), opts, torch_run=torch_run, matrix_run=matrix_run,
                            log=lambda m: status.update(m), trusted_keys=trusted_key)
-    for item in report.bench(result):
+    for item in console.tables(result):
         out.print(item)
     for s in result["skipped"]:
         err.print(f"skipped {s}")

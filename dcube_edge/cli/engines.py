@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dcube_edge.export.job import ExportOptions
+from dcube_edge.export.options import ExportOptions
 
 from .common import app, backend_help, emit_json, err, out, precision_help, writable
 
@@ -32,8 +32,8 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
     """Export a run (D-Cube or baseline) to an engine dir: ONNX (truncated, timesteps baked in) → precision → backend,
     with a parity report, an operating point and a calibration."""
     writable(json_out)
-    from dcube_edge import report
-    from dcube_edge.export.build import export as run_export
+    from dcube_edge.export.context import ExportContext
+    from dcube_edge.export.plan import validate
 
     opts = ExportOptions(backend=backend, precision=precision, calibration=calibration,
                          calibration_size=calibration_size, data=str(data) if data else None, max_batch=max_batch,
@@ -41,10 +41,15 @@ def export(run: Annotated[Path, typer.Argument(help="Run directory from `train` 
                          class_codes=class_codes, modalities=modality, operating_point=operating_point,
                          positive_class=positive_class, operating_split=str(operating_split) if operating_split else None,
                          intended_use=intended_use)
+    context = ExportContext(log=err.print)
+    plan = validate(run, out_dir, opts, context)  # every option, before PyTorch is imported or anything written
+    from dcube_edge import report
+    from dcube_edge.export.build import export_plan
+
     with err.status(f"exporting {backend}/{precision} …"):
-        manifest = run_export(run, out_dir, opts, log=err.print)
-    out.print(report.parity(out_dir, manifest))
-    emit_json(manifest, json_out)
+        record = export_plan(plan, context)
+    out.print(report.parity(out_dir, record))
+    emit_json(record.to_dict(), json_out)
 
 
 @app.command()
@@ -68,9 +73,9 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory (gives ima
               out_file: Annotated[Path, typer.Option("--out", "-o", help="Calibration .npz to write.")],
               size: Annotated[int, typer.Option(min=1, help="Images, stratified by class.")] = ExportOptions.calibration_size) -> None:
     """Build an INT8 calibration set (stratified, seeded, preprocessed like inference)."""
-    from dcube_edge.calibration import sets
+    from dcube_edge.export.calibration import for_run
 
-    d = sets.for_run(run, data, size, out_file)
+    d = for_run(run, data, size, out_file)
     out.print(f"calibration set {out_file}: {d['size']} images, class counts {d['class_counts']}, sha256 {d['sha256'][:16]}…")
 
 

@@ -40,7 +40,7 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     clf = runtimes.load(engine, threads=threads, trusted_keys=trusted_key)
     rows, failed, labels = [], [], Counter()
     head = {"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
-            "effective_precision": clf.manifest.data.get("effective_precision"), "classes": clf.classes,
+            "effective_precision": clf.manifest.record.precision.effective(), "classes": clf.classes,
             "operating_point": clf.decision.describe(), "temperature": clf.decision.temperature}
     if foreign := clf.manifest.foreign_build(isa.tag()):
         err.print(f"[yellow]note: {engine.name} was {escape(foreign)}[/]")

@@ -33,7 +33,7 @@ def classify_ms(engine: Path, images: list[Path], batch: int) -> float:
 def benchmark_app_ms(manifest, batch: int) -> float:
     size = manifest.preprocess.size
     cmd = [".venv/bin/benchmark_app", "-m", str(manifest.model_file), "-d", "CPU", "-hint", "latency",
-           "-infer_precision", manifest.data["openvino"]["inference_precision"],
+           "-infer_precision", manifest.record.precision_hint() or "f32",
            "-shape", f"{manifest.input_name}[{batch},1,{size},{size}]", "-t", "5"]
     text = subprocess.run(cmd, capture_output=True, text=True).stdout
     return float(re.search(r"Median:\s+([\d.]+) ms", text).group(1))

@@ -44,4 +44,4 @@ for method, keep in TRIALS:
     print(json.dumps({"method": method, "keep_float": keep, "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean()),
                       "auc_delta": round(roc_auc_score(y, out[:, 1] - out[:, 0]) - auc_ref, 4),
                       "max_abs_logit_diff": round(float(np.abs(out - ref).max()), 3),
-                      "kept_float_nodes": info["kept_float_nodes"], "seconds": round(time.time() - t)}))
+                      "kept_float_nodes": info.kept_float_nodes, "seconds": round(time.time() - t)}))

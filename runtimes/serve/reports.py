@@ -88,7 +88,7 @@ class Reports:
                               "copy was cached: the result is in the ledger (GET /v1/results/UID), no SR can be made")
         result = row.result
         if result["decision"] is None:
-            result["decision"] = Decision.from_manifest(self.manifest.data).explain(row.probs)
+            result["decision"] = Decision.of_record(self.manifest.record).explain(row.probs)
         sr = structured_report(self.source(row), result, self.manifest, engine,
                                Placement(series, SERIES_NUMBER, uid, 1))
         return self.write(sr, row, 1, None, engine)

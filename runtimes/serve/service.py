@@ -55,8 +55,7 @@ class Service:
         clf = load(opts.engine, trusted_keys=list(opts.trusted_key) or None)
         self.lock = hold(opts.spool)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
-            opts = dataclasses.replace(opts, accept_modality=tuple((clf.manifest.data.get("input") or {})
-                                                                   .get("modalities") or ()))
+            opts = dataclasses.replace(opts, accept_modality=tuple(clf.manifest.record.input.modalities or ()))
         engine_hash = sha256(Path(opts.engine) / "manifest.json")
         for sub in ("instances", "rejected", "results"):
             (opts.spool / sub).mkdir(exist_ok=True)

@@ -71,9 +71,9 @@ def class_code(manifest: Manifest, name: str):
     """The coded concept of a class: the export's mapping, else the private scheme."""
     from highdicom.sr import CodedConcept
 
-    code = (manifest.data.get("class_codes") or {}).get(name)
+    code = manifest.record.graph.class_codes.get(name)
     if code:
-        return CodedConcept(code["value"], code["scheme"], code["meaning"])
+        return CodedConcept(code.value, code.scheme, code.meaning)
     return CodedConcept(name[:16], PRIVATE_SCHEME, name)
 
 
@@ -168,7 +168,7 @@ def observer(manifest: Manifest, engine_hash: str):
 
     return ObserverContext(codes.DCM.Device, DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=[engine_hash, "device"]), name="dcube-edge", manufacturer_name="dcube-edge",
-        model_name=f"D-Cube {manifest.data.get('preset', '')} {manifest.backend} {manifest.precision}"
+        model_name=f"D-Cube {manifest.record.graph.preset or ''} {manifest.backend} {manifest.precision}"
         .replace("  ", " ")[:64]))
 
 
@@ -190,10 +190,10 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
 
     from ..decision import Decision
 
-    rule = Decision.from_manifest(manifest.data)
+    rule = Decision.of_record(manifest.record)
     explained = result["decision"]
     algorithm = AlgorithmIdentification(
-        name=f"dcube-edge {manifest.data.get('model', 'dcube')}", version=__version__,
+        name=f"dcube-edge {manifest.record.graph.model}", version=__version__,
         parameters=[f"backend={manifest.backend}", f"precision={manifest.precision}", f"engine-sha256={engine_hash}",
                     f"operating-point={rule.describe()}", f"temperature={rule.temperature:.6g}"])
     source = [SourceImageForMeasurementGroup(src.SOPClassUID, src.SOPInstanceUID)]

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,13 @@ def test_classify_says_what_the_engine_computes_in(ort_engine, demo_data, tmp_pa
 
 def test_foreign_build_names_the_cpu_that_chose_the_precision_parts(ort_engine):
     from dcube_edge import runtimes
+    from dcube_edge.runtimes.choices import AttentionChoice, OpenVINOChoices
 
     m = runtimes.read(ort_engine)
-    here = m.data["built_on"]["isa_class"]
+    here = m.record.provenance.built_on.isa_class
     assert m.foreign_build("some-other-cpu") is None  # ONNX Runtime engines measure no choices at export
-    m.data.update(backend="openvino", openvino={"attention": {"matmuls": "float"}})  # what its builder records
+    timed = OpenVINOChoices(attention=AttentionChoice("float"))  # what its builder records
+    m = replace(m, record=replace(m.record, backend="openvino", choices=timed))
     assert m.foreign_build(here) is None
     assert f"built on a CPU of class {here}" in m.foreign_build("some-other-cpu")
 

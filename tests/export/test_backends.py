@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from dcube_edge.export.build import ExportError, ExportOptions, export
 from dcube_edge.head import FixedGraph
 from dcube_edge.runtimes import backends, precisions, spec
 from dcube_edge.runtimes.base import Runner
+from dcube_edge.runtimes.sections import Parity, decode
 
 pytestmark = pytest.mark.backends  # make test-isa runs this module as the other CPU classes
 
@@ -24,12 +26,15 @@ QUIET = {"log": lambda *_: None}
 @pytest.mark.parametrize("name", backends.names())
 def test_every_registered_backend_is_complete(name):
     b = backends.get(name)
-    assert b.precisions and set(b.precisions) <= set(precisions.names()) and b.model_files
+    assert b.precisions
+    assert set(b.precisions) <= set(precisions.names())
+    assert b.model_files
     assert "pip install" in b.install
     if b.missing():
         pytest.skip(f"{name}: {b.missing()} (the registration itself is checked above)")
     cls = b.runner_class()
-    assert issubclass(cls, Runner) and "from_manifest" in vars(cls)
+    assert issubclass(cls, Runner)
+    assert "from_manifest" in vars(cls)
     if b.missing(build=True) is None:
         from dcube_edge.export.builder import Builder
 
@@ -78,11 +83,11 @@ def test_graph_spec_round_trips_and_checks_tensors():
 
 
 def test_tolerances_are_per_precision():
-    parity = {"top1_agreement": 1.0, "auc_delta": 0.0, "max_abs_logit_diff": 0.01}
+    parity = Parity(top1_agreement=1.0, top1_agreement_beyond_ties=1.0, auc_delta=0.0, max_abs_logit_diff=0.01)
     assert not precisions.get("fp32").tolerance.holds(parity)  # fp32 must also match logits to 1e-3
     assert precisions.get("int8").tolerance.holds(parity)
-    assert not precisions.get("bf16").tolerance.holds({**parity, "top1_agreement": 0.98})
-    assert not precisions.get("fp16").tolerance.holds({**parity, "auc_delta": -0.006})
+    assert not precisions.get("bf16").tolerance.holds(replace(parity, top1_agreement=0.98, top1_agreement_beyond_ties=0.98))
+    assert not precisions.get("fp16").tolerance.holds(replace(parity, auc_delta=-0.006))
 
 
 def test_runner_lifecycle_is_checked(ort_engine):
@@ -114,7 +119,8 @@ def test_export_wraps_and_never_modifies_the_model(tiny_run):
     torch.testing.assert_close(baked, eager, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(full[0], eager, atol=1e-5, rtol=1e-5)
     assert full[1].shape[0] == 3 * len(cfg.timesteps)
-    assert model.truncate_after == max(model.layers_used) and not hasattr(model, "expose_last_layer")
+    assert model.truncate_after == max(model.layers_used)
+    assert not hasattr(model, "expose_last_layer")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="the head reads layer"):
         FixedGraph(model, upto=max(model.layers_used) - 1)
@@ -122,9 +128,11 @@ def test_export_wraps_and_never_modifies_the_model(tiny_run):
 
 def test_torch_backend_engine_classifies_like_the_onnx_engine(tiny_run, ort_engine, demo_data, tmp_path):
     out = tmp_path / "torch-fp32"
-    m = export(tiny_run, out, ExportOptions(backend="torch"), **QUIET)
-    assert m["backend"] == "torch" and {"model.safetensors", "config.json"} <= set(m["files"])
-    assert m["parity"]["within_tolerance"] and m["parity"]["max_abs_logit_diff"] == 0.0
+    record = export(tiny_run, out, ExportOptions(backend="torch"), **QUIET)
+    assert record.backend == "torch"
+    assert {"model.safetensors", "config.json"} <= set(record.files)
+    assert record.parity.within_tolerance
+    assert record.parity.max_abs_logit_diff == 0.0
     files = sorted((demo_data / "val" / "malignant").iterdir())[:4]
     with runtimes.load(out) as clf_torch, runtimes.load(ort_engine) as clf_ort:
         a = [p.probs for p in clf_torch.classify(files)]
@@ -137,7 +145,8 @@ def test_evaluate_a_run_dir_goes_through_the_torch_runner(tiny_run, ort_engine, 
     from dcube_edge.torch_backend import TorchRunner
 
     runner, manifest = TorchRunner.from_run(tiny_run)
-    assert manifest.backend == "torch" and manifest.input_name == "images"
+    assert manifest.backend == "torch"
+    assert manifest.input_name == "images"
     split = demo_data / "val"
     with runtimes.Classifier(manifest, runner) as clf:
         files = sorted((split / "benign").iterdir())[:3]
@@ -166,15 +175,20 @@ def test_near_tie_flips_are_excused_only_when_both_sides_are_near_tied():
     eng = ref.copy()
     eng[0] = [0.1000, 0.1006, -1.0]
     p = parity.compare(ref, eng, tie_margin=precisions.get("bf16").tolerance.tie_margin)
-    assert p["top1_agreement"] < 0.99 and p["near_tie_flips"] == 1 and p["top1_agreement_beyond_ties"] == 1.0
+    assert p.top1_agreement < 0.99
+    assert p.near_tie_flips == 1
+    assert p.top1_agreement_beyond_ties == 1.0
     assert precisions.get("bf16").tolerance.holds(p)
     # the same flip with the engine decisive the other way is a different answer, not rounding
     eng[0] = [0.1000, 0.9000, -1.0]
     p = parity.compare(ref, eng, tie_margin=precisions.get("bf16").tolerance.tie_margin)
-    assert p["near_tie_flips"] == 0 and not precisions.get("bf16").tolerance.holds(p)
+    assert p.near_tie_flips == 0
+    assert not precisions.get("bf16").tolerance.holds(p)
     # a decisive reference flipped is never excused, whatever the engine's margin
     eng = ref.copy()
     eng[5] = [0.0, 0.01, -1.0]
-    assert parity.compare(ref, eng, tie_margin=0.05)["near_tie_flips"] == 0
+    assert parity.compare(ref, eng, tie_margin=0.05).near_tie_flips == 0
     # a manifest from before near-ties were counted is judged on its raw agreement
-    assert not precisions.get("bf16").tolerance.holds({"top1_agreement": 0.958, "max_abs_logit_diff": 6.5e-4})
+    old = decode(Parity, {"top1_agreement": 0.958, "max_abs_logit_diff": 6.5e-4})
+    assert old.top1_agreement_beyond_ties is None
+    assert not precisions.get("bf16").tolerance.holds(old)

@@ -26,10 +26,13 @@ def r18(tmp_path_factory) -> tuple[Path, Path]:
     return root / "data", root / "run"
 
 
-def export(run: Path, out: Path, *args: str) -> dict:
+def export(run: Path, out: Path, *args: str):
+    """`dcube-edge export` as a user runs it; the engine's record, read back as a workstation reads it."""
+    from dcube_edge import runtimes
+
     res = subprocess.run([str(EXE), "export", str(run), "--out", str(out), *args], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    return json.loads((out / "manifest.json").read_text())
+    return runtimes.read(out).record
 
 
 @pytest.mark.backends
@@ -40,20 +43,26 @@ def test_resnet18_exports_with_parity_an_operating_point_and_bound_facts(r18, tm
 
     data, run = r18
     m = export(run, tmp_path / "e", "--backend", backend, "--precision", precision, "--intended-use", "test only")
-    assert m["model"] == "resnet18" and m["timesteps"] == [] and m["trunk_layers"] is None
-    assert m["parity"]["data"] == "validation split" and m["parity"]["within_tolerance"], m["parity"]
-    assert m["decision"]["rule"] == "balanced" and len(m["decision"]["bias"]) == 3  # three classes: prior correction
+    assert m.graph.model == "resnet18"
+    assert m.graph.timesteps == ()
+    assert m.graph.trunk_layers is None
+    assert m.parity.data == "validation split"
+    assert m.parity.within_tolerance, m.parity
+    assert m.decision.rule == "balanced"
+    assert len(m.decision.bias) == 3  # three classes: prior correction
     # what the temperature minimises; ECE on 36 images is bin noise (the BreastMNIST figures: docs/evaluation.md)
-    assert m["calibration"]["nll_after"] < m["calibration"]["nll_before"] and m["calibration"]["temperature"] != 1
+    assert m.calibration.nll_after < m.calibration.nll_before
+    assert m.calibration.temperature != 1
     if precision == "int8":  # the policy's parts: convolutions int8, the logits' linear layer float
-        parts = m["effective_precision"]
-        assert parts["convolutions"].startswith("int8") and parts["classifier_layer"] in ("fp32", "bf16"), parts
-        assert "guide_branch" not in m.get(backend, {})  # D-Cube's int8 trial is not a baseline's
+        parts = m.precision.parts
+        assert parts["convolutions"].startswith("int8"), parts
+        assert parts["classifier_layer"] in ("fp32", "bf16"), parts
+        assert getattr(m.choices, "guide_branch", None) is None  # D-Cube's int8 trial is not a baseline's
     if backend == "openvino" and precision == "int8":
-        assert m["openvino"]["quantization"]["model_type"] == "default (CNN)"
+        assert m.choices.quantization.model_type == "default (CNN)"
     # the engine classifies torch-free, at its operating point, as the manifest says it was chosen
     with runtimes.load(tmp_path / "e") as clf:
-        by_class = {c: list(clf.classify(sorted((data / "val" / c).iterdir()))) for c in m["classes"]}
+        by_class = {c: list(clf.classify(sorted((data / "val" / c).iterdir()))) for c in m.classes}
     recalls = {c: np.mean([p.label == c for p in preds]) for c, preds in by_class.items()}
     assert min(recalls.values()) >= 0.75, recalls
     preds = [p for ps in by_class.values() for p in ps]
@@ -77,7 +86,8 @@ def test_resnet18_engine_classifies_and_serves_like_a_dcube_engine(r18, tmp_path
         from pydicom import dcmread
 
         result = server.result(dcmread(scan).SOPInstanceUID)
-        assert result["status"] == "done" and result["label"] == row["label"]
+        assert result["status"] == "done"
+        assert result["label"] == row["label"]
         assert result["probs"] == pytest.approx(row["probs"], abs=1e-6)
     finally:
         server.stop()
@@ -92,18 +102,22 @@ def test_evaluate_reports_both_rules_with_intervals_and_the_card_repeats_its_fig
     assert res.returncode == 0, res.stderr
     ev = json.loads((tmp_path / "eval.json").read_text())
     op, argmax = ev["operating_point"], ev["argmax"]
-    assert op["rule"].startswith("balanced") and op["temperature"] == m["calibration"]["temperature"]
-    for c in m["classes"]:
+    assert op["rule"].startswith("balanced")
+    assert op["temperature"] == m.calibration.temperature
+    for c in m.classes:
         row = op["per_class"][c]
-        assert row["n"] == 12 and all(0 <= row[k] <= 1 for k in ("sensitivity", "specificity", "ppv", "npv"))
+        assert row["n"] == 12
+        assert all(0 <= row[k] <= 1 for k in ("sensitivity", "specificity", "ppv", "npv"))
         for k in ("sensitivity", "specificity", "ppv", "npv"):
             lo, hi = op["ci95"][f"{c}.{k}"]
             assert lo <= row[k] <= hi
     cm = np.array(op["confusion_matrix"])
-    assert cm.sum() == 36 and op["balanced_accuracy"] == pytest.approx(np.mean(np.diag(cm) / cm.sum(1)))
-    assert op["lowest_recall"] == pytest.approx(min(op["per_class"][c]["sensitivity"] for c in m["classes"]))
+    assert cm.sum() == 36
+    assert op["balanced_accuracy"] == pytest.approx(np.mean(np.diag(cm) / cm.sum(1)))
+    assert op["lowest_recall"] == pytest.approx(min(op["per_class"][c]["sensitivity"] for c in m.classes))
     assert set(argmax) >= {"accuracy", "macro_f1", "per_class_recall", "confusion_matrix"}
-    assert 0 <= op["ece"] <= 1 and 0 <= op["brier"] <= 2
+    assert 0 <= op["ece"] <= 1
+    assert 0 <= op["brier"] <= 2
     for png in ("roc.png", "reliability.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -113,11 +127,13 @@ def test_evaluate_reports_both_rules_with_intervals_and_the_card_repeats_its_fig
     card = json.loads((engine / "model-card.json").read_text())
     for key in ("balanced_accuracy", "macro_f1", "lowest_recall", "ece", "brier", "per_class", "ci95"):
         assert card["evaluation"][key] == op[key], key  # the card repeats evaluate's figures, never recomputes them
-    assert card["intended_use"] == "phantom triage test" and card["operating_point"]["rule"] == "balanced"
+    assert card["intended_use"] == "phantom triage test"
+    assert card["operating_point"]["rule"] == "balanced"
     text = (engine / "model-card.md").read_text()
-    assert "phantom triage test" in text and f"{op['balanced_accuracy']:.3f}" in text
+    assert "phantom triage test" in text
+    assert f"{op['balanced_accuracy']:.3f}" in text
     # evaluated on the images the point was chosen on: evaluate warns and the card says so; on others, neither
-    assert ev["data_images_sha256"] == m["decision"]["images_sha256"]
+    assert ev["data_images_sha256"] == m.decision.images_sha256
     assert any("operating point and temperature were chosen on" in w for w in ev["warnings"])
     assert any("very images the operating point" in x for x in card["limitations"])
     # chosen on the run's own validation split, which also kept the checkpoint: the card says that too
@@ -126,13 +142,14 @@ def test_evaluate_reports_both_rules_with_intervals_and_the_card_repeats_its_fig
                           str(tmp_path / "train.json")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     other = json.loads((tmp_path / "train.json").read_text())
-    assert other["data_images_sha256"] != m["decision"]["images_sha256"] and not other.get("warnings")
+    assert other["data_images_sha256"] != m.decision.images_sha256
+    assert not other.get("warnings")
     from dcube_edge.card import build
 
     assert not any("very images" in x for x in build(engine, other)["limitations"])
     from dcube_edge import runtimes
 
-    assert set(runtimes.read(engine).data["files"]) >= {"model-card.json", "model-card.md"}  # hashed, still loads
+    assert set(runtimes.read(engine).record.files) >= {"model-card.json", "model-card.md"}  # hashed, still loads
     (engine / "model-card.md").write_text(text.replace("phantom", "chest"))
     with pytest.raises(runtimes.EngineError, match="model-card.md"):
         runtimes.read(engine)

@@ -8,7 +8,7 @@ import pytest
 from dcube_edge import operating_point as choose_mod
 from dcube_edge.errors import UserError
 from dcube_edge.metrics import balanced_accuracy, ece
-from dcube_edge.operating_point import MIN_PER_CLASS, RECALL_FLOOR, as_runtime, choose, fit_temperature, selection_score
+from dcube_edge.operating_point import MIN_PER_CLASS, RECALL_FLOOR, as_runtime, fit_temperature, parse_rule, selection_score
 
 CLASSES = ["benign", "malignant"]
 
@@ -21,11 +21,16 @@ def two_class(n_neg: int = 120, n_pos: int = 40, gap: float = 1.5, seed: int = 0
     return np.c_[np.zeros(len(labels)), margin], labels
 
 
+def choose(rule, positive, classes, logits, labels, source):
+    """The operating point as export chooses it: the options checked first, then chosen on the logits."""
+    return choose_mod.choose(parse_rule(rule, positive, classes), classes, logits, labels, source)
+
+
 def rates(decided: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float((decided[labels == 1] == 1).mean()), float((decided[labels == 0] == 0).mean())
 
 
-def decided_by(decision: dict, calibration: dict, logits: np.ndarray, classes=CLASSES) -> np.ndarray:
+def decided_by(decision, calibration, logits: np.ndarray, classes=CLASSES) -> np.ndarray:
     rule = as_runtime(decision, calibration, classes)
     return rule.decide(rule.probabilities(logits))
 
@@ -33,7 +38,8 @@ def decided_by(decision: dict, calibration: dict, logits: np.ndarray, classes=CL
 def test_youden_picks_the_threshold_with_the_best_sensitivity_plus_specificity():
     logits, labels = two_class()
     decision, calibration = choose("youden", "malignant", CLASSES, logits, labels, "val")
-    assert decision["rule"] == "youden" and decision["positive_class"] == "malignant"
+    assert decision.rule == "youden"
+    assert decision.positive_class == "malignant"
     sens, spec = rates(decided_by(decision, calibration, logits), labels)
     # brute force over every cut of the calibrated P(malignant): none does better
     p = as_runtime(decision, calibration, CLASSES).probabilities(logits)[:, 1]
@@ -51,20 +57,21 @@ def test_sensitivity_and_specificity_targets_are_met_with_the_best_other_figure(
     sens, spec = rates(decided_by(d, c, logits), labels)
     assert sens >= target
     p = p_of(d, c)
-    above = np.unique(p[p > d["threshold"]])
+    above = np.unique(p[p > d.threshold])
     assert all(np.mean(p[labels == 1] >= t) < target for t in above)  # any higher cut misses the target
     d, c = choose(f"specificity={target}", "malignant", CLASSES, logits, labels, "val")
     sens, spec = rates(decided_by(d, c, logits), labels)
     assert spec >= target
     p = p_of(d, c)
-    below = np.unique(p[p < d["threshold"]])
+    below = np.unique(p[p < d.threshold])
     assert all(np.mean(p[labels == 0] < t) < target for t in below)  # any lower cut misses it
 
 
 def test_the_default_positive_class_is_the_rarer_one_and_two_classes_default_to_youden():
     logits, labels = two_class()
     decision, _ = choose(None, None, CLASSES, logits, labels, "val")
-    assert decision["rule"] == "youden" and decision["positive_class"] == "malignant"
+    assert decision.rule == "youden"
+    assert decision.positive_class == "malignant"
 
 
 def test_balanced_biases_raise_balanced_accuracy_over_argmax_for_three_classes():
@@ -72,7 +79,8 @@ def test_balanced_biases_raise_balanced_accuracy_over_argmax_for_three_classes()
     labels = np.repeat([0, 1, 2], [150, 30, 20])
     logits = rng.normal(0, 1, (len(labels), 3)) + 2.0 * np.eye(3)[labels] + np.array([2.0, 0.0, 0.0])  # prior on 0
     decision, calibration = choose(None, None, ["a", "b", "c"], logits, labels, "val")
-    assert decision["rule"] == "balanced" and len(decision["bias"]) == 3
+    assert decision.rule == "balanced"
+    assert len(decision.bias) == 3
     ours = balanced_accuracy(labels, decided_by(decision, calibration, logits, ["a", "b", "c"]), 3)
     assert ours > balanced_accuracy(labels, logits.argmax(1), 3) + 0.05
 
@@ -107,20 +115,23 @@ def test_every_decision_is_explained_by_the_probabilities_its_rule_compared():
 def test_too_few_labelled_images_keep_argmax_and_say_why():
     logits, labels = two_class(n_neg=50, n_pos=MIN_PER_CLASS - 1)
     decision, calibration = choose("youden", None, CLASSES, logits, labels, "the run's validation split")
-    assert decision["rule"] == "argmax" and "threshold" not in decision
-    assert f"malignant has {MIN_PER_CLASS - 1} labelled" in decision["note"] and "--operating-split" in decision["note"]
-    assert calibration["temperature"] > 0 and calibration["chosen_on"] == "the run's validation split"
+    assert decision.rule == "argmax"
+    assert decision.threshold is None
+    assert f"malignant has {MIN_PER_CLASS - 1} labelled" in decision.note
+    assert "--operating-split" in decision.note
+    assert calibration.temperature > 0
+    assert calibration.chosen_on == "the run's validation split"
 
 
 @pytest.mark.parametrize("rule,positive,classes,message", [
     ("youden", None, ["a", "b", "c"], "needs two classes"),
     ("sensitivity=1.5", None, CLASSES, "--operating-point"),
+    ("sensitivity=1.7", None, CLASSES, "--operating-point 'sensitivity=1.7'"),
     ("f1", None, CLASSES, "--operating-point"),
     ("youden", "cyst", CLASSES, "--positive-class 'cyst'")])
 def test_impossible_requests_are_refused_naming_the_option(rule, positive, classes, message):
-    labels = np.arange(60) % len(classes)
     with pytest.raises(UserError, match=message):
-        choose(rule, positive, classes, np.eye(len(classes))[labels], labels, "val")
+        parse_rule(rule, positive, classes)  # before any logits exist: export checks it first
 
 
 def test_temperature_undoes_overconfidence_and_keeps_a_calibrated_model_at_one():
@@ -134,18 +145,22 @@ def test_temperature_undoes_overconfidence_and_keeps_a_calibrated_model_at_one()
     t = fit_temperature(over, labels)
     assert t == pytest.approx(4.0, rel=0.15)
     _, c = choose("argmax", None, CLASSES, over, labels, "val")
-    assert c["ece_after"] < c["ece_before"] and c["nll_after"] < c["nll_before"] and c["brier_after"] < c["brier_before"]
-    assert ece(choose_mod.softmax(over / t), labels) == pytest.approx(c["ece_after"])
+    assert c.ece_after < c.ece_before
+    assert c.nll_after < c.nll_before
+    assert c.brier_after < c.brier_before
+    assert ece(choose_mod.softmax(over / t), labels) == pytest.approx(c.ece_after)
 
 
 def test_checkpoint_selection_never_prefers_an_epoch_that_misses_a_class():
     logits, labels = two_class(gap=3.0)
     good, figures = selection_score(logits, labels, 2)
-    assert good > 1 and figures["lowest_recall_at_op"] >= RECALL_FLOOR
+    assert good > 1
+    assert figures["lowest_recall_at_op"] >= RECALL_FLOOR
     rng = np.random.default_rng(3)
     noise = np.c_[np.zeros(len(labels)), rng.normal(0, 0.01, len(labels))]  # ranks nothing
     bad, figures = selection_score(noise, labels, 2)
     if figures["lowest_recall_at_op"] < RECALL_FLOOR:
-        assert bad <= 1 < good and bad == figures["balanced_accuracy_at_op"]
+        assert bad <= 1 < good
+        assert bad == figures["balanced_accuracy_at_op"]
     else:
         assert bad < good  # a chance ranking clears the floor only by luck, and then its AUC loses

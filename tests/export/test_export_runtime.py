@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from commands import WITHOUT_TORCH
 from safetensors.torch import load_file
 
 from dcube_edge import rundir, runtimes
@@ -26,25 +27,27 @@ def test_run_dir_contract(tiny_run):
     sel = json.loads((tiny_run / "selection.json").read_text())
     assert len(sel["p_values"]) == cfg.num_layers
     assert tuple(sel["selected_layers"]) == cfg.selected_layers
-    assert cfg.classes == ("benign", "malignant", "normal") and cfg.val_source == "val/"
+    assert cfg.classes == ("benign", "malignant", "normal")
+    assert cfg.val_source == "val/"
     assert "torch" in json.loads((tiny_run / "config.json").read_text())["versions"]
     assert load_file(str(tiny_run / "diffusion.safetensors"))  # plain tensors, no pickle
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert metrics["validation"]["n"] == 24 and 0 <= metrics["validation"]["auc"] <= 1
+    assert metrics["validation"]["n"] == 24
+    assert 0 <= metrics["validation"]["auc"] <= 1
     assert oct((tiny_run / "config.json").stat().st_mode & 0o777) != "0o600"
     assert not list(tiny_run.glob("*.partial"))
 
 
 def test_onnx_graph_is_truncated_after_deepest_layer(ort_engine):
-    manifest = json.loads((ort_engine / "manifest.json").read_text())
-    cut = manifest["truncated_after_layer"]
-    assert cut == max(manifest["selected_layers"])
+    graph = runtimes.read(ort_engine).record.graph
+    cut = graph.truncated_after_layer
+    assert cut == max(graph.selected_layers)
     model = onnx.load(str(ort_engine / "model.onnx"))
     onnx.checker.check_model(model, full_check=True)
     attention = [n for n in model.graph.node if n.op_type == "Softmax"]
     assert len(attention) == cut + 1  # one attention softmax per block that runs
     mods = used_modules(ort_engine / "model.onnx")
-    depth = manifest["trunk_layers"] // 2
+    depth = graph.trunk_layers // 2
     blocks = [f"trunk.in_blocks.{i}" for i in range(depth)] + ["trunk.mid_block"] + \
              [f"trunk.out_blocks.{i}" for i in range(depth)]
     for i, block in enumerate(blocks):
@@ -52,7 +55,8 @@ def test_onnx_graph_is_truncated_after_deepest_layer(ort_engine):
     for unused in ("trunk.decoder_pred", "trunk.final_conv", "trunk.class_embed", "trunk.norm"):
         assert unused not in mods
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 32, 32]
+    assert dims[0].dim_param
+    assert [d.dim_value for d in dims[1:]] == [1, 32, 32]
 
 
 @pytest.mark.backends
@@ -73,10 +77,10 @@ def test_engine_matches_torch_on_real_files(tiny_run, ort_engine, demo_data):
     assert agree, why
     probs = np.array([[p.probs[c] for c in cfg.classes] for p in preds])
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
-    parity = json.loads((ort_engine / "manifest.json").read_text())["parity"]
-    assert parity["within_tolerance"]
-    assert parity["top1_agreement_beyond_ties"] == 1.0
-    assert parity["n"] == 24
+    parity = runtimes.read(ort_engine).record.parity
+    assert parity.within_tolerance
+    assert parity.top1_agreement_beyond_ties == 1.0
+    assert parity.n == 24
 
 
 @pytest.mark.parametrize("batch", [1, 7, 16])
@@ -94,17 +98,25 @@ def test_engine_timings_are_bounded_for_a_long_running_server(ort_engine, monkey
     with runtimes.load(ort_engine) as clf:
         for _ in range(5):
             clf.logits(x)
-    assert clf.engine_time()["2"]["calls"] == 5 and len(clf.engine_ms[2]) == 3
+    assert clf.engine_time()["2"]["calls"] == 5
+    assert len(clf.engine_ms[2]) == 3
 
 
 def test_manifest_records_contract(ort_engine, tiny_run):
+    """The on-disk layout docs/engine-format.md describes (what engines exported before and after the typed record
+    share), read as plain JSON."""
     m = json.loads((ort_engine / "manifest.json").read_text())
     cfg = rundir.load_config(tiny_run)
-    assert m["format_version"] == 2 and m["backend"] == "onnxruntime" and m["precision"] == "fp32"
-    assert m["timesteps"] == list(cfg.timesteps) and m["classes"] == list(cfg.classes)
+    assert m["format_version"] == 2
+    assert m["backend"] == "onnxruntime"
+    assert m["precision"] == "fp32"
+    assert m["timesteps"] == list(cfg.timesteps)
+    assert m["classes"] == list(cfg.classes)
     assert m["graph"]["inputs"][0]["shape"] == ["batch", 1, 32, 32]
-    assert m["preprocess"]["size"] == 32 and set(m["files"]) == {"model.onnx"}
-    assert len(m["run"]["diffusion.safetensors"]) == 64 and "onnxruntime" in m["tools"]
+    assert m["preprocess"]["size"] == 32
+    assert set(m["files"]) == {"model.onnx"}
+    assert len(m["run"]["diffusion.safetensors"]) == 64
+    assert "onnxruntime" in m["tools"]
 
 
 def test_tampered_engine_is_refused(ort_engine, tmp_path):
@@ -131,17 +143,6 @@ def test_missing_engine_dir(tmp_path):
         runtimes.load(tmp_path)
 
 
-# Prepended to a subprocess's code: any `import torch` there fails, as on a workstation without PyTorch.
-WITHOUT_TORCH = textwrap.dedent("""
-    import sys
-    class BlockTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this test")
-    sys.meta_path.insert(0, BlockTorch())
-""")
-
-
 def test_runtime_classifies_without_torch(ort_engine, demo_data):
     """The workstation path: importing torch fails, classification still works."""
     image = next((demo_data / "val" / "malignant").iterdir())
@@ -155,7 +156,8 @@ def test_runtime_classifies_without_torch(ort_engine, demo_data):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     label, total = res.stdout.split()
-    assert label in ("benign", "malignant", "normal") and abs(float(total) - 1) < 1e-5
+    assert label in ("benign", "malignant", "normal")
+    assert abs(float(total) - 1) < 1e-5
 
 
 def test_runtime_sources_never_import_torch():

@@ -7,6 +7,7 @@ import pytest
 from commands import cli
 
 from dcube_edge import runtimes
+from dcube_edge.errors import UserError
 
 signing = pytest.importorskip("dcube_edge.runtimes.signing")
 pytest.importorskip("cryptography", reason="signing needs the `sign` extra (cryptography)")
@@ -48,5 +49,5 @@ def test_untrusted_unsigned_or_edited_engines_are_refused(signed, ort_engine, de
 
 def test_keygen_never_overwrites_a_key(tmp_path):
     signing.keygen(tmp_path / "k")
-    with pytest.raises(ValueError, match="refusing to overwrite"):
+    with pytest.raises(UserError, match="refusing to overwrite"):
         signing.keygen(tmp_path / "k")

@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from dcube_edge import rundir, runtimes
+from dcube_edge.errors import UserError
 from dcube_edge.runtimes.manifest import EngineError
 from dcube_edge.runtimes.preprocess import ImageError, read_image
 
@@ -57,7 +58,7 @@ def test_malicious_resnet_weights_are_refused(tmp_path):
 
     marker = tmp_path / "pwned"
     (tmp_path / "w.pth").write_bytes(pickle.dumps({"conv1.weight": Trap(marker)}))
-    with pytest.raises(ValueError, match="more than plain tensors"):
+    with pytest.raises(UserError, match="more than plain tensors"):
         ResNet(8, (1, 1, 1, 1), "small").load_local_weights(tmp_path / "w.pth")
     assert not marker.exists()
 
@@ -265,7 +266,7 @@ def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
 
     from dcube_edge.runtimes import facts
     from dcube_edge.runtimes.files import sha256
-    from dcube_edge.runtimes.manifest import FORMAT, FORMAT_VERSION
+    from dcube_edge.runtimes.record import FORMAT, FORMAT_VERSION, facts_of
 
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 1, 32, 32])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
@@ -284,7 +285,7 @@ def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
                 "graph": {"inputs": [{"name": "images", "shape": ["batch", 1, 32, 32]}],
                           "outputs": [{"name": "logits", "shape": ["batch", 2]}], "batch": {"min": 1, "max": 8}},
                 "timesteps": [10]}
-    facts.bind(tmp_path, manifest)
+    facts.bind(tmp_path, facts_of(manifest))
     manifest["files"] = {"model.onnx": sha256(tmp_path / "model.onnx")}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     files = sorted((demo_data / "val" / "benign").iterdir())[:3]
@@ -292,7 +293,8 @@ def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):
         preds = list(clf.classify(files))
         with pytest.raises(runtimes.NonFiniteOutput, match="NaN/Inf"):
             clf.logits(np.zeros((2, 1, 32, 32), np.float32))
-    assert all(p.label is None and "NaN/Inf" in p.error for p in preds)
+    assert [p.label for p in preds] == [None] * 3
+    assert all("NaN/Inf" in p.error for p in preds)
 
 
 @pytest.mark.parametrize("names", ["../up,b", "a/b,c", "a,a", "a,"])

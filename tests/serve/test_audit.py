@@ -164,6 +164,10 @@ class Fixed:
     class Prediction:
         label, probs, error = "benign", {"benign": 0.9, "malignant": 0.1}, None
 
+    from dcube_edge.runtimes.decision import Decision
+
+    decision = Decision(classes=("benign", "malignant"))  # argmax at temperature 1
+
     def classify(self, paths, batch_size=1, workers=1):
         return [self.Prediction() for _ in paths]
 

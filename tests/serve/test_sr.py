@@ -51,7 +51,7 @@ def report(engine: Path, src: Path, out: Path, manifest=None, shares=(0.2, 0.7, 
 
     manifest = manifest or runtimes.read(engine)
     probs = dict(zip(manifest.classes, shares))
-    decision = Decision.from_manifest(manifest.data)
+    decision = Decision.of_record(manifest.record)
     label = manifest.classes[int(decision.decide(np.array([list(probs.values())]))[0])]
     place = Placement("1.2.3.4", 990, "1.2.3.5", 1)
     sr = structured_report(pydicom.dcmread(src), {"label": label, "probs": probs, "decision": decision.explain(probs)},
@@ -100,10 +100,13 @@ def test_the_decision_is_explained_in_full_beside_the_probabilities_it_compared(
     lowest of three, and its SR's explanation was cut at 64 characters before the biases. Now the whole rule and
     the reason are one TEXT item, and each class's group holds the probability the rule compared beside the
     calibrated one; the class called is the one whose compared probability is highest."""
-    import copy
+    import dataclasses
 
-    manifest = copy.deepcopy(runtimes.read(coded_engine))
-    manifest.data["decision"] = {"rule": "balanced", "bias": [0.0, 0.6, 0.0]}
+    from dcube_edge.runtimes.sections import OperatingPoint
+
+    read = runtimes.read(coded_engine)
+    point = OperatingPoint(rule="balanced", bias=(0.0, 0.6, 0.0))
+    manifest = dataclasses.replace(read, record=dataclasses.replace(read.record, decision=point))
     sr = report(coded_engine, source(tmp_path), tmp_path / "sr.dcm", manifest, shares=(0.38, 0.24, 0.38))
     errors, warnings = dciodvfy(tmp_path / "sr.dcm")
     assert errors == [] and all("99DCUBE" in w for w in warnings), errors + warnings

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from dcube_edge import rundir, selection
 from dcube_edge.data import discover, read_split
+from dcube_edge.errors import UserError
 from dcube_edge.loop import predict_logits
 from dcube_edge.metrics import classification_report, softmax
 from dcube_edge.runtimes.preprocess import PreprocessSpec
@@ -25,7 +26,7 @@ def test_layer_choice_parsing():
     assert selection.parse_choice("last", 13) == (12,)
     assert selection.parse_choice("5,4,5", 13) == (4, 5)
     for bad in ("13", "-1", "four", ""):
-        with pytest.raises(ValueError, match="--layers"):
+        with pytest.raises(UserError, match="--layers"):
             selection.parse_choice(bad, 13)
 
 

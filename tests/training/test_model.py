@@ -4,6 +4,7 @@ import torch
 
 from dcube_edge.config import PRESETS, Config
 from dcube_edge.diffusion import Schedule, eps_loss, margin_contrastive, sample_ddim, sample_ddpm
+from dcube_edge.errors import UserError
 from dcube_edge.head import DCube
 from dcube_edge.selection import pc1_pvalue, select, stability
 from dcube_edge.uvit import UViT
@@ -100,7 +101,7 @@ def test_presets_are_data_and_paper_sizes_match_reference():
     assert (p.image_size, p.patch_size, p.width, p.heads, p.depth, p.num_layers) == (128, 8, 512, 8, 6, 13)
     assert p.grid ** 2 + 1 == 257
     assert set(PRESETS) == {"tiny", "small", "paper"}
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(UserError, match="unknown preset"):
         Config.from_preset("huge")
 
 
@@ -121,7 +122,7 @@ def test_guide_branch_twin_is_the_identical_baseline_network():
 def test_config_roundtrip_and_unknown_keys():
     cfg = tiny(classes=("a", "b"), selected_layers=(1, 2))
     assert Config.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(UserError, match="unknown keys"):
         Config.from_dict({**cfg.to_dict(), "bogus": 1})
 
 

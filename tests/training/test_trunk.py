@@ -1,4 +1,4 @@
-"""Step-1 recipe (budgets, lr schedule, EMA, pair sampling, autocast choice) and the trunk diagnostics."""
+"""Step-1 recipe (budgets, lr schedule, EMA, pair sampling; the autocast choice is tests/runtimes/test_isa.py) and the trunk diagnostics."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,9 @@ import torch
 from commands import cli
 
 from dcube_edge.config import Config
-from dcube_edge.runtimes import isa
+from dcube_edge.errors import UserError
 from dcube_edge.step1 import diagnostic_steps, ema_model, lr_factor, pick_partners
 from dcube_edge.train import resolve_budgets
-
-AMX_XEON = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
-EPYC = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}
-OLD = {"avx2", "fma"}
 
 
 def test_pairs_are_same_or_other_class_as_flagged():
@@ -66,23 +62,6 @@ def test_ema_warmup_follows_the_formula():
 def test_diagnostic_steps_end_at_the_budget():
     assert diagnostic_steps(4000) == {800, 1600, 2400, 3200, 4000}
     assert max(diagnostic_steps(3)) == 3
-
-
-@pytest.mark.parametrize("flags, width, want", [
-    (AMX_XEON, 512, "bf16"), (AMX_XEON, 256, "none"), (AMX_XEON, 96, "none"), (EPYC, 512, "bf16"), (OLD, 512, "none"),
-    (set(), 512, "none")])
-def test_training_autocast_from_flags(flags, width, want):
-    assert isa.training_autocast(width, flags) == want
-    assert isa.training_autocast(width, flags, cuda=True) == "bf16"
-
-
-def test_isa_predicates():
-    assert isa.has_amx(AMX_XEON) and not isa.has_amx(EPYC)
-    assert isa.has_bf16(EPYC) and not isa.has_bf16(OLD)
-    assert not isa.has_native_fp16(AMX_XEON)  # avx512_fp16 alone was measured slower than fp32
-    assert isa.has_native_fp16(AMX_XEON | {"amx_fp16"})
-    assert isa.has_int8_dot(EPYC) and not isa.has_int8_dot(OLD)
-    assert "amx_bf16" in isa.notable(AMX_XEON)
 
 
 def test_probe_separates_what_is_separable():
@@ -190,7 +169,7 @@ def test_class_weights_are_inverse_frequency():
     assert class_weights(cfg.replace(class_weights="none"), np.array([0, 1])) is None
     w = class_weights(cfg.replace(class_weights="balanced"), np.array([0] * 6 + [1] * 3 + [2] * 1))
     torch.testing.assert_close(w, torch.tensor([10 / 18, 10 / 9, 10 / 3]))
-    with pytest.raises(ValueError, match="unknown --class-weights .median."):
+    with pytest.raises(UserError, match="unknown --class-weights .median."):
         class_weights(cfg.replace(class_weights="median"), np.array([0, 1]))
 
 
@@ -241,7 +220,7 @@ def test_step1_peak_lr_and_min_snr_reach_the_optimizer(tmp_path):
     assert history[-1]["lr"] == pytest.approx(6e-4)  # step 1 at its own lr; step 2 keeps cfg.lr
     state = torch.load(tmp_path / "d.pt", weights_only=True)
     assert all(g["lr"] == pytest.approx(6e-4) for g in state["opt"]["param_groups"])
-    with pytest.raises(ValueError, match="--diffusion-lr"):
+    with pytest.raises(UserError, match="--diffusion-lr"):
         Config.from_preset("tiny", diffusion_lr=0.0)
 
 
