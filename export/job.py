@@ -78,7 +78,7 @@ def calibration_file(run: Path, cfg: Config, opts: ExportOptions) -> Path:
     key = f"{Path(source).resolve()}|{opts.calibration_size}|{cfg.seed}|{cfg.image_size}"
     cached = run / "calibration" / f"calib-{opts.calibration_size}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
     if not cached.is_file():
-        calib_sets.build(train.paths, train.labels, spec, opts.calibration_size, cfg.seed, cached)
+        calib_sets.build(train.paths, train.labels, spec, opts.calibration_size, cfg.seed, cached, train.views)
     return cached
 
 

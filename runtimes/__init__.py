@@ -11,11 +11,11 @@ from pathlib import Path
 
 from . import backends, precisions
 from .base import BackendUnavailable, Runner, RunnerNotActive
-from .classifier import Classifier, NonFiniteOutput, Prediction
+from .classifier import Classifier, NonFiniteOutput, Prediction, ViewResult
 from .manifest import EngineError, Manifest, read
 from .spec import GraphSpec, SpecMismatch
 
-__all__ = ["load", "make_runner", "Classifier", "Prediction", "Runner", "Manifest", "EngineError", "GraphSpec",
+__all__ = ["load", "make_runner", "Classifier", "Prediction", "ViewResult", "Runner", "Manifest", "EngineError", "GraphSpec",
            "BackendUnavailable", "NonFiniteOutput", "RunnerNotActive", "SpecMismatch", "backends", "precisions", "read"]
 
 
