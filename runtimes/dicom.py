@@ -131,6 +131,12 @@ class DicomImage:
 
     def frames(self, colour: str = COLOUR) -> Iterator[np.ndarray]:
         """Each frame in order, as float32 (rows, columns) in [0, 1], decoded from the file one at a time."""
+        return (self.to_gray(stored, colour) for stored in self.stored_frames())
+
+    def stored_frames(self) -> Iterator[np.ndarray]:
+        """Each frame in order as pydicom decodes it (RGB for the YBR forms, palette indices), one at a time; the
+        grey conversion is per pixel, so a crop of it converted (:meth:`to_gray`) is the crop of the converted
+        frame."""
         from pydicom.pixels import iter_pixels
 
         frames = iter_pixels(str(self.path))
@@ -146,7 +152,7 @@ class DicomImage:
                 raise ImageError(f"DICOM pixel data cannot be decoded (frame {count + 1} of {self.number_of_frames}: "
                                  f"{type(e).__name__}: {e})") from None
             count += 1
-            yield self.to_gray(stored, colour)
+            yield stored
         if count < self.number_of_frames:
             raise ImageError(f"DICOM pixel data holds {count} frame(s), NumberOfFrames says {self.number_of_frames}")
 

@@ -51,7 +51,8 @@ class Source:
     multiframe: bool = False
     regions: Regions = field(default_factory=Regions)
     warnings: list[str] = field(default_factory=list)
-    _frames: object = None  # () -> Iterator[np.ndarray]: the frames, decoded one at a time
+    _frames: object = None  # () -> Iterator[np.ndarray]: the frames as decoded, one at a time
+    _gray: object = None  # (a frame or a crop of it, as decoded) -> float32 grey in [0, 1]; None: already grey
 
     @property
     def region_source(self) -> str:
@@ -69,19 +70,23 @@ class Source:
         boxes = self.regions.boxes or ((None, None),)
         frames = self._frames()  # type: ignore[operator]
         number = 0
-        while True:
-            with library_messages() as said:
-                try:
-                    frame = next(frames, None)
-                except ImageError as e:
-                    raise ImageError(with_notes(str(e), [*self.warnings, *said])) from None
-                finally:
-                    self.warnings += [n for n in said if n not in self.warnings]
-            if frame is None:
-                return
+        while (frame := self._noted(next, frames, None)) is not None:
             number += 1
-            for region, box in boxes:
-                yield View(number if self.multiframe else None, region, box), (box.crop(frame) if box else frame)
+            for region, box in boxes:  # crop, then convert: the conversion is per pixel, the crop is smaller
+                part = box.crop(frame) if box else frame
+                if self._gray is not None:
+                    part = self._noted(self._gray, part)
+                yield View(number if self.multiframe else None, region, box), part
+
+    def _noted(self, fn, *args):  # noqa: ANN001, ANN202
+        """``fn(*args)`` with what the libraries say kept in :attr:`warnings` and ending an error's line."""
+        with library_messages() as said:
+            try:
+                return fn(*args)
+            except ImageError as e:
+                raise ImageError(with_notes(str(e), [*self.warnings, *said])) from None
+            finally:
+                self.warnings += [n for n in said if n not in self.warnings]
 
 
 def open_source(path: str | Path, colour: str = COLOUR, regions: str = TISSUE, max_frames: int = MAX_FRAMES) -> Source:
@@ -106,7 +111,8 @@ def _dicom_source(path: Path, colour: str, regions: str, max_frames: int, said: 
 
     image = open_dicom(path, max_frames)
     found = tissue_regions(image.ds, image.rows, image.cols, regions)
-    return Source(path, image.number_of_frames, image.multiframe, found, said, _frames=lambda: image.frames(colour))
+    return Source(path, image.number_of_frames, image.multiframe, found, said, _frames=image.stored_frames,
+                  _gray=lambda stored: image.to_gray(stored, colour))
 
 
 def with_notes(message: str, notes: list[str]) -> str:
