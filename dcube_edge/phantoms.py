@@ -46,7 +46,7 @@ def render(kind: str, size: int, p: dict, speckle: np.ndarray, visibility: float
         r = np.hypot((y - cy) / ry, (x - cx) / rx)
         e = p["edge"]
         edge = 1.0 + e[1] * np.sin(e[0] * theta + e[2]) + (e[3] * np.sin(3 * theta + e[4]) if len(e) > 3 else 0)
-        lesion = 1 / (1 + np.exp((r - edge) * (8 if kind == "malignant" else 14)))
+        lesion = 1 / (1 + np.exp(np.clip((r - edge) * (8 if kind == "malignant" else 14), -60, 60)))
         below = 1 / (1 + np.exp(-(y - cy - ry * 0.5) * 40))
         beam = np.exp(-(((x - cx) / (rx * 0.8)) ** 4)) * np.exp(-np.clip(y - cy, 0, None) * 1.5)
         shadow = below * beam * (0.6 if kind == "malignant" else -0.25) * visibility
@@ -62,19 +62,26 @@ def phantom(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return render(kind, size, p, rng.rayleigh(0.8, size=(size, size)))
 
 
-def loop(kind: str, size: int, frames: int, rng: np.random.Generator, correlation: float = 0.9) -> np.ndarray:
-    """A cine loop, (frames, size, size) uint8: a probe sweeping across one phantom. A lesion's cross-section grows
-    and shrinks over the sweep, visible in a random 40-100 % of the frames; the speckle decorrelates from frame to
-    frame (complex Gaussian field, AR(1) with ``correlation``; its magnitude is Rayleigh like a still's)."""
-    p = draw(kind, rng)
+def sweep(frames: int, rng: np.random.Generator) -> np.ndarray:
+    """A probe sweeping across a lesion: its cross-section's scale on each of ``frames`` frames, 0 where the probe
+    is past it; the lesion is visible in a random 40-100 % of the frames."""
     centre, half = rng.uniform(0.3, 0.7) * frames, rng.uniform(0.2, 0.5) * frames
+    t = np.arange(frames)
+    return np.sqrt(np.clip(1 - ((t - centre) / max(half, 1e-9)) ** 2, 0, None))
+
+
+def loop(kind: str, size: int, frames: int, rng: np.random.Generator, correlation: float = 0.9) -> np.ndarray:
+    """A cine loop, (frames, size, size) uint8: a probe sweeping across one phantom (:func:`sweep`: a lesion's
+    cross-section grows and shrinks); the speckle decorrelates from frame to frame (complex Gaussian field, AR(1)
+    with ``correlation``; its magnitude is Rayleigh like a still's)."""
+    p = draw(kind, rng)
+    visibility = sweep(frames, rng)
     field = rng.normal(size=(2, size, size))
     out = np.empty((frames, size, size), np.uint8)
     for t in range(frames):
         if t:
             field = correlation * field + np.sqrt(1 - correlation ** 2) * rng.normal(size=(2, size, size))
-        visibility = float(np.sqrt(max(0.0, 1 - ((t - centre) / max(half, 1e-9)) ** 2)))
-        out[t] = render(kind, size, p, 0.8 * np.hypot(field[0], field[1]), visibility)
+        out[t] = render(kind, size, p, 0.8 * np.hypot(field[0], field[1]), float(visibility[t]))
     return out
 
 

@@ -87,7 +87,7 @@ def parity(out_dir: Path, manifest: dict) -> Table:
 
 
 def views_read(p) -> str:
-    """What was read of a file where it is more than one picture: '120 frames × 2 tissue regions, mean', 'tissue
+    """What was read of a file where it is more than one picture: '120 frames × 2 tissue regions, median', 'tissue
     region 1', 'whole frame' (where its regions could not be used); '' for a plain image."""
     if p.error or not p.frames:
         return ""
@@ -102,7 +102,7 @@ def views_read(p) -> str:
         parts.append("whole frame")
     text = " × ".join(parts)
     if len(p.frames) > 1:
-        text += f", {p.instance_policy}" + (f" ({p.frames[p.chosen].view.describe()})" if p.chosen is not None else "")
+        text += f", {p.instance_policy}"
     return text
 
 

@@ -52,7 +52,6 @@ class Classifier:
         self.classes = manifest.classes
         self.spec = manifest.preprocess
         self.decision = Decision.from_manifest(manifest.data)
-        instance.check(self.spec.instance, self.decision)
         self.max_frames = MAX_FRAMES
         # Engine milliseconds per call by batch size (decoding excluded): every call counted, the latest
         # RECENT_CALLS kept, so a long-running server's memory does not grow with the calls it serves.
@@ -180,10 +179,10 @@ class Classifier:
         decided = self.decision.decide(rows)
         pred.frames = [ViewResult(v, self.classes[int(d)], self._probs(r), self.classes[int(r.argmax())])
                        for v, r, d in zip(pending.views, rows, decided)]
-        row, chosen = instance.combine(rows, self.decision, self.spec.instance)
+        row = instance.combine(rows, self.spec.instance)
         pred.label = self.classes[int(self.decision.decide(row[None])[0])]
         pred.argmax, pred.probs = self.classes[int(row.argmax())], self._probs(row)
-        pred.instance_policy, pred.chosen = self.spec.instance, chosen
+        pred.instance_policy = self.spec.instance
         return pred
 
     def _probs(self, row: np.ndarray) -> dict[str, float]:

@@ -34,8 +34,7 @@ class ViewResult:
 class Prediction:
     """One file's result. ``label`` is the object's decision at the engine's operating point, ``probs`` its
     calibrated probabilities, ``argmax`` its most probable class (the two differ where the operating point moves a
-    call) — for an object of several views, combined by ``instance_policy`` (``chosen``: the index in ``frames`` of
-    the view they were taken from, where the policy takes one). ``frames`` holds one :class:`ViewResult` per view in
+    call) — for an object of several views, combined by ``instance_policy``. ``frames`` holds one :class:`ViewResult` per view in
     reading order; ``number_of_frames`` the object's frames; ``regions`` which part of each frame was read
     ("ultrasound tissue regions" or "whole frame"); ``notes`` why a tissue region was not used (and the whole frame
     read instead); ``warnings`` what the libraries said while reading it (pydicom on a malformed attribute).
@@ -50,12 +49,11 @@ class Prediction:
     number_of_frames: int | None = None
     regions: str | None = None
     instance_policy: str | None = None
-    chosen: int | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "label": self.label, "probs": self.probs, "argmax": self.argmax, "error": self.error,
                 "number_of_frames": self.number_of_frames, "regions": self.regions,
-                "instance_policy": self.instance_policy, "chosen": self.chosen,
+                "instance_policy": self.instance_policy,
                 "frames": [f.to_dict() for f in self.frames], "notes": list(self.notes), "warnings": list(self.warnings)}

@@ -60,11 +60,11 @@ class PreprocessSpec:
     def from_dict(cls, d: dict) -> PreprocessSpec:
         # Engines written before a fact was recorded read as they did then (docs/engine-format.md, migrations): the
         # stored-range contract, Pillow's 8-bit grey conversion of colour, the whole frame; their multi-frame input,
-        # refused then, is combined by the mean.
+        # refused then, is combined by the median (the one policy there is).
         return cls(size=int(d["size"]), mode=d.get("mode", "grayscale"), resample=d.get("resample", "bilinear"),
                    range=tuple(d.get("range", (-1.0, 1.0))), intensity=d.get("intensity", INTENSITY),
                    colour=d.get("colour", LEGACY_COLOUR), regions=d.get("regions", WHOLE_FRAME),
-                   instance=d.get("instance", instance.MEAN))
+                   instance=d.get("instance", instance.MEDIAN))
 
 
 def source(path: str | Path, spec: PreprocessSpec | None = None, max_frames: int = MAX_FRAMES) -> Source:

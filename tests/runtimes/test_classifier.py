@@ -41,28 +41,25 @@ def test_one_entry_per_frame_and_the_object_decided_by_the_bound_policy(ort_engi
     firsts = [write_image(tmp_path / f"frame{t}.dcm", rgb[t], "RGB") for t in (0, 3)]
     Image.fromarray(frames[0]).save(tmp_path / "frame0.png")
     [p, f0, f3, png], _ = classify(ort_engine, path, *firsts, tmp_path / "frame0.png")
-    assert p["error"] is None and p["number_of_frames"] == 6 and p["instance_policy"] == "mean"
+    assert p["error"] is None and p["number_of_frames"] == 6 and p["instance_policy"] == "median"
     assert [f["frame"] for f in p["frames"]] == [1, 2, 3, 4, 5, 6] and p["regions"] == "whole frame"
     assert p["frames"][0]["probs"] == f0["probs"] == png["probs"] and p["frames"][3]["probs"] == f3["probs"]
     classes = list(p["probs"])
-    mean = np.mean([[f["probs"][c] for c in classes] for f in p["frames"]], axis=0)
-    np.testing.assert_allclose([p["probs"][c] for c in classes], mean, rtol=0, atol=1e-12)
+    median = np.median([[f["probs"][c] for c in classes] for f in p["frames"]], axis=0)
+    np.testing.assert_allclose([p["probs"][c] for c in classes], median / median.sum(), rtol=0, atol=1e-12)
     decision = Decision.from_manifest(runtimes.read(ort_engine).data)
-    assert p["label"] == classes[int(decision.decide(mean[None])[0])]
+    assert p["label"] == classes[int(decision.decide((median / median.sum())[None])[0])]
     assert [f0["frames"][0][k] for k in ("frame", "region", "box")] == [None, None, None]
 
 
-def test_most_suspicious_takes_the_view_with_the_highest_positive_probability():
+def test_the_median_policy_per_class_renormalised():
     from dcube_edge.runtimes import instance
 
-    decision = Decision(rule="youden", positive=1, threshold=0.4, classes=("benign", "malignant"))
-    probs = np.array([[0.9, 0.1], [0.45, 0.55], [0.7, 0.3]])
-    row, chosen = instance.combine(probs, decision, instance.MOST_SUSPICIOUS)
-    assert chosen == 1 and row.tolist() == [0.45, 0.55]
-    row, chosen = instance.combine(probs, decision, instance.MEAN)
-    assert chosen is None and np.allclose(row, probs.mean(0))
-    with pytest.raises(Exception, match="needs a positive class"):
-        instance.check(instance.MOST_SUSPICIOUS, Decision(rule="balanced", classes=("a", "b", "c")))
+    probs = np.array([[0.9, 0.1, 0.0], [0.45, 0.35, 0.2], [0.2, 0.3, 0.5], [0.5, 0.2, 0.3]])
+    want = np.median(probs, 0) / np.median(probs, 0).sum()
+    assert np.allclose(instance.combine(probs), want) and np.isclose(instance.combine(probs).sum(), 1)
+    assert instance.combine(probs[:1]).tolist() == probs[0].tolist()
+    assert np.allclose(instance.combine(probs[:2]), probs[:2].mean(0))  # a dual view: the two views' mean
 
 
 def _screens(tmp_path: Path, tissue: list[np.ndarray], name: str, seed: int, noise: bool = False, regions: bool = True) -> Path:
@@ -141,7 +138,7 @@ def test_evaluate_on_cine_loops_reports_per_object_and_per_frame(ort_engine, tmp
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["n"] == 6 and report["per_frame"]["n"] == 24 and report["per_frame"]["objects"] == 6
-    assert report["instance_policy"] == "mean" and "operating_point" in report["per_frame"]
+    assert report["instance_policy"] == "median" and "operating_point" in report["per_frame"]
 
 
 def test_the_reading_rules_are_bound_into_the_engine_and_older_engines_read_as_before(ort_engine, tmp_path):
@@ -151,7 +148,7 @@ def test_the_reading_rules_are_bound_into_the_engine_and_older_engines_read_as_b
 
     manifest = json.loads((ort_engine / "manifest.json").read_text())
     assert {k: manifest["preprocess"][k] for k in ("colour", "regions", "instance")} == {
-        "colour": "bt601", "regions": "us-tissue", "instance": "mean"}
+        "colour": "bt601", "regions": "us-tissue", "instance": "median"}
     edited = tmp_path / "edited"
     shutil.copytree(ort_engine, edited)
     manifest["preprocess"]["regions"] = "whole-frame"
@@ -169,3 +166,22 @@ def test_the_reading_rules_are_bound_into_the_engine_and_older_engines_read_as_b
     [new], _ = classify(ort_engine, path)
     [old], _ = classify(older, path)
     assert new["regions"] == "ultrasound tissue regions" and old["regions"] == "whole frame"
+
+
+def test_batches_span_files_and_workers_decode_ahead_without_changing_results(ort_engine, tmp_path):
+    """Views of several files share engine batches (a batch of 4 cuts a 6-frame loop); threads decoding files ahead
+    keep the input order; the Python API gives what --json gives."""
+    paths = []
+    for i, kind in enumerate(("benign", "malignant", "normal")):
+        rgb = np.repeat(loop(kind, 32, 6, np.random.default_rng(i))[..., None], 3, axis=3)
+        paths.append(write_image(tmp_path / f"loop{i}.dcm", rgb, "RGB", frames=True, sop_class=US_MULTIFRAME))
+        Image.fromarray(phantom(kind, 32, np.random.default_rng(i))).save(tmp_path / f"still{i}.png")
+        paths.append(tmp_path / f"still{i}.png")
+    with runtimes.load(ort_engine) as clf:
+        one = [p.to_dict() for p in clf.classify(paths)]
+        split = [p.to_dict() for p in clf.classify(paths, batch_size=4, workers=2)]
+    assert [p["path"] for p in split] == list(map(str, paths)) and [len(p["frames"]) for p in split] == [6, 1] * 3
+    for a, b in zip(one, split):
+        assert a["label"] == b["label"] and all(abs(a["probs"][c] - b["probs"][c]) < 1e-6 for c in a["probs"])
+    cli, _ = classify(ort_engine, *paths)
+    assert [p["probs"] for p in cli] == [p["probs"] for p in one]
