@@ -215,7 +215,8 @@ def loop(r: dict) -> Iterator[RenderableType]:
         table.add_row(row["stage"], f"{row['frames_per_s']:.1f}", f"{row['ms_per_frame']:.2f}")
     yield table
     yield (f"end to end {r['end_to_end_frames_per_s']:.1f} frames/s; {r['dominant']} dominates "
-           f"({100 * r['reading_share']:.0f} % of reading + engine time is reading)")
+           f"({100 * r['reading_share']:.0f} % of reading + engine time is reading); load average "
+           f"{' / '.join(map(str, r['load_average_1_5_15']))}")
 
 
 def spool(folder: Path, s: dict) -> Iterator[RenderableType]:
