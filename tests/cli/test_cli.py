@@ -287,7 +287,10 @@ def test_evaluate_run_dir_matches_engine_with_intervals(ort_engine, tiny_run, de
     cli("evaluate", ort_engine, demo_data / "val", "--bootstrap", "200", "--json", tmp_path / "e.json", check=0)
     t, e = (json.loads((tmp_path / f).read_text()) for f in ("t.json", "e.json"))
     assert t["backend"] == "torch" and e["backend"] == "onnxruntime"
-    assert t["confusion_matrix"] == e["confusion_matrix"] and t["auc"] == pytest.approx(e["auc"], abs=1e-4)
+    # argmax figures agree; the AUC only nearly: the engine's probabilities carry its temperature (a run has none), and
+    # a three-class one-vs-rest AUC is not invariant to it (the fixture's class-1 AUC moves by one pair of 128)
+    assert t["operating_point"]["temperature"] == 1.0 != e["operating_point"]["temperature"]
+    assert t["confusion_matrix"] == e["confusion_matrix"] and t["auc"] == pytest.approx(e["auc"], abs=0.02)
     for key in ("accuracy", "macro_f1"):
         lo, hi = t["ci95"][key]
         assert 0 <= lo <= t[key] <= hi <= 1
