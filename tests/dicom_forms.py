@@ -142,6 +142,17 @@ def palette(rgb: np.ndarray, bits: int = 8, segmented: bool = False) -> tuple[np
     return indices.reshape(rgb.shape[:2]).astype(np.uint8), tags
 
 
+def ybr422(rgb: np.ndarray) -> np.ndarray:
+    """Uncompressed YBR_FULL_422 samples of an even-width RGB picture (PS3.3 C.7.6.3.1.2: Y1 Y2 Cb Cr for each pair
+    of pixels, the pair's chroma taken from its first pixel), as (rows, columns * 2) bytes."""
+    from pydicom.pixels import convert_color_space
+
+    ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
+    rows, cols = rgb.shape[:2]
+    pairs = ybr[..., 0].reshape(rows, cols // 2, 2)
+    return np.concatenate([pairs, ybr[:, 0::2, 1:]], axis=2).reshape(rows, cols * 2)
+
+
 def colour_forms(rgb: np.ndarray, out: Path) -> dict[str, tuple[Path, np.ndarray]]:
     """Every colour form of one 8-bit RGB picture (at most 250 colours, even width): name → (file, the RGB pixels the
     file decodes to). Those pixels are ``rgb`` itself for the lossless forms; for YBR_FULL (8-bit YCbCr does not
@@ -156,7 +167,9 @@ def colour_forms(rgb: np.ndarray, out: Path) -> dict[str, tuple[Path, np.ndarray
              "RGB 16-bit (x257)": write_image(out / "rgb16.dcm", rgb.astype(np.uint16) * 257, "RGB", bits=16),
              "YBR_FULL": write_image(out / "ybr.dcm", convert_color_space(rgb, "RGB", "YBR_FULL"), "YBR_FULL"),
              "YBR_FULL_422 JPEG baseline": write_image(out / "jpeg.dcm", rgb, "YBR_FULL_422", syntax=JPEGBaseline8Bit,
-                                                       fragments=[jpeg_baseline(rgb)])}
+                                                       fragments=[jpeg_baseline(rgb)]),
+             "YBR_FULL_422 uncompressed": write_image(out / "ybr422.dcm", ybr422(rgb), "YBR_FULL_422", Columns=rgb.shape[1],
+                                                      SamplesPerPixel=3, PlanarConfiguration=0)}
     for name, tsyntax, pi, opts in (("RGB RLE", RLELossless, "RGB", {}), ("RGB JPEG-LS", JPEGLSLossless, "RGB", {}),
                                     ("YBR_RCT JPEG 2000 lossless", JPEG2000Lossless, "YBR_RCT", {}),
                                     ("YBR_ICT JPEG 2000", JPEG2000, "YBR_ICT", {"j2k_cr": [4]})):
@@ -172,7 +185,7 @@ def colour_forms(rgb: np.ndarray, out: Path) -> dict[str, tuple[Path, np.ndarray
         forms[f"PALETTE COLOR {bits}-bit"] = write_image(out / f"palette{bits}.dcm", indices, "PALETTE COLOR", **tags)
     indices, tags = palette(rgb, 16, segmented=True)
     forms["PALETTE COLOR segmented"] = write_image(out / "palette-seg.dcm", indices, "PALETTE COLOR", **tags)
-    lossy = ("YBR_FULL", "YBR_FULL_422 JPEG baseline", "YBR_ICT JPEG 2000")
+    lossy = ("YBR_FULL", "YBR_FULL_422 JPEG baseline", "YBR_FULL_422 uncompressed", "YBR_ICT JPEG 2000")
     return {name: (f, decoded(f) if name in lossy else rgb) for name, f in forms.items()}
 
 
