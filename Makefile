@@ -23,6 +23,7 @@ demo: install
 	$(BIN)/dcube-edge demo-data $(DEMO)/data --per-class 100 --val-per-class 30 --size 64
 	$(BIN)/dcube-edge demo-data $(DEMO)/scans --per-class 2 --size 64 --seed 7
 	$(BIN)/dcube-edge demo-data $(DEMO)/heldout --per-class 30 --size 64 --seed 11
+	$(BIN)/dcube-edge demo-data $(DEMO)/loops --per-class 1 --size 64 --seed 13 --dicom --screen jpeg --frames 30
 	$(BIN)/dcube-edge train $(DEMO)/data --out $(DEMO)/run --preset tiny
 	$(BIN)/dcube-edge baseline $(DEMO)/data --out $(DEMO)/resnet18 --model resnet18 --preset tiny
 	$(BIN)/dcube-edge export $(DEMO)/run --out $(DEMO)/engine-ort-fp32 --intended-use "$(USE)"
@@ -31,6 +32,7 @@ demo: install
 	  $(BIN)/dcube-edge evaluate $(DEMO)/$$e $(DEMO)/heldout --json $(DEMO)/$$e.eval.json --plot $(DEMO)/$$e.plots && \
 	  $(BIN)/dcube-edge card $(DEMO)/$$e --eval $(DEMO)/$$e.eval.json || exit 1; done
 	$(BIN)/dcube-edge classify $(DEMO)/engine-ort-fp32 $(DEMO)/scans/benign $(DEMO)/scans/malignant $(DEMO)/scans/normal
+	$(BIN)/dcube-edge classify $(DEMO)/engine-ort-fp32 $(DEMO)/loops --recursive
 	$(BIN)/dcube-edge bench $(DEMO)/engine-ort-fp32 $(DEMO)/resnet18-ort-fp32 --torch $(DEMO)/run --batch-sizes 1,8 --iterations 20
 
 test: install

@@ -8,7 +8,7 @@ import numpy as np
 
 from dcube_edge.errors import UserError
 from dcube_edge.runtimes.files import atomic_path, sha256
-from dcube_edge.runtimes.preprocess import PreprocessSpec, load
+from dcube_edge.runtimes.preprocess import PreprocessSpec, load_samples
 
 DEFAULT_SIZE = 256
 
@@ -27,9 +27,12 @@ def stratified_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def build(paths: list[Path], labels: np.ndarray, spec: PreprocessSpec, size: int, seed: int,
-          out: str | Path) -> Path:
+          out: str | Path, views: list | None = None) -> Path:
+    """A calibration set of ``size`` samples (``paths[i]`` read as ``views[i]``: a dataset split's, where a file
+    gives several views) written to ``out``."""
     idx = stratified_indices(labels, size, seed)
-    images = np.stack([load(paths[i], spec) for i in idx]).astype(np.float32)
+    views = views or [None] * len(paths)
+    images = load_samples([paths[i] for i in idx], [views[i] for i in idx], spec).astype(np.float32)
     out = Path(out)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:

@@ -1,15 +1,20 @@
 """Dataset folders (docs/architecture.md, the engine contract): ``<root>/<class>/*`` or ``<root>/{train,val[,test]}/<class>/*``.
-Class order is the sorted folder names; a missing ``val/`` is carved from train, stratified and seeded."""
+Class order is the sorted folder names; a missing ``val/`` is carved from train, stratified and seeded.
+
+Files are read by the runtime's reader (:mod:`dcube_edge.runtimes.reader`), as ``classify`` reads them: a DICOM
+object gives one sample per view — every frame of a cine loop, every tissue region of an ultrasound object — with
+its folder's label, and the views of one object always fall in the same split."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dcube_edge.errors import UserError
-from dcube_edge.runtimes.images import IMAGE_SUFFIXES, is_image_file
-from dcube_edge.runtimes.preprocess import PreprocessSpec, load
+from dcube_edge.runtimes.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageError, is_dicom, is_image_file
+from dcube_edge.runtimes.preprocess import PreprocessSpec, load_samples, source
+from dcube_edge.runtimes.reader import View
 
 
 class DataError(UserError):
@@ -18,11 +23,24 @@ class DataError(UserError):
 
 @dataclass
 class Split:
+    """Samples: ``paths[i]`` with ``labels[i]``, read as ``views[i]`` (None: the file's one picture). An object of
+    several views repeats its path, once per view, in reading order."""
+
     paths: list[Path]
     labels: np.ndarray
+    views: list[View | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.views:
+            self.views = [None] * len(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def instances(self) -> tuple[list[Path], np.ndarray]:
+        """(each file once, in order; its label): what ``classify`` takes and ``evaluate`` scores per object."""
+        firsts = [i for i, p in enumerate(self.paths) if i == 0 or self.paths[i - 1] != p]
+        return [self.paths[i] for i in firsts], self.labels[firsts]
 
     def counts(self, num_classes: int) -> list[int]:
         return np.bincount(self.labels, minlength=num_classes).tolist()
@@ -34,12 +52,15 @@ class Split:
 
         from dcube_edge.runtimes.files import sha256
 
-        pairs = sorted(f"{classes[int(y)]}\0{sha256(p)}" for p, y in zip(self.paths, self.labels))
+        pairs = sorted(f"{classes[int(y)]}\0{sha256(p)}" for p, y in zip(*self.instances()))
         return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
     def load(self, spec: PreprocessSpec) -> np.ndarray:
-        """All images preprocessed, (N, 1, S, S) float32."""
-        return np.stack([load(p, spec) for p in self.paths]) if self.paths else np.zeros((0, 1, spec.size, spec.size), np.float32)
+        """Every sample preprocessed, (N, 1, S, S) float32; each file decoded once, frame by frame."""
+        try:
+            return load_samples(self.paths, self.views, spec)
+        except ImageError as e:
+            raise DataError(str(e)) from None
 
 
 @dataclass
@@ -67,27 +88,48 @@ def read_split(folder: Path, classes: list[str] | None = None) -> tuple[list[str
     elif set(found) - set(classes):
         raise DataError(f"{folder} has classes {sorted(set(found) - set(classes))} that the model does not know "
                         f"(model classes: {', '.join(classes)})")
-    paths, labels = [], []
+    paths, labels, views = [], [], []
     for name in found:
         files = sorted(p for p in (folder / name).iterdir()
                        if p.is_file() and not p.name.startswith(".") and is_image_file(p))
         if not files:
             raise DataError(f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)} or DICOM)")
-        paths += files
-        labels += [classes.index(name)] * len(files)
-    return classes, Split(paths, np.asarray(labels, dtype=np.int64))
+        for path in files:
+            planned = views_of(path)
+            paths += [path] * len(planned)
+            labels += [classes.index(name)] * len(planned)
+            views += planned
+    return classes, Split(paths, np.asarray(labels, dtype=np.int64), views)
+
+
+def views_of(path: Path) -> list[View | None]:
+    """The views a file gives by its attributes (a DICOM object's frames and tissue regions), [None] for a file
+    read as one picture; a file that cannot be read is kept as one sample, to fail where it is loaded, by name."""
+    if not (path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path)):
+        return [None]
+    try:
+        views = source(path).views()
+    except ImageError:
+        return [None]
+    return [None] if views == [View()] else list(views)
 
 
 def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Hold out ``fraction`` of each class (at least one image per class), deterministically."""
+    """Hold out ``fraction`` of each class's files (at least one per class), deterministically; every view of a
+    file goes where the file goes."""
     rng = np.random.default_rng(seed)
-    keep, held = [], []
-    for c in np.unique(split.labels):
-        idx = rng.permutation(np.flatnonzero(split.labels == c))
+    files, labels = split.instances()
+    keep, held = set(), set()
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
         n = max(1, int(round(len(idx) * fraction))) if len(idx) > 1 else 0
-        held += idx[:n].tolist()
-        keep += idx[n:].tolist()
-    pick = lambda ids: Split([split.paths[i] for i in sorted(ids)], split.labels[sorted(ids)])  # noqa: E731
+        held |= {files[i] for i in idx[:n]}
+        keep |= {files[i] for i in idx[n:]}
+
+    def pick(chosen: set[Path]) -> Split:
+        ids = [i for i, p in enumerate(split.paths) if p in chosen]
+        return Split([split.paths[i] for i in ids], split.labels[ids], [split.views[i] for i in ids])
+
     return pick(keep), pick(held)
 
 

@@ -89,21 +89,46 @@ def parity(out_dir: Path, record: EngineRecord) -> Table:
     return table
 
 
+def views_read(p) -> str:
+    """What was read of a file where it is more than one picture: '120 frames × 2 tissue regions, median', 'tissue
+    region 1', 'whole frame' (where its regions could not be used); '' for a plain image."""
+    if p.error or not p.frames:
+        return ""
+    frames = len({f.frame for f in p.frames if f.frame is not None})
+    regions = sorted({f.region for f in p.frames if f.region is not None})
+    parts = [f"{frames} frame{'s' * (frames > 1)}"] if frames > 1 else []
+    if len(regions) == 1:
+        parts.append(f"tissue region {regions[0]}")
+    elif regions:
+        parts.append(f"{len(regions)} tissue regions")
+    elif p.notes:
+        parts.append("whole frame")
+    text = " × ".join(parts)
+    if len(p.frames) > 1:
+        text += f", {p.instance_policy}"
+    return text
+
+
 def predictions(title: str, rows: list, classes: list[str], decision=None) -> Table:
     """One row per file (errors in red); where the operating point compares other probabilities than the
-    calibrated ones (per-class biases), those in brackets beside them."""
+    calibrated ones (per-class biases), those in brackets beside them; where a file is several views (frames,
+    tissue regions), what was read."""
     table = Table(title=title)
     table.add_column("file", overflow="fold")
     table.add_column("prediction")
     for c in classes:
         table.add_column(f"p({c})", justify="right")
-    for p in rows:
+    read = [views_read(p) for p in rows]
+    if any(read):
+        table.add_column("read")
+    for p, what in zip(rows, read):
+        extra = [escape(what)] if any(read) else []
         if p.error:
-            table.add_row(shown(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(classes))
+            table.add_row(shown(p.path), f"[red]error: {escape(p.error)}[/]", *[""] * len(classes), *extra)
         else:
             compared = decision.explain(p.probs)["compared"] if decision is not None and decision.bias is not None else {}
             table.add_row(shown(p.path), p.label, *[f"{p.probs[c]:.3f}" + (f" ({compared[c]:.3f})" if c in compared else "")
-                                                    for c in classes])
+                                                    for c in classes], *extra)
     return table
 
 
@@ -127,6 +152,21 @@ def serve_load(engine: Path, rows: list[dict], machine: dict) -> Iterator[Table]
         table.add_row(str(r["senders"]), str(r["instances"]), f"{r['throughput_per_s']:.1f}", f"{r['p50_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", ", ".join(f"{k}: {v}" for k, v in r["batch_sizes"].items()))
     yield table
+
+
+def loop(r: dict) -> Iterator[RenderableType]:
+    """`bench --loop`: each stage's frames/s on one cine loop, and which part dominates."""
+    m = r["machine"]
+    table = Table(title=f"a {r['frames']}-frame cine loop ({r['screen']}) into {Path(r['engine']).name} "
+                        f"({r['backend']} {r['precision']}, {r['input_size']} px) on {m['cpu_model']} ({m['cpu_count']} cpus)")
+    for col in ("stage", "frames/s", "ms per frame"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for row in r["rows"]:
+        table.add_row(row["stage"], f"{row['frames_per_s']:.1f}", f"{row['ms_per_frame']:.2f}")
+    yield table
+    yield (f"end to end {r['end_to_end_frames_per_s']:.1f} frames/s; {r['dominant']} dominates "
+           f"({100 * r['reading_share']:.0f} % of reading + engine time is reading); load average "
+           f"{' / '.join(map(str, r['load_average_1_5_15']))}")
 
 
 def spool(folder: Path, s: dict) -> Iterator[RenderableType]:

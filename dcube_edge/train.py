@@ -198,7 +198,8 @@ def read_data(data: str | Path, cfg: Config, log: Log) -> tuple[Config, Dataset,
         cfg = cfg.replace(input_skip=reused.input_skip)
     if cfg.synthetic:
         _, synth = read_split(Path(cfg.synthetic), list(ds.classes))
-        ds.train = Split(ds.train.paths + synth.paths, np.concatenate([ds.train.labels, synth.labels]))
+        ds.train = Split(ds.train.paths + synth.paths, np.concatenate([ds.train.labels, synth.labels]),
+                         ds.train.views + synth.views)
         cfg = cfg.replace(synthetic=str(Path(cfg.synthetic).resolve()), synthetic_counts=tuple(synth.counts(k)))
         log(f"synthetic: {len(synth)} images from {cfg.synthetic} {synth.counts(k)} added to training only")
     log(f"data: {len(ds.train)} train {ds.train.counts(k)}, {len(ds.val)} val {ds.val.counts(k)} "

@@ -29,7 +29,7 @@ def calibration_file(run: Path, cfg: Config, opts: ExportOptions) -> Path:
     key = f"{Path(source).resolve()}|{opts.calibration_size}|{cfg.seed}|{cfg.image_size}"
     cached = run / "calibration" / f"calib-{opts.calibration_size}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
     if not cached.is_file():
-        calib_sets.build(train.paths, train.labels, spec, opts.calibration_size, cfg.seed, cached)
+        calib_sets.build(train.paths, train.labels, spec, opts.calibration_size, cfg.seed, cached, train.views)
     return cached
 
 
@@ -38,5 +38,5 @@ def for_run(run: Path, data: Path, size: int, out: Path) -> dict[str, Any]:
     written to ``out``; its description."""
     cfg = load_config(run)
     split = discover(data, cfg.val_fraction, cfg.split_seed).train
-    calib_sets.build(split.paths, split.labels, PreprocessSpec(cfg.image_size), size, cfg.seed, out)
+    calib_sets.build(split.paths, split.labels, PreprocessSpec(cfg.image_size), size, cfg.seed, out, split.views)
     return calib_sets.describe(out)

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from . import backends, precisions
 from .base import BackendUnavailable, Runner, RunnerNotActive
-from .classifier import Classifier, NonFiniteOutput, Prediction
+from .classifier import Classifier, NonFiniteOutput, Prediction, ViewResult
 from .manifest import EngineError, Manifest, read
 from .record import EngineRecord
 from .spec import GraphSpec, SpecMismatch
 
-__all__ = ["load", "make_runner", "Classifier", "Prediction", "Runner", "Manifest", "EngineRecord", "EngineError", "GraphSpec",
-           "BackendUnavailable", "NonFiniteOutput", "RunnerNotActive", "SpecMismatch", "backends", "precisions", "read"]
+__all__ = ["load", "make_runner", "Classifier", "Prediction", "ViewResult", "Runner", "Manifest", "EngineRecord",
+           "EngineError", "GraphSpec", "BackendUnavailable", "NonFiniteOutput", "RunnerNotActive", "SpecMismatch",
+           "backends", "precisions", "read"]
 
 
 def make_runner(manifest: Manifest, threads: int | None = None, device: str | None = None,

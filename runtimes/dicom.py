@@ -1,13 +1,30 @@
-"""DICOM input via pydicom (extra ``dicom``), by the intensity contract of :mod:`.images`: the stored range
-(BitsStored, PixelRepresentation) maps to [0, 1]; where the file carries a VOI transform its output range is
-used instead (PS3.3 C.11.2); MONOCHROME1 is inverted (PS3.3 C.7.6.3.1.2). Single-frame grayscale only."""
+"""DICOM input via pydicom (extra ``dicom``): a file's attributes read and checked once (PS3.3 C.7.6.3 Image Pixel,
+C.7.6.6 Multi-frame), its frames decoded one at a time from the file (pydicom's ``iter_pixels``: a 1,000-frame loop
+is never in memory at once), each frame mapped to [0, 1] grey:
+
+- MONOCHROME1/2: the intensity contract of :mod:`.images` — the stored range (BitsStored, PixelRepresentation) or
+  the output range of the file's VOI transform (PS3.3 C.11.2); MONOCHROME1 inverted (C.7.6.3.1.2);
+- RGB, YBR_FULL, YBR_FULL_422, YBR_RCT, YBR_ICT (3 samples, planar configuration 0 or 1): RGB as pydicom returns it
+  (it converts YBR_FULL/YBR_FULL_422 itself, the JPEG 2000 decoder undoes YBR_RCT/YBR_ICT), then the colour rule
+  (:mod:`.colour`) with the stored range of BitsStored;
+- PALETTE COLOR: pydicom's ``apply_color_lut`` (8- or 16-bit entries, segmented or not, PS3.3 C.7.6.3.1.5-6,
+  C.7.9), then the colour rule with the LUT's output range (its descriptor's bit depth).
+
+A file whose attributes cannot be used raises :class:`~.images.ImageError` naming the attribute and the value."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from .images import MAX_PIXELS, ImageError, unit_range
+from .colour import COLOUR, luma
+from .images import MAX_FRAMES, MAX_PIXELS, ImageError, unit_range
+
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+COLOUR_FORMS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
+PALETTE = "PALETTE COLOR"
+PHOTOMETRICS = MONOCHROME + COLOUR_FORMS + (PALETTE,)  # what this reader decodes (conformance lists them)
 
 
 def stored_range(ds) -> tuple[int, int]:
@@ -25,7 +42,7 @@ def _first(value) -> float:
 
 
 def to_unit(stored: np.ndarray, ds, invert: bool = False) -> np.ndarray:
-    """Stored sample values of ``ds`` to float32 [0, 1] (see the module docstring); ``invert`` (MONOCHROME1)
+    """Stored grey sample values of ``ds`` to float32 [0, 1] (see the module docstring); ``invert`` (MONOCHROME1)
     swaps the output range before the one rounding."""
 
     def span(lo: float, hi: float) -> tuple[float, float]:
@@ -58,42 +75,144 @@ def to_unit(stored: np.ndarray, ds, invert: bool = False) -> np.ndarray:
     return unit_range(stored, *span(lo, hi))
 
 
-def read_dicom(path: str | Path) -> np.ndarray:
+def _integer(ds, keyword: str, default: int | None = None) -> int:
+    """An integer attribute (US, or IS such as NumberOfFrames) or ImageError naming it and its value."""
+    if keyword not in ds:
+        if default is None:
+            raise ImageError(f"DICOM file has no {keyword} (PS3.3 C.7.6.3)")
+        return default
+    raw = ds[keyword].value
+    if raw is None or raw == "":
+        if default is None:
+            raise ImageError(f"DICOM {keyword} is empty (PS3.3 C.7.6.3)")
+        return default
+    try:
+        return int(str(raw).strip()) if isinstance(raw, (str, bytes)) else int(raw)
+    except (TypeError, ValueError):
+        raise ImageError(f"DICOM {keyword} is {str(raw)[:40]!r}, not an integer (PS3.5 6.2): the file is "
+                         "malformed; re-export it from the modality") from None
+
+
+class DicomImage:
+    """One DICOM object's pixel attributes, checked; :meth:`frames` decodes its frames one by one."""
+
+    def __init__(self, path: Path, ds, max_frames: int = MAX_FRAMES):
+        self.path, self.ds = path, ds
+        if "PixelData" not in ds:
+            raise ImageError("DICOM file has no pixel data" + (" (it holds float pixel data, which this reader does "
+                             "not take)" if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds else ""))
+        self.rows, self.cols = _integer(ds, "Rows"), _integer(ds, "Columns")
+        self.samples = _integer(ds, "SamplesPerPixel", 1)
+        # PS3.3 C.7.6.6: Number of Frames is 1 or more; pydicom reads an empty or zero value as one frame, as here
+        self.number_of_frames = max(1, _integer(ds, "NumberOfFrames", 1))
+        self.multiframe = "NumberOfFrames" in ds  # a multi-frame IOD numbers its frames, even a loop of one
+        self.photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+        if self.rows < 1 or self.cols < 1:
+            raise ImageError(f"DICOM image is {self.cols}x{self.rows} pixels")
+        if self.rows * self.cols > MAX_PIXELS:
+            raise ImageError(f"DICOM image is {self.cols}x{self.rows}, above the {MAX_PIXELS:,}-pixel cap")
+        if self.number_of_frames > max_frames:
+            raise ImageError(f"DICOM object has {self.number_of_frames:,} frames, above the cap of {max_frames:,} per "
+                             "object: raise it with --max-frames, or export a shorter loop")
+        self._check_photometric()
+
+    def _check_photometric(self) -> None:
+        pi, n = self.photometric, self.samples
+        if pi not in PHOTOMETRICS:
+            raise ImageError(f"DICOM photometric interpretation {pi or '(none)'!r} is not one this reader decodes "
+                             f"({', '.join(PHOTOMETRICS)})")
+        if (n == 3) != (pi in COLOUR_FORMS):
+            raise ImageError(f"DICOM {pi} with {n} samples per pixel is inconsistent (PS3.3 C.7.6.3.1.1-2)")
+        if pi not in MONOCHROME and _integer(self.ds, "PixelRepresentation", 0):
+            raise ImageError(f"DICOM {pi} with signed samples (PixelRepresentation 1) is not valid (PS3.3 C.7.6.3.1)")
+        planar = _integer(self.ds, "PlanarConfiguration", 0) if n == 3 else 0
+        if planar not in (0, 1):
+            raise ImageError(f"DICOM PlanarConfiguration is {planar}; PS3.3 C.7.6.3.1.3 allows 0 or 1")
+
+    def frames(self, colour: str = COLOUR) -> Iterator[np.ndarray]:
+        """Each frame in order, as float32 (rows, columns) in [0, 1], decoded from the file one at a time."""
+        return (self.to_gray(stored, colour) for stored in self.stored_frames())
+
+    def stored_frames(self) -> Iterator[np.ndarray]:
+        """Each frame in order as pydicom decodes it (RGB for the YBR forms, palette indices), one at a time; the
+        grey conversion is per pixel, so a crop of it converted (:meth:`to_gray`) is the crop of the converted
+        frame."""
+        from pydicom.pixels import iter_pixels
+
+        frames = iter_pixels(str(self.path))
+        count = 0
+        while True:
+            try:
+                stored = next(frames)
+            except StopIteration:
+                break
+            except MemoryError:
+                raise
+            except Exception as e:  # noqa: BLE001 — pydicom and its decoders raise many types for bad pixel data
+                raise ImageError(f"DICOM pixel data cannot be decoded (frame {count + 1} of {self.number_of_frames}: "
+                                 f"{type(e).__name__}: {e})") from None
+            count += 1
+            yield stored
+        if count < self.number_of_frames:
+            raise ImageError(f"DICOM pixel data holds {count} frame(s), NumberOfFrames says {self.number_of_frames}")
+
+    def to_gray(self, stored: np.ndarray, colour: str = COLOUR) -> np.ndarray:
+        """One decoded frame (as pydicom returns it) to float32 (rows, columns) in [0, 1]."""
+        try:
+            if self.photometric in MONOCHROME:
+                return to_unit(stored, self.ds, invert=self.photometric == "MONOCHROME1")
+            if self.photometric == PALETTE:
+                return self._palette(stored, colour)
+            return luma(stored, stored_range(self.ds)[1], colour)
+        except ImageError:
+            raise
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+            raise ImageError(f"DICOM intensity attributes are not usable ({type(e).__name__}: {e})") from None
+
+    def _palette(self, indices: np.ndarray, colour: str) -> np.ndarray:
+        from pydicom.pixels import apply_color_lut
+
+        rgb = apply_color_lut(indices, self.ds)[..., :3]  # an alpha LUT (rare) is not read
+        bits = int(self.ds.RedPaletteColorLookupTableDescriptor[2])
+        top = 2 ** (16 if bits > 8 else 8) - 1
+        if rgb.size and int(rgb.max()) > top:
+            raise ImageError(f"DICOM palette LUT entries exceed their {bits}-bit descriptor (PS3.3 C.7.6.3.1.5)")
+        return luma(rgb, top, colour)
+
+
+def open_dicom(path: str | Path, max_frames: int = MAX_FRAMES) -> DicomImage:
+    """Read and check a DICOM file's attributes (its pixel data stays on disk until :meth:`DicomImage.frames`)."""
     try:
         import pydicom
     except ImportError:
         raise ImageError("reading DICOM needs pydicom: pip install 'dcube-edge[dicom]'") from None
     try:
-        ds = pydicom.dcmread(str(path))
-    except Exception as e:  # pydicom raises several types for malformed files
+        ds = pydicom.dcmread(str(path), defer_size="64 KB")
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 — pydicom raises many types for malformed files
         raise ImageError(f"not a readable DICOM file ({type(e).__name__}: {e})") from None
-    return dataset_to_unit(ds)
-
-
-def dataset_to_unit(ds) -> np.ndarray:
-    """A decoded DICOM dataset's single grayscale frame as float32 (H, W) in [0, 1]."""
-    if "PixelData" not in ds:
-        raise ImageError("DICOM file has no pixel data")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > MAX_PIXELS:
-        raise ImageError(f"DICOM image is {cols}x{rows}, above the {MAX_PIXELS:,}-pixel cap")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise ImageError(f"multi-frame DICOM ({ds.NumberOfFrames} frames) is not supported: export single frames")
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise ImageError("colour DICOM is not supported: the models read grayscale")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ImageError(f"DICOM photometric interpretation {photometric} is not grayscale")
     try:
-        stored = ds.pixel_array
-    except Exception as e:
-        raise ImageError(f"DICOM pixel data cannot be decoded ({type(e).__name__}: {e})") from None
-    try:
-        return to_unit(stored, ds, invert=photometric == "MONOCHROME1")
+        return DicomImage(Path(path), ds, max_frames)
     except ImageError:
         raise
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise ImageError(f"DICOM intensity attributes are not usable ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 — an attribute pydicom cannot convert
+        raise ImageError(f"DICOM attributes are not usable ({type(e).__name__}: {e})") from None
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """The DICOM node's reader until it carries frames and colour (docs/intensity.md): one grey frame as float32
+    (H, W) in [0, 1]; a multi-frame or colour object is refused here, so the node never acknowledges what it cannot
+    yet report. ``classify`` reads everything this module decodes (:mod:`.reader`)."""
+    image = open_dicom(path)
+    if image.number_of_frames > 1:
+        raise ImageError(f"multi-frame DICOM ({image.number_of_frames} frames) is not supported by the DICOM node yet: "
+                         "classify it with `dcube-edge classify`")
+    if image.photometric not in MONOCHROME:
+        raise ImageError(f"colour DICOM ({image.photometric}) is not supported by the DICOM node yet: classify it with "
+                         "`dcube-edge classify`")
+    [frame] = list(image.frames())
+    return frame
 
 
 def write_secondary_capture(pixels: np.ndarray, path: str | Path, study_uid: str | None = None,

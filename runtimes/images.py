@@ -19,6 +19,7 @@ from dcube_edge.errors import UserError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm",)
 MAX_PIXELS = 64_000_000  # refuse decompression bombs well before Pillow's own limit
+MAX_FRAMES = 10_000  # frames per object, by default (--max-frames): beyond it a file is refused, not read for hours
 INTENSITY = "stored-range"
 INTENSITIES = (INTENSITY,)
 

@@ -1,12 +1,14 @@
 """Image decoding and preprocessing, implemented once in numpy + Pillow.
 
-Training, export parity checks and every runtime call :func:`preprocess`, so the torch and the
-workstation paths see identical arrays. The spec is a small dict recorded in the run config and
-the engine manifest.
-"""
+Training, export parity checks and every runtime read files through :mod:`.reader` and call :func:`preprocess`,
+so the torch and the workstation paths see identical arrays. The spec is a small dict recorded in the engine
+manifest and bound into its facts: the image size, the intensity contract, the colour rule, the region policy and
+the instance policy."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -14,27 +16,40 @@ from PIL import Image
 
 from dcube_edge.errors import UserError
 
-from .images import DICOM_SUFFIXES, IMAGE_SUFFIXES, INTENSITIES, INTENSITY, MAX_PIXELS, ImageError, is_dicom, unit_range
+from . import instance
+from .colour import COLOUR, COLOURS, LEGACY_COLOUR
+from .images import IMAGE_SUFFIXES, INTENSITIES, INTENSITY, MAX_FRAMES, MAX_PIXELS, ImageError
+from .reader import Source, View, open_source
+from .regions import REGION_POLICIES, TISSUE, WHOLE_FRAME
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "PreprocessSpec", "load", "preprocess", "read_image"]
-
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "PreprocessSpec", "load", "load_samples", "load_views",
+           "preprocess", "read_image"]
 
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """Stored values to [0, 1] by the intensity contract (:mod:`.images`), grayscale, resize to (size, size)
-    with a bilinear filter, scale [0, 1] to [-1, 1]."""
+    """Stored values to [0, 1] by the intensity contract (:mod:`.images`), colour to grey by the colour rule
+    (:mod:`.colour`), the tissue regions of an ultrasound object by the region policy (:mod:`.regions`), resize to
+    (size, size) with a bilinear filter, scale [0, 1] to [-1, 1]; an object's views combined by the instance
+    policy (:mod:`.instance`)."""
 
     size: int
     mode: str = "grayscale"
     resample: str = "bilinear"
     range: tuple[float, float] = (-1.0, 1.0)
     intensity: str = INTENSITY
+    colour: str = COLOUR
+    regions: str = TISSUE
+    instance: str = instance.DEFAULT
 
     def __post_init__(self) -> None:
-        if self.intensity not in INTENSITIES:
-            raise UserError(f"unknown intensity contract {self.intensity!r} (this dcube-edge reads "
-                             f"{', '.join(INTENSITIES)}): install the dcube-edge that wrote it")
+        for name, value, known in (("intensity contract", self.intensity, INTENSITIES),
+                                   ("colour rule", self.colour, COLOURS),
+                                   ("region policy", self.regions, REGION_POLICIES),
+                                   ("instance policy", self.instance, instance.POLICIES)):
+            if value not in known:
+                raise UserError(f"unknown {name} {value!r} (this dcube-edge reads {', '.join(known)}): install the "
+                                "dcube-edge that wrote it")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -43,62 +58,31 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessSpec:
-        # Runs and engines written before the contract was recorded read PNGs by it already (their training
-        # did); only their DICOM reading stretched each image, which the contract replaces.
+        # Engines written before a fact was recorded read as they did then (docs/engine-format.md, migrations): the
+        # stored-range contract, Pillow's 8-bit grey conversion of colour, the whole frame; their multi-frame input,
+        # refused then, is combined by the median (the one policy there is).
         return cls(size=int(d["size"]), mode=d.get("mode", "grayscale"), resample=d.get("resample", "bilinear"),
-                   range=tuple(d.get("range", (-1.0, 1.0))), intensity=d.get("intensity", INTENSITY))
+                   range=tuple(d.get("range", (-1.0, 1.0))), intensity=d.get("intensity", INTENSITY),
+                   colour=d.get("colour", LEGACY_COLOUR), regions=d.get("regions", WHOLE_FRAME),
+                   instance=d.get("instance", instance.MEDIAN))
 
 
-def to_unit_gray(img: Image.Image) -> np.ndarray:
-    """Any Pillow image to a float32 (H, W) array in [0, 1] by the intensity contract: 8-bit /255, 16-bit
-    /65535 (Pillow's 32-bit ``I`` mode holds 16-bit files here), float images taken as [0, 1] already."""
-    if img.mode.startswith("I"):
-        arr = np.asarray(img, dtype=np.int64)
-        if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ImageError(f"{img.mode} image with values outside 0..65535: save it as an 8- or 16-bit image")
-        return unit_range(arr, 0, 65535)
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0.0 and arr.max() <= 1.0):
-            raise ImageError("floating-point image with values outside [0, 1]: save it as an 8- or 16-bit image")
-        return arr.astype(np.float32)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img)
-    return unit_range(np.asarray(img.convert("L")), 0, 255)
+def source(path: str | Path, spec: PreprocessSpec | None = None, max_frames: int = MAX_FRAMES) -> Source:
+    """A file as ``spec`` reads it (default: a new engine's rules): its views and a frame-by-frame reader."""
+    spec = spec or PreprocessSpec(0)
+    return open_source(path, spec.colour, spec.regions, max_frames)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode one image file to float32 (H, W) in [0, 1]; raise :class:`ImageError` with a reason."""
-    path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
-        from .dicom import read_dicom  # optional extra
-
-        return read_dicom(path)
-    try:
-        if path.stat().st_size == 0:
-            raise ImageError("file is empty (0 bytes)")
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:  # header only: refuse before decoding anything
-                raise ImageError(f"image is {img.width}x{img.height}, above the {MAX_PIXELS:,}-pixel cap "
-                                 "(possible decompression bomb)")
-            if getattr(img, "n_frames", 1) > 1:
-                raise ImageError(f"multi-frame image ({img.n_frames} frames): save frames as separate files")
-            img.load()
-            return to_unit_gray(img)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"refused as a decompression bomb: {e}") from None
-    except PermissionError:
-        raise ImageError("permission denied: the file is not readable") from None
-    except FileNotFoundError:
-        raise ImageError("no such file") from None
-    except IsADirectoryError:
-        raise ImageError("is a folder, not an image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
+def read_image(path: str | Path, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """Decode a single-view file (one frame, one region or none) to float32 (H, W) in [0, 1]; raise
+    :class:`ImageError` with a reason, also for a file that holds several views (:func:`load_views` reads those)."""
+    src = source(path, spec)
+    views = src.views()
+    if len(views) != 1:
+        raise ImageError(f"holds {len(views)} views ({views[0].describe()} … {views[-1].describe()}): read it with "
+                         "load_views")
+    [(_, gray)] = list(src.read())
+    return gray
 
 
 def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -114,5 +98,31 @@ def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def load(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
-    """Read and preprocess one file to (1, size, size)."""
-    return preprocess(read_image(path), spec)
+    """Read and preprocess a single-view file to (1, size, size)."""
+    return preprocess(read_image(path, spec), spec)
+
+
+def load_views(path: str | Path, spec: PreprocessSpec, max_frames: int = MAX_FRAMES) -> Iterator[tuple[View, np.ndarray]]:
+    """Every view of a file, preprocessed to (1, size, size), frame by frame."""
+    for view, gray in source(path, spec, max_frames).read():
+        yield view, preprocess(gray, spec)
+
+
+def load_samples(paths: Sequence[Path], views: Sequence[View | None], spec: PreprocessSpec) -> np.ndarray:
+    """(N, 1, size, size) for samples ``paths[i]`` read as ``views[i]`` (None: the file's one picture), each file
+    decoded once; consecutive samples of one file must be its views in reading order (a dataset split's, a
+    calibration set's subset). ImageError names the file."""
+    out = []
+    for path, group in groupby(zip(paths, views), key=lambda pv: pv[0]):
+        wanted = [v for _, v in group]
+        try:
+            got = [(View(), load(path, spec))] if wanted == [None] else list(load_views(path, spec))
+        except ImageError as e:
+            raise ImageError(f"{path}: {e}") from None
+        by_key = {v.key: x for v, x in got}
+        missing = [v for v in wanted if v is not None and v.key not in by_key]
+        if missing:
+            raise ImageError(f"{path}: has no {missing[0].describe()} as this spec reads it (the file changed, or its "
+                             "region policy differs from the one its views were listed with)")
+        out += [by_key[(v or View()).key] for v in wanted]
+    return np.stack(out) if out else np.zeros((0, 1, spec.size, spec.size), np.float32)

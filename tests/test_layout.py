@@ -88,7 +88,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_graph_sees_function_level_and_relative_imports():
     graph = import_graph()
-    assert "dcube_edge.runtimes.dicom" in graph["dcube_edge.runtimes.preprocess"]  # imported inside a function
+    assert "dcube_edge.runtimes.dicom" in graph["dcube_edge.runtimes.reader"]  # imported inside a function
     assert "dcube_edge.loop" in graph["dcube_edge.train"]
 
 

@@ -26,6 +26,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
           profile: Annotated[bool, typer.Option("--profile", help="Also time every engine per op type (OpenVINO PERF_COUNT, ONNX Runtime profiler) at the smallest batch.")] = BenchOptions.profile,
           serve: Annotated[str | None, typer.Option("--serve", help="Instead: load-test `serve` on the engine with these numbers of concurrent DICOM senders, e.g. 1,4,16.")] = None,
           per_sender: Annotated[int, typer.Option(min=1, help="--serve: instances each sender stores.")] = 16,
+          loop: Annotated[bool, typer.Option("--loop", help="Instead: frames/s of a 120-frame 640x480 YBR_FULL_422 JPEG cine loop through the engine, decoding, colour, tissue crop and resize timed beside the engine alone.")] = False,
           vs_benchmark_app: Annotated[bool, typer.Option("--vs-benchmark-app", help="Also compare each engine that has a vendor benchmark tool (OpenVINO's benchmark_app) on the same model file: six paired rounds, median of their ratios; smallest batch.")] = BenchOptions.vs_benchmark_app,
           trusted_key: Annotated[list[Path] | None, typer.Option("--trusted-key", help=TRUSTED_KEY_HELP)] = None,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
@@ -37,7 +38,7 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
     writable(csv_out, "--csv")
     writable(plot_out, "--plot")
     from dcube_edge import report
-    from dcube_edge.bench import console, run_bench, serve_load, write_outputs
+    from dcube_edge.bench import console, loop_throughput, run_bench, serve_load, write_outputs
     from dcube_edge.runtimes.timing import machine_info
 
     if serve:
@@ -49,6 +50,17 @@ def bench(targets: Annotated[list[Path], typer.Argument(help="Engine directories
         for item in report.serve_load(targets[0], rows, machine_info()):
             out.print(item)
         emit_json({"machine": machine_info(), "engine": str(targets[0]), "serve_load": rows}, json_out)
+        return
+    if loop:
+        if len(targets) != 1:
+            fail("--loop takes exactly one engine directory")
+        with err.status("timing a cine loop …") as status:
+            result = loop_throughput(targets[0], batch=max(ints(batch_sizes, option="--batch-sizes")), threads=threads,
+                                     log=lambda m: status.update(m))
+        result["machine"] = machine_info()
+        for item in report.loop(result):
+            out.print(item)
+        emit_json(result, json_out)
         return
     if matrix and len(targets) != 1:
         fail("--matrix takes exactly one run directory")

@@ -12,6 +12,7 @@ from .common import (
     app,
     emit_json,
     err,
+    fail,
     ints,
     out,
     resumable_progress,
@@ -28,12 +29,26 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write <cla
               val_per_class: Annotated[int, typer.Option(min=0, help="If > 0, write train/ and val/ splits.")] = 0,
               size: Annotated[int, typer.Option(min=8, help="Image side in pixels.")] = 64,
               seed: int = 0,
-              dicom: Annotated[bool, typer.Option("--dicom", help="Write DICOM secondary-capture files (.dcm) instead of PNG, e.g. to send to `serve`.")] = False) -> None:
+              dicom: Annotated[bool, typer.Option("--dicom", help="Write DICOM secondary-capture files (.dcm) instead of PNG, e.g. to send to `serve`.")] = False,
+              screen: Annotated[str | None, typer.Option(help="With --dicom: ultrasound objects like a scanner's: the phantom in the tissue region of an annotated 640x480 screen, as rgb (native RGB) | jpeg (YBR_FULL_422 JPEG baseline).")] = None,
+              frames: Annotated[int, typer.Option(min=1, max=1000, help="With --screen: frames per object; over 1, a cine loop (US Multi-frame).")] = 1,
+              views: Annotated[int, typer.Option(min=1, max=2, help="With --screen: tissue regions side by side (2: a dual view).")] = 1) -> None:
     """Write the built-in synthetic ultrasound phantoms (benign, malignant, normal)."""
     from dcube_edge.phantoms import write_demo
+    from dcube_edge.scanner import SCREENS, layout
 
-    counts = write_demo(out_dir, per_class, size, seed, val_per_class, dicom=dicom)
-    out.print(f"wrote {sum(counts.values())} phantom images to {out_dir} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
+    if screen is not None and (not dicom or screen not in SCREENS):
+        fail(f"--screen {screen}: give --dicom and one of {', '.join(SCREENS)}")
+    if screen is None and (frames > 1 or views > 1):
+        fail("--frames and --views describe --screen objects: add --dicom --screen rgb|jpeg")
+    if screen is not None:
+        try:
+            layout(size, views)
+        except ValueError as e:
+            fail(f"--size {size} --views {views}: {e}")
+    counts = write_demo(out_dir, per_class, size, seed, val_per_class, dicom=dicom, screen=screen, frames=frames, views=views)
+    what = f"{screen} ultrasound objects" + (f" of {frames} frames" if frames > 1 else "") if screen else "phantom images"
+    out.print(f"wrote {sum(counts.values())} {what} to {out_dir} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
 
 
 @app.command()

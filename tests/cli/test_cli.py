@@ -447,3 +447,16 @@ def test_bench_reads_a_run_once_and_hands_it_down(ort_engine, tiny_run, monkeypa
     result = run_bench([ort_engine], BenchOptions(batch_sizes=(1,), iterations=2, warmup=1), torch_run=tiny_run)
     assert len(reads) == 1 and result["model"]["preset"] == "tiny"
     assert any(r.get("reference") for r in result["results"]) and any(not r.get("reference") for r in result["results"])
+
+
+def test_bench_loop_times_each_stage_of_a_cine_loop(ort_engine):
+    """`bench --loop`'s measurement on a short loop: every stage timed, decoding cumulative, the dominant part named."""
+    pytest.importorskip("pydicom", reason="a loop is a DICOM object (the `dicom` extra)")
+    from dcube_edge.bench import loop_throughput
+
+    r = loop_throughput(ort_engine, frames=6, batch=4, repeats=1, tissue=64)
+    stages = [row["stage"] for row in r["rows"]]
+    assert len(stages) == 6 and stages[0].startswith("decode JPEG only") and stages[-1].startswith("classify, end to end")
+    assert all(row["frames_per_s"] > 0 for row in r["rows"]) and r["frames"] == 6
+    assert r["dominant"] in ("reading (decode, colour, crop, resize)", "the engine") and 0 < r["reading_share"] < 1
+    assert len(r["load_average_1_5_15"]) == 3

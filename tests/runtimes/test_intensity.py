@@ -3,6 +3,7 @@ model inputs (to the bit) and identical results through `classify` and `evaluate
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -124,3 +125,127 @@ def test_classify_and_evaluate_give_the_png_results_for_every_dicom_form(ort_eng
                 (root / c / f.name).write_bytes(f.read_bytes())
         assert classify([root / c for c in classes]) == reference, name
         assert evaluate(root) == reference_metrics, name
+
+
+# ---- colour: one rule for a colour PNG and every colour DICOM form (runtimes/colour.py) -----------------------------
+
+def _colour_picture(seed: int, shape=(40, 36)) -> np.ndarray:
+    """An 8-bit RGB picture of at most 250 colours (so a palette can hold it), with a grey block as B-mode is."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, (200, 3))
+    rgb = colours[rng.integers(0, 200, shape)].astype(np.uint8)
+    rgb[:8, :8] = 130
+    return rgb
+
+
+def test_every_colour_dicom_form_reads_as_its_colour_png_to_the_bit(tmp_path):
+    """RGB (interleaved, planar, 16-bit, RLE, JPEG-LS), YBR_FULL, YBR_FULL_422 (JPEG baseline and uncompressed), YBR_RCT
+    and YBR_ICT JPEG 2000, PALETTE COLOR (8-bit, 16-bit, segmented): each gives the array of a colour PNG of the pixels it
+    decodes to. For the lossless forms those pixels are the picture itself; for the lossy ones (and YBR_FULL, whose
+    8-bit YCbCr cannot hold every RGB value) they are what pydicom decodes, which is all a reader can compare."""
+    from dicom_forms import colour_forms
+
+    spec = PreprocessSpec(32)
+    for seed in range(2):
+        rgb = _colour_picture(seed)
+        forms = colour_forms(rgb, tmp_path / f"p{seed}")
+        assert len(forms) == 13
+        for name, (dcm, pixels) in forms.items():
+            png = tmp_path / f"p{seed}" / f"{dcm.stem}.png"
+            Image.fromarray(pixels).save(png)
+            assert np.array_equal(read_image(dcm), read_image(png)), name
+            assert np.array_equal(load(dcm, spec), load(png, spec)), name
+            if not name.startswith(("YBR_FULL", "YBR_ICT")):
+                assert np.array_equal(pixels, rgb), name  # lossless: the very picture
+        jpeg = read_image(forms["YBR_FULL_422 JPEG baseline"][0])
+        assert np.abs(jpeg - read_image(forms["RGB interleaved"][0]))[:8, :8].max() < 0.03  # decoded, not garbled
+
+
+def test_the_colour_rule_is_bt601_luma_exactly_and_grey_stored_as_colour_is_the_grey_picture(tmp_path):
+    from dicom_forms import write_image
+
+    rgb = np.random.default_rng(3).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
+    weighted = 299 * r + 587 * g + 114 * b
+    assert np.array_equal(read_image(tmp_path / "c.png"), (weighted / 255000).astype(np.float32))
+    # every 8-bit and every 16-bit grey level, stored as R = G = B, reads as the grey picture (scanners store B-mode so)
+    grey8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(grey8).save(tmp_path / "g.png")
+    Image.fromarray(np.repeat(grey8[..., None], 3, 2)).save(tmp_path / "g-rgb.png")
+    dcm = write_image(tmp_path / "g.dcm", np.repeat(grey8[..., None], 3, 2), "RGB")
+    assert np.array_equal(read_image(tmp_path / "g-rgb.png"), read_image(tmp_path / "g.png"))
+    assert np.array_equal(read_image(dcm), read_image(tmp_path / "g.png"))
+    grey16 = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    dcm16 = write_image(tmp_path / "g16.dcm", np.repeat(grey16[..., None], 3, 2), "RGB", bits=16)
+    mono16 = write_dicom(tmp_path / "m16.dcm", grey16, bits=16)
+    assert np.array_equal(read_image(dcm16), read_image(mono16))
+
+
+def test_engines_exported_before_the_colour_rule_read_colour_as_they_did(tmp_path):
+    """No `colour` in an engine's preprocess: Pillow's 8-bit "L" conversion, as their training read colour PNGs."""
+    from dicom_forms import write_image
+
+    from dcube_edge.runtimes.images import ImageError
+
+    legacy = PreprocessSpec.from_dict({"size": 32})
+    assert (legacy.colour, legacy.regions) == ("pillow-l", "whole-frame")
+    rgb = _colour_picture(5)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    want = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64) / 255
+    assert np.array_equal(read_image(tmp_path / "c.png", legacy), want.astype(np.float32))
+    assert np.array_equal(read_image(write_image(tmp_path / "c.dcm", rgb, "RGB"), legacy), want.astype(np.float32))
+    assert not np.array_equal(read_image(tmp_path / "c.png"), read_image(tmp_path / "c.png", legacy))  # rounding
+    with pytest.raises(ImageError, match="re-export the engine"):
+        read_image(write_image(tmp_path / "c16.dcm", rgb.astype(np.uint16) * 257, "RGB", bits=16), legacy)
+
+
+def _tinted(png: Path, out: Path) -> Path:
+    """A colour picture from a grey phantom: tinted, 128 levels (at most 250 colours, so every form holds it)."""
+    v = np.asarray(Image.open(png).convert("L")).astype(np.int64) // 2 * 2
+    rgb = np.stack([v, v * 7 // 8, v * 5 // 8], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(out)
+    return out
+
+
+CLI_COLOUR_FORMS = ("RGB interleaved", "RGB planar", "YBR_FULL", "YBR_FULL_422 JPEG baseline", "PALETTE COLOR 8-bit",
+                    "PALETTE COLOR 16-bit")
+
+
+def test_classify_and_evaluate_give_the_colour_png_results_for_every_colour_form(ort_engine, demo_data, tmp_path):
+    """Through the CLI: the validation phantoms, tinted, as colour PNGs and in the colour DICOM forms; each form's
+    files give the labels and probabilities of PNGs of the pixels they decode to, and `evaluate` the same metrics."""
+    from dicom_forms import colour_forms
+
+    classes = sorted(p.name for p in (demo_data / "val").iterdir())
+    roots = {name: tmp_path / f"form{i}" for i, name in enumerate(CLI_COLOUR_FORMS)}
+    twins = {name: tmp_path / f"twin{i}" for i, name in enumerate(CLI_COLOUR_FORMS)}
+    for c in classes:
+        for png in sorted((demo_data / "val" / c).iterdir())[:4]:
+            picture = np.asarray(Image.open(_tinted(png, tmp_path / "tint.png")))
+            forms = colour_forms(picture, tmp_path / "all" / c / png.stem)
+            for name in CLI_COLOUR_FORMS:
+                dcm, pixels = forms[name]
+                (roots[name] / c).mkdir(parents=True, exist_ok=True)
+                (twins[name] / c).mkdir(parents=True, exist_ok=True)
+                shutil.copy(dcm, roots[name] / c / f"{png.stem}.dcm")
+                Image.fromarray(pixels).save(twins[name] / c / f"{png.stem}.png")
+
+    def classify(folders: list[Path]) -> dict[str, dict]:
+        out = subprocess.run([str(EXE), "classify", str(ort_engine), *map(str, folders), "--json", "-"],
+                             capture_output=True, text=True, check=True).stdout
+        return {str(Path(p["path"]).relative_to(tmp_path).with_suffix("")): {k: p[k] for k in ("label", "probs")}
+                for p in json.loads(out)["predictions"]}
+
+    def evaluate(root: Path) -> dict:
+        out = subprocess.run([str(EXE), "evaluate", str(ort_engine), str(root), "--json", "-", "--bootstrap", "0"],
+                             capture_output=True, text=True, check=True).stdout
+        return {k: json.loads(out)[k] for k in ("accuracy", "auc", "confusion_matrix")}
+
+    got = classify([roots[n] / c for n in CLI_COLOUR_FORMS for c in classes])
+    want = classify([twins[n] / c for n in CLI_COLOUR_FORMS for c in classes])
+    assert len(got) == len(want) == len(CLI_COLOUR_FORMS) * len(classes) * 4
+    for key, result in got.items():
+        assert result == want[key.replace("form", "twin", 1)], key
+    for name in ("RGB planar", "YBR_FULL_422 JPEG baseline", "PALETTE COLOR 16-bit"):
+        assert evaluate(roots[name]) == evaluate(twins[name]), name

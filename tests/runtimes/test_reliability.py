@@ -255,8 +255,12 @@ def test_dicom_monochrome1_is_inverted_and_rescaled(tmp_path):
 def test_dicom_refusals(tmp_path):
     with pytest.raises(ImageError, match="no pixel data"):
         read_image(_dicom(tmp_path / "empty.dcm", np.zeros((4, 4))[:0]))
-    with pytest.raises(ImageError, match="multi-frame"):
-        read_image(_dicom(tmp_path / "mf.dcm", np.zeros((2, 4, 4)), frames=2))
+    loop = _dicom(tmp_path / "mf.dcm", np.zeros((2, 4, 4)), frames=2)
+    with pytest.raises(ImageError, match="holds 2 views"):  # one picture asked of a loop: never its first frame silently
+        read_image(loop)
+    from dcube_edge.runtimes.preprocess import PreprocessSpec, load_views
+
+    assert [v.frame for v, _ in load_views(loop, PreprocessSpec(4))] == [1, 2]
 
 
 def test_nan_logits_are_reported_not_argmaxed(tmp_path, demo_data):

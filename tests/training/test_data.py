@@ -88,3 +88,35 @@ def test_a_resumed_run_is_refused_data_with_other_classes():
     same_classes(("benign", "malignant"), ["benign", "malignant"], "same")
     with pytest.raises(DataError, match="other has classes benign, normal, but the run being resumed was trained on benign, malignant"):
         same_classes(("benign", "malignant"), ["benign", "normal"], "other")
+
+
+def test_a_sites_dicom_export_is_read_as_classify_reads_it(tmp_path):
+    """Cine loops and dual views in class folders: one sample per frame and tissue region, with the folder's label;
+    the views of one object never straddle train and validation; Split.load gives classify's arrays."""
+    pytest.importorskip("pydicom", reason="DICOM needs the `dicom` extra (pydicom)")
+    from dcube_edge.runtimes.preprocess import load_views
+
+    write_demo(tmp_path / "loops", per_class=4, size=24, dicom=True, screen="rgb", frames=3)
+    write_demo(tmp_path / "dual", per_class=1, size=24, seed=1, dicom=True, screen="rgb", views=2)
+    for kind in CLASSES:
+        (tmp_path / "dual" / kind / f"{kind}_0000.dcm").rename(tmp_path / "loops" / kind / "dual.dcm")
+    ds = discover(tmp_path / "loops", val_fraction=0.25, seed=0)
+    assert len(ds.train) + len(ds.val) == 3 * (4 * 3 + 2)
+    assert not set(ds.train.paths) & set(ds.val.paths)  # an object's frames all go one way
+    paths, labels = ds.val.instances()
+    assert len(paths) == len(set(paths)) == 3 and sorted(labels.tolist()) == [0, 1, 2]
+    first = ds.train.paths[0]
+    assert [(v.frame, v.region) for v in ds.train.views[:3]] in ([(1, 1), (2, 1), (3, 1)], [(None, 1), (None, 2)])
+    spec = PreprocessSpec(16)
+    x = ds.train.load(spec)
+    assert x.shape == (len(ds.train), 1, 16, 16)
+    expect = np.stack([a for _, a in load_views(first, spec)])
+    assert np.array_equal(x[:len(expect)], expect)
+
+
+def test_a_bad_file_in_a_training_folder_is_named_when_loaded(tmp_path):
+    write_demo(tmp_path, per_class=3, size=8)
+    (tmp_path / "benign" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    ds = discover(tmp_path, 0.0)
+    with pytest.raises(DataError, match="broken.dcm"):
+        ds.train.load(PreprocessSpec(8))
