@@ -131,3 +131,26 @@ def test_the_ledger_keeps_the_listing_and_a_correction_replaces_it(tmp_path):
     assert ledger.attach(Report("9.9", "1.2.3", "1.2", "9", 1, 1, "p", "s", time.time()), 1, ())
     assert [r.uid for r in queries.reports_of(ledger, "1.2.3")] == ["9.9"]
     ledger.close()
+
+
+def test_the_console_needs_no_torch():
+    """The console is part of the torch-free node: its modules import and its pages render with `import torch`
+    failing (jinja2 comes with the `serve` extra)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        class BlockTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, BlockTorch())
+        from dcube_edge.runtimes.serve.http import HttpApi
+        from dcube_edge.runtimes.serve.console import render
+        page = render.page("login.html", title="Log in", next="/ui/", error="<b>", caller=None)
+        assert b"&lt;b&gt;" in page.body and "torch" not in sys.modules
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr

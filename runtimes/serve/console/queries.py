@@ -60,7 +60,7 @@ def conditions(s: Search) -> tuple[list[str], list]:
         where.append("i.label = ?")
         args.append(s.decision)
     if s.state in (DEAD, UNDELIVERED):
-        where.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.uid = i.uid AND d.status = ?)")
+        where.append("i.uid IN (SELECT d.uid FROM deliveries d WHERE d.status = ?)")  # once, by deliveries_status
         args.append(Delivery.DEAD.value if s.state == DEAD else Delivery.PENDING.value)
     elif s.state:
         where.append("i.status = ?")
