@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -104,14 +105,16 @@ def bench_console(engine: Path, rows: int = 10_000, repeats: int = 30) -> dict:
                 assert code == 200, (path, code, body[:300])
                 listed = body.count(b'<a href="/ui/instances/')
                 url = f"http://127.0.0.1:{opts.http_port}{path}"
+                with urllib.request.urlopen(url, timeout=10) as r:  # the same page over HTTP
+                    assert r.read().count(b'<a href="/ui/instances/') == listed, path
                 out.append({"page": name, "path": path, "rows_listed": listed, "bytes": len(body),
                             "in_process": timed(lambda p=path: ask(api, p), repeats),
                             "http": timed(lambda u=url: urllib.request.urlopen(u, timeout=10).read(), repeats)})
         finally:
             server.stop()
             ledger.close()
-    return {"rows": rows, "repeats": repeats, "date": dt.date.today().isoformat(),
-            "machine": {"cpu": isa.cpu_model(), "flags": isa.describe()}, "pages": out}
+    return {"rows": rows, "repeats": repeats, "date": dt.date.today().isoformat(), "load_average": os.getloadavg(),
+            "machine": {"cpu": isa.cpu_model(), "flags": isa.describe(), "cores": os.cpu_count()}, "pages": out}
 
 
 def free_port() -> int:
@@ -123,8 +126,10 @@ def free_port() -> int:
 
 
 def table(result: dict) -> str:
+    load = ", ".join(f"{x:.1f}" for x in result["load_average"])
     lines = [f"{result['rows']:,} results in the ledger, {result['repeats']} requests per page after 3 warm-up ones; "
-             f"{result['machine']['flags']}; {result['date']}.", "",
+             f"{result['machine']['flags']}, {result['machine']['cores']} cores, load average {load}; {result['date']}.",
+             "",
              "| page | rows listed | in-process p50 / p90 / max, ms | over loopback HTTP p50 / p90 / max, ms |",
              "|---|---|---|---|"]
     for p in result["pages"]:
