@@ -14,7 +14,7 @@ import ipaddress
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
-from .sessions import COOKIE, IDLE_S
+from .sessions import COOKIE, LIFETIME_S
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
        "base-uri 'none'")
@@ -42,9 +42,10 @@ def cookie(environ, name: str) -> str | None:
 
 def session_cookie(environ, sid: str | None) -> tuple[str, str]:
     """The Set-Cookie of a session (``None``: the cookie cleared): HttpOnly, SameSite=Strict, path /ui, Secure
-    when the request came over TLS."""
+    when the request came over TLS. The browser keeps it for the session's lifetime; the node ends it sooner when
+    it sits idle (:mod:`.sessions`)."""
     secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
-    age = IDLE_S if sid else 0
+    age = int(LIFETIME_S) if sid else 0
     return "Set-Cookie", f"{COOKIE}={sid or ''}; Path=/ui; Max-Age={age}; HttpOnly; SameSite=Strict{secure}"
 
 
