@@ -3,6 +3,7 @@
 manifest is in :func:`engine_facts` and :func:`model_card`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,13 +30,14 @@ class Alert:
 
 
 def engine_facts(manifest: Manifest, describe: str) -> dict:
-    """What the console shows of an engine, from its manifest (``describe``: its operating point in words)."""
-    data = manifest.data
+    """What the console shows of an engine, from its record (``describe``: its operating point in words)."""
+    record = manifest.record
+    parity = dataclasses.asdict(record.parity) if record.parity is not None else {}
     return {"backend": manifest.backend, "precision": manifest.precision, "classes": manifest.classes,
             "computes_in": manifest.precision_parts(), "operating_point": describe,
-            "calibration": data.get("calibration") or {}, "model": data.get("model", "dcube"),
-            "preset": data.get("preset"), "created": data.get("created"), "intended_use": data.get("intended_use"),
-            "parity": data.get("parity") or {}, "modalities": (data.get("input") or {}).get("modalities") or [],
+            "calibration": record.calibration, "model": record.graph.model, "preset": record.graph.preset,
+            "created": record.provenance.created, "intended_use": record.provenance.intended_use,
+            "parity": {k: v for k, v in parity.items() if v is not None}, "modalities": list(record.input.modalities),
             "directory": manifest.dir.name}
 
 
