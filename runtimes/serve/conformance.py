@@ -3,7 +3,7 @@ uses: the SCP's presentation contexts and transfer syntaxes, the statuses the in
 and concept names, the DICOMweb resources. ``docs/conformance.md`` is this output; a test keeps the two equal."""
 from __future__ import annotations
 
-from .http import HTTP_THREADS, MAX_HEADER, TIMEOUT_S
+from .http import HEADER_DEADLINE_S, HTTP_THREADS, MAX_HEADER, TIMEOUT_S
 from .intake import STATUSES
 from .options import ServeOptions
 from .qido import INSTANCE, MAX_RESULTS, SERIES, STUDY
@@ -133,9 +133,9 @@ def dicomweb() -> list[str]:
             "- A bearer token is required where one is configured; a 401 carries `WWW-Authenticate: Bearer` "
             "(RFC 6750 3).",
             f"- HTTP server (cheroot): {HTTP_THREADS} worker threads, {TIMEOUT_S} s per socket read, headers up to "
-            f"{MAX_HEADER // 1024} KiB; a client trickling its headers holds one worker until it stops sending for "
-            f"{TIMEOUT_S} s; over HTTPS a handshake may take at most {HANDSHAKE_S} s (cheroot runs it in its accepting "
-            "thread).", ""]
+            f"{MAX_HEADER // 1024} KiB; a request's line and headers must arrive within {HEADER_DEADLINE_S} s of its "
+            "first byte, however slowly they trickle (its connection is closed after that); over HTTPS a handshake "
+            f"may take at most {HANDSHAKE_S} s (cheroot runs it in its accepting thread).", ""]
 
 
 if __name__ == "__main__":

@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 
 MAX_BODY = 64 << 20
 # cheroot's own limits (PS3.18 says nothing of them): enough worker threads that a few clients trickling their
-# headers do not hold every one; each socket read waits at most TIMEOUT_S; headers over MAX_HEADER are refused.
+# headers do not hold every one, and those that do are cut at HEADER_DEADLINE_S; each socket read waits at
+# most TIMEOUT_S; headers over MAX_HEADER are refused.
 HTTP_THREADS = 32
 TIMEOUT_S = 10
+HEADER_DEADLINE_S = 20  # from a request's first byte to its last header line, as Apache mod_reqtimeout's header=20
 MAX_HEADER = 64 << 10
 BACKLOG = 64  # connections the kernel queues while every worker is busy
 STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found",
@@ -192,6 +194,8 @@ def build_server(node: Node, app, ssl_context=None):
     "serving"), with its own limits against slow or oversized clients; over TLS with ``ssl_context``."""
     from cheroot import wsgi as cheroot_wsgi
 
+    from . import deadline
+
     opts = node.opts
     server = cheroot_wsgi.Server((opts.host, opts.http_port), app, numthreads=HTTP_THREADS, server_name="dcube-edge",
                                  timeout=TIMEOUT_S, request_queue_size=BACKLOG)
@@ -204,4 +208,5 @@ def build_server(node: Node, app, ssl_context=None):
         adapter.context = ssl_context
         server.ssl_adapter = adapter
     server.prepare()
+    deadline.install(server, HEADER_DEADLINE_S)
     return server

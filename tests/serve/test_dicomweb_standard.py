@@ -249,3 +249,26 @@ def test_clients_trickling_headers_do_not_block_everyone_else(node, demo_data, t
         assert all(c.is_alive() for c in slow), "the slow clients were still connected throughout"
     finally:
         stop.set()
+
+
+def test_more_trickling_clients_than_workers_are_cut_at_the_header_deadline(node):
+    """Thirty-three clients trickling their headers held all 32 workers for as long as they kept sending, so
+    /healthz never answered (a byte every few seconds passes the per-read timeout). Each request now has
+    HEADER_DEADLINE_S to finish its headers: with 40 such clients /healthz still answers, and they are cut."""
+    from dcube_edge.runtimes.serve.http import HEADER_DEADLINE_S, HTTP_THREADS
+
+    server, _ = node
+    stop = threading.Event()
+    slow = [Trickle(server.http, stop) for _ in range(HTTP_THREADS + 8)]
+    for client in slow:
+        client.start()
+    try:
+        time.sleep(2)
+        assert sum(c.sent >= 2 for c in slow) >= HTTP_THREADS, "the slow clients hold every worker"
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.http}/healthz", timeout=HEADER_DEADLINE_S + 25) as r:
+            assert r.status == 200
+        for client in slow:
+            client.join(timeout=HEADER_DEADLINE_S + 10)
+        assert not any(c.is_alive() for c in slow), "every trickling client was cut at the deadline"
+    finally:
+        stop.set()
