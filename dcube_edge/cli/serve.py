@@ -35,8 +35,9 @@ def parameters() -> list[inspect.Parameter]:
 
     params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
         Path | None, typer.Option("--config", help="TOML file with any of these settings (dashes as underscores); the "
-                                  "command line overrides it. SIGHUP re-reads it: a changed retry_for, min_free or "
-                                  "keep_days applies at once, a bad file is refused and the node keeps running.")])]
+                                  "command line overrides it. SIGHUP re-reads it: a changed "
+                                  f"{', '.join(n for n, (spec, _) in specs().items() if spec.live)} applies at once, a "
+                                  "bad file is refused and the node keeps running.")])]
     for name, (spec, default) in specs().items():
         kind = CLI_TYPES.get(spec.kind, str)
         shown = spec.shown or (default if default not in (None, (), False) else None)

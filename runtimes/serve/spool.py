@@ -64,6 +64,10 @@ def status(spool: Path) -> dict:
 
 
 def retry(spool: Path, uid: str | None = None) -> int:
+    from .intake import UID
+
+    if uid is not None and not UID.match(uid):
+        raise UserError(f"--uid {uid[:40]!r}: a SOP Instance UID is digits and dots (e.g. 1.2.840.10008.1.2)")
     ledger = open_ledger(spool)
     try:
         return ledger.retry(uid)

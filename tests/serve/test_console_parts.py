@@ -171,3 +171,14 @@ def test_per_frame_results_and_the_viewer_link():
     assert class_probs(multi) == {"a": 0.6, "b": 0.4}
     assert viewer_link("http://ohif/viewer?StudyInstanceUIDs={study}", "1.2.3") == "http://ohif/viewer?StudyInstanceUIDs=1.2.3"
     assert viewer_link(None, "1.2.3") is None and viewer_link("http://v/{study}", None) is None
+
+
+def test_a_search_date_must_be_a_day_of_the_calendar():
+    """The results search took 2024-13-45 as a date and filtered by string comparison; the state and page fields
+    were already refused when wrong."""
+    from dcube_edge.runtimes.serve.console.results import FormError, dicom_date
+
+    assert dicom_date("2024-02-29", "from") == "20240229" and dicom_date("20240301", "to") == "20240301"
+    for wrong in ("2024-13-45", "2023-02-29", "yesterday", "2024-1-5"):
+        with pytest.raises(FormError, match="give a date as YYYY-MM-DD"):
+            dicom_date(wrong, "from")

@@ -79,6 +79,8 @@ def test_a_refusing_destination_is_dead_lettered_and_the_others_keep_flowing(ort
         status = subprocess.run([str(EXE), "spool", "status", str(spool), "--json", "-"], capture_output=True, text=True, check=True)
         dead = json.loads(status.stdout)["dead"]
         assert len(dead) == 2 * len(scans) and all(d["error"] for d in dead)
+        res = subprocess.run([str(EXE), "spool", "retry", str(spool), "--uid", "abc"], capture_output=True, text=True)
+        assert res.returncode == 2 and "--uid 'abc': a SOP Instance UID is digits and dots" in res.stderr + res.stdout
         res = subprocess.run([str(EXE), "spool", "retry", str(spool), "--uid", uids[0]], capture_output=True, text=True)
         assert res.returncode == 0 and "re-queued 2 dead-lettered deliveries" in res.stdout
         wait(lambda: states()[uids[0]]["dicom"]["attempts"] >= 1 and states()[uids[0]]["dicom"]["status"] in ("pending", "dead"),

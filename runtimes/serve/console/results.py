@@ -3,6 +3,7 @@ newest first) and the deliveries page (dead letters with their reasons, deliveri
 action, which does what ``dcube-edge spool retry`` does: the ledger's own :meth:`..ledger.Ledger.retry`)."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import TYPE_CHECKING
 
@@ -27,9 +28,13 @@ def dicom_date(value: str, field: str) -> str:
     if not value:
         return ""
     found = DATE.match(value)
-    if not found:
-        raise FormError(f"{field} {value[:20]!r}: give a date as YYYY-MM-DD")
-    return "".join(found.groups())
+    if found:
+        try:
+            dt.date(*map(int, found.groups()))
+            return "".join(found.groups())
+        except ValueError:  # no such day (2024-13-45)
+            pass
+    raise FormError(f"{field} {value[:20]!r}: give a date as YYYY-MM-DD")
 
 
 def parse(params: list[tuple[str, str]], classes: list[str]) -> Search:
@@ -56,7 +61,7 @@ def results(node: Node, search: Search) -> tuple[dict, list[tuple[str, str, str]
     shown = [(r.instance.study or "", SR_STORAGE, r.instance.report) for r in rows if r.instance.report]
     return {"search": search, "total": total, "rows": rows, "pages": pages, "states": STATES,
             "classes": node.clf.classes, "first": (search.page - 1) * PAGE + 1 if rows else 0,
-            "last": (search.page - 1) * PAGE + len(rows)}, shown
+            "last": (search.page - 1) * PAGE + len(rows) if rows else 0}, shown
 
 
 def deliveries(node: Node, page: int) -> tuple[dict, list[tuple[str, str, str]]]:
