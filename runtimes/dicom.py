@@ -27,6 +27,10 @@ PALETTE = "PALETTE COLOR"
 PHOTOMETRICS = MONOCHROME + COLOUR_FORMS + (PALETTE,)  # what this reader decodes (conformance lists them)
 
 
+class TooManyFrames(ImageError):
+    """An object with more frames than the cap (``--max-frames``): refused before any frame is decoded."""
+
+
 def stored_range(ds) -> tuple[int, int]:
     """The values a sample of ``ds`` can hold: [0, 2^BitsStored − 1] unsigned, [−2^(BitsStored−1), …] signed."""
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 0)
@@ -112,7 +116,7 @@ class DicomImage:
         if self.rows * self.cols > MAX_PIXELS:
             raise ImageError(f"DICOM image is {self.cols}x{self.rows}, above the {MAX_PIXELS:,}-pixel cap")
         if self.number_of_frames > max_frames:
-            raise ImageError(f"DICOM object has {self.number_of_frames:,} frames, above the cap of {max_frames:,} per "
+            raise TooManyFrames(f"DICOM object has {self.number_of_frames:,} frames, above the cap of {max_frames:,} per "
                              "object: raise it with --max-frames, or export a shorter loop")
         self._check_photometric()
 
@@ -198,21 +202,6 @@ def open_dicom(path: str | Path, max_frames: int = MAX_FRAMES) -> DicomImage:
         raise
     except Exception as e:  # noqa: BLE001 — an attribute pydicom cannot convert
         raise ImageError(f"DICOM attributes are not usable ({type(e).__name__}: {e})") from None
-
-
-def read_dicom(path: str | Path) -> np.ndarray:
-    """The DICOM node's reader until it carries frames and colour (docs/intensity.md): one grey frame as float32
-    (H, W) in [0, 1]; a multi-frame or colour object is refused here, so the node never acknowledges what it cannot
-    yet report. ``classify`` reads everything this module decodes (:mod:`.reader`)."""
-    image = open_dicom(path)
-    if image.number_of_frames > 1:
-        raise ImageError(f"multi-frame DICOM ({image.number_of_frames} frames) is not supported by the DICOM node yet: "
-                         "classify it with `dcube-edge classify`")
-    if image.photometric not in MONOCHROME:
-        raise ImageError(f"colour DICOM ({image.photometric}) is not supported by the DICOM node yet: classify it with "
-                         "`dcube-edge classify`")
-    [frame] = list(image.frames())
-    return frame
 
 
 def write_secondary_capture(pixels: np.ndarray, path: str | Path, study_uid: str | None = None,

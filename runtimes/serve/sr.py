@@ -173,12 +173,15 @@ def observer(manifest: Manifest, engine_hash: str):
 
 
 def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) -> list:
-    """TID 1501 groups: the decision with its explanation, then one per class with its probabilities."""
+    """TID 1501 groups: the decision with its explanation (and, for an object of several views, what was read and
+    combined), then one per class with its probabilities, then one per view where there are several
+    (:mod:`.views`)."""
     from highdicom.sr import (
         AlgorithmIdentification,
         CodedConcept,
         Measurement,
         MeasurementsAndQualitativeEvaluations,
+        PlanarROIMeasurementsAndQualitativeEvaluations,
         QualitativeEvaluation,
         RelationshipTypeValues,
         SourceImageForMeasurementGroup,
@@ -189,6 +192,7 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
     from pydicom.uid import generate_uid
 
     from ..decision import Decision
+    from .views import region, summary, view_groups
 
     rule = Decision.of_record(manifest.record)
     explained = result["decision"]
@@ -196,20 +200,28 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
         name=f"dcube-edge {manifest.record.graph.model}", version=__version__,
         parameters=[f"backend={manifest.backend}", f"precision={manifest.precision}", f"engine-sha256={engine_hash}",
                     f"operating-point={rule.describe()}", f"temperature={rule.temperature:.6g}"])
-    source = [SourceImageForMeasurementGroup(src.SOPClassUID, src.SOPInstanceUID)]
     seed = [str(src.SOPInstanceUID), engine_hash]
 
-    def group(name: str, **content):
-        return MeasurementsAndQualitativeEvaluations(
-            TrackingIdentifier(uid=generate_uid(entropy_srcs=[*seed, name]), identifier=name[:64]),
-            algorithm_id=algorithm, source_images=source, **content)
+    def group(name: str, box=None, frame: int | None = None, **content):
+        """A TID 1501 group on the image (``frame``: that frame of it), or with ``box`` a TID 1410 one on that
+        region of it (:mod:`.views`)."""
+        tracking = TrackingIdentifier(uid=generate_uid(entropy_srcs=[*seed, name]), identifier=name[:64])
+        if box is not None:
+            return PlanarROIMeasurementsAndQualitativeEvaluations(tracking, region(src, box, frame),
+                                                                  algorithm_id=algorithm, **content)
+        source = SourceImageForMeasurementGroup(src.SOPClassUID, src.SOPInstanceUID,
+                                                referenced_frame_numbers=[frame] if frame is not None else None)
+        return MeasurementsAndQualitativeEvaluations(tracking, algorithm_id=algorithm, source_images=[source],
+                                                     **content)
 
     threshold = ([Measurement(codes.DCM.ThresholdValue, float(explained["threshold"]), codes.UCUM.NoUnits)]
                  if explained.get("threshold") is not None else None)
     decision = group("classification", measurements=threshold, qualitative_evaluations=[
         QualitativeEvaluation(codes.SCT.Classification, class_code(manifest, result["label"]))])
-    decision[0].ContentSequence.append(TextContentItem(codes.DCM.Comment, explained["explanation"],
-                                                       RelationshipTypeValues.CONTAINS))
+    reading = result.get("views") or {}
+    for text in (explained["explanation"], summary(reading, result["label"], str(src.SOPInstanceUID))):
+        if text:
+            decision[0].ContentSequence.append(TextContentItem(codes.DCM.Comment, text, RelationshipTypeValues.CONTAINS))
     adjusted = explained["compared"] if rule.bias is not None and explained.get("threshold") is None else {}
     method = CodedConcept("OPPOINT", PRIVATE_SCHEME, "Prior-corrected at the operating point")
     return [decision] + [
@@ -217,4 +229,5 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
             Measurement(codes.DCM.Probability, float(p), codes.UCUM.NoUnits),
             *([Measurement(codes.DCM.Probability, float(adjusted[c]), codes.UCUM.NoUnits, method=method)]
               if c in adjusted else [])])
-        for c, p in result["probs"].items()]
+        for c, p in result["probs"].items()] + view_groups(reading, result["label"], group,
+                                                      lambda c: class_code(manifest, c))
