@@ -91,6 +91,21 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """The attributes of a received instance the console searches and lists by, as the ledger keeps them (a
+    correction of the demographics replaces them)."""
+
+    patient_id: str = ""
+    patient_name: str = ""
+    accession: str = ""
+    study_date: str = ""
+
+    @classmethod
+    def of(cls, ds) -> Listing:
+        return cls(*(str(ds.get(k, "") or "") for k in ("PatientID", "PatientName", "AccessionNumber", "StudyDate")))
+
+
+@dataclass(frozen=True)
 class Instance:
     """A received instance's ledger row."""
 
@@ -114,16 +129,21 @@ class Instance:
     purged: float | None = None
     layout: int = 1  # 0: classified by a version that kept no SR (its SR is made as that version sent it)
     report_error: str | None = None  # why no SR can be made for it
+    patient_id: str | None = None  # what the console searches and lists (:class:`Listing`); None: not recorded
+    patient_name: str | None = None
+    accession: str | None = None
+    study_date: str | None = None  # DICOM DA, YYYYMMDD
     views: dict | None = None  # what was read and each view's result (:data:`READING`); None: an earlier version's
 
     COLUMNS = ("uid, path, source, received, status, study, content, header, label, probs, decision, error, engine, "
-               "classified, batch, revision, report, purged, layout, report_error, views")
+               "classified, batch, revision, report, purged, layout, report_error, patient_id, patient_name, accession, "
+               "study_date, views")
 
     @classmethod
     def of(cls, row: tuple) -> Instance:
         values = list(row)
         values[4] = State(values[4])
-        for i in (9, 10, 20):
+        for i in (9, 10, 24):
             values[i] = json.loads(values[i]) if values[i] else None
         values[15] = values[15] or 0
         values[18] = 1 if values[18] is None else values[18]
