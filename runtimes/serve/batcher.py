@@ -8,7 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .records import READING, Instance
+from .records import Instance, reading_of
 from .sr import sr_uids
 
 if TYPE_CHECKING:
@@ -43,9 +43,8 @@ class Batcher:
         results = []
         for row, pred in zip(rows, preds):
             explained = None if pred.error else node.clf.decision.explain(pred.probs)
-            shown = pred.to_dict()
             results.append((row, {"label": pred.label, "probs": pred.probs or None, "error": pred.error,
-                                  "decision": explained, "views": {k: shown[k] for k in READING}}))
+                                  "decision": explained, "views": reading_of(pred)}))
         self.audit(results)
         now = time.time()
         written = set(node.ledger.finish(results, node.engine_hash, now))

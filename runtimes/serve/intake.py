@@ -226,8 +226,8 @@ class Intake:
         every frame decoded one at a time: what passes here can be classified, and what ``classify`` refuses is
         refused here with its reason. Returns the sha256 of every whole frame in order as grey in [0, 1] by the
         default rules (the intensity contract, ``bt601``; a single grey frame hashes as earlier versions hashed
-        it), which tells a sender's retry (in any transfer syntax) from other pixels under the same UID, whatever
-        the engine's colour rule."""
+        it) and, for a colour frame, of the RGB pydicom decodes too (two pictures of one luma are other pixels):
+        it tells a sender's retry (in any lossless transfer syntax) from other pixels under the same UID."""
         from ..colour import COLOUR
         from ..preprocess import source
 
@@ -236,6 +236,8 @@ class Intake:
         for frame in src.decoded():
             grey = src.grey(frame, COLOUR)
             digest.update(str(grey.shape).encode() + grey.tobytes())
+            if frame.ndim == 3:
+                digest.update(frame.tobytes())
             if src.colour != COLOUR:
                 src.grey(frame)  # the engine's own rule reads it too (an older engine's reads 8-bit colour only)
         return digest.hexdigest()

@@ -70,6 +70,12 @@ def iso(t: float | None) -> str | None:
 READING = ("number_of_frames", "regions", "instance_policy", "frames", "notes", "warnings")
 
 
+def reading_of(pred) -> dict:
+    """What a :class:`~dcube_edge.runtimes.Prediction` says was read and each view's result (:data:`READING`)."""
+    shown = pred.to_dict()
+    return {k: shown[k] for k in READING}
+
+
 @dataclass(frozen=True)
 class Report:
     """One result SR as the spool keeps it: built once, written to ``spool/results/``, hashed; the same bytes go to

@@ -12,6 +12,12 @@ PACS and the IHE AI Results profile read it without knowing dcube-edge. Built on
 - One measurement group per class: its *Finding* (DCM 121071) is the class code, its measurement *Probability*
   (DCM 122157, UCUM unit "1": the calibrated probability) and, where the operating point compares other
   probabilities (per-class biases), that one too, its Measurement Method naming it.
+- An object read as several views (the frames of a cine loop, the tissue regions of an ultrasound screen): the
+  decision above is the instance's, by the engine's instance policy; a second *Comment* says what was read and
+  combined, and one group per view references its frame (Referenced Frame Number) and, for a tissue region, its
+  box as an Image Region (:mod:`.views`).
+- The source image in the Image Library (TID 1600: modality, rows, columns), where highdicom can describe its SOP
+  class.
 
 Class codes the export left unmapped and the method above are in the private scheme ``99DCUBE``, declared in the
 Coding Scheme Identification Sequence (PS3.3 C.12.1). The SR is in the source's study; its series is one per
@@ -25,6 +31,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dcube_edge import __version__
+
+from .views import MAX_VIEW_GROUPS
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -48,7 +56,19 @@ CONCEPTS = (
                                                                                        "probability, UCUM unit \"1\""),
     ("per class (per-class biases)", "(122157, DCM, \"Probability\") with (370129005, SCT, \"Measurement Method\") "
      f"(OPPOINT, {PRIVATE_SCHEME})", "the prior-corrected probability the operating point compares"),
-    ("source", "(121112, DCM, \"Source of Measurement\")", "the classified image's SOP Class and Instance UIDs"),
+    ("source", "(121112, DCM, \"Source of Measurement\")", "the classified image's SOP Class and Instance UIDs (of a "
+                                                          "multi-frame image: all its frames, no frame number)"),
+    ("image library (TID 1600)", "(111028, DCM, \"Image Library\")", "the classified image: modality, pixel data rows "
+                                                                     "and columns"),
+    ("several views: what was read", "(121106, DCM, \"Comment\")", "TEXT, in the decision's group: how many views of "
+                                                                    "how many frames, the instance policy, which "
+                                                                    "frames and regions were called which class"),
+    (f"several views: per view (up to {MAX_VIEW_GROUPS})", "(121071, DCM, \"Finding\"), (122157, DCM, \"Probability\"), "
+     "(278201002, SCT, \"Classification\")", "a group per view, tracking identifier \"frame 12, tissue region 2\": the "
+                                              "instance's class, the view's probability of it, the view's own class; "
+                                              "the frame as Referenced Frame Number (0008,1160) of its source image, "
+                                              "a tissue region as an Image Region (111030, DCM; TID 1410), a closed "
+                                              "POLYLINE of its box"),
 )
 # Type-2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) the SR copies from its source.
 TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
@@ -137,7 +157,8 @@ def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, p
             setattr(src, keyword, "")
     groups = measurement_groups(src, result, manifest, engine_hash)
     report = MeasurementReport(ObservationContext(observer_device_context=observer(manifest, engine_hash)),
-                               codes.SCT.ImagingProcedure, groups, title=codes.DCM.ImagingMeasurementReport)
+                               codes.SCT.ImagingProcedure, groups, title=codes.DCM.ImagingMeasurementReport,
+                               referenced_images=library(src))
     own = [result["decision"]["explanation"], *(str(class_code(manifest, c).meaning) for c in manifest.classes)]
     private = any(str(c.CodingSchemeDesignator) == PRIVATE_SCHEME for c in codes_in(report[0]))
     schemes = [CodingSchemeIdentificationItem(PRIVATE_SCHEME, name="dcube-edge private codes", version=__version__,
@@ -147,6 +168,17 @@ def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, p
                            series_description="dcube-edge AI results", coding_schemes=schemes,
                            specific_character_set=character_set(src, own),
                            previous_versions=[predecessor] if predecessor is not None else None)
+
+
+def library(src) -> list | None:
+    """The source for the Image Library (TID 1600), or None where highdicom cannot describe its SOP class."""
+    from highdicom.sr import ImageLibraryEntryDescriptors
+
+    try:
+        ImageLibraryEntryDescriptors(src)
+    except (ValueError, KeyError):
+        return None
+    return [src]
 
 
 def codes_in(item) -> list:

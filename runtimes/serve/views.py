@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ..instance import DESCRIPTIONS
+
 MAX_VIEW_GROUPS = 100  # views an SR holds a group for; beyond, the summary alone
-POLICIES = {"median": "per class, the median of the views' calibrated probabilities, renormalised"}
 
 
 def spans(numbers: Sequence[int]) -> str:
@@ -73,7 +74,7 @@ def summary(reading: dict, label: str, uid: str) -> str | None:
     for v in views:
         called.setdefault(v["label"], []).append(v)
     order = [label, *sorted(c for c in called if c != label)]
-    text = (f"{read}, combined by the instance policy {policy} ({POLICIES.get(policy, policy)}); "
+    text = (f"{read}, combined by the instance policy {policy} ({DESCRIPTIONS.get(policy, policy)}); "
             + "; ".join(f"called {c} in {where(called[c])}" for c in order if c in called) + ".")
     if len(views) > MAX_VIEW_GROUPS:
         text += (f" Over {MAX_VIEW_GROUPS} views this report holds no group per view: each view's result is in the "

@@ -16,6 +16,7 @@ pytest.importorskip("highdicom", reason="the SR needs the `serve` extra (highdic
 
 from commands import EXE  # noqa: E402
 from dicom_forms import concept_names, dciodvfy  # noqa: E402
+from serving import groups_of  # noqa: E402
 
 from dcube_edge import runtimes  # noqa: E402
 
@@ -69,7 +70,7 @@ def test_the_sr_is_a_valid_tid_1500_report_with_standard_codes(coded_engine, tmp
     names = concept_names(sr.ContentSequence)
     assert not [n for n in names if n[0].startswith("99")]  # no private concept name anywhere
     assert ("DCM", "121012") in names and ("DCM", "111001") in names  # device observer UID, algorithm name
-    groups = [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
+    groups = groups_of(sr)
     decision = [c for c in groups[0].ContentSequence if c.ValueType == "CODE"][0]
     assert decision.ConceptCodeSequence[0].CodeValue == "21594007"  # malignant, SNOMED CT
     probabilities = {}
@@ -111,7 +112,7 @@ def test_the_decision_is_explained_in_full_beside_the_probabilities_it_compared(
     errors, warnings = dciodvfy(tmp_path / "sr.dcm")
     assert errors == [] and all("99DCUBE" in w for w in warnings), errors + warnings
     assert [i.CodingSchemeDesignator for i in sr.CodingSchemeIdentificationSequence] == ["99DCUBE"]
-    groups = [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
+    groups = groups_of(sr)
     items = {str(c.ConceptNameCodeSequence[0].CodeValue): c for c in groups[0].ContentSequence}
     assert items["278201002"].ConceptCodeSequence[0].CodeValue == "21594007"  # Classification: malignant
     text = items["121106"].TextValue  # Comment: why
