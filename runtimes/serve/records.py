@@ -161,11 +161,12 @@ class Instance:
         version that kept none was of one image read whole: its one view is the instance's result."""
         if self.views is not None:
             return self.views
-        if self.state is not State.DONE or not self.probs:
+        probs = self.probs
+        if self.state is not State.DONE or not probs:
             return {"number_of_frames": None, "regions": None, "instance_policy": None, "frames": [], "notes": [],
                     "warnings": []}
-        view = {"frame": None, "region": None, "box": None, "label": self.label, "probs": self.probs,
-                "argmax": max(self.probs, key=self.probs.get)}
+        view = {"frame": None, "region": None, "box": None, "label": self.label, "probs": probs,
+                "argmax": max(probs, key=lambda c: probs[c])}
         return {"number_of_frames": 1, "regions": "whole frame", "instance_policy": None, "frames": [view], "notes": [],
                 "warnings": []}
 

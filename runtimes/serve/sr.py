@@ -142,10 +142,13 @@ def character_set(src, own: list[str]):
     return values if len(values) > 1 else values[0]
 
 
-def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, place: Placement, predecessor=None):
+def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, place: Placement, predecessor=None,
+                      listed: bool = True):
     """A Comprehensive SR holding a TID 1500 Measurement Report of one classified instance: ``src`` is the source
-    dataset (pixels not needed), ``result`` its label, calibrated probabilities and the decision's explanation
-    (:meth:`..decision.Decision.explain`), ``predecessor`` the SR dataset this one corrects."""
+    dataset (pixels not needed), ``result`` its label, calibrated probabilities, the decision's explanation
+    (:meth:`..decision.Decision.explain`) and what was read (``views``: :data:`.records.READING`), ``predecessor``
+    the SR dataset this one corrects; ``listed``: the source in the Image Library (not in the SR of a version that
+    kept none, made again under the UID it sent)."""
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
     from highdicom.sr import ComprehensiveSR, MeasurementReport, ObservationContext
     from pydicom.sr.codedict import codes
@@ -158,7 +161,7 @@ def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, p
     groups = measurement_groups(src, result, manifest, engine_hash)
     report = MeasurementReport(ObservationContext(observer_device_context=observer(manifest, engine_hash)),
                                codes.SCT.ImagingProcedure, groups, title=codes.DCM.ImagingMeasurementReport,
-                               referenced_images=library(src))
+                               referenced_images=library(src) if listed else None)
     own = [result["decision"]["explanation"], *(str(class_code(manifest, c).meaning) for c in manifest.classes)]
     private = any(str(c.CodingSchemeDesignator) == PRIVATE_SCHEME for c in codes_in(report[0]))
     schemes = [CodingSchemeIdentificationItem(PRIVATE_SCHEME, name="dcube-edge private codes", version=__version__,

@@ -20,6 +20,7 @@ An object of one view read whole (a single-frame image without tissue regions) i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..instance import DESCRIPTIONS
 
@@ -70,7 +71,7 @@ def summary(reading: dict, label: str, uid: str) -> str | None:
         return None
     frames, policy = reading.get("number_of_frames") or 1, reading.get("instance_policy") or "median"
     read = f"{len(views)} view{'s' * (len(views) > 1)} of {frames} frame{'s' * (frames > 1)} ({reading.get('regions')})"
-    called = {}
+    called: dict[str, list[dict]] = {}
     for v in views:
         called.setdefault(v["label"], []).append(v)
     order = [label, *sorted(c for c in called if c != label)]
@@ -84,8 +85,8 @@ def summary(reading: dict, label: str, uid: str) -> str | None:
     return text
 
 
-def view_groups(reading: dict, label: str, make: Callable[..., object], code: Callable[[str], object]) -> list:
-    """One group per view (module docstring), or none; ``make(name, region=..., frames=..., **content)`` builds a
+def view_groups(reading: dict, label: str, make: Callable[..., object], code: Callable[[str], Any]) -> list:
+    """One group per view (module docstring), or none; ``make(name, box=..., frame=..., **content)`` builds a
     group with the shared tracking identifier and algorithm, ``code(class)`` a class's coded concept."""
     from highdicom.sr import Measurement, QualitativeEvaluation
     from pydicom.sr.codedict import codes
