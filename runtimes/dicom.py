@@ -98,7 +98,8 @@ def _integer(ds, keyword: str, default: int | None = None) -> int:
 
 
 class DicomImage:
-    """One DICOM object's pixel attributes, checked; :meth:`frames` decodes its frames one by one."""
+    """One DICOM object's pixel attributes, checked; :meth:`stored_frames` decodes its frames one by one and
+    :meth:`to_gray` maps one (or a crop of it) to grey."""
 
     def __init__(self, path: Path, ds, max_frames: int = MAX_FRAMES):
         self.path, self.ds = path, ds
@@ -132,10 +133,6 @@ class DicomImage:
         planar = _integer(self.ds, "PlanarConfiguration", 0) if n == 3 else 0
         if planar not in (0, 1):
             raise ImageError(f"DICOM PlanarConfiguration is {planar}; PS3.3 C.7.6.3.1.3 allows 0 or 1")
-
-    def frames(self, colour: str = COLOUR) -> Iterator[np.ndarray]:
-        """Each frame in order, as float32 (rows, columns) in [0, 1], decoded from the file one at a time."""
-        return (self.to_gray(stored, colour) for stored in self.stored_frames())
 
     def stored_frames(self) -> Iterator[np.ndarray]:
         """Each frame in order as pydicom decodes it (RGB for the YBR forms, palette indices), one at a time; the
@@ -185,7 +182,8 @@ class DicomImage:
 
 
 def open_dicom(path: str | Path, max_frames: int = MAX_FRAMES) -> DicomImage:
-    """Read and check a DICOM file's attributes (its pixel data stays on disk until :meth:`DicomImage.frames`)."""
+    """Read and check a DICOM file's attributes (its pixel data stays on disk until
+    :meth:`DicomImage.stored_frames`)."""
     try:
         import pydicom
     except ImportError:
