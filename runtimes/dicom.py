@@ -117,8 +117,8 @@ class DicomImage:
         if self.rows * self.cols > MAX_PIXELS:
             raise ImageError(f"DICOM image is {self.cols}x{self.rows}, above the {MAX_PIXELS:,}-pixel cap")
         if self.number_of_frames > max_frames:
-            raise TooManyFrames(f"DICOM object has {self.number_of_frames:,} frames, above the cap of {max_frames:,} per "
-                             "object: raise it with --max-frames, or export a shorter loop")
+            raise TooManyFrames(f"DICOM object has {self.number_of_frames:,} frames, above the cap of {max_frames:,} "
+                                "per object: raise it with --max-frames, or export a shorter loop")
         self._check_photometric()
 
     def _check_photometric(self) -> None:
