@@ -116,7 +116,7 @@ def test_a_loop_gives_a_result_per_frame_and_a_dual_view_one_per_view(ort_engine
     """A three-frame loop with a tissue region: one result per frame, each that of its tissue saved as a PNG (the
     annotations around it change nothing), the first that of the same frame sent as a single-frame object; the
     instance's probabilities the bound policy's combination of the frames'. A dual view: one result per tissue
-    region. A loop over --max-frames: refused with 0xC003 and the reason. The SR references each frame by number
+    region. POST /v1/classify answers with the views too. A loop over --max-frames: refused with 0xC003 and the reason. The SR references each frame by number
     and each region as an image region, and dciodvfy accepts it; the console shows the views."""
     from pydicom import dcmread
 
@@ -143,6 +143,11 @@ def test_a_loop_gives_a_result_per_frame_and_a_dual_view_one_per_view(ort_engine
         assert loop["label"] == classes[int(decision.decide(combined[None])[0])]
         assert [(v["frame"], v["region"]) for v in dual["frames"]] == [(None, 1), (None, 2)]
         assert all(close(v["probs"], p) for v, p in zip(dual["frames"], alone[:2]))
+        req = urllib.request.Request(f"http://127.0.0.1:{server.http}/v1/classify", data=objects["loop"].read_bytes(),
+                                     method="POST")
+        with urllib.request.urlopen(req, timeout=60) as answer:
+            direct = json.loads(answer.read())
+        assert [v["frame"] for v in direct["frames"]] == [1, 2, 3] and direct["label"] == loop["label"]
         reason = next((spool / "rejected").glob("*.txt")).read_text()
         assert "4 frames, above the cap of 3" in reason and "--max-frames" in reason
 
