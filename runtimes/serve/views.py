@@ -2,13 +2,13 @@
 screen — beside the instance's decision (:mod:`.sr`):
 
 - the decision group references the source image as a whole (no Referenced Frame Number: the reference applies to
-  every frame, PS3.3 C.18.4.1 Image Reference Macro / 10.3 Image SOP Instance Reference Macro), and a second
+  every frame, PS3.3 C.18.4 Image Reference Macro, 10.3 Image SOP Instance Reference Macro), and a second
   *Comment* says how many views were read and combined by which instance policy, and which frames each class was
   called in (frame ranges, so a 1,000-frame loop is a line, not a thousand);
 - up to :data:`MAX_VIEW_GROUPS` views, one group per view, tracking identifier "frame 12", "frame 12, tissue region
   2" or "tissue region 2": a view of the whole frame is a TID 1501 group whose source image carries that frame's
   Referenced Frame Number (0008,1160); a tissue region is a TID 1410 group (Planar ROI Measurements) whose Image
-  Region (DCM 111030) is the region's box as a closed POLYLINE in pixel coordinates (PS3.3 C.18.6.1.1: the
+  Region (DCM 111030) is the region's box as a closed POLYLINE in pixel coordinates (PS3.3 C.18.6 Spatial Coordinates Macro: the
   top-left corner of the top-left pixel is 0,0), on that frame. Each holds the *Finding* the instance was called
   (its class code), the view's calibrated *Probability* of it, and the view's own *Classification* at the
   operating point: a reader sees, frame by frame, how the loop supports the finding;
