@@ -8,10 +8,10 @@ screen — beside the instance's decision (:mod:`.sr`):
 - up to :data:`MAX_VIEW_GROUPS` views, one group per view, tracking identifier "frame 12", "frame 12, tissue region
   2" or "tissue region 2": a view of the whole frame is a TID 1501 group whose source image carries that frame's
   Referenced Frame Number (0008,1160); a tissue region is a TID 1410 group (Planar ROI Measurements) whose Image
-  Region (DCM 111030) is the region's box as a closed POLYLINE in pixel coordinates (PS3.3 C.18.6 Spatial Coordinates Macro: the
-  top-left corner of the top-left pixel is 0,0), on that frame. Each holds the *Finding* the instance was called
-  (its class code), the view's calibrated *Probability* of it, and the view's own *Classification* at the
-  operating point: a reader sees, frame by frame, how the loop supports the finding;
+  Region (DCM 111030) is the region's box as a closed POLYLINE in pixel coordinates (PS3.3 C.18.6 Spatial
+  Coordinates Macro: the top-left corner of the top-left pixel is 0,0), on that frame. Each holds the *Finding* the
+  instance was called (its class code), the view's calibrated *Probability* of it, and the view's own
+  *Classification* at the operating point: a reader sees, frame by frame, how the loop supports the finding;
 - over :data:`MAX_VIEW_GROUPS` views, no per-view groups (the SR would grow by about 2 KB and tens of ms of
   highdicom per view): the summary above says so, and every view's result stays in the ledger
   (``GET /v1/results/{uid}``), as ``classify --json`` gives it.
