@@ -51,7 +51,7 @@ class Source:
     multiframe: bool = False
     regions: Regions = field(default_factory=Regions)
     warnings: list[str] = field(default_factory=list)
-    colour: str = COLOUR  # the colour rule its colour frames are read by
+    colour_rule: str = COLOUR  # the colour rule its colour frames are read by
     _frames: object = None  # () -> Iterator[np.ndarray]: the frames as decoded, one at a time
     _gray: object = None  # (a frame or a crop of it, as decoded; colour rule) -> float32 grey in [0, 1]; None: grey
 
@@ -86,7 +86,7 @@ class Source:
         source's own); ImageError where the rule cannot read it."""
         if self._gray is None:
             return part
-        return self._noted(self._gray, part, colour or self.colour)
+        return self._noted(self._gray, part, colour or self.colour_rule)
 
     def _noted(self, fn, *args):  # noqa: ANN001, ANN202
         """``fn(*args)`` with what the libraries say kept in :attr:`warnings` and ending an error's line."""
@@ -111,7 +111,7 @@ def open_source(path: str | Path, colour: str = COLOUR, regions: str = TISSUE, m
             from .pictures import read_picture
 
             picture = read_picture(path, colour)
-            return Source(path, warnings=said, colour=colour, _frames=lambda: iter([picture]))
+            return Source(path, warnings=said, colour_rule=colour, _frames=lambda: iter([picture]))
         except ImageError as e:
             raise type(e)(with_notes(str(e), said)) from None
 
@@ -121,8 +121,8 @@ def _dicom_source(path: Path, colour: str, regions: str, max_frames: int, said: 
 
     image = open_dicom(path, max_frames)
     found = tissue_regions(image.ds, image.rows, image.cols, regions)
-    return Source(path, image.number_of_frames, image.multiframe, found, said, colour, _frames=image.stored_frames,
-                  _gray=image.to_gray)
+    return Source(path, image.number_of_frames, image.multiframe, found, said, colour_rule=colour,
+                  _frames=image.stored_frames, _gray=image.to_gray)
 
 
 def with_notes(message: str, notes: list[str]) -> str:

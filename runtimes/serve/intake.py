@@ -238,7 +238,7 @@ class Intake:
             digest.update(str(grey.shape).encode() + grey.tobytes())
             if frame.ndim == 3:
                 digest.update(frame.tobytes())
-            if src.colour != COLOUR:
+            if src.colour_rule != COLOUR:
                 src.grey(frame)  # the engine's own rule reads it too (an older engine's reads 8-bit colour only)
         return digest.hexdigest()
 
