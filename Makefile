@@ -33,6 +33,7 @@ demo: install
 	  $(BIN)/dcube-edge card $(DEMO)/$$e --eval $(DEMO)/$$e.eval.json || exit 1; done
 	$(BIN)/dcube-edge classify $(DEMO)/engine-ort-fp32 $(DEMO)/scans/benign $(DEMO)/scans/malignant $(DEMO)/scans/normal
 	$(BIN)/dcube-edge classify $(DEMO)/engine-ort-fp32 $(DEMO)/loops --recursive
+	deploy/demo-node.sh $(DEMO) $(DEMO)/engine-ort-fp32 $(BIN)/dcube-edge $(BIN)/python
 	$(BIN)/dcube-edge bench $(DEMO)/engine-ort-fp32 $(DEMO)/resnet18-ort-fp32 --torch $(DEMO)/run --batch-sizes 1,8 --iterations 20
 
 test: install

@@ -27,6 +27,10 @@ PALETTE = "PALETTE COLOR"
 PHOTOMETRICS = MONOCHROME + COLOUR_FORMS + (PALETTE,)  # what this reader decodes (conformance lists them)
 
 
+class TooManyFrames(ImageError):
+    """An object with more frames than the cap (``--max-frames``): refused before any frame is decoded."""
+
+
 def stored_range(ds) -> tuple[int, int]:
     """The values a sample of ``ds`` can hold: [0, 2^BitsStored − 1] unsigned, [−2^(BitsStored−1), …] signed."""
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 0)
@@ -94,7 +98,8 @@ def _integer(ds, keyword: str, default: int | None = None) -> int:
 
 
 class DicomImage:
-    """One DICOM object's pixel attributes, checked; :meth:`frames` decodes its frames one by one."""
+    """One DICOM object's pixel attributes, checked; :meth:`stored_frames` decodes its frames one by one and
+    :meth:`to_gray` maps one (or a crop of it) to grey."""
 
     def __init__(self, path: Path, ds, max_frames: int = MAX_FRAMES):
         self.path, self.ds = path, ds
@@ -112,8 +117,8 @@ class DicomImage:
         if self.rows * self.cols > MAX_PIXELS:
             raise ImageError(f"DICOM image is {self.cols}x{self.rows}, above the {MAX_PIXELS:,}-pixel cap")
         if self.number_of_frames > max_frames:
-            raise ImageError(f"DICOM object has {self.number_of_frames:,} frames, above the cap of {max_frames:,} per "
-                             "object: raise it with --max-frames, or export a shorter loop")
+            raise TooManyFrames(f"DICOM object has {self.number_of_frames:,} frames, above the cap of {max_frames:,} "
+                                "per object: raise it with --max-frames, or export a shorter loop")
         self._check_photometric()
 
     def _check_photometric(self) -> None:
@@ -128,10 +133,6 @@ class DicomImage:
         planar = _integer(self.ds, "PlanarConfiguration", 0) if n == 3 else 0
         if planar not in (0, 1):
             raise ImageError(f"DICOM PlanarConfiguration is {planar}; PS3.3 C.7.6.3.1.3 allows 0 or 1")
-
-    def frames(self, colour: str = COLOUR) -> Iterator[np.ndarray]:
-        """Each frame in order, as float32 (rows, columns) in [0, 1], decoded from the file one at a time."""
-        return (self.to_gray(stored, colour) for stored in self.stored_frames())
 
     def stored_frames(self) -> Iterator[np.ndarray]:
         """Each frame in order as pydicom decodes it (RGB for the YBR forms, palette indices), one at a time; the
@@ -181,7 +182,8 @@ class DicomImage:
 
 
 def open_dicom(path: str | Path, max_frames: int = MAX_FRAMES) -> DicomImage:
-    """Read and check a DICOM file's attributes (its pixel data stays on disk until :meth:`DicomImage.frames`)."""
+    """Read and check a DICOM file's attributes (its pixel data stays on disk until
+    :meth:`DicomImage.stored_frames`)."""
     try:
         import pydicom
     except ImportError:
@@ -198,21 +200,6 @@ def open_dicom(path: str | Path, max_frames: int = MAX_FRAMES) -> DicomImage:
         raise
     except Exception as e:  # noqa: BLE001 — an attribute pydicom cannot convert
         raise ImageError(f"DICOM attributes are not usable ({type(e).__name__}: {e})") from None
-
-
-def read_dicom(path: str | Path) -> np.ndarray:
-    """The DICOM node's reader until it carries frames and colour (docs/intensity.md): one grey frame as float32
-    (H, W) in [0, 1]; a multi-frame or colour object is refused here, so the node never acknowledges what it cannot
-    yet report. ``classify`` reads everything this module decodes (:mod:`.reader`)."""
-    image = open_dicom(path)
-    if image.number_of_frames > 1:
-        raise ImageError(f"multi-frame DICOM ({image.number_of_frames} frames) is not supported by the DICOM node yet: "
-                         "classify it with `dcube-edge classify`")
-    if image.photometric not in MONOCHROME:
-        raise ImageError(f"colour DICOM ({image.photometric}) is not supported by the DICOM node yet: classify it with "
-                         "`dcube-edge classify`")
-    [frame] = list(image.frames())
-    return frame
 
 
 def write_secondary_capture(pixels: np.ndarray, path: str | Path, study_uid: str | None = None,

@@ -15,6 +15,7 @@ import numpy as np
 
 MEDIAN = "median"
 POLICIES = (MEDIAN,)
+DESCRIPTIONS = {MEDIAN: "per class, the median of the views' calibrated probabilities, renormalised"}  # reports say
 DEFAULT = MEDIAN
 
 

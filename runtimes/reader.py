@@ -51,8 +51,9 @@ class Source:
     multiframe: bool = False
     regions: Regions = field(default_factory=Regions)
     warnings: list[str] = field(default_factory=list)
+    colour_rule: str = COLOUR  # the colour rule its colour frames are read by
     _frames: object = None  # () -> Iterator[np.ndarray]: the frames as decoded, one at a time
-    _gray: object = None  # (a frame or a crop of it, as decoded) -> float32 grey in [0, 1]; None: already grey
+    _gray: object = None  # (a frame or a crop of it, as decoded; colour rule) -> float32 grey in [0, 1]; None: grey
 
     @property
     def region_source(self) -> str:
@@ -68,15 +69,24 @@ class Source:
         """(view, float32 (H, W) in [0, 1]) for every view, decoding one frame at a time; raises ImageError where a
         frame cannot be decoded (the views before it have been yielded)."""
         boxes = self.regions.boxes or ((None, None),)
-        frames = self._frames()  # type: ignore[operator]
-        number = 0
-        while (frame := self._noted(next, frames, None)) is not None:
-            number += 1
+        for number, frame in enumerate(self.decoded(), 1):
             for region, box in boxes:  # crop, then convert: the conversion is per pixel, the crop is smaller
                 part = box.crop(frame) if box else frame
-                if self._gray is not None:
-                    part = self._noted(self._gray, part)
-                yield View(number if self.multiframe else None, region, box), part
+                yield View(number if self.multiframe else None, region, box), self.grey(part)
+
+    def decoded(self) -> Iterator[np.ndarray]:
+        """Every whole frame in order as decoded (RGB for the YBR forms, palette indices, stored grey values; a
+        picture file's grey), one at a time; raises ImageError where one cannot be decoded or frames are missing."""
+        frames = self._frames()  # type: ignore[operator]
+        while (frame := self._noted(next, frames, None)) is not None:
+            yield frame
+
+    def grey(self, part: np.ndarray, colour: str | None = None) -> np.ndarray:
+        """A decoded frame (or a crop of it) as float32 grey in [0, 1], by the colour rule ``colour`` (default: the
+        source's own); ImageError where the rule cannot read it."""
+        if self._gray is None:
+            return part
+        return self._noted(self._gray, part, colour or self.colour_rule)
 
     def _noted(self, fn, *args):  # noqa: ANN001, ANN202
         """``fn(*args)`` with what the libraries say kept in :attr:`warnings` and ending an error's line."""
@@ -84,7 +94,7 @@ class Source:
             try:
                 return fn(*args)
             except ImageError as e:
-                raise ImageError(with_notes(str(e), [*self.warnings, *said])) from None
+                raise type(e)(with_notes(str(e), [*self.warnings, *said])) from None
             finally:
                 self.warnings += [n for n in said if n not in self.warnings]
 
@@ -101,9 +111,9 @@ def open_source(path: str | Path, colour: str = COLOUR, regions: str = TISSUE, m
             from .pictures import read_picture
 
             picture = read_picture(path, colour)
-            return Source(path, warnings=said, _frames=lambda: iter([picture]))
+            return Source(path, warnings=said, colour_rule=colour, _frames=lambda: iter([picture]))
         except ImageError as e:
-            raise ImageError(with_notes(str(e), said)) from None
+            raise type(e)(with_notes(str(e), said)) from None
 
 
 def _dicom_source(path: Path, colour: str, regions: str, max_frames: int, said: list[str]) -> Source:
@@ -111,8 +121,8 @@ def _dicom_source(path: Path, colour: str, regions: str, max_frames: int, said: 
 
     image = open_dicom(path, max_frames)
     found = tissue_regions(image.ds, image.rows, image.cols, regions)
-    return Source(path, image.number_of_frames, image.multiframe, found, said, _frames=image.stored_frames,
-                  _gray=lambda stored: image.to_gray(stored, colour))
+    return Source(path, image.number_of_frames, image.multiframe, found, said, colour_rule=colour,
+                  _frames=image.stored_frames, _gray=image.to_gray)
 
 
 def with_notes(message: str, notes: list[str]) -> str:

@@ -189,6 +189,12 @@ def colour_forms(rgb: np.ndarray, out: Path) -> dict[str, tuple[Path, np.ndarray
     return {name: (f, decoded(f) if name in lossy else rgb) for name, f in forms.items()}
 
 
+def tinted(png: Path) -> np.ndarray:
+    """A colour picture from a grey phantom: tinted, 128 levels (at most 250 colours, so every form holds it)."""
+    v = np.asarray(Image.open(png).convert("L")).astype(np.int64) // 2 * 2
+    return np.stack([v, v * 7 // 8, v * 5 // 8], axis=-1).astype(np.uint8)
+
+
 def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     """(errors, warnings) of dicom3tools' IOD validator on a file; the test skips where it is not installed."""
     import shutil

@@ -188,7 +188,8 @@ class Pacs:
 
 def groups_of(sr) -> list:
     """The TID 1501 measurement groups of a TID 1500 report."""
-    return [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
+    return [i for i in sr.ContentSequence if i.ValueType == "CONTAINER" and
+            i.ConceptNameCodeSequence[0].CodeValue == "126010"][0].ContentSequence  # Imaging Measurements
 
 
 def source_of(sr) -> str:

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .records import Instance
+from .records import Instance, reading_of
 from .sr import sr_uids
 
 if TYPE_CHECKING:
@@ -36,14 +36,15 @@ class Batcher:
 
     def classify_rows(self, rows: list[Instance]) -> None:
         node = self.node
-        with node.engine_lock:
-            preds = list(node.clf.classify([r.path for r in rows], batch_size=len(rows), workers=node.opts.workers))
+        with node.engine_lock:  # views (frames, tissue regions) of every instance share engine calls
+            preds = list(node.clf.classify([r.path for r in rows], batch_size=node.opts.max_batch,
+                                           workers=node.opts.workers))
         node.metrics.batches.observe(len(rows))
         results = []
         for row, pred in zip(rows, preds):
             explained = None if pred.error else node.clf.decision.explain(pred.probs)
             results.append((row, {"label": pred.label, "probs": pred.probs or None, "error": pred.error,
-                                  "decision": explained}))
+                                  "decision": explained, "views": reading_of(pred)}))
         self.audit(results)
         now = time.time()
         written = set(node.ledger.finish(results, node.engine_hash, now))

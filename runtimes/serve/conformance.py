@@ -57,9 +57,7 @@ def statement() -> str:
     lines += ["", "### What happens to an instance, and the status returned", "",
               "| status | meaning | when |", "|---|---|---|"]
     lines += [f"| `0x{code:04X}` | {meaning} | {when} |" for code, (meaning, when) in STATUSES.items()]
-    lines += ["", "Images are read by the intensity contract (docs/intensity.md): single-frame grayscale, "
-              "MONOCHROME1 or MONOCHROME2, any bit depth, with the modality and VOI transforms applied.", "",
-              *results_section(defaults)]
+    lines += ["", *images(defaults), *results_section(defaults)]
     lines += [f"| {what} | {name} | {value} |" for what, name, value in CONCEPTS]
     lines += ["", f"A class the export left without `--class-codes`, and the method of the probabilities an operating "
               f"point with per-class biases compares, are coded in the private scheme `{PRIVATE_SCHEME}`, declared in "
@@ -67,6 +65,39 @@ def statement() -> str:
               ""]
     lines += dicomweb()
     return "\n".join(lines)
+
+
+def images(defaults: ServeOptions) -> list[str]:
+    """Section 3's last part: what an image is read as (the reader ``classify`` uses, :mod:`...reader`)."""
+    from ..dicom import COLOUR_FORMS, MONOCHROME, PALETTE
+    from ..instance import POLICIES
+    from ..regions import MIN_SIDE
+
+    return ["### Images read", "",
+            "Every image is read by the reader `dcube-edge classify` uses (one decoder; docs/intensity.md), by the "
+            "engine's preprocessing facts; what it cannot read is refused at C-STORE with its reason (above), every "
+            "frame having been decoded once, one at a time, before the status is returned.", "",
+            "| photometric interpretation | samples | read as |", "|---|---|---|",
+            *[f"| {pi} | 1 | grey by the intensity contract: stored range or the VOI/modality transform's output range"
+              f"{'; inverted (PS3.3 C.7.6.3.1.2)' if pi == 'MONOCHROME1' else ''} |" for pi in MONOCHROME],
+            *[f"| {pi} | 3 | RGB as decoded, then the engine's colour rule (`bt601`: ITU-R BT.601 luma, the rule of "
+              "a colour PNG) |" for pi in COLOUR_FORMS],
+            f"| {PALETTE} | 1 | RGB through its LUT (8- or 16-bit entries, segmented or not; PS3.3 C.7.6.3.1.5-6), "
+            "then the colour rule |", "",
+            "Any bit depth of unsigned colour samples; colour samples interleaved or planar (Planar Configuration 0 "
+            "or 1, PS3.3 C.7.6.3.1.3), in any transfer syntax listed above.", "",
+            f"- **Frames** (PS3.3 C.7.6.6): every frame of a multi-frame image is classified, decoded one at a time; "
+            f"an object of more than `--max-frames` (default {defaults.max_frames:,}) is refused with 0xC003 before "
+            "any frame is decoded. The instance's decision combines its views' calibrated probabilities by the "
+            f"instance policy bound into the engine ({', '.join(POLICIES)}).",
+            "- **Tissue regions** (PS3.3 C.8.5.5, engines whose region policy is `us-tissue`): each item of the "
+            "Sequence of Ultrasound Regions whose Region Spatial Format is 1 (2D) and Region Data Type 1 (tissue) is "
+            "a view of its own (a dual view: two), its bounds clipped to the image; a box that makes no sense (or "
+            f"under {MIN_SIDE} pixels a side) is not used, with a note in the result; without a usable tissue region "
+            "the whole frame is read. Text, calipers and colour bars outside the tissue regions do not change the "
+            "result. Engines exported before the policy was recorded read the whole frame.",
+            "- Each view's result (frame number, region item number and box, label, calibrated probabilities) is kept "
+            "in the ledger, returned by `GET /v1/results/{uid}` and reported in the SR (section 5).", ""]
 
 
 def results_section(defaults: ServeOptions) -> list[str]:

@@ -25,6 +25,7 @@ from .audit import SR_STORAGE
 from .console import Console
 from .dicomweb import DicomWeb, Reply
 from .intake import UID
+from .records import reading_of
 
 if TYPE_CHECKING:
     from .node import Node
@@ -149,7 +150,7 @@ class HttpApi:
             used = identity(f) if suffix == ".dcm" else None
         out = {"label": pred.label, "probs": pred.probs, "error": pred.error and pred.error.replace(str(f), "the upload"),
                "decision": None if pred.error else self.node.clf.decision.explain(pred.probs),
-               "engine_sha256": self.node.engine_hash}
+               **reading_of(pred), "engine_sha256": self.node.engine_hash}
         return reply(422 if pred.error else 200, out, used=used)
 
     def audit(self, environ, method: str, path: str, answer: Reply) -> None:

@@ -2,7 +2,10 @@
 written atomically into the spool and recorded in the ledger *before* success is returned, or refused with a
 DICOM status and the reason, the refused file kept in ``rejected/`` with a ``.txt`` saying why.
 
-- An image the engine can read is queued for classification.
+- An image the engine can read — as ``classify`` reads it, by the same reader: grey or colour (every photometric
+  interpretation the reader decodes), every frame of a multi-frame object, the tissue regions of an ultrasound
+  object — is queued for classification. Every frame is decoded here, one at a time, so what is acknowledged can be
+  classified; an object over the frame cap (``--max-frames``) is refused before any frame is decoded.
 - An object of a non-image SOP class (a dose SR, a presentation state, a key-object selection sent with the study)
   is kept and recorded as not applicable: not classified, not a failure a modality would show. An image without
   pixel data is refused.
@@ -46,6 +49,7 @@ FAILURE_CANNOT_USE = 0xC000  # Cannot understand (PS3.4 B.2.3)
 REFUSED_OUT_OF_RESOURCES = 0xA700  # Refused: Out of resources (PS3.4 B.2.3)
 REFUSED_SOP_CLASS = 0x0122  # Refused: SOP Class not supported (PS3.7 C.5.9)
 FAILURE_NOT_ACCEPTED = 0xC001  # Cannot understand: refused by the node's input rules (modality, body part)
+FAILURE_TOO_MANY_FRAMES = 0xC003  # Cannot understand: more frames than --max-frames (not transient: no A7xx)
 # Every status the intake returns, for the conformance statement: (meaning, when).
 STATUSES = {
     SUCCESS: ("Success", "the instance is written and recorded (queued for classification, recorded as not applicable "
@@ -54,9 +58,15 @@ STATUSES = {
                         "with other pixel data; the new file is kept in rejected/ (PS3.7's 0111H is no C-STORE status; "
                         "the same pixels with corrected patient or study attributes are a correction: Success, and a "
                         "corrected result SR)"),
-    FAILURE_CANNOT_USE: ("Cannot understand (PS3.4 B.2.3)", "an invalid UID, an image without pixel data, multi-frame, "
-                                                            "colour, or pixel data that cannot be decoded; kept in "
-                                                            "rejected/ with the reason"),
+    FAILURE_CANNOT_USE: ("Cannot understand (PS3.4 B.2.3)", "an invalid UID, an image without pixel data, attributes "
+                                                            "that contradict each other or PS3.3 (e.g. a photometric "
+                                                            "interpretation not listed below, or one that disagrees "
+                                                            "with Samples per Pixel), or a frame that cannot be "
+                                                            "decoded; kept in rejected/ with the reason"),
+    FAILURE_TOO_MANY_FRAMES: ("Cannot understand: too many frames", "the object has more frames than --max-frames "
+                                                                    "(default 10,000); refused before any frame is "
+                                                                    "decoded, kept in rejected/ with the count and the "
+                                                                    "cap; sending it again will not change that"),
     REFUSED_OUT_OF_RESOURCES: ("Refused: Out of resources (PS3.4 B.2.3)", "free space on the spool's disk is under "
                                                                           "--min-free (default 1 GB), or a write "
                                                                           "found the disk full, or the node is "
@@ -130,6 +140,7 @@ class Intake:
         return outcome
 
     def take(self, ds, source: str) -> Outcome:
+        from ..dicom import TooManyFrames
         from ..images import ImageError
 
         uid = str(getattr(ds, "SOPInstanceUID", ""))
@@ -149,6 +160,8 @@ class Intake:
             if reason is None:
                 try:
                     content = self.content(Path(tmp))
+                except TooManyFrames as e:
+                    return self.reject(ds, str(e), Path(tmp), FAILURE_TOO_MANY_FRAMES)
                 except ImageError as e:
                     return self.reject(ds, str(e), Path(tmp))
             else:  # nothing to classify: kept and recorded, not refused
@@ -209,13 +222,25 @@ class Intake:
         return None
 
     def content(self, path: Path) -> str:
-        """Decode with the reader ``classify`` uses (what passes here can be classified); the sha256 of the
-        decoded pixels, which tells a sender's retry from another image under the same UID, whatever its
-        transfer syntax."""
-        from ..dicom import read_dicom
+        """Read as ``classify`` reads it, by this engine's preprocessing (colour rule, tissue regions) and frame cap,
+        every frame decoded one at a time: what passes here can be classified, and what ``classify`` refuses is
+        refused here with its reason. Returns the sha256 of every whole frame in order as grey in [0, 1] by the
+        default rules (the intensity contract, ``bt601``; a single grey frame hashes as earlier versions hashed
+        it) and, for a colour frame, of the RGB pydicom decodes too (two pictures of one luma are other pixels):
+        it tells a sender's retry (in any lossless transfer syntax) from other pixels under the same UID."""
+        from ..colour import COLOUR
+        from ..preprocess import source
 
-        pixels = read_dicom(path)
-        return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+        src = source(path, self.node.clf.spec, self.node.clf.max_frames)
+        digest = hashlib.sha256()
+        for frame in src.decoded():
+            grey = src.grey(frame, COLOUR)
+            digest.update(str(grey.shape).encode() + grey.tobytes())
+            if frame.ndim == 3:
+                digest.update(frame.tobytes())
+            if src.colour_rule != COLOUR:
+                src.grey(frame)  # the engine's own rule reads it too (an older engine's reads 8-bit colour only)
+        return digest.hexdigest()
 
     def content_of(self, path: Path) -> str | None:
         from ..images import ImageError

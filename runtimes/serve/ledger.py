@@ -32,7 +32,7 @@ REPORTS = ("CREATE TABLE IF NOT EXISTS reports (uid TEXT PRIMARY KEY, source TEX
 ADDED = {"instances": (("content", "TEXT"), ("study", "TEXT"), ("purged", "REAL"), ("header", "TEXT"),
                        ("decision", "TEXT"), ("revision", "INTEGER DEFAULT 0"), ("report", "TEXT"),
                        ("report_error", "TEXT"), ("layout", "INTEGER DEFAULT 1"), ("patient_id", "TEXT"),
-                       ("patient_name", "TEXT"), ("accession", "TEXT"), ("study_date", "TEXT")),
+                       ("patient_name", "TEXT"), ("accession", "TEXT"), ("study_date", "TEXT"), ("views", "TEXT")),
          "deliveries": (("first_failed", "REAL"), ("given", "TEXT"))}  # columns later versions added
 # What the console searches by (each with the newest first), its throughput and its dead letters: name → columns.
 INDEXES = {"instances_received": "instances (received)", "instances_patient": "instances (patient_id, received)",
@@ -141,16 +141,18 @@ class Ledger:
                                                    "ORDER BY received LIMIT ?", State.PENDING.value, limit)]
 
     def finish(self, results: list[tuple[Instance, dict]], engine: str, now: float) -> list[str]:
-        """Store results — each ``(instance, {label, probs, decision, error})`` — only on still-pending rows of the
-        same revision (so no instance ever gets two); the UIDs written. Each then waits for its SR (:meth:`attach`)."""
+        """Store results — each ``(instance, {label, probs, decision, error, views})``, ``views`` what was read and
+        each view's result — only on still-pending rows of the same revision (so no instance ever gets two); the
+        UIDs written. Each then waits for its SR (:meth:`attach`)."""
         with self.transaction() as db:
             return [row.uid for row, result in results if db.execute(
                 "UPDATE instances SET status = ?, label = ?, probs = ?, decision = ?, error = ?, engine = ?, "
-                "classified = ?, batch = ?, report = NULL, report_error = NULL WHERE uid = ? AND status = ? AND "
-                "revision = ?",
+                "classified = ?, batch = ?, views = ?, report = NULL, report_error = NULL WHERE uid = ? AND status = ? "
+                "AND revision = ?",
                 ((State.ERROR if result.get("error") else State.DONE).value, result.get("label"),
                  dumps(result.get("probs"), indent=None), dumps(result.get("decision"), indent=None),
-                 result.get("error"), engine, now, len(results), row.uid, State.PENDING.value, row.revision)).rowcount]
+                 result.get("error"), engine, now, len(results), dumps(result.get("views"), indent=None), row.uid,
+                 State.PENDING.value, row.revision)).rowcount]
 
     def awaiting_report(self, limit: int = 16) -> list[Instance]:
         """Results whose SR is still to be made, oldest first (an earlier version's included)."""
@@ -211,7 +213,7 @@ class Ledger:
             db.execute("DELETE FROM deliveries WHERE uid IN (SELECT uid FROM instances WHERE status IN (?, ?) AND "
                        "purged IS NULL)", (State.DONE.value, State.ERROR.value))
             return db.execute("UPDATE instances SET status = ?, label = NULL, probs = NULL, decision = NULL, "
-                              "error = NULL, report = NULL, report_error = NULL, revision = revision + 1, "
+                              "views = NULL, error = NULL, report = NULL, report_error = NULL, revision = revision + 1, "
                               "forwarded = 0 WHERE status IN (?, ?) AND purged IS NULL",
                               (State.PENDING.value, State.DONE.value, State.ERROR.value)).rowcount
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from dcube_edge.errors import UserError
 
+from ..images import MAX_FRAMES
+
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B)?\s*$", re.IGNORECASE)
 UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
@@ -139,6 +141,8 @@ class ServeOptions:
     max_batch: int = setting(16, "Largest batch the batcher forms.", kind="int", low=1, high=4096)
     max_delay_ms: int = setting(50, "Longest wait for a batch to fill, in ms.", kind="int", low=0, high=60_000)
     workers: int = setting(1, "Threads decoding each batch's files.", kind="int", low=1, high=256)
+    max_frames: int = setting(MAX_FRAMES, "Refuse a DICOM object with more frames than this (C-STORE 0xC003; each "
+                                          "frame is classified).", kind="int", low=1)
     forward: tuple[str, str, int] | None = setting(None, "AE@HOST:PORT of a PACS: each result goes there as a DICOM "
                                                          "SR by C-STORE.", parse=parse_forward)
     forward_stow: str | None = setting(None, "Base URL of a DICOMweb service (e.g. http://pacs:8042/dicom-web): each "

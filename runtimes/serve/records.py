@@ -66,6 +66,16 @@ def iso(t: float | None) -> str | None:
     return None if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+# What a result keeps of what was read, beside its decision: the keys of ``classify --json`` (runtimes.Prediction).
+READING = ("number_of_frames", "regions", "instance_policy", "frames", "notes", "warnings")
+
+
+def reading_of(pred) -> dict:
+    """What a :class:`~dcube_edge.runtimes.Prediction` says was read and each view's result (:data:`READING`)."""
+    shown = pred.to_dict()
+    return {k: shown[k] for k in READING}
+
+
 @dataclass(frozen=True)
 class Report:
     """One result SR as the spool keeps it: built once, written to ``spool/results/``, hashed; the same bytes go to
@@ -129,30 +139,47 @@ class Instance:
     patient_name: str | None = None
     accession: str | None = None
     study_date: str | None = None  # DICOM DA, YYYYMMDD
+    views: dict | None = None  # what was read and each view's result (:data:`READING`); None: an earlier version's
 
     COLUMNS = ("uid, path, source, received, status, study, content, header, label, probs, decision, error, engine, "
                "classified, batch, revision, report, purged, layout, report_error, patient_id, patient_name, accession, "
-               "study_date")
+               "study_date, views")
 
     @classmethod
     def of(cls, row: tuple) -> Instance:
         values = list(row)
         values[4] = State(values[4])
-        values[9] = json.loads(values[9]) if values[9] else None
-        values[10] = json.loads(values[10]) if values[10] else None
+        for i in (9, 10, 24):
+            values[i] = json.loads(values[i]) if values[i] else None
         values[15] = values[15] or 0
         values[18] = 1 if values[18] is None else values[18]
         return cls(*values)
 
     @property
+    def reading(self) -> dict:
+        """What was read and each view's result, as ``classify --json`` gives them (:data:`READING`). A result of a
+        version that kept none was of one image read whole: its one view is the instance's result."""
+        if self.views is not None:
+            return self.views
+        probs = self.probs
+        if self.state is not State.DONE or not probs:
+            return {"number_of_frames": None, "regions": None, "instance_policy": None, "frames": [], "notes": [],
+                    "warnings": []}
+        view = {"frame": None, "region": None, "box": None, "label": self.label, "probs": probs,
+                "argmax": max(probs, key=lambda c: probs[c])}
+        return {"number_of_frames": 1, "regions": "whole frame", "instance_policy": None, "frames": [view], "notes": [],
+                "warnings": []}
+
+    @property
     def result(self) -> dict:
-        """What its SR reports: the label, the calibrated probabilities, the decision explained."""
-        return {"label": self.label, "probs": self.probs, "decision": self.decision}
+        """What its SR reports: the label, the calibrated probabilities, the decision explained, and the views."""
+        return {"label": self.label, "probs": self.probs, "decision": self.decision, "views": self.reading}
 
     def api(self, deliveries: list[dict]) -> dict:
         """The record as ``GET /v1/results/{uid}`` shows it (times in ISO 8601 UTC)."""
         return {"sop_instance_uid": self.uid, "source": self.source, "received": iso(self.received),
                 "status": self.state.value, "label": self.label, "probs": self.probs, "decision": self.decision,
+                **self.reading,
                 "error": self.error, "engine_sha256": self.engine, "classified": iso(self.classified),
                 "batch_size": self.batch, "study_instance_uid": self.study, "result_sr": self.report,
                 "result_sr_error": self.report_error,

@@ -90,7 +90,7 @@ class Reports:
         if result["decision"] is None:
             result["decision"] = Decision.of_record(self.manifest.record).explain(row.probs)
         sr = structured_report(self.source(row), result, self.manifest, engine,
-                               Placement(series, SERIES_NUMBER, uid, 1))
+                               Placement(series, SERIES_NUMBER, uid, 1), listed=False)
         return self.write(sr, row, 1, None, engine)
 
     def write(self, sr, row: Instance, number: int, predecessor: str | None, engine: str | None = None) -> Report:

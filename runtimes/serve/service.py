@@ -53,6 +53,7 @@ class Service:
 
         preflight(opts)
         clf = load(opts.engine, trusted_keys=list(opts.trusted_key) or None)
+        clf.max_frames = opts.max_frames  # the cap the intake, the batcher and POST /v1/classify read by
         self.lock = hold(opts.spool)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
             opts = dataclasses.replace(opts, accept_modality=tuple(clf.manifest.record.input.modalities or ()))

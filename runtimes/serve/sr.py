@@ -12,6 +12,12 @@ PACS and the IHE AI Results profile read it without knowing dcube-edge. Built on
 - One measurement group per class: its *Finding* (DCM 121071) is the class code, its measurement *Probability*
   (DCM 122157, UCUM unit "1": the calibrated probability) and, where the operating point compares other
   probabilities (per-class biases), that one too, its Measurement Method naming it.
+- An object read as several views (the frames of a cine loop, the tissue regions of an ultrasound screen): the
+  decision above is the instance's, by the engine's instance policy; a second *Comment* says what was read and
+  combined, and one group per view references its frame (Referenced Frame Number) and, for a tissue region, its
+  box as an Image Region (:mod:`.views`).
+- The source image in the Image Library (TID 1600: modality, rows, columns), where highdicom can describe its SOP
+  class.
 
 Class codes the export left unmapped and the method above are in the private scheme ``99DCUBE``, declared in the
 Coding Scheme Identification Sequence (PS3.3 C.12.1). The SR is in the source's study; its series is one per
@@ -25,6 +31,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dcube_edge import __version__
+
+from .views import MAX_VIEW_GROUPS
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -48,7 +56,19 @@ CONCEPTS = (
                                                                                        "probability, UCUM unit \"1\""),
     ("per class (per-class biases)", "(122157, DCM, \"Probability\") with (370129005, SCT, \"Measurement Method\") "
      f"(OPPOINT, {PRIVATE_SCHEME})", "the prior-corrected probability the operating point compares"),
-    ("source", "(121112, DCM, \"Source of Measurement\")", "the classified image's SOP Class and Instance UIDs"),
+    ("source", "(121112, DCM, \"Source of Measurement\")", "the classified image's SOP Class and Instance UIDs (of a "
+                                                          "multi-frame image: all its frames, no frame number)"),
+    ("image library (TID 1600)", "(111028, DCM, \"Image Library\")", "the classified image: modality, pixel data rows "
+                                                                     "and columns"),
+    ("several views: what was read", "(121106, DCM, \"Comment\")", "TEXT, in the decision's group: how many views of "
+                                                                    "how many frames, the instance policy, which "
+                                                                    "frames and regions were called which class"),
+    (f"several views: per view (up to {MAX_VIEW_GROUPS})", "(121071, DCM, \"Finding\"), (122157, DCM, \"Probability\"), "
+     "(278201002, SCT, \"Classification\")", "a group per view, tracking identifier \"frame 12, tissue region 2\": the "
+                                              "instance's class, the view's probability of it, the view's own class; "
+                                              "the frame as Referenced Frame Number (0008,1160) of its source image, "
+                                              "a tissue region as an Image Region (111030, DCM; TID 1410), a closed "
+                                              "POLYLINE of its box"),
 )
 # Type-2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) the SR copies from its source.
 TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
@@ -122,10 +142,13 @@ def character_set(src, own: list[str]):
     return values if len(values) > 1 else values[0]
 
 
-def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, place: Placement, predecessor=None):
+def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, place: Placement, predecessor=None,
+                      listed: bool = True):
     """A Comprehensive SR holding a TID 1500 Measurement Report of one classified instance: ``src`` is the source
-    dataset (pixels not needed), ``result`` its label, calibrated probabilities and the decision's explanation
-    (:meth:`..decision.Decision.explain`), ``predecessor`` the SR dataset this one corrects."""
+    dataset (pixels not needed), ``result`` its label, calibrated probabilities, the decision's explanation
+    (:meth:`..decision.Decision.explain`) and what was read (``views``: :data:`.records.READING`), ``predecessor``
+    the SR dataset this one corrects; ``listed``: the source in the Image Library (not in the SR of a version that
+    kept none, made again under the UID it sent)."""
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
     from highdicom.sr import ComprehensiveSR, MeasurementReport, ObservationContext
     from pydicom.sr.codedict import codes
@@ -137,7 +160,8 @@ def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, p
             setattr(src, keyword, "")
     groups = measurement_groups(src, result, manifest, engine_hash)
     report = MeasurementReport(ObservationContext(observer_device_context=observer(manifest, engine_hash)),
-                               codes.SCT.ImagingProcedure, groups, title=codes.DCM.ImagingMeasurementReport)
+                               codes.SCT.ImagingProcedure, groups, title=codes.DCM.ImagingMeasurementReport,
+                               referenced_images=library(src) if listed else None)
     own = [result["decision"]["explanation"], *(str(class_code(manifest, c).meaning) for c in manifest.classes)]
     private = any(str(c.CodingSchemeDesignator) == PRIVATE_SCHEME for c in codes_in(report[0]))
     schemes = [CodingSchemeIdentificationItem(PRIVATE_SCHEME, name="dcube-edge private codes", version=__version__,
@@ -147,6 +171,17 @@ def structured_report(src, result: dict, manifest: Manifest, engine_hash: str, p
                            series_description="dcube-edge AI results", coding_schemes=schemes,
                            specific_character_set=character_set(src, own),
                            previous_versions=[predecessor] if predecessor is not None else None)
+
+
+def library(src) -> list | None:
+    """The source for the Image Library (TID 1600), or None where highdicom cannot describe its SOP class."""
+    from highdicom.sr import ImageLibraryEntryDescriptors
+
+    try:
+        ImageLibraryEntryDescriptors(src)
+    except (ValueError, KeyError):
+        return None
+    return [src]
 
 
 def codes_in(item) -> list:
@@ -173,12 +208,15 @@ def observer(manifest: Manifest, engine_hash: str):
 
 
 def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) -> list:
-    """TID 1501 groups: the decision with its explanation, then one per class with its probabilities."""
+    """TID 1501 groups: the decision with its explanation (and, for an object of several views, what was read and
+    combined), then one per class with its probabilities, then one per view where there are several
+    (:mod:`.views`)."""
     from highdicom.sr import (
         AlgorithmIdentification,
         CodedConcept,
         Measurement,
         MeasurementsAndQualitativeEvaluations,
+        PlanarROIMeasurementsAndQualitativeEvaluations,
         QualitativeEvaluation,
         RelationshipTypeValues,
         SourceImageForMeasurementGroup,
@@ -189,6 +227,7 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
     from pydicom.uid import generate_uid
 
     from ..decision import Decision
+    from .views import region, summary, view_groups
 
     rule = Decision.of_record(manifest.record)
     explained = result["decision"]
@@ -196,20 +235,28 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
         name=f"dcube-edge {manifest.record.graph.model}", version=__version__,
         parameters=[f"backend={manifest.backend}", f"precision={manifest.precision}", f"engine-sha256={engine_hash}",
                     f"operating-point={rule.describe()}", f"temperature={rule.temperature:.6g}"])
-    source = [SourceImageForMeasurementGroup(src.SOPClassUID, src.SOPInstanceUID)]
     seed = [str(src.SOPInstanceUID), engine_hash]
 
-    def group(name: str, **content):
-        return MeasurementsAndQualitativeEvaluations(
-            TrackingIdentifier(uid=generate_uid(entropy_srcs=[*seed, name]), identifier=name[:64]),
-            algorithm_id=algorithm, source_images=source, **content)
+    def group(name: str, box=None, frame: int | None = None, **content):
+        """A TID 1501 group on the image (``frame``: that frame of it), or with ``box`` a TID 1410 one on that
+        region of it (:mod:`.views`)."""
+        tracking = TrackingIdentifier(uid=generate_uid(entropy_srcs=[*seed, name]), identifier=name[:64])
+        if box is not None:
+            return PlanarROIMeasurementsAndQualitativeEvaluations(tracking, region(src, box, frame),
+                                                                  algorithm_id=algorithm, **content)
+        source = SourceImageForMeasurementGroup(src.SOPClassUID, src.SOPInstanceUID,
+                                                referenced_frame_numbers=[frame] if frame is not None else None)
+        return MeasurementsAndQualitativeEvaluations(tracking, algorithm_id=algorithm, source_images=[source],
+                                                     **content)
 
     threshold = ([Measurement(codes.DCM.ThresholdValue, float(explained["threshold"]), codes.UCUM.NoUnits)]
                  if explained.get("threshold") is not None else None)
     decision = group("classification", measurements=threshold, qualitative_evaluations=[
         QualitativeEvaluation(codes.SCT.Classification, class_code(manifest, result["label"]))])
-    decision[0].ContentSequence.append(TextContentItem(codes.DCM.Comment, explained["explanation"],
-                                                       RelationshipTypeValues.CONTAINS))
+    reading = result.get("views") or {}
+    for text in (explained["explanation"], summary(reading, result["label"], str(src.SOPInstanceUID))):
+        if text:
+            decision[0].ContentSequence.append(TextContentItem(codes.DCM.Comment, text, RelationshipTypeValues.CONTAINS))
     adjusted = explained["compared"] if rule.bias is not None and explained.get("threshold") is None else {}
     method = CodedConcept("OPPOINT", PRIVATE_SCHEME, "Prior-corrected at the operating point")
     return [decision] + [
@@ -217,4 +264,5 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
             Measurement(codes.DCM.Probability, float(p), codes.UCUM.NoUnits),
             *([Measurement(codes.DCM.Probability, float(adjusted[c]), codes.UCUM.NoUnits, method=method)]
               if c in adjusted else [])])
-        for c, p in result["probs"].items()]
+        for c, p in result["probs"].items()] + view_groups(reading, result["label"], group,
+                                                      lambda c: class_code(manifest, c))

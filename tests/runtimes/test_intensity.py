@@ -200,14 +200,6 @@ def test_engines_exported_before_the_colour_rule_read_colour_as_they_did(tmp_pat
         read_image(write_image(tmp_path / "c16.dcm", rgb.astype(np.uint16) * 257, "RGB", bits=16), legacy)
 
 
-def _tinted(png: Path, out: Path) -> Path:
-    """A colour picture from a grey phantom: tinted, 128 levels (at most 250 colours, so every form holds it)."""
-    v = np.asarray(Image.open(png).convert("L")).astype(np.int64) // 2 * 2
-    rgb = np.stack([v, v * 7 // 8, v * 5 // 8], axis=-1).astype(np.uint8)
-    Image.fromarray(rgb).save(out)
-    return out
-
-
 CLI_COLOUR_FORMS = ("RGB interleaved", "RGB planar", "YBR_FULL", "YBR_FULL_422 JPEG baseline", "PALETTE COLOR 8-bit",
                     "PALETTE COLOR 16-bit")
 
@@ -215,14 +207,14 @@ CLI_COLOUR_FORMS = ("RGB interleaved", "RGB planar", "YBR_FULL", "YBR_FULL_422 J
 def test_classify_and_evaluate_give_the_colour_png_results_for_every_colour_form(ort_engine, demo_data, tmp_path):
     """Through the CLI: the validation phantoms, tinted, as colour PNGs and in the colour DICOM forms; each form's
     files give the labels and probabilities of PNGs of the pixels they decode to, and `evaluate` the same metrics."""
-    from dicom_forms import colour_forms
+    from dicom_forms import colour_forms, tinted
 
     classes = sorted(p.name for p in (demo_data / "val").iterdir())
     roots = {name: tmp_path / f"form{i}" for i, name in enumerate(CLI_COLOUR_FORMS)}
     twins = {name: tmp_path / f"twin{i}" for i, name in enumerate(CLI_COLOUR_FORMS)}
     for c in classes:
         for png in sorted((demo_data / "val" / c).iterdir())[:4]:
-            picture = np.asarray(Image.open(_tinted(png, tmp_path / "tint.png")))
+            picture = tinted(png)
             forms = colour_forms(picture, tmp_path / "all" / c / png.stem)
             for name in CLI_COLOUR_FORMS:
                 dcm, pixels = forms[name]

@@ -161,16 +161,15 @@ class Fixed:
     """A classifier answering every image with the same prediction (the batcher's ordering is under test here,
     not an engine)."""
 
-    class Prediction:
-        label, probs, error = "benign", {"benign": 0.9, "malignant": 0.1}, None
-
     def __init__(self) -> None:
         from dcube_edge.runtimes.decision import Decision
 
         self.decision = Decision(classes=("benign", "malignant"))  # argmax: the batcher explains each result
 
     def classify(self, paths, batch_size=1, workers=1):
-        return [self.Prediction() for _ in paths]
+        from dcube_edge.runtimes import Prediction
+
+        return [Prediction(str(p), "benign", {"benign": 0.9, "malignant": 0.1}) for p in paths]
 
 
 def test_a_result_produced_record_is_on_disk_before_the_result_is_committed(tmp_path):

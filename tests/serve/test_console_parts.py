@@ -156,19 +156,23 @@ def test_the_console_needs_no_torch():
     assert res.returncode == 0, res.stderr
 
 
-def test_per_frame_results_and_the_viewer_link():
-    """A result whose probabilities carry per-frame results becomes a strip; a single-frame one has none. The
-    viewer's address gets the study's UID where it says {study}."""
+def test_per_view_results_and_the_viewer_link():
+    """A result of several views (as the ledger keeps them: the `frames` of `classify --json`) becomes a strip named
+    by frame and tissue region; an image read whole has none. The viewer's address gets the study's UID where it
+    says {study}."""
     from dcube_edge.runtimes.serve.console.instance import class_probs, frames, viewer_link
     from dcube_edge.runtimes.serve.records import Instance, State
 
-    single = Instance("1.2", "/x", "S@x", 0.0, State.DONE, probs={"a": 0.7, "b": 0.3})
+    single = Instance("1.2", "/x", "S@x", 0.0, State.DONE, label="a", probs={"a": 0.7, "b": 0.3})
     assert frames(single) == [] and class_probs(single) == {"a": 0.7, "b": 0.3}
-    multi = Instance("1.2", "/x", "S@x", 0.0, State.DONE, probs={"a": 0.6, "b": 0.4, "frames": [
-        {"label": "a", "probs": {"a": 0.9, "b": 0.1}}, {"label": "b", "probs": {"a": 0.2, "b": 0.8}}]})
+    views = [{"frame": f, "region": r, "box": [0, 0, 9, 9], "label": label, "probs": probs, "argmax": label}
+             for f, r, label, probs in ((1, 1, "a", {"a": 0.9, "b": 0.1}), (1, 2, "b", {"a": 0.2, "b": 0.8}))]
+    reading = {"number_of_frames": 1, "regions": "ultrasound tissue regions", "instance_policy": "median",
+               "frames": views, "notes": [], "warnings": []}
+    multi = Instance("1.2", "/x", "S@x", 0.0, State.DONE, label="a", probs={"a": 0.55, "b": 0.45}, views=reading)
     strip = frames(multi)
-    assert [(f.index, f.label) for f in strip] == [(0, "a"), (1, "b")] and strip[1].probs["b"] == 0.8
-    assert class_probs(multi) == {"a": 0.6, "b": 0.4}
+    assert [(f.name, f.label) for f in strip] == [("frame 1, tissue region 1", "a"), ("frame 1, tissue region 2", "b")]
+    assert strip[1].probs["b"] == 0.8 and class_probs(multi) == {"a": 0.55, "b": 0.45}
     assert viewer_link("http://ohif/viewer?StudyInstanceUIDs={study}", "1.2.3") == "http://ohif/viewer?StudyInstanceUIDs=1.2.3"
     assert viewer_link(None, "1.2.3") is None and viewer_link("http://v/{study}", None) is None
 

@@ -24,17 +24,17 @@ from serving import EXE, STUDY, Pacs, Server, decision_of, dicom_of, free_port, 
 from dcube_edge import runtimes  # noqa: E402
 
 
-def _multiframe(ds) -> None:
-    ds.NumberOfFrames = 2
-    ds.PixelData = ds.PixelData * 2
+def _frames_missing(ds) -> None:
+    ds.NumberOfFrames = 3  # the pixel data holds one
 
 
-def _colour(ds) -> None:
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.PixelData = ds.PixelData * 3
+def _unknown_photometric(ds) -> None:
+    ds.PhotometricInterpretation = "YBR_PARTIAL_420"  # a JPEG/MPEG form, not one for native pixel data
 
 
-BAD = [(lambda ds: ds.__delattr__("PixelData"), "no pixel data"), (_multiframe, "multi-frame"), (_colour, "colour")]
+# Unusable three ways (colour and multi-frame objects are accepted: tests/serve/test_views.py).
+BAD = [(lambda ds: ds.__delattr__("PixelData"), "no pixel data"), (_frames_missing, "frame 2 of 3"),
+       (_unknown_photometric, "photometric interpretation 'YBR_PARTIAL_420' is not one this reader decodes")]
 
 
 @pytest.fixture()

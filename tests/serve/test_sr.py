@@ -16,6 +16,7 @@ pytest.importorskip("highdicom", reason="the SR needs the `serve` extra (highdic
 
 from commands import EXE  # noqa: E402
 from dicom_forms import concept_names, dciodvfy  # noqa: E402
+from serving import groups_of  # noqa: E402
 
 from dcube_edge import runtimes  # noqa: E402
 
@@ -69,7 +70,7 @@ def test_the_sr_is_a_valid_tid_1500_report_with_standard_codes(coded_engine, tmp
     names = concept_names(sr.ContentSequence)
     assert not [n for n in names if n[0].startswith("99")]  # no private concept name anywhere
     assert ("DCM", "121012") in names and ("DCM", "111001") in names  # device observer UID, algorithm name
-    groups = [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
+    groups = groups_of(sr)
     decision = [c for c in groups[0].ContentSequence if c.ValueType == "CODE"][0]
     assert decision.ConceptCodeSequence[0].CodeValue == "21594007"  # malignant, SNOMED CT
     probabilities = {}
@@ -111,7 +112,7 @@ def test_the_decision_is_explained_in_full_beside_the_probabilities_it_compared(
     errors, warnings = dciodvfy(tmp_path / "sr.dcm")
     assert errors == [] and all("99DCUBE" in w for w in warnings), errors + warnings
     assert [i.CodingSchemeDesignator for i in sr.CodingSchemeIdentificationSequence] == ["99DCUBE"]
-    groups = [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"][0].ContentSequence
+    groups = groups_of(sr)
     items = {str(c.ConceptNameCodeSequence[0].CodeValue): c for c in groups[0].ContentSequence}
     assert items["278201002"].ConceptCodeSequence[0].CodeValue == "21594007"  # Classification: malignant
     text = items["121106"].TextValue  # Comment: why
@@ -157,3 +158,75 @@ def test_the_conformance_statement_is_what_the_code_says():
     filed = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
     assert filed == statement()
     assert "TID 1500" in filed and "1.2.840.10008.1.2.4.80" in filed  # JPEG-LS accepted with the serve extra
+
+
+def multiview(coded_engine, tmp_path: Path, frames: int) -> tuple[Path, dict]:
+    """A dual-view loop of ``frames`` frames (demo screens) and a result of it: every view called benign but frame 2's
+    first region, malignant."""
+    from dcube_edge.runtimes.decision import Decision
+    from dcube_edge.scanner import layout, screen, write_us
+
+    boxes = layout(32, 2)
+    tissue = np.full((32, 32), 90, np.uint8)
+    src = write_us(tmp_path / "loop.dcm", [screen([tissue, tissue], t, 0) for t in range(frames)], boxes)
+    manifest = runtimes.read(coded_engine)
+    benign, malignant = ({"benign": 0.7, "malignant": 0.2, "normal": 0.1}, {"benign": 0.2, "malignant": 0.7, "normal": 0.1})
+    views = [{"frame": t, "region": r, "box": list(boxes[r - 1]), "label": "malignant" if (t, r) == (2, 1) else "benign",
+              "probs": malignant if (t, r) == (2, 1) else benign, "argmax": "benign"}
+             for t in range(1, frames + 1) for r in (1, 2)]
+    probs = dict(benign)
+    reading = {"number_of_frames": frames, "regions": "ultrasound tissue regions", "instance_policy": "median",
+               "frames": views, "notes": [], "warnings": []}
+    return src, {"label": "benign", "probs": probs, "views": reading,
+                 "decision": Decision.of_record(manifest.record).explain(probs)}
+
+
+def test_an_object_of_several_views_has_its_frames_and_regions_referenced(coded_engine, tmp_path):
+    """A three-frame dual view: the decision references the whole loop (no frame number: PS3.3 C.10.3), says what
+    was read and combined; one group per view, on its frame (Referenced Frame Number) and its tissue region (an
+    Image Region, a closed polyline around the box), holding the view's class; the source in the Image Library."""
+    from dcube_edge.runtimes.serve.sr import Placement, structured_report
+
+    src, result = multiview(coded_engine, tmp_path, 3)
+    sr = structured_report(pydicom.dcmread(src), result, runtimes.read(coded_engine), "ab" * 32,
+                           Placement("1.2.3.4", 990, "1.2.3.5", 1))
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    errors, warnings = dciodvfy(tmp_path / "sr.dcm")
+    assert errors == [] and warnings == [], errors + warnings
+    groups = groups_of(pydicom.dcmread(tmp_path / "sr.dcm"))
+    assert len(groups) == 1 + 3 + 6  # the decision, one per class, one per view
+    texts = [c.TextValue for c in groups[0].ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "121106"]
+    assert "6 views of 3 frames" in texts[1] and "called benign in frames 1-3 in tissue region 1" not in texts[1]
+    assert "called benign in frames 1, 3 in tissue region 1; frames 1-3 in tissue region 2" in texts[1]
+    assert "called malignant in frame 2 in tissue region 1" in texts[1]
+    decision_image = next(c for c in groups[0].ContentSequence if c.ValueType == "IMAGE")
+    assert "ReferencedFrameNumber" not in decision_image.ReferencedSOPSequence[0]
+    seen = []
+    for group in groups[4:]:
+        items = {str(c.ConceptNameCodeSequence[0].CodeValue): c for c in group.ContentSequence}
+        region = items["111030"]  # Image Region
+        ref = region.ContentSequence[0].ReferencedSOPSequence[0]
+        x = np.asarray(region.GraphicData, float).reshape(-1, 2)
+        seen.append((int(ref.ReferencedFrameNumber), str(items["278201002"].ConceptCodeSequence[0].CodeValue),
+                     (x[:, 0].min(), x[:, 1].min(), x[:, 0].max(), x[:, 1].max())))
+        assert items["121071"].ConceptCodeSequence[0].CodeValue == "30807003"  # the instance's finding: benign
+    boxes = result["views"]["frames"]
+    assert [s[0] for s in seen] == [1, 1, 2, 2, 3, 3]
+    assert [s[1] for s in seen] == ["30807003", "30807003", "21594007", "30807003", "30807003", "30807003"]
+    assert [s[2] for s in seen] == [(b["box"][0], b["box"][1], b["box"][2] + 1, b["box"][3] + 1) for b in boxes]
+    library = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "111028"]
+    assert len(library) == 1  # the Image Library holds the source
+
+
+def test_a_long_loop_is_summarised_and_its_views_left_to_the_ledger(coded_engine, tmp_path):
+    from dcube_edge.runtimes.serve.sr import Placement, structured_report
+    from dcube_edge.runtimes.serve.views import MAX_VIEW_GROUPS
+
+    src, result = multiview(coded_engine, tmp_path, MAX_VIEW_GROUPS // 2 + 1)
+    sr = structured_report(pydicom.dcmread(src), result, runtimes.read(coded_engine), "ab" * 32,
+                           Placement("1.2.3.4", 990, "1.2.3.5", 1))
+    groups = groups_of(sr)
+    assert len(groups) == 1 + 3
+    texts = [c.TextValue for c in groups[0].ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "121106"]
+    assert f"{MAX_VIEW_GROUPS + 2} views of {MAX_VIEW_GROUPS // 2 + 1} frames" in texts[1]
+    assert "GET /v1/results/" in texts[1] and "frames 1, 3-51 in tissue region 1" in texts[1]

@@ -3,9 +3,10 @@ classifier does it, served by an authenticated route that takes only a UID: the 
 decision at the operating point and why, the calibrated probabilities, the kept SR's patient and study attributes
 and content tree, every SR the instance has had, each delivery's state, and a link to the study in a viewer.
 
-Per-frame results: where a result's probabilities carry ``frames`` — a list of ``{"label": ..., "probs":
-{class: p}}``, one per frame, as multi-frame classification records them — the page shows them as a strip
-(:func:`frames`); a single-frame result has none."""
+Per-view results: where an object was read as several views (the frames of a cine loop, the tissue regions of a
+dual view) or as a tissue region, the page shows each view's result as a strip (:func:`frames`), from what the
+ledger keeps of the reading (:attr:`.Instance.reading`, the ``frames`` of ``classify --json``); an image read
+whole has none."""
 from __future__ import annotations
 
 import io
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from .. import views
 from ..audit import SR_STORAGE
 from ..records import Instance, State
 from ..reports import Unavailable
@@ -30,22 +32,24 @@ SHOWN = (("Patient name", "PatientName"), ("Patient ID", "PatientID"), ("Birth d
 
 @dataclass(frozen=True)
 class Frame:
-    index: int
+    """One view's result: ``name`` says where it lies ("frame 12", "frame 12, tissue region 2")."""
+
+    name: str
     label: str
     probs: dict[str, float]
 
 
 def frames(row: Instance) -> list[Frame]:
-    """A per-frame result's frames (none for a single-frame one)."""
-    listed = (row.probs or {}).get("frames") if isinstance(row.probs, dict) else None
-    if not isinstance(listed, list):
+    """Each view's result, in reading order (none for an image read whole)."""
+    reading = row.reading
+    if not views.worth_reporting(reading):
         return []
-    return [Frame(i, str(f.get("label", "")), {str(k): float(v) for k, v in (f.get("probs") or {}).items()})
-            for i, f in enumerate(listed) if isinstance(f, dict)]
+    return [Frame(views.name(v), str(v["label"]), {str(k): float(p) for k, p in v["probs"].items()})
+            for v in reading["frames"]]
 
 
 def class_probs(row: Instance) -> dict[str, float]:
-    return {k: v for k, v in (row.probs or {}).items() if isinstance(v, (int, float))}
+    return dict(row.probs or {})
 
 
 def viewer_link(template: str | None, study: str | None) -> str | None:
@@ -86,14 +90,15 @@ def context(node: Node, row: Instance) -> tuple[dict, list[tuple[str, str, str]]
 
 def thumbnail(node: Node, row: Instance) -> bytes:
     """What the model read, as a PNG: the ledger's file for this instance, decoded and preprocessed by the
-    engine's own reader (its size and intensity contract), mapped back from the model's input range to 0..255."""
+    engine's own reader (its size, intensity contract, colour rule and tissue regions), mapped back from the
+    model's input range to 0..255; of an object of several views, its first (one frame decoded)."""
     import numpy as np
     from PIL import Image
 
-    from ...preprocess import load
+    from ...preprocess import load_views
 
     spec = node.clf.spec
-    array = load(row.path, spec)[0]
+    array = next(load_views(row.path, spec, node.clf.max_frames))[1][0]
     lo, hi = spec.range
     gray = np.clip((array - lo) / (hi - lo), 0.0, 1.0)
     buffer = io.BytesIO()
