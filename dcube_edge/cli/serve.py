@@ -10,7 +10,8 @@ import typer
 from .common import STATE, app, emit_json, err, out, to_stdout, writable
 
 # What the command line takes for each kind of setting (runtimes/serve/options.py declares the settings).
-CLI_TYPES = {"int": int, "bool": bool, "path": Path, "paths": list[Path]}
+CLI_TYPES = {"int": int, "bool": bool, "path": Path, "paths": list[Path], "list": list[str]}  # lists: repeatable
+METAVARS = {"list": "A,B", "paths": "PATH", "path": "PATH", "int": "N", "duration": "72h", "size": "5GB", "bool": "", "str": "TEXT"}
 
 
 def serve(config: Path | None = None, **given) -> None:
@@ -46,7 +47,7 @@ def parameters() -> list[inspect.Parameter]:
             info = typer.Argument(help=text, show_default=False)
         else:
             info = typer.Option(spec.option(name), help=text, show_default=False, min=spec.low if spec.kind == "int" else None,
-                                max=spec.high if spec.kind == "int" else None)
+                                max=spec.high if spec.kind == "int" else None, metavar=METAVARS.get(spec.kind))
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[kind | None, info]))
     return params

@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .ledger import backoff
+from .options import duration_words
 from .records import Answer, Delivery, Instance, dimse_answer, status_meaning
 from .reports import Unavailable
 
@@ -116,8 +117,7 @@ class StowDestination(Destination):
 def destinations(node: Node) -> list[Destination]:
     opts = node.opts
     found: list[Destination] = []
-    if opts.forward:
-        found.append(DicomDestination(*opts.forward, calling=opts.ae_title))
+    found += [DicomDestination(*address, calling=opts.ae_title) for address in opts.forward]
     if opts.forward_stow:
         found.append(StowDestination(opts.forward_stow))
     return found
@@ -218,9 +218,11 @@ class Forwarder:
             self.down_since = self.down_since or now
             self.reminded = now
             waiting = self.node.ledger.delivery_counts().get(name, {})
-            log.warning("%s does not answer (%s) since %s: %d result(s) waiting, retried for up to %.3g h, then kept "
-                        "and re-queued when it answers", name, error, time.strftime("%H:%M:%S", time.localtime(
-                            self.down_since)), waiting.get(Delivery.PENDING.value, 0), self.node.opts.retry_for / 3600,
+            since = time.strftime("%H:%M:%S", time.localtime(self.down_since))
+            log.warning("%s does not answer (%s) since %s: %d result(s) waiting, %d dead-lettered (each is retried "
+                        "for %s, then kept and re-queued when it answers)", name, error, since,
+                        waiting.get(Delivery.PENDING.value, 0), waiting.get(Delivery.DEAD.value, 0),
+                        duration_words(self.node.opts.retry_for),
                         extra={"event": "destination-down", "destination": name})
 
     def failed(self, uid: str, error: str, refused: bool) -> None:

@@ -85,6 +85,7 @@ class Outcome:
     status: int  # the DICOM status a C-STORE returns; STOW-RS maps it to its response
     reason: str | None = None  # why, for a refusal or a not-applicable instance
     uid: str = ""
+    held: str = ""  # of a success: "" new, "resend" (held already, unchanged) or "corrected" (demographics)
 
     @property
     def stored(self) -> bool:
@@ -132,7 +133,9 @@ class Intake:
         extra = {"event": "received" if outcome.stored else "refused", "uid": outcome.uid, "calling": source,
                  "status": f"0x{outcome.status:04X}"}
         if outcome.stored:
-            log.info("stored" + (f"; {outcome.reason}" if outcome.reason else ""), extra=extra)
+            said = {"resend": "already held, unchanged: acknowledged (a resend)",
+                    "corrected": "stored: corrected demographics"}.get(outcome.held, "stored")
+            log.info(said + (f"; {outcome.reason}" if outcome.reason else ""), extra=extra)
         elif outcome.status == REFUSED_OUT_OF_RESOURCES:
             log.warning("refused (%s): %s", status_meaning(outcome.status), outcome.reason, extra=extra)
         else:
@@ -177,9 +180,11 @@ class Intake:
                header: str) -> Outcome:
         """Move the written file into place and add its ledger row, unless the UID is held already."""
         study = str(getattr(ds, "StudyInstanceUID", "")) or None
+        kind = "resend"  # a sender's retry of what is held: acknowledged, nothing changes
         with self.node.store_lock:
             held = self.node.ledger.instance(uid)
             if held is None:
+                kind = ""
                 os.replace(tmp, target)
                 self.node.ledger.add(uid, target, source, content, not_applicable=reason, study=study, header=header,
                                      listing=Listing.of(ds))
@@ -192,13 +197,13 @@ class Intake:
                 what = changed(Path(held.path), ds)
                 os.replace(tmp, target)  # the corrected header is the source of the corrected SR
                 was = self.node.ledger.correct(uid, header, study, source, Listing.of(ds))
+                kind = "corrected"
                 log.warning("demographics corrected under the same SOP Instance UID and pixels (%s changed): %s", what,
                             f"a corrected result SR will supersede {held.report}" if was is State.DONE else
                             "the result SR will carry them", extra={"event": "corrected", "uid": uid, "calling": source})
-            # else: a resend of what is held (a sender's retry): acknowledged, nothing changes
         if reason is None:
             self.node.notify_arrival()
-        return Outcome(SUCCESS, reason, uid)
+        return Outcome(SUCCESS, reason, uid, kind)
 
     def rules(self, ds) -> tuple[int, str] | None:
         """(status, reason) where the node's input rules refuse this instance, else None."""

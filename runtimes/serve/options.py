@@ -40,6 +40,21 @@ class Spec:
     def option(self, name: str) -> str:
         return name if self.argument else "--" + name.replace("_", "-")
 
+    def words(self, value: Any) -> str:
+        """A value as a person gives it (48h, 1GB), for the log."""
+        if self.kind == "duration" and isinstance(value, (int, float)):
+            return duration_words(value)
+        if self.kind == "size" and isinstance(value, int):
+            unit = next(u for u in ("TB", "GB", "MB", "KB", "B") if value % UNITS[u] == 0 or u == "B")
+            return f"{value // UNITS[unit]}{unit}"
+        return str(value)
+
+
+def duration_words(seconds: float) -> str:
+    """Seconds in the largest unit that holds them whole (172800 → 2d, 5400 → 90m), else in seconds."""
+    unit = next((u for u in ("d", "h", "m") if seconds >= SECONDS[u] and seconds % SECONDS[u] == 0), "s")
+    return f"{seconds / SECONDS[unit]:g}{unit}"
+
 
 def setting(default: Any, help: str, **spec: Any) -> Any:
     return field(default=default, metadata={"spec": Spec(help, **spec)})
@@ -67,9 +82,9 @@ def duration(value: Any, option: str = "--retry-for") -> float:
 
 
 def as_list(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    return tuple(str(v).strip() for v in value or () if str(v).strip())
+    """A list setting's items, given as one comma-separated string, a TOML list or a repeated option."""
+    items = [value] if isinstance(value, str) else [str(v) for v in value or ()]
+    return tuple(v.strip() for item in items for v in item.split(",") if v.strip())
 
 
 def ae_list(value: Any, option: str = "--allow-ae") -> tuple[str, ...]:
@@ -89,6 +104,14 @@ def parse_forward(text: Any, option: str = "--forward") -> tuple[str, str, int]:
         raise UserError(f"{option} {text!r}: expected AE@HOST:PORT, e.g. PACS@10.0.0.5:104")
     check_ae_title(found.group(1), option)
     return found.group(1), found.group(2), int(found.group(3))
+
+
+def parse_forwards(value: Any, option: str = "--forward") -> tuple[tuple[str, str, int], ...]:
+    """Each ``AE@HOST:PORT`` given, once (the same PACS twice would be sent every result twice)."""
+    found = tuple(parse_forward(text, option) for text in as_list(value))
+    if len(set(found)) < len(found):
+        raise UserError(f"{option}: a destination is given twice; give each PACS once")
+    return found
 
 
 def url(text: Any, option: str) -> str:
@@ -143,8 +166,10 @@ class ServeOptions:
     workers: int = setting(1, "Threads decoding each batch's files.", kind="int", low=1, high=256)
     max_frames: int = setting(MAX_FRAMES, "Refuse a DICOM object with more frames than this (C-STORE 0xC003; each "
                                           "frame is classified).", kind="int", low=1)
-    forward: tuple[str, str, int] | None = setting(None, "AE@HOST:PORT of a PACS: each result goes there as a DICOM "
-                                                         "SR by C-STORE.", parse=parse_forward)
+    forward: tuple[tuple[str, str, int], ...] = setting((), "AE@HOST:PORT of a PACS: each result goes there as a "
+                                                             "DICOM SR by C-STORE (several: repeat the option or "
+                                                             "separate with commas).", kind="list",
+                                                        parse=parse_forwards)
     forward_stow: str | None = setting(None, "Base URL of a DICOMweb service (e.g. http://pacs:8042/dicom-web): each "
                                              "result goes there by STOW-RS.", parse=url)
     retry_for: float = setting(72 * 3600.0, "How long a destination that does not answer is retried before its "

@@ -32,7 +32,7 @@ from .http import HttpApi, build_server
 from .ledger import Ledger
 from .metrics import Metrics
 from .node import Node
-from .options import ServeOptions, preflight
+from .options import ServeOptions, preflight, specs
 from .reporter import Reporter
 from .reports import Reports
 from .scp import StorageSCP
@@ -164,7 +164,8 @@ class Service:
             return
         live, restart = self.opts.changes(fresh)
         self.node.opts = dataclasses.replace(self.opts, **live)
-        log.info("configuration re-read: %s%s", ", ".join(f"{k} now {v}" for k, v in live.items()) or "no live change",
+        said = ", ".join(f"{k} now {specs()[k][0].words(v)}" for k, v in live.items())
+        log.info("configuration re-read: %s%s", said or "no live change",
                  f"; {', '.join(restart)} changed: takes effect at the next start" if restart else "",
                  extra={"event": "reloaded"})
 
@@ -205,6 +206,8 @@ class Service:
             lines.append(f"  reclassifying {self.reset} instance(s) with this engine")
         if self.destinations:
             lines.append("  results to " + ", ".join(d.name for d in self.destinations))
+        if self.node.out_of_space() is None and (free := self.node.free_bytes()) < housekeeping.FULL_CLEARS_AT:
+            self.node.full(f"{free / 1e6:.1f} MB free on the spool's disk at the start")  # even with --min-free 0
         if full := self.node.out_of_space():
             lines.append(f"  DISK   {full}: new instances are refused (C-STORE 0xA700, HTTP 507) until space is freed")
             log.warning("%s", full, extra={"event": "disk-low"})

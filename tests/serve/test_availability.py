@@ -252,6 +252,15 @@ def test_the_default_retry_horizon_is_hours_and_the_watermark_is_on():
     assert defaults.retry_for >= 24 * 3600 and defaults.min_free >= 500 * 10**6
 
 
+def test_the_log_says_durations_and_sizes_as_they_are_given():
+    """A reload logged "retry_for now 172800.0" and an outage "retried for up to 0.00556 h"."""
+    from dcube_edge.runtimes.serve.options import duration_words, specs
+
+    assert [duration_words(s) for s in (172800.0, 7200, 5400, 20.0, 0.5)] == ["2d", "2h", "90m", "20s", "0.5s"]
+    assert specs()["retry_for"][0].words(259200.0) == "3d" and specs()["min_free"][0].words(10**9) == "1GB"
+    assert specs()["min_free"][0].words(1500) == "1500B" and specs()["keep_days"][0].words(30) == "30"
+
+
 @pytest.fixture()
 def small_disk(tmp_path):
     """(a command prefix that runs a program with ``folder`` on a 24 MB tmpfs, the folder, that disk as this
@@ -343,7 +352,7 @@ def test_a_full_disk_is_refused_at_the_door_and_does_not_take_the_node_down(ort_
         server.stop(signal.SIGTERM)
     assert server.proc.returncode == 143, log.read_text()[-2000:]
 
-    server = Server(ort_engine, spool, *base, "--min-free", "1MB", wrap=wrap, log=log)  # on the full disk
+    server = Server(ort_engine, spool, *base, "--min-free", "0", wrap=wrap, log=log)  # on the full disk, no watermark
     try:
         assert http_get(server, "/readyz")[0] == 503 and send(server.dicom, scans[3:4]) == [0xA700]
         assert "DISK" in log.read_text().split("serving")[-1]
@@ -390,3 +399,20 @@ def test_every_setting_is_declared_once_and_read_the_same_from_the_command_line_
     assert (opts.retry_for, opts.min_free, opts.allow_ae) == (5400.0, 2 * 10**9, ("A", "B"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.min_free = 0
+
+
+def test_several_pacs_are_several_destinations_and_a_repeat_is_refused(tmp_path):
+    """A second --forward silently replaced the first (the banner named only the last PACS), and a TOML list
+    was refused: a site with a PACS and a research archive could reach only one."""
+    from dcube_edge.runtimes.serve import config
+
+    opts = config.settings(None, {"forward": ["PACS@10.0.0.5:104", "ARCHIVE@10.0.0.6:11112"]})
+    assert opts.forward == (("PACS", "10.0.0.5", 104), ("ARCHIVE", "10.0.0.6", 11112))
+    assert config.settings(None, {"forward": "PACS@10.0.0.5:104,ARCHIVE@10.0.0.6:11112"}).forward == opts.forward
+    (tmp_path / "serve.toml").write_text('forward = ["PACS@10.0.0.5:104", "ARCHIVE@10.0.0.6:11112"]\n')
+    assert config.settings(tmp_path / "serve.toml", {}).forward == opts.forward
+    with pytest.raises(Exception, match="a destination is given twice"):
+        config.settings(None, {"forward": ["PACS@10.0.0.5:104", "PACS@10.0.0.5:104"]})
+    res = subprocess.run([str(EXE), "serve", "engine", "--spool", str(tmp_path / "spool"), "--forward", "PACS@h:104",
+                          "--forward", "nonsense"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--forward 'nonsense': expected AE@HOST:PORT" in res.stderr, res.stderr

@@ -310,7 +310,7 @@ def test_a_repeated_uid_with_other_pixels_is_refused_never_overwritten(ort_engin
     other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = dcmread(first).SOPInstanceUID
     other.save_as(tmp_path / "other.dcm", enforce_file_format=True)
     spool = tmp_path / "spool"
-    server = Server(ort_engine, spool)
+    server = Server(ort_engine, spool, log=tmp_path / "node.log")
     try:
         uid = str(dcmread(first).SOPInstanceUID)
         assert send(server.dicom, [first]) == [0]
@@ -318,6 +318,8 @@ def test_a_repeated_uid_with_other_pixels_is_refused_never_overwritten(ort_engin
         held = (spool / "instances" / f"{uid}.dcm").read_bytes()
         assert send(server.dicom, [tmp_path / "other.dcm"]) == [0xC002]
         assert send(server.dicom, [first]) == [0]  # the sender's retry of the same image
+        said = [line for line in server.errors().splitlines() if uid in line and "received" in line]
+        assert sum("already held, unchanged" in line for line in said) == 1, said  # was logged as "stored"
         assert (spool / "instances" / f"{uid}.dcm").read_bytes() == held
         assert server.get(f"/v1/results/{uid}")["label"] == result["label"]
         kept = list((spool / "rejected").glob(f"{uid}.*.dcm"))
