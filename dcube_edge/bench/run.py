@@ -106,9 +106,9 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
         keep_faster(rows, timed_rows(" again"))
         peak = merge_peaks(peak, gemm_peaks(threads, rounds))
     finish_rows(rows, peak)
-    result: dict[str, object] = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "options": asdict(opts),
-              "threads": threads, "iterations": iterations, "warmup": warmup,
-              "gemm_peaks": peak, "results": rows, "skipped": skipped}
+    result: dict[str, object] = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
+                                 "options": asdict(opts), "threads": threads, "iterations": iterations,
+                                 "warmup": warmup, "gemm_peaks": peak, "results": rows, "skipped": skipped}
     run = matrix or reference
     if run is not None:
         result["model"] = model_summary(run, rows)
