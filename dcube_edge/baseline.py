@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +29,14 @@ __all__ = ["ARCHS", "Baseline", "train_baseline"]
 STATE = Path("state") / "baseline.pt"
 
 
+@dataclass(frozen=True)
+class Best:
+    """The epoch model selection keeps so far: its score, its number (0: none yet) and its weights."""
+    score: float
+    epoch: int
+    state: dict[str, torch.Tensor]
+
+
 def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Callable = lambda *a: None,
                    log: Callable[[str], None] = print, resume: bool = False) -> dict:
     """Train ``cfg.model`` on ``data`` into ``out``; ``resume`` continues from the last complete epoch's
@@ -36,8 +45,8 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     seed_all(cfg.seed)
     ds = discover(data, cfg.val_fraction, cfg.split_seed)
     same_classes(cfg.classes, ds.classes, data)
-    for warning in audit(ds):
-        log(f"warning: {warning}")
+    for problem in audit(ds):
+        log(f"warning: {problem}")
     cfg = cfg.replace(classes=tuple(ds.classes), data_root=str(Path(data).resolve()), val_source=ds.val_source)
     spec = PreprocessSpec(cfg.image_size)
     x_train, x_val = ds.train.load(spec), ds.val.load(spec)
@@ -50,13 +59,14 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
     epochs = cfg.epochs_classifier or max(1, -(-cfg.steps_classifier // steps))
     out.mkdir(parents=True, exist_ok=True)
     rundir.save_config(cfg, out)  # before the first epoch (bad input fails above): --resume continues with these
-    best, history, t0 = {"score": -1.0, "epoch": 0, "state": None}, [], time.perf_counter()
+    best, t0 = Best(-1.0, 0, copy.deepcopy(model.state_dict())), time.perf_counter()
+    history: list[dict] = []
     start = 0
     if resume and (state := rundir.load_state(out / STATE)):
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         history, start = list(state["history"]), int(state["epoch"])
-        best = {"score": float(state["best_score"]), "epoch": int(state["best_epoch"]), "state": state["best"]}
+        best = Best(float(state["best_score"]), int(state["best_epoch"]), state["best"])
     for epoch in range(start, epochs):
         model.train()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -76,18 +86,18 @@ def train_baseline(data: str | Path, out: str | Path, cfg: Config, report: Calla
         score, at_op = selection_score(logits, ds.val.labels, len(cfg.classes))
         history.append({"epoch": epoch + 1, "loss": total, "val_score": score,
                         "val_macro_f1": macro_f1(ds.val.labels, softmax(logits)), **{f"val_{k}": v for k, v in at_op.items()}})
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+        if score > best.score:
+            best = Best(score, epoch + 1, copy.deepcopy(model.state_dict()))
         rundir.save_state(out / STATE, model=model.state_dict(), opt=opt.state_dict(), epoch=epoch + 1,
-                          history=history, best=best["state"], best_score=best["score"], best_epoch=best["epoch"])
-    model.load_state_dict(best["state"])
+                          history=history, best=best.state, best_score=best.score, best_epoch=best.epoch)
+    model.load_state_dict(best.state)
     rundir.save_weights(model, out / rundir.BASELINE)
     logits = predict_logits(model, x_val)
     val = classification_report(ds.val.labels, softmax(logits), list(cfg.classes))
     if warning := collapse_warning(val):
         log(warning)
     metrics = {"validation": val, "validation_at_operating_point": at_operating_point_report(
-                   logits, ds.val.labels, list(cfg.classes)), "best_epoch": best["epoch"], "val_source": ds.val_source,
+                   logits, ds.val.labels, list(cfg.classes)), "best_epoch": best.epoch, "val_source": ds.val_source,
                "model": cfg.model,
                "seconds": {"baseline": round(time.perf_counter() - t0, 1)}, "history": {"baseline": history}}
     write_json(out / rundir.METRICS, metrics)

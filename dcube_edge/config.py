@@ -165,17 +165,19 @@ class Config:
         values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(preset=name, **values)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Config:
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """A config from its JSON form (lists where the fields are tuples)."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise UserError(f"config has unknown keys {sorted(unknown)}: written by a newer dcube-edge?")
         tuples = {f.name for f in fields(cls) if "tuple" in str(f.type)}
-        return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()})
+        values: dict[str, Any] = {k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()}
+        return cls(**values)
 
     def replace(self, **changes: Any) -> Config:
         return replace(self, **changes)

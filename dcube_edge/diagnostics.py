@@ -47,7 +47,8 @@ def denoising(trunk: UViT, schedule: Schedule, images: np.ndarray, seed: int = 0
     trunk.eval()
     dev = next(trunk.parameters()).device
     x0_all, noise_all, variance = _scored(images, seed)
-    out = {"timesteps": list(BANDS), "eps_mse": [], "x0_mse": [], "image_variance": variance}
+    eps_mse: list[float] = []
+    x0_mse: list[float] = []
     for t_val in BANDS:
         eps_se = x0_se = 0.0
         for i in range(0, len(images), batch):
@@ -59,9 +60,9 @@ def denoising(trunk: UViT, schedule: Schedule, images: np.ndarray, seed: int = 0
             x0_hat = (x_t - (1 - ab) ** 0.5 * eps.float()) / ab ** 0.5
             eps_se += float((eps.float() - noise).pow(2).sum())
             x0_se += float((x0_hat.clamp(-1, 1) - x0).pow(2).sum())
-        out["eps_mse"].append(eps_se / x0_all.numel())
-        out["x0_mse"].append(x0_se / x0_all.numel())
-    return out
+        eps_mse.append(eps_se / x0_all.numel())
+        x0_mse.append(x0_se / x0_all.numel())
+    return {"timesteps": list(BANDS), "eps_mse": eps_mse, "x0_mse": x0_mse, "image_variance": variance}
 
 
 # The closed-form denoisers every trunk is compared with: (trunk.json key stem, label in logs and figures).
@@ -75,13 +76,13 @@ def _reference(schedule: Schedule, images: np.ndarray, seed: int,
     x0_all, noise_all, variance = _scored(images, seed)
     n = len(images)
     x0 = x0_all.reshape(n, -1).double().numpy()
-    out = {"timesteps": list(BANDS), "x0_mse": [], "image_variance": variance}
+    x0_mse: list[float] = []
     for t_val in BANDS:
         ab = float(schedule.alphas_bar[t_val])
         x_t = schedule.q_sample(x0_all, torch.full((n,), t_val, dtype=torch.long), noise_all)
         x0_hat = estimate(ab, x_t.reshape(n, -1).double().numpy())
-        out["x0_mse"].append(float(((np.clip(x0_hat, -1, 1) - x0) ** 2).mean()))
-    return out
+        x0_mse.append(float(((np.clip(x0_hat, -1, 1) - x0) ** 2).mean()))
+    return {"timesteps": list(BANDS), "x0_mse": x0_mse, "image_variance": variance}
 
 
 def linear_reference(schedule: Schedule, train_images: np.ndarray, images: np.ndarray, seed: int = 0) -> dict:
@@ -165,13 +166,15 @@ def probes(trunk: UViT, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndar
 
 def best_probe(p: dict) -> dict:
     """The best trunk probe (kind, timestep, layer, AUC) and its margin over the pixel probe."""
-    best = {"auc": -1.0}
+    auc = -1.0
+    best: dict[str, object] = {"auc": auc}
     for kind in ("token_mean", "spatial"):
         for t_val, row in zip(p["timesteps"], p.get(kind) or []):
             for layer, value in enumerate(row):
-                if np.isfinite(value) and value > best["auc"]:
+                if np.isfinite(value) and value > auc:
+                    auc = value
                     best = {"kind": kind, "timestep": t_val, "layer": layer, "auc": value}
-    best["over_pixels"] = best["auc"] - p["pixels"]
+    best["over_pixels"] = auc - p["pixels"]
     return best
 
 

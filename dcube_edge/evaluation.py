@@ -40,11 +40,12 @@ def evaluate(target: Path, data: Path, batch_size: int = 64, threads: int | None
     paths, labels = split.instances()
     with clf:
         preds = list(clf.classify(paths, batch_size=batch_size, max_frames=max_frames))
-    bad = [p for p in preds if p.error]
+    called = [p.label for p in preds if p.label is not None]
+    bad = [p for p in preds if p.error or p.label is None]
     if bad:
         raise UserError(f"{len(bad)} image(s) could not be read, e.g. {shown(bad[0].path)}: {bad[0].error}")
     probs = np.array([[p.probs[c] for c in classes] for p in preds])
-    decided = np.array([classes.index(p.label) for p in preds])
+    decided = np.array([classes.index(label) for label in called])  # every image's, none being bad
     report = _scores(labels, probs, decided, classes, clf, bootstrap)
     if any(len(p.frames) > 1 for p in preds):
         report["instance_policy"] = clf.spec.instance

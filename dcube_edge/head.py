@@ -67,6 +67,8 @@ class DCube(nn.Module):
     """Preprocessed images (B, 1, H, W) → logits (B, classes). The trunk runs once on B×T and stops
     after the deepest selected layer."""
 
+    timesteps: torch.Tensor  # buffer (T,): the fixed timesteps
+
     def __init__(self, cfg: Config, num_classes: int, layers: tuple[int, ...] | None = None):
         super().__init__()
         self.layers_used = tuple(layers if layers is not None else cfg.selected_layers)
@@ -101,6 +103,8 @@ class FixedGraph(nn.Module):
     no timestep embedding at inference), the trunk cut after ``upto`` (default: the deepest selected
     layer), and with ``last_layer`` the last computed layer's tokens as a second output (the full-trunk
     benchmark graph). Build it after the weights are loaded."""
+
+    time_tokens: torch.Tensor  # buffer (T, width): the fixed timesteps' time tokens
 
     def __init__(self, model: DCube, timesteps: tuple[int, ...] | None = None, upto: int | None = None,
                  last_layer: bool = False):

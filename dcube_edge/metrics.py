@@ -78,7 +78,7 @@ def collapse_warning(report: dict) -> str | None:
                 "(too few images or steps; try a larger --steps-classifier or more data)")
     missed = {c: r for c, r in report["per_class_recall"].items() if r is not None and r < 0.5}
     if missed and report["auc"] >= 0.85:
-        worst = min(missed, key=missed.get)
+        worst = min(missed, key=missed.__getitem__)
         return (f"warning: validation recall of {worst!r} is {missed[worst]:.2f} at AUC {report['auc']:.3f}: the model "
                 "ranks this class well but its argmax misses it: the engine decides at an operating point that export "
                 "chooses (metrics.json's validation_at_operating_point shows it on validation); confirm it on your "

@@ -6,6 +6,7 @@ malignant — irregular, spiculated hypoechoic lesion with posterior acoustic sh
 No real patient data is involved; the images only have to be learnable and look the part."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,31 +21,51 @@ def _smooth(a: np.ndarray, passes: int = 2) -> np.ndarray:
     return a
 
 
-def draw(kind: str, rng: np.random.Generator) -> dict:
+@dataclass(frozen=True)
+class Lesion:
+    """A lesion's centre and radii (fractions of the image) and its margin: ``edge`` is (lobes, depth, phase) of
+    the outline's ripple, a malignant one's followed by (depth, phase) of a finer three-lobe ripple."""
+    cy: float
+    cx: float
+    ry: float
+    rx: float
+    edge: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A phantom's random shape: the tissue layering's frequency and phase, and its lesion (none for normal)."""
+    freq: float
+    phase: float
+    lesion: Lesion | None = None
+
+
+def draw(kind: str, rng: np.random.Generator) -> Shape:
     """A phantom's random shape: tissue layering and, for a lesion, its centre, radii and margin."""
-    p = {"freq": rng.uniform(2, 4), "phase": rng.uniform(0, 1)}
-    if kind != "normal":
-        p.update(cy=rng.uniform(0.35, 0.6), cx=rng.uniform(0.3, 0.7), ry=rng.uniform(0.1, 0.16), rx=rng.uniform(0.14, 0.24))
-        if kind == "benign":
-            p["edge"] = (2, 0.05, rng.uniform(0, 6.28))
-        else:
-            p["spikes"] = rng.integers(5, 10)
-            p["edge"] = (p["spikes"], 0.25, rng.uniform(0, 6.28), 0.15, rng.uniform(0, 6.28))
-    return p
+    freq, phase = rng.uniform(2, 4), rng.uniform(0, 1)
+    if kind == "normal":
+        return Shape(freq, phase)
+    cy, cx, ry, rx = rng.uniform(0.35, 0.6), rng.uniform(0.3, 0.7), rng.uniform(0.1, 0.16), rng.uniform(0.14, 0.24)
+    if kind == "benign":
+        edge: tuple[float, ...] = (2, 0.05, rng.uniform(0, 6.28))
+    else:
+        spikes = int(rng.integers(5, 10))
+        edge = (spikes, 0.25, rng.uniform(0, 6.28), 0.15, rng.uniform(0, 6.28))
+    return Shape(freq, phase, Lesion(cy, cx, ry, rx, edge))
 
 
-def render(kind: str, size: int, p: dict, speckle: np.ndarray, visibility: float = 1.0) -> np.ndarray:
+def render(kind: str, size: int, p: Shape, speckle: np.ndarray, visibility: float = 1.0) -> np.ndarray:
     """One (size, size) uint8 image of shape ``p`` with ``speckle`` (Rayleigh-distributed, smoothed here);
     ``visibility`` in [0, 1] scales the lesion's cross-section (a probe sweeping through it: 0 shows none)."""
     y, x = np.mgrid[0:size, 0:size] / size
-    tissue = 0.45 + 0.12 * np.sin(2 * np.pi * (y * p["freq"] + p["phase"])) + 0.1 * y
+    tissue = 0.45 + 0.12 * np.sin(2 * np.pi * (y * p.freq + p.phase)) + 0.1 * y
     lesion = np.zeros_like(x)
     shadow = np.zeros_like(x)
-    if kind != "normal" and visibility > 0:
-        cy, cx, ry, rx = p["cy"], p["cx"], p["ry"] * visibility, p["rx"] * visibility
+    if p.lesion is not None and visibility > 0:
+        cy, cx, ry, rx = p.lesion.cy, p.lesion.cx, p.lesion.ry * visibility, p.lesion.rx * visibility
         theta = np.arctan2((y - cy) / ry, (x - cx) / rx)
         r = np.hypot((y - cy) / ry, (x - cx) / rx)
-        e = p["edge"]
+        e = p.lesion.edge
         edge = 1.0 + e[1] * np.sin(e[0] * theta + e[2]) + (e[3] * np.sin(3 * theta + e[4]) if len(e) > 3 else 0)
         lesion = 1 / (1 + np.exp(np.clip((r - edge) * (8 if kind == "malignant" else 14), -60, 60)))
         below = 1 / (1 + np.exp(-(y - cy - ry * 0.5) * 40))

@@ -18,7 +18,7 @@ def shown(path: str | Path) -> str:
     return escape(os.fsencode(str(path)).decode("utf-8", "backslashreplace"))
 
 
-def operating_point(m: dict) -> Iterator[Table]:
+def operating_point(m: dict) -> Iterator[RenderableType]:
     """`evaluate` at the engine's operating point: per class sensitivity, specificity, PPV, NPV (with intervals),
     then the summary figures."""
     op = m["operating_point"]
@@ -143,7 +143,7 @@ def prediction_counts(title: str, counts: dict[str, int], classes: list[str], er
     return table
 
 
-def serve_load(engine: Path, rows: list[dict], machine: dict) -> Iterator[Table]:
+def serve_load(engine: Path, rows: list[dict], machine: dict) -> Iterator[RenderableType]:
     table = Table(title=f"serve {Path(engine).name} under load on {machine['cpu_model']} ({machine['cpu_count']} cpus): "
                         "loopback C-STORE, receipt → result")
     for col in ("senders", "instances", "instances/s", "p50 ms", "p99 ms", "batch sizes formed (size: instances)"):

@@ -62,12 +62,13 @@ class BasicBlock(nn.Module):
         return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"bottleneck": Bottleneck, "basic": BasicBlock}
+ResidualBlock = type[Bottleneck] | type[BasicBlock]  # what a stage stacks; ``expansion``: its channels per width
+BLOCKS: dict[str, ResidualBlock] = {"bottleneck": Bottleneck, "basic": BasicBlock}
 
 
 class ResNet(nn.Module):
     def __init__(self, width: int = 64, layers: tuple[int, ...] = (3, 4, 6, 3), stem: str = "imagenet",
-                 block: type[nn.Module] = Bottleneck):
+                 block: ResidualBlock = Bottleneck):
         super().__init__()
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(1, width, 7, stride=2, padding=3, bias=False)
@@ -122,11 +123,12 @@ def guide_branch(cfg: Config) -> ResNet:
     return ResNet(*layout(dataclasses.replace(cfg, model="branch")))
 
 
-ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3)),
-         "branch": (Bottleneck, None)}  # D-Cube's own ResNet guide branch (the preset's width), alone
+ARCHS: dict[str, tuple[ResidualBlock, tuple[int, ...] | None]] = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "branch": (Bottleneck, None)}  # D-Cube's own ResNet guide branch (the preset's width), alone
 
 
-def layout(cfg: Config) -> tuple[int, tuple[int, ...], str, type[nn.Module]]:
+def layout(cfg: Config) -> tuple[int, tuple[int, ...], str, ResidualBlock]:
     """(width, blocks per stage, stem, block) of the network ``cfg.model`` names: a baseline or the guide branch."""
     if cfg.model not in ARCHS:
         raise UserError(f"unknown baseline {cfg.model!r}; choose one of {', '.join(ARCHS)}")

@@ -8,11 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
-US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 SCREENS = ("rgb", "jpeg")
 WIDTH, HEIGHT = 640, 480
 FRAME_TIME_MS = 40.0  # 25 frames/s
@@ -57,7 +59,7 @@ def screen(tissue: list[np.ndarray], frame: int, seed: int) -> np.ndarray:
     return rgb
 
 
-def _region(box: tuple[int, int, int, int], data_type: int, spatial: int):
+def _region(box: tuple[int, int, int, int], data_type: int, spatial: int) -> Dataset:
     from pydicom.dataset import Dataset
 
     item = Dataset()
@@ -83,11 +85,18 @@ def write_us(path: str | Path, frames: list[np.ndarray], boxes: list[tuple[int, 
     (native RGB, planar configuration 0) or "jpeg" (YBR_FULL_422, JPEG baseline, lossy)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        JPEGBaseline8Bit,
+        UltrasoundImageStorage,
+        UltrasoundMultiFrameImageStorage,
+        generate_uid,
+    )
 
     multi = len(frames) > 1
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = US_MULTIFRAME if multi else US_IMAGE, generate_uid()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage if multi else UltrasoundImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = JPEGBaseline8Bit if form == "jpeg" else ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta

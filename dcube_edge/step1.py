@@ -58,14 +58,20 @@ def lr_factor(cfg: Config, step: int) -> float:
     progress = max(0.0, (step - start) / max(1, cfg.steps_diffusion - start))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-def ema_model(trunk: UViT, decay: float) -> torch.optim.swa_utils.AveragedModel:
+class TrunkEMA(torch.optim.swa_utils.AveragedModel):
+    """The trunk's exponential moving average: ``module`` is its averaged copy of the trunk."""
+
+    module: UViT
+
+
+def ema_model(trunk: UViT, decay: float) -> TrunkEMA:
     """EMA of the trunk with the usual warmup: the decay is min(decay, (1 + n) / (10 + n)) at update n."""
 
-    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
         d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
         return averaged + (current - averaged) * (1.0 - d)
 
-    return torch.optim.swa_utils.AveragedModel(trunk, avg_fn=avg, use_buffers=True)
+    return TrunkEMA(trunk, avg_fn=avg, use_buffers=True)
 
 def resolve_amp(cfg: Config) -> str:
     if cfg.amp == "auto":
@@ -85,7 +91,9 @@ def train_diffusion(cfg: Config, images: np.ndarray, labels: np.ndarray, state_p
     ema = ema_model(trunk, cfg.ema_decay) if cfg.ema_decay > 0 else None
     peak = cfg.diffusion_lr or cfg.lr
     opt = torch.optim.AdamW(trunk.parameters(), lr=peak, weight_decay=0.01)  # fixed: every trunk measured used it
-    schedule, history, checks, step = Schedule(cfg), [], [], 0
+    schedule, step = Schedule(cfg), 0
+    history: list[dict] = []
+    checks: list[dict] = []
     snr_weight = min_snr_weights(schedule, cfg.min_snr_gamma).to(dev)
     amp = resolve_amp(cfg)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")

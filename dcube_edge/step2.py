@@ -99,8 +99,8 @@ def train_classifier(cfg: Config, model: DCube, x_train: np.ndarray, y_train: np
                 logits = model.head([layer[:, idx2].flatten(0, 1).to(dev) for layer in feats], x, t)
             plain, flipped = logits[: len(idx)], logits[len(idx):]
             loss = ce(plain, y_t[idx].to(dev)) + cfg.consistency_weight * (plain - flipped).pow(2).mean()
-            if model.head.guide_classifier is not None:
-                loss = loss + cfg.guide_loss_weight * ce(model.head.last_guide_logits[: len(idx)], y_t[idx].to(dev))
+            if (guide_logits := model.head.last_guide_logits) is not None:  # a guide classifier, in training
+                loss = loss + cfg.guide_loss_weight * ce(guide_logits[: len(idx)], y_t[idx].to(dev))
             optimizer_step(opt, loss, "classifier", epoch)
             total += loss.item() / steps
             report("classifier", epoch * steps + s + 1, epochs * steps, {"epoch": epoch + 1, "loss": total})

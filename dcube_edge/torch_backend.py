@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dcube_edge.errors import BackendUnavailable, UserError
+from dcube_edge.errors import BackendUnavailable, RunnerNotActive, UserError
 from dcube_edge.runtimes.base import Runner
 from dcube_edge.runtimes.manifest import MANIFEST, Manifest
 from dcube_edge.runtimes.preprocess import PreprocessSpec
@@ -39,6 +39,7 @@ class TorchRunner(Runner):
         if precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"the torch runner runs fp32, bf16 (autocast) or fp16 (CUDA), not {precision!r}")
         self.load, self.precision, self.device, self.threads, self.compile = load, precision, device, threads, compile
+        self.model: torch.nn.Module | None = None  # loaded by activate
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, threads: int | None = None, device: str | None = None,
@@ -84,7 +85,15 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(self.threads)
         model = self.load().to(self.device).eval()
-        self.model = torch.compile(model) if self.compile else model
+        if self.compile:
+            model.compile()  # torch.compile of the module's call, in place: still the module
+        self.model = model
+
+    def _model(self) -> torch.nn.Module:
+        """The model of an active runner (``activate`` loaded it; ``deactivate`` dropped it)."""
+        if self.model is None:
+            raise RunnerNotActive(f"{self.name} runner is not active: use it as a context manager or call activate()")
+        return self.model
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -95,10 +104,11 @@ class TorchRunner(Runner):
         names = [t.name for t in self.spec.outputs] if self.spec else ["logits"]
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         device_type = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        model = self._model()
         with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
             if len(names) == 1:
-                return {names[0]: predict_logits(self.model, x.astype(np.float32), batch=max(1, len(x)))}
-            outs = self.model(torch.from_numpy(x).to(self.device))
+                return {names[0]: predict_logits(model, x.astype(np.float32), batch=max(1, len(x)))}
+            outs = model(torch.from_numpy(x).to(self.device))
             return {n: o.float().cpu().numpy() for n, o in zip(names, outs)}
 
     def synchronize(self) -> None:

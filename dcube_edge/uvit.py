@@ -50,12 +50,16 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.skip_linear is not None:
+            if skip is None:
+                raise ValueError("an out-block fuses a long skip: pass the matching in-block's output")
             x = self.skip_linear(torch.cat([x, skip], dim=-1))
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
 class UViT(nn.Module):
+    skip_gain: torch.Tensor  # buffer (diffusion steps,), with cfg.input_skip: g(t) of the trunk's input skip
+
     def __init__(self, cfg: Config, num_classes: int):
         super().__init__()
         w, p = cfg.width, cfg.patch_size
@@ -103,7 +107,10 @@ class UViT(nn.Module):
         ``time`` passes precomputed time tokens (B, width) instead of ``t``. ``y`` adds the class
         embedding to every token; rows where ``drop`` is true get none (the unconditional trunk)."""
         patches = self.patch_embed(x).flatten(2).transpose(1, 2)
-        time = self.time_token(t) if time is None else time
+        if time is None:
+            if t is None:
+                raise ValueError("tokens need timesteps t or precomputed time tokens")
+            time = self.time_token(t)
         h = torch.cat([time[:, None], patches], dim=1) + self.pos_embed
         if y is not None:
             c = self.class_embed(y)

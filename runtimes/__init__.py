@@ -26,6 +26,8 @@ def make_runner(manifest: Manifest, threads: int | None = None, device: str | No
     """The engine's runner (not yet activated), from the backend registry; backends are imported lazily.
     ``profile`` builds it with per-op timing (``Runner.op_times``)."""
     runner_class = backends.get(manifest.backend).runner_class()
+    if not issubclass(runner_class, Runner):
+        raise TypeError(f"backend {manifest.backend!r} names {runner_class.__name__}, which is not a Runner")
     return runner_class.from_manifest(manifest, threads=threads, device=device, profile=profile)
 
 

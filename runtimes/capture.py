@@ -10,11 +10,25 @@ import contextlib
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+ShowWarning = Callable[[Warning | str, type[Warning], str, int, TextIO | None, str | None], None]
 
 _local = threading.local()
 _installed = threading.Lock()
-_state = {"done": False}
+
+
+class _State:
+    """Process-wide: whether the logger handlers are in, and the warning display the collector passes through to
+    in a thread that is not collecting (whatever was in place when it was installed)."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.shown: ShowWarning = warnings.showwarning
+
+
+_state = _State()
 LOGGERS = ("pydicom", "pylibjpeg", "openjpeg", "libjpeg", "PIL")
 
 
@@ -43,22 +57,23 @@ class _Collector(logging.Handler):
                 pass
 
 
-def _showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+def _showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
     """Python's warning display, with a collecting thread's warnings kept instead of shown."""
     if not _note(str(message)):
-        _state["shown"](message, category, filename, lineno, file, line)
+        _state.shown(message, category, filename, lineno, file, line)
 
 
 def _install() -> None:
     """The logger handlers once; the warning display whenever someone (a test runner's ``catch_warnings``) has put
     another in its place."""
     with _installed:
-        if not _state["done"]:
+        if not _state.done:
             for name in LOGGERS:
                 logging.getLogger(name).addHandler(_Collector())
-            _state["done"] = True
+            _state.done = True
         if warnings.showwarning is not _showwarning:
-            _state["shown"] = warnings.showwarning
+            _state.shown = warnings.showwarning
             warnings.showwarning = _showwarning
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 from abc import ABC, abstractmethod
+from typing import Protocol, SupportsInt
 
 import numpy as np
 
@@ -46,15 +47,20 @@ class CudaPython(DeviceMemory):
         self.rt = cudart
         self._pinned: list[int] = []
 
-    def _check(self, result: tuple) -> object:
-        err, *rest = result if isinstance(result, tuple) else (result,)
+    def _check(self, result: tuple[SupportsInt, ...] | SupportsInt) -> None:
+        """Raise on a call's error code: cuda-python returns ``(cudaError_t, *values)``."""
+        err = result[0] if isinstance(result, tuple) else result
         if int(err) != 0:
             _, msg = self.rt.cudaGetErrorString(err)
             raise RuntimeError(f"CUDA error {int(err)}: {msg.decode() if isinstance(msg, bytes) else msg}")
-        return rest[0] if len(rest) == 1 else rest
+
+    def _value(self, result: tuple[SupportsInt, SupportsInt]) -> int:
+        """The one value a call returns (a stream handle, a pointer) as an integer, its error code checked."""
+        self._check(result)
+        return int(result[1])
 
     def stream(self) -> int:
-        return int(self._check(self.rt.cudaStreamCreate()))
+        return self._value(self.rt.cudaStreamCreate())
 
     def sync(self, stream: int) -> None:
         self._check(self.rt.cudaStreamSynchronize(stream))
@@ -63,7 +69,7 @@ class CudaPython(DeviceMemory):
         self._check(self.rt.cudaStreamDestroy(stream))
 
     def malloc(self, nbytes: int) -> int:
-        return int(self._check(self.rt.cudaMalloc(max(1, nbytes))))
+        return self._value(self.rt.cudaMalloc(max(1, nbytes)))
 
     def free(self, ptr: int) -> None:
         self._check(self.rt.cudaFree(ptr))
@@ -71,10 +77,10 @@ class CudaPython(DeviceMemory):
     def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
-        ptr = int(self._check(self.rt.cudaMallocHost(nbytes)))
+        ptr = self._value(self.rt.cudaMallocHost(nbytes))
         self._pinned.append(ptr)
         buf = (ctypes.c_byte * nbytes).from_address(ptr)
-        return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        return np.frombuffer(memoryview(buf), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
     def free_pinned(self) -> None:
         while self._pinned:
@@ -89,6 +95,17 @@ class CudaPython(DeviceMemory):
                                             self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
 
 
+class _Stream(Protocol):
+    handle: int
+
+    def synchronize(self) -> None: ...
+
+
+class _Allocation(Protocol):
+    def __int__(self) -> int: ...
+    def free(self) -> None: ...
+
+
 class PyCuda(DeviceMemory):
     name = "pycuda"
 
@@ -99,35 +116,37 @@ class PyCuda(DeviceMemory):
         except ImportError:
             raise BackendUnavailable("pycuda is not installed: pip install pycuda") from None
         self.drv = drv
-        self._live: dict[int, object] = {}
+        self._streams: dict[int, _Stream] = {}  # pycuda's objects by the integer the interface hands out
+        self._allocations: dict[int, _Allocation] = {}
 
     def stream(self) -> int:
-        s = self.drv.Stream()
-        self._live[s.handle] = s
+        s: _Stream = self.drv.Stream()
+        self._streams[int(s.handle)] = s
         return int(s.handle)
 
     def sync(self, stream: int) -> None:
-        self._live[stream].synchronize()
+        self._streams[stream].synchronize()
 
     def destroy_stream(self, stream: int) -> None:
-        self._live.pop(stream, None)
+        self._streams.pop(stream, None)
 
     def malloc(self, nbytes: int) -> int:
-        mem = self.drv.mem_alloc(max(1, nbytes))
-        self._live[int(mem)] = mem
+        mem: _Allocation = self.drv.mem_alloc(max(1, nbytes))
+        self._allocations[int(mem)] = mem
         return int(mem)
 
     def free(self, ptr: int) -> None:
-        self._live.pop(ptr).free()
+        self._allocations.pop(ptr).free()
 
     def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        return self.drv.pagelocked_empty(shape, dtype)
+        buffer: np.ndarray = self.drv.pagelocked_empty(shape, dtype)
+        return buffer
 
     def htod(self, dst: int, src: np.ndarray, stream: int) -> None:
-        self.drv.memcpy_htod_async(dst, src, self._live[stream])
+        self.drv.memcpy_htod_async(dst, src, self._streams[stream])
 
     def dtoh(self, dst: np.ndarray, src: int, stream: int) -> None:
-        self.drv.memcpy_dtoh_async(dst, src, self._live[stream])
+        self.drv.memcpy_dtoh_async(dst, src, self._streams[stream])
 
 
 def device_memory(prefer: str | None = None) -> DeviceMemory:

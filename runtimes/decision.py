@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -27,6 +27,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(z)
     probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
     return probs
+
+
+class _Explanation(TypedDict):
+    rule: str  # the rule, described for a reader
+    compared: dict[str, float]  # the probabilities the rule compared, by class
+    explanation: str  # one sentence: why this class was called
+
+
+class Explanation(_Explanation, total=False):
+    """One decision explained (:meth:`Decision.explain`), as results and reports carry it."""
+    threshold: float  # a threshold rule's threshold
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class Decision:
             return softmax(np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)) + np.asarray(self.bias))
         return np.asarray(probs, np.float64)
 
-    def explain(self, probs: dict[str, float]) -> dict:
+    def explain(self, probs: dict[str, float]) -> Explanation:
         """One decision explained for a reader: the rule, the probabilities it compared (beside the calibrated
         ones the result also shows) and a sentence saying why this class was called. The decision is the one
         :meth:`decide` makes on these probabilities."""

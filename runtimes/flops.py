@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import onnx
@@ -20,13 +21,37 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def count_batches(path: str | Path, batches: list[int]) -> dict[int, dict]:
+def _macs_per_output(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """Multiply-adds per output element of a MatMul, Gemm or Conv: the reduced dimension, or a Conv's kernel
+    volume times its input channels per group; None where shape inference left an operand's shape unknown."""
+    a = shapes.get(node.input[0])
+    if a is None:
+        return None
+    if node.op_type == "Conv":
+        w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        return None if w is None else int(np.prod(w[1:]))
+    if node.op_type == "Gemm":
+        trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
+        return a[0] if trans_a else a[1]
+    return a[-1]
+
+
+class FlopCount(TypedDict):
+    """FLOPs of a graph at one batch: in all, by op type (GFLOP), and how many counted ops lacked a shape."""
+    batch: int
+    gflops: float
+    by_op_gflops: dict[str, float]
+    nodes_without_shapes: int
+    counted: str  # what was counted
+
+
+def count_batches(path: str | Path, batches: list[int]) -> dict[int, FlopCount]:
     """:func:`count` for several batch sizes, reading the file once."""
     model = onnx.load(str(path))
     return {b: count(model, b) for b in batches}
 
 
-def count(path: str | Path | onnx.ModelProto, batch: int = 1) -> dict:
+def count(path: str | Path | onnx.ModelProto, batch: int = 1) -> FlopCount:
     model = onnx.ModelProto()
     model.CopyFrom(path if isinstance(path, onnx.ModelProto) else onnx.load(str(path)))
     for v in [*model.graph.input, *model.graph.output]:
@@ -39,19 +64,11 @@ def count(path: str | Path | onnx.ModelProto, batch: int = 1) -> dict:
     for node in model.graph.node:
         if node.op_type not in by_op:
             continue
-        a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
-        w = shapes.get(node.input[1]) if len(node.input) > 1 else None
-        if a is None or out is None or (node.op_type == "Conv" and w is None):
+        out, k = shapes.get(node.output[0]), _macs_per_output(node, shapes)
+        if out is None or k is None:
             unknown += 1
             continue
-        if node.op_type == "Conv":
-            flops = 2 * int(np.prod(out)) * int(np.prod(w[1:]))
-        elif node.op_type == "Gemm":
-            trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
-            k = a[0] if trans_a else a[1]
-            flops = 2 * int(np.prod(out)) * k
-        else:
-            flops = 2 * int(np.prod(out)) * a[-1]
+        flops = 2 * int(np.prod(out)) * k
         by_op[node.op_type] += flops
         total += flops
     return {"batch": batch, "gflops": total / 1e9, "by_op_gflops": {k: v / 1e9 for k, v in by_op.items()},

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dcube_edge.errors import BackendUnavailable
+from dcube_edge.errors import BackendUnavailable, RunnerNotActive
 
 from .base import Runner
 from .spec import GraphSpec
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
+    from .manifest import Manifest
 
 
 class OnnxRuntimeRunner(Runner):
@@ -18,10 +24,11 @@ class OnnxRuntimeRunner(Runner):
                  profile: bool = False, spec: GraphSpec | None = None):
         super().__init__(spec)
         self.model, self.threads, self.providers, self.profile = Path(model), threads, providers, profile
-        self.session = None
+        self.session: InferenceSession | None = None
 
     @classmethod
-    def from_manifest(cls, manifest, threads=None, device=None, profile=False) -> OnnxRuntimeRunner:
+    def from_manifest(cls, manifest: Manifest, threads: int | None = None, device: str | None = None,
+                      profile: bool = False) -> OnnxRuntimeRunner:
         providers = ["CPUExecutionProvider"] if device == "cpu" else None
         return cls(manifest.model_file, threads=threads, providers=providers, profile=profile, spec=manifest.spec)
 
@@ -44,15 +51,21 @@ class OnnxRuntimeRunner(Runner):
         self.session = ort.InferenceSession(str(self.model), sess_options=opts, providers=providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
+    def _session(self) -> InferenceSession:
+        """The session of an active runner (``activate`` made it; ``deactivate`` dropped it)."""
+        if self.session is None:
+            raise RunnerNotActive(f"{self.name} runner is not active: use it as a context manager or call activate()")
+        return self.session
+
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+        return dict(zip(self.output_names, self._session().run(self.output_names, feed)))
 
     def op_times(self) -> list[tuple[str, float, str]]:
         """Node kernel times of every inference since activation, from ONNX Runtime's profiler (ends it)."""
         import json
         import shutil
 
-        path = Path(self.session.end_profiling())
+        path = Path(self._session().end_profiling())
         events = json.loads(path.read_text())
         shutil.rmtree(path.parent, ignore_errors=True)
         return [(e["args"]["op_name"], e["dur"] / 1e3, e["args"].get("provider", ""))

@@ -5,6 +5,7 @@ ONNX Runtime's profiler records every call since the session started and is read
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TypedDict
 
 import numpy as np
 
@@ -12,8 +13,29 @@ from . import make_runner
 from .manifest import Manifest
 
 
+class OpRow(TypedDict):
+    """One op type's time: the median call's milliseconds, the fastest call's, its share of the total."""
+    op_type: str
+    ms: float
+    min_ms: float
+    share: float
+    ops_per_call: float
+    kernels: list[str]  # the first few kernels that ran it
+
+
+class OpProfile(TypedDict):
+    engine: str
+    backend: str
+    precision: str
+    batch: int
+    iterations: int
+    statistic: str
+    op_total_ms: float
+    ops: list[OpRow]  # slowest first
+
+
 def op_profile(manifest: Manifest, batch: int = 1, iterations: int = 20, warmup: int = 3,
-               threads: int | None = None) -> dict:
+               threads: int | None = None) -> OpProfile:
     """Per op type: the median over calls of its milliseconds per call (one disturbed call on a shared
     host moves a mean, not a median), the fastest call's, its share, and the kernels that ran it."""
     size = manifest.preprocess.size
@@ -33,7 +55,7 @@ def op_profile(manifest: Manifest, batch: int = 1, iterations: int = 20, warmup:
             calls = [times[i:i + per] for i in range(len(times) - per * iterations, len(times), per)]
     per_call: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(calls))
     counts: dict[str, int] = defaultdict(int)
-    kernels: dict[str, set] = defaultdict(set)
+    kernels: dict[str, set[str]] = defaultdict(set)
     for i, call in enumerate(calls):
         for op, ms, kernel in call:
             per_call[op][i] += ms
@@ -42,9 +64,10 @@ def op_profile(manifest: Manifest, batch: int = 1, iterations: int = 20, warmup:
                 kernels[op].add(kernel)
     medians = {op: float(np.median(v)) for op, v in per_call.items()}
     total = sum(medians.values()) or 1.0
-    ops = sorted(({"op_type": op, "ms": medians[op], "min_ms": min(per_call[op]), "share": medians[op] / total,
-                   "ops_per_call": round(counts[op] / len(calls), 2), "kernels": sorted(kernels[op])[:4]}
-                  for op in per_call), key=lambda r: -r["ms"])
+    ops: list[OpRow] = [{"op_type": op, "ms": medians[op], "min_ms": min(per_call[op]),
+                         "share": medians[op] / total, "ops_per_call": round(counts[op] / len(calls), 2),
+                         "kernels": sorted(kernels[op])[:4]}
+                        for op in sorted(per_call, key=lambda op: -medians[op])]
     return {"engine": str(manifest.dir), "backend": manifest.backend, "precision": manifest.precision,
             "batch": batch, "iterations": len(calls), "statistic": "median per call", "op_total_ms": total,
             "ops": ops}

@@ -3,6 +3,7 @@ gives up for that speed (its AUC and top-1 agreement with fp32 PyTorch, from its
 figures computed across rows of one run (images/s, speedups, fractions of the GEMM peaks)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def engine_rows(engine: Path, batch_sizes: tuple[int, ...], iterations: int, war
             if b > manifest.max_batch:
                 continue
             feed = {manifest.input_name: inputs(b, size)}
-            stats = time_fn(lambda feed=feed: runner.infer(feed), iterations, warmup)
+            stats = time_fn(functools.partial(runner.infer, feed), iterations, warmup)
             rows.append({"engine": str(engine), "backend": manifest.backend, "precision": manifest.precision,
                          "batch": b, "engine_mb": round(engine_mb, 2), "gflops": gflops.get(b),
                          "truncated_after_layer": record.graph.truncated_after_layer,

@@ -27,7 +27,7 @@ Log = Callable[[str], None]
 
 
 
-def check(engines: list[Path], opts: BenchOptions, torch_run: Path | None) -> None:
+def check(engines: list[Path], opts: BenchOptions, torch_run: Run | None) -> None:
     """Refuse, before any timing, what would give an empty or meaningless table."""
     if min(opts.batch_sizes) < 1 or opts.iterations < 1 or opts.warmup < 0:
         raise UserError("batch sizes and --iterations must be at least 1, --warmup at least 0")
@@ -68,38 +68,34 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
     """Every engine (and, with ``matrix_run``, every backend × precision built from it) and the run's PyTorch
     rows, timed in this process; speedups and peak fractions computed within the run. A run is read once here
     and handed down as a :class:`~dcube_edge.rundir.Run`."""
-    if torch_run is not None or matrix_run is not None:  # torch only where a run is timed
-        from dcube_edge.rundir import Run  # noqa: F811
-
-        torch_run = Run.load(torch_run) if torch_run is not None else None
-        matrix_run = Run.load(matrix_run) if matrix_run is not None else None
+    reference, matrix = _load_runs(torch_run, matrix_run)
     started = time.time()
     skipped: list[str] = []
     engines = list(engines)
     for e in engines if trusted_keys else ():
         runtimes.read(e, trusted_keys=trusted_keys)
-    check(engines, opts, torch_run or matrix_run)
+    check(engines, opts, reference or matrix)
     batch_sizes, iterations, warmup, threads = opts.batch_sizes, opts.iterations, opts.warmup, opts.threads
-    if matrix_run is not None:
-        root = matrix_run.path / "engines"
+    if matrix is not None:
+        root = matrix.path / "engines"
         for backend, precision in matrix_pairs():
             reason = available(backend, precision)
             if reason:
                 skipped.append(f"{backend}/{precision}: {reason}")
                 continue
-            engines.append(build_or_reuse(matrix_run, root / f"{backend}-{precision}", log, backend=backend,
+            engines.append(build_or_reuse(matrix, root / f"{backend}-{precision}", log, backend=backend,
                                           precision=precision, calibration=opts.calibration,
                                           max_batch=max(max(batch_sizes), 8)))
-        torch_run = torch_run or matrix_run
+        reference = reference or matrix
     rounds = max(1, min(3, iterations // 5))  # a quick bench (tests) samples each peak once
     log("measuring GEMM peaks")
     peak = gemm_peaks(threads, rounds)
 
     def timed_rows(again: str = "") -> list[dict]:
         rows = []
-        if torch_run is not None:
-            log(f"timing PyTorch rows of {torch_run.path}{again}")
-            rows += torch_rows(torch_run, batch_sizes, iterations, warmup, threads, opts.compile, opts.device)
+        if reference is not None:
+            log(f"timing PyTorch rows of {reference.path}{again}")
+            rows += torch_rows(reference, batch_sizes, iterations, warmup, threads, opts.compile, opts.device)
         for e in engines:
             log(f"timing {e}{again}")
             rows += engine_rows(e, batch_sizes, iterations, warmup, threads)
@@ -110,13 +106,13 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
         keep_faster(rows, timed_rows(" again"))
         peak = merge_peaks(peak, gemm_peaks(threads, rounds))
     finish_rows(rows, peak)
-    result = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "options": asdict(opts),
-              "threads": threads, "iterations": iterations, "warmup": warmup,
-              "gemm_peaks": peak, "results": rows, "skipped": skipped}
-    if matrix_run or torch_run:
-        result["model"] = model_summary(matrix_run or torch_run, rows)
-    if opts.figures and (matrix_run or torch_run):
-        run = matrix_run or torch_run
+    result: dict[str, object] = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
+                                 "options": asdict(opts), "threads": threads, "iterations": iterations,
+                                 "warmup": warmup, "gemm_peaks": peak, "results": rows, "skipped": skipped}
+    run = matrix or reference
+    if run is not None:
+        result["model"] = model_summary(run, rows)
+    if opts.figures and run is not None:
         root = run.path / "engines"
         result["truncation"] = truncation_figure(run, root, 1, iterations, warmup, threads, log)
         result["timestep_batching"] = timestep_figure(run, root, 1, iterations, warmup, threads, log)
@@ -125,6 +121,16 @@ def run_bench(engines: list[Path], opts: BenchOptions, torch_run: Path | None = 
     result["peak_rss_mb"] = peak_rss_mb()
     result["seconds"] = round(time.time() - started, 1)
     return result
+
+
+def _load_runs(torch_run: Path | None, matrix_run: Path | None) -> tuple[Run | None, Run | None]:
+    """The runs a bench times (``--torch``, ``--matrix``), each read once; torch is imported only where one is."""
+    if torch_run is None and matrix_run is None:
+        return None, None
+    from dcube_edge.rundir import Run  # noqa: F811
+
+    return (Run.load(torch_run) if torch_run is not None else None,
+            Run.load(matrix_run) if matrix_run is not None else None)
 
 
 def add_figures(result: dict, batch: int, iterations: int, threads: int | None, log: Log,

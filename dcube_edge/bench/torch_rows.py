@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from dcube_edge.runtimes import isa
 from dcube_edge.runtimes.timing import time_fn
 
 from .rows import inputs
 
 if TYPE_CHECKING:
+    import torch
+
     from dcube_edge.rundir import Run  # torch: only for type checkers here
 
 
@@ -23,23 +27,23 @@ def torch_rows(run: Run, batch_sizes: tuple[int, ...], iterations: int, warmup: 
     from dcube_edge.torch_backend import TorchRunner
 
     cfg = run.config
-    variants = [("torch-eager", "fp32", {})]
+    variants = [("torch-eager", "fp32", False)]  # (row's backend, precision, compiled)
     if device == "cpu" and isa.has_bf16():
-        variants.append(("torch-autocast", "bf16", {}))
+        variants.append(("torch-autocast", "bf16", False))
     if device == "cuda":
-        variants.append(("torch-autocast", "fp16", {}))
+        variants.append(("torch-autocast", "fp16", False))
     if compile:
-        variants += [("torch-compile", precision, {"compile": True}) for _, precision, _ in variants]
-    rows = []
-    for backend, precision, extra in variants:
+        variants += [("torch-compile", precision, True) for _, precision, _ in variants]
+    rows: list[dict] = []
+    for backend, precision, compiled in variants:
         runner, _ = TorchRunner.from_run(run, precision=precision, device=device, threads=threads,
-                                         max_batch=max(batch_sizes), **extra)
+                                         max_batch=max(batch_sizes), compile=compiled)
         try:
             with runner:
                 for b in batch_sizes:
                     feed = {"images": inputs(b, cfg.image_size)}
 
-                    def call(feed: dict = feed, runner: TorchRunner = runner) -> None:
+                    def call(feed: dict[str, np.ndarray] = feed, runner: TorchRunner = runner) -> None:
                         runner.infer(feed)
                         runner.synchronize()
 
@@ -59,17 +63,17 @@ def torch_rows(run: Run, batch_sizes: tuple[int, ...], iterations: int, warmup: 
             with torch.inference_mode():
                 replay = cuda_graph(model, x)
 
-                def call(replay: Callable = replay) -> None:
+                def replayed(replay: Callable[[], object] = replay) -> None:
                     replay()
                     torch.cuda.synchronize()
 
                 rows.append({"engine": str(run.path), "backend": "torch-cudagraph", "precision": "fp32", "batch": b,
-                                 "reference": True,
-                             "timesteps": len(cfg.timesteps), **time_fn(call, iterations, warmup)})
+                             "reference": True,
+                             "timesteps": len(cfg.timesteps), **time_fn(replayed, iterations, warmup)})
     return rows
 
 
-def cuda_graph(model, x) -> Callable[[], object]:
+def cuda_graph(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
     """Capture one forward pass at this batch shape as a CUDA graph; the returned call replays it."""
     import torch
 

@@ -92,6 +92,12 @@ def writable(path: Path | None, option: str = "--json") -> None:
         fail(f"{option} {path}: cannot write in {parent} ({e.strerror or e})")
 
 
+def typed_options(ctx: typer.Context) -> set[str]:
+    """The parameters of a command the user gave on the command line (not defaults or environment variables)."""
+    return {name for name in ctx.params
+            if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"}
+
+
 def show_metrics(title: str, metrics: dict, json_out: Path | None = None) -> None:
     from dcube_edge import report
 

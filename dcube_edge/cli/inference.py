@@ -42,7 +42,10 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
     if nested:
         err.print(f"[yellow]note:[/] {len(nested)} sub-folder(s) not entered (pass --recursive to include them)")
     clf = runtimes.load(engine, threads=threads, trusted_keys=trusted_key)
-    rows, failed, labels, noted = [], [], Counter(), []
+    rows: list[runtimes.Prediction] = []
+    noted: list[runtimes.Prediction] = []
+    failed: list[tuple[str, str]] = []  # (path, why)
+    labels: Counter[str] = Counter()
     head = {"engine": str(engine), "backend": clf.manifest.backend, "precision": clf.manifest.precision,
             "effective_precision": clf.manifest.record.precision.effective(), "classes": clf.classes,
             "operating_point": clf.decision.describe(), "temperature": clf.decision.temperature,
@@ -57,7 +60,10 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
         passed_over = [runtimes.Prediction(str(path), error=f"skipped: {why}") for path, why in skipped]
         for p in [*passed_over, *clf.classify(files, batch_size=batch_size, workers=workers, max_frames=max_frames)]:
             add({**p.to_dict(), "decision": None if p.error else clf.decision.explain(p.probs)})
-            (failed.append(p) if p.error else labels.update([p.label]))
+            if p.error:
+                failed.append((p.path, p.error))
+            elif p.label is not None:
+                labels[p.label] += 1
             noted += [p] if p.notes or (STATE["debug"] and p.warnings) else []
             if total <= TABLE_ROWS and not to_stdout(json_out):
                 rows.append(p)
@@ -69,8 +75,8 @@ def classify(engine: Annotated[Path, typer.Argument(help="Engine directory from 
             out.print(report.predictions(title, rows, clf.classes, clf.decision))
         else:
             out.print(report.prediction_counts(f"{title}: {total} files", labels, clf.classes, len(failed)))
-            for p in failed[:10]:
-                err.print(f"[red]{shown(p.path)}: {escape(p.error)}[/]")
+            for path, why in failed[:10]:
+                err.print(f"[red]{shown(path)}: {escape(why)}[/]")
         for p in noted[:10]:
             for line in p.notes + (p.warnings if STATE["debug"] else []):
                 err.print(f"[yellow]note:[/] {shown(p.path)}: {escape(line)}", soft_wrap=True)

@@ -17,6 +17,7 @@ from .common import (
     out,
     resumable_progress,
     show_metrics,
+    typed_options,
     writable,
 )
 
@@ -94,7 +95,7 @@ def train(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Dataset
                      synthetic=str(synthetic) if synthetic else None, amp=amp, grad_accum=grad_accum, layer_choice=layers,
                      random_t=random_t, contrastive_weight=contrastive_weight, min_snr_gamma=min_snr_gamma,
                      diffusion_lr=diffusion_lr, input_skip=input_skip)
-    given = {f for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE" for f in fields_of(name)}
+    given = {f for name in typed_options(ctx) for f in fields_of(name)}
     with resumable_progress("train", data, out_dir) as (report, log):
         metrics = run(data, out_dir, cfg, resume, given, report, log)
     if metrics is None:
@@ -126,7 +127,7 @@ def baseline(ctx: typer.Context, data: Annotated[Path, typer.Argument(help="Data
     cfg = Config.from_preset(preset, model=model, steps_classifier=steps, epochs_classifier=epochs, seed=seed,
                              class_weights=class_weights)
     fields = {"steps": "steps_classifier", "epochs": "epochs_classifier"}
-    given = {fields.get(name, name) for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    given = {fields.get(name, name) for name in typed_options(ctx)}
     cfg, finished = continuing(out_dir, cfg, resume, given)
     if finished:
         out.print(f"{out_dir} is already finished with these settings; nothing changed "

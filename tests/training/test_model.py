@@ -170,3 +170,14 @@ def test_a_collapsed_model_is_reported():
     absent = classification_report(np.array([0, 1, 0]), np.eye(3)[[0, 1, 0]], ["a", "b", "c"])
     assert absent["auc"] != absent["auc"] and "class c" in absent["undefined"]["auc"]  # NaN, with the reason
     assert absent["per_class_recall"]["c"] is None
+
+
+def test_out_block_without_its_skip_and_tokens_without_time_are_refused():
+    from dcube_edge.uvit import Block
+
+    x = torch.zeros(1, 5, 16)
+    with pytest.raises(ValueError, match="long skip"):
+        Block(16, 2, 2, skip=True)(x)
+    assert Block(16, 2, 2, skip=True)(x, x).shape == x.shape
+    with pytest.raises(ValueError, match="timesteps t or precomputed time tokens"):
+        UViT(tiny(), 3).tokens(torch.zeros(1, 1, 32, 32), None)
