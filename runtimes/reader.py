@@ -51,6 +51,7 @@ class Source:
     multiframe: bool = False
     regions: Regions = field(default_factory=Regions)
     warnings: list[str] = field(default_factory=list)
+    colour: bool = False  # its pixels are colour (RGB, YBR, palette), turned grey by the colour rule
     _frames: object = None  # () -> Iterator[np.ndarray]: the frames as decoded, one at a time
     _gray: object = None  # (a frame or a crop of it, as decoded) -> float32 grey in [0, 1]; None: already grey
 
@@ -100,8 +101,8 @@ def open_source(path: str | Path, colour: str = COLOUR, regions: str = TISSUE, m
                 return _dicom_source(path, colour, regions, max_frames, said)
             from .pictures import read_picture
 
-            picture = read_picture(path, colour)
-            return Source(path, warnings=said, _frames=lambda: iter([picture]))
+            picture, in_colour = read_picture(path, colour)
+            return Source(path, warnings=said, colour=in_colour, _frames=lambda: iter([picture]))
         except ImageError as e:
             raise ImageError(with_notes(str(e), said)) from None
 
@@ -111,7 +112,8 @@ def _dicom_source(path: Path, colour: str, regions: str, max_frames: int, said: 
 
     image = open_dicom(path, max_frames)
     found = tissue_regions(image.ds, image.rows, image.cols, regions)
-    return Source(path, image.number_of_frames, image.multiframe, found, said, _frames=image.stored_frames,
+    return Source(path, image.number_of_frames, image.multiframe, found, said, image.samples > 1 or
+                  image.photometric == "PALETTE COLOR", _frames=image.stored_frames,
                   _gray=lambda stored: image.to_gray(stored, colour))
 
 
