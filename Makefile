@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= demo
 USE    ?= Demonstration on generated phantoms only; not for any clinical use.
 
-.PHONY: install demo test test-isa bench results lint clean
+.PHONY: install demo test test-isa bench bench-console screenshots results lint clean
 
 install: $(VENV)/.installed
 
@@ -72,6 +72,16 @@ bench: install
 	  --iterations 30 --warmup 5 --compile --vs-benchmark-app --json benchmarks/$$tag/small.json --csv benchmarks/$$tag/small.csv \
 	  --plot benchmarks/$$tag/small.png
 	$(BIN)/python -c "from pathlib import Path; from dcube_edge.bench import write_report as w; w(Path('benchmarks'))" > /dev/null
+
+# The console's page benchmark (docs/benchmarks.md) on a random-weight tiny engine, and its screenshots
+# (docs/serve.md) from generated phantoms, through Debian's Chromium.
+bench-console: install
+	test -d $(BENCH)/console-engine || { $(BIN)/dcube-edge init $(BENCH)/console-run --preset tiny && \
+	  $(BIN)/dcube-edge export $(BENCH)/console-run --out $(BENCH)/console-engine; }
+	$(BIN)/python -m dcube_edge.bench.ui_pages $(BENCH)/console-engine --rows 10000 --repeats 30
+
+screenshots: install
+	$(BIN)/python -m research.console_screenshots docs/figures
 
 # docs/results.md: trains every row of research/ablation.py's plan not yet trained (hours on 2 CPU
 # cores; interrupt and rerun to resume), then renders the tables from whatever is trained.

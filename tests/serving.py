@@ -163,19 +163,22 @@ def send(port: int, files: list[Path], ae_title: str = "SCANNER") -> list[int | 
 
 
 class Pacs:
-    """A storage SCP standing in for the PACS: keeps every dataset it is sent."""
+    """A storage SCP standing in for the PACS: keeps every dataset it is sent that it answers with success
+    (``status``, which a test may change: a PACS that refuses, then accepts once its fault is fixed)."""
 
     def __init__(self, port: int, status: int = 0x0000, title: str = "PACS"):
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import ComprehensiveSRStorage
 
         self.received: list = []
+        self.status = status
         ae = AE(ae_title=title)
         ae.add_supported_context(ComprehensiveSRStorage)
 
         def keep(event):
-            self.received.append(event.dataset)
-            return status  # 0x0000 keeps it; a PACS that refuses every SR answers a failure status
+            if self.status == 0x0000:
+                self.received.append(event.dataset)
+            return self.status  # 0x0000 keeps it; a PACS that refuses every SR answers a failure status
 
         self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)])
 

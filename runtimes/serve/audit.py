@@ -9,6 +9,11 @@ RFC 5426). What each event is, in the standard's terms (PS3.15 A.5.3); HTTP outc
 | association accepted | Begin Transferring DICOM Instances (110102) | 0 |
 | association refused (calling or called AE title), TLS handshake refused | Security Alert (110113), Node Authentication | 4 |
 | HTTP request without the bearer token or with a wrong one | User Authentication (110114), Login | 4 |
+| console login (right or wrong token) / logout | User Authentication (110114), Login / Logout | 0 or 4 / 0 |
+| console: results searched | Query (110112), execute | 0/4/8 |
+| console: an instance, its thumbnail, the dead letters shown | DICOM Instances Accessed (110103), read | 0/4/8 |
+| console page view without patient data (overview, engine) | DICOM Instances Accessed (110103), read, no instance | 0/4/8 |
+| console retry of dead deliveries: the result SRs re-queued | DICOM Instances Accessed (110103), update | 0 |
 | instance received / refused | DICOM Instances Transferred (110104), create | 0 / 4 |
 | result produced (recorded before it is committed) | DICOM Instances Accessed (110103), create; engine sha256 | 0 |
 | result read over HTTP (`/v1/results`, WADO-RS): SOP class and instances read | DICOM Instances Accessed (110103), read | 0/4/8 |
@@ -37,7 +42,7 @@ EVENTS = {  # event name → (EventID code, meaning)
     "query": ("110112", "Query"), "security": ("110113", "Security Alert"),
     "authentication": ("110114", "User Authentication")}
 TYPES = {"start": ("110120", "Application Start"), "stop": ("110121", "Application Stop"),
-         "login": ("110122", "Login"), "node-auth": ("110126", "Node Authentication")}
+         "login": ("110122", "Login"), "logout": ("110123", "Logout"), "node-auth": ("110126", "Node Authentication")}
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR: the results
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # what a QIDO-RS search is the web form of (PS3.18 10.6)
 ROLES = {"application": ("110150", "Application"), "destination": ("110152", "Destination Role ID"),
@@ -100,10 +105,21 @@ class AuditTrail:
         self.emit("query", "E", outcome, [participant(caller, caller, "source", requestor=True), self.me("destination")],
                   objects=[query_object(STUDY_ROOT_FIND, request)], description=description)
 
-    def authentication(self, caller: str, why: str) -> None:
-        """An HTTP request refused for its bearer token (PS3.15 A.5.3.12 User Authentication: Login, failed)."""
-        self.emit("authentication", "E", "minor", [participant(caller, caller, None, requestor=True),
-                                                   self.me("destination")], type_="login", description=why)
+    def authentication(self, caller: str, why: str, outcome: str = "minor", type_: str = "login") -> None:
+        """An HTTP request refused for its bearer token (PS3.15 A.5.3.12 User Authentication: Login, failed); the
+        console's logins (success or not) and logouts."""
+        self.emit("authentication", "E", outcome, [participant(caller, caller, None, requestor=True),
+                                                   self.me("destination")], type_=type_, description=why)
+
+    def updated(self, caller: str, what: str, objects: list[tuple[str, str, str]], outcome: str = "success") -> None:
+        """Results whose handling an operator changed (the console's retry of dead deliveries): ``objects`` as
+        (study, SOP class, SOP instance) of the result SRs concerned."""
+        studies: dict[str, list[tuple[str, str]]] = {}
+        for study, sop_class, uid in objects:
+            studies.setdefault(study, []).append((sop_class, uid))
+        self.emit("accessed", "U", outcome, [participant(caller, caller, "source", requestor=True),
+                                             self.me("destination")],
+                  objects=[study_object(study, instances) for study, instances in studies.items()], description=what)
 
     def used(self, caller: str, patient: str, study: str, sop_class: str, uid: str, outcome: str, what: str) -> None:
         """An instance sent to ``/v1/classify``: read to classify it, not stored."""

@@ -6,6 +6,7 @@
   and warmed, and while free space is under the watermark.
 - ``GET /metrics``: Prometheus text.
 - DICOMweb under ``/dicomweb`` (:mod:`.dicomweb`).
+- The operator console under ``/ui/`` (:mod:`.console`): its own login, sessions and audit records.
 
 A bearer token is required when one is configured (``/healthz`` and ``/readyz`` excepted); the scheme name is
 case-insensitive (RFC 7235 2.1); a 401 names the scheme in ``WWW-Authenticate`` (RFC 6750 3). Every request that
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..files import dumps
 from . import wsgi
 from .audit import SR_STORAGE
+from .console import Console
 from .dicomweb import DicomWeb, Reply
 from .intake import UID
 
@@ -44,6 +46,7 @@ class HttpApi:
     def __init__(self, node: Node, intake):
         self.node = node
         self.dicomweb = DicomWeb(node, intake)
+        self.console = Console(node, self.not_ready, self.refusal)
 
     def refusal(self, environ) -> str | None:
         """Why the request's credentials are refused (None: accepted, or no token is configured)."""
@@ -58,8 +61,11 @@ class HttpApi:
 
     def __call__(self, environ, start_response):
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
-        reply = self.route(environ, method, path)
-        self.audit(environ, method, path, reply)
+        if path == "/ui" or path.startswith("/ui/"):
+            reply = self.console(environ, method, path)  # it authenticates and audits its own
+        else:
+            reply = self.route(environ, method, path)
+            self.audit(environ, method, path, reply)
         start_response(reply.status, [*reply.headers, ("Content-Length", str(len(reply.body)))])
         return [reply.body]
 
@@ -98,6 +104,11 @@ class HttpApi:
                                                                    read=[])
 
     def readiness(self) -> Reply:
+        reasons = self.not_ready()
+        return reply(503, {"status": "not ready", "reasons": reasons}) if reasons else reply(200, {"status": "ready"})
+
+    def not_ready(self) -> list[str]:
+        """Why the node is not ready (none: it is)."""
         reasons = []
         if not self.node.ready.is_set():
             reasons.append("the engine is not loaded and warmed yet")
@@ -105,7 +116,7 @@ class HttpApi:
             reasons.append(full)
         if self.node.stopping.is_set():
             reasons.append("stopping")
-        return reply(503, {"status": "not ready", "reasons": reasons}) if reasons else reply(200, {"status": "ready"})
+        return reasons
 
     def refused(self, uid: str) -> dict | None:
         """What ``rejected/`` holds for a UID that was refused (it has no ledger row): the latest reason."""

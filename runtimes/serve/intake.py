@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..files import atomic_path, write_bytes
 from .disk import is_disk_full
-from .records import State, status_meaning
+from .records import Listing, State, status_meaning
 from .sr import demographics
 
 if TYPE_CHECKING:
@@ -168,7 +168,8 @@ class Intake:
             held = self.node.ledger.instance(uid)
             if held is None:
                 os.replace(tmp, target)
-                self.node.ledger.add(uid, target, source, content, not_applicable=reason, study=study, header=header)
+                self.node.ledger.add(uid, target, source, content, not_applicable=reason, study=study, header=header,
+                                     listing=Listing.of(ds))
                 self.node.metrics.received.inc()
             elif (held.content or self.content_of(Path(held.path))) != content:
                 # Never overwrite: the first image keeps its file and result, the second is kept in rejected/.
@@ -177,7 +178,7 @@ class Intake:
             elif (held.header or header_of(Path(held.path))) not in (header, None):
                 what = changed(Path(held.path), ds)
                 os.replace(tmp, target)  # the corrected header is the source of the corrected SR
-                was = self.node.ledger.correct(uid, header, study, source)
+                was = self.node.ledger.correct(uid, header, study, source, Listing.of(ds))
                 log.warning("demographics corrected under the same SOP Instance UID and pixels (%s changed): %s", what,
                             f"a corrected result SR will supersede {held.report}" if was is State.DONE else
                             "the result SR will carry them", extra={"event": "corrected", "uid": uid, "calling": source})

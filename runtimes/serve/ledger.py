@@ -15,10 +15,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import astuple
 from pathlib import Path
 
 from ..files import dumps
-from .records import Delivery, Given, Instance, Report, State, iso
+from .records import Delivery, Given, Instance, Listing, Report, State, iso
 
 INSTANCES = ("CREATE TABLE IF NOT EXISTS instances (uid TEXT PRIMARY KEY, path TEXT, source TEXT, received REAL, "
              "status TEXT, label TEXT, probs TEXT, error TEXT, engine TEXT, classified REAL, batch INTEGER, "
@@ -30,10 +31,18 @@ REPORTS = ("CREATE TABLE IF NOT EXISTS reports (uid TEXT PRIMARY KEY, source TEX
            "number INTEGER, revision INTEGER, path TEXT, sha256 TEXT, created REAL, engine TEXT, predecessor TEXT)")
 ADDED = {"instances": (("content", "TEXT"), ("study", "TEXT"), ("purged", "REAL"), ("header", "TEXT"),
                        ("decision", "TEXT"), ("revision", "INTEGER DEFAULT 0"), ("report", "TEXT"),
-                       ("report_error", "TEXT"), ("layout", "INTEGER DEFAULT 1")),
+                       ("report_error", "TEXT"), ("layout", "INTEGER DEFAULT 1"), ("patient_id", "TEXT"),
+                       ("patient_name", "TEXT"), ("accession", "TEXT"), ("study_date", "TEXT")),
          "deliveries": (("first_failed", "REAL"), ("given", "TEXT"))}  # columns later versions added
+# What the console searches by (each with the newest first), its throughput and its dead letters: name → columns.
+INDEXES = {"instances_received": "instances (received)", "instances_patient": "instances (patient_id, received)",
+           "instances_accession": "instances (accession, received)",
+           "instances_study_date": "instances (study_date, received)", "instances_status": "instances (status, received)",
+           "instances_label": "instances (label, received)", "instances_classified": "instances (classified)",
+           "deliveries_status": "deliveries (status, updated)"}
 # An earlier version's rows, when its spool gains the column that says so: their SRs are made as it sent them.
 LEGACY = {"layout": "UPDATE instances SET layout = 0"}
+NOT_LISTED = Listing()  # no attributes to search by recorded
 BACKOFF_S = (1, 2, 4, 8, 16, 32, 60, 120, 300)
 
 
@@ -64,6 +73,10 @@ class Ledger:
                         self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                         if column in LEGACY and "instances" in tables:
                             self.db.execute(LEGACY[column])
+            indexes = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            for name, columns in INDEXES.items():
+                if name not in indexes:
+                    self.db.execute(f"CREATE INDEX {name} ON {columns}")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -96,19 +109,20 @@ class Ledger:
 
     # -- instances -------------------------------------------------------------------------------------
     def add(self, uid: str, path: Path, source: str, content: str | None = None, not_applicable: str | None = None,
-            study: str | None = None, header: str | None = None) -> bool:
+            study: str | None = None, header: str | None = None, listing: Listing = NOT_LISTED) -> bool:
         """Record a received instance (committed on return), pending classification or, with the reason in
         ``not_applicable``, recorded as nothing to classify; False if this UID was already received."""
         state = State.NOT_APPLICABLE if not_applicable else State.PENDING
         return self.write("INSERT OR IGNORE INTO instances (uid, path, source, received, status, content, error, "
-                          "study, header, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)", uid, str(path), source,
-                          time.time(), state.value, content, not_applicable, study, header) == 1
+                          "study, header, revision, patient_id, patient_name, accession, study_date) VALUES (?, ?, ?, "
+                          "?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)", uid, str(path), source, time.time(), state.value, content,
+                          not_applicable, study, header, *astuple(listing)) == 1
 
     def instance(self, uid: str) -> Instance | None:
         rows = self.query(f"SELECT {Instance.COLUMNS} FROM instances WHERE uid = ?", uid)
         return Instance.of(rows[0]) if rows else None
 
-    def correct(self, uid: str, header: str, study: str | None, source: str) -> State:
+    def correct(self, uid: str, header: str, study: str | None, source: str, listing: Listing = NOT_LISTED) -> State:
         """A resend of a held instance with the same pixels and other demographics: its header is the new one and
         its revision the next, and a classified one goes back to pending, so its next result SR is a corrected one
         that names the current one as its predecessor (a result of a batch that read the old file is not written:
@@ -117,8 +131,8 @@ class Ledger:
             state = State(db.execute("SELECT status FROM instances WHERE uid = ?", (uid,)).fetchone()[0])
             again = state in (State.DONE, State.ERROR)
             db.execute("UPDATE instances SET header = ?, study = ?, source = ?, purged = NULL, revision = revision + 1, "
-                       "status = ? WHERE uid = ?", (header, study, source,
-                                                   State.PENDING.value if again else state.value, uid))
+                       "status = ?, patient_id = ?, patient_name = ?, accession = ?, study_date = ? WHERE uid = ?",
+                       (header, study, source, State.PENDING.value if again else state.value, *astuple(listing), uid))
         return state
 
     def pending(self, limit: int) -> list[Instance]:

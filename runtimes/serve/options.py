@@ -95,6 +95,13 @@ def url(text: Any, option: str) -> str:
     return str(text).rstrip("/")
 
 
+def viewer(text: Any, option: str = "--viewer-url") -> str:
+    if not re.match(r"^https?://[^\s/]+", str(text)) or "{study}" not in str(text):
+        raise UserError(f"{option} {text!r}: give the viewer's http(s) address with {{study}} where the Study Instance "
+                        "UID goes, e.g. http://ohif:3000/viewer?StudyInstanceUIDs={study}")
+    return str(text)
+
+
 def parse_ae_title(title: Any, option: str = "--ae-title") -> str:
     check_ae_title(str(title), option)
     return str(title)
@@ -157,6 +164,9 @@ class ServeOptions:
                               choices=("text", "json"))
     audit_log: str | None = setting(None, "DICOM audit records (PS3.15 A.5, RFC 5424): a file, or udp://HOST:PORT of "
                                           "a syslog collector.", shown="SPOOL/audit.log")
+    viewer_url: str | None = setting(None, "A viewer's address for a study, {study} standing for its Study Instance "
+                                           "UID (e.g. http://ohif:3000/viewer?StudyInstanceUIDs={study}): the console "
+                                           "links each result to it.", parse=viewer, live=True)
     reclassify: bool = setting(False, "The spool holds another engine's results: classify everything again and "
                                       "deliver the new results.", kind="bool")
     trusted_key: tuple[Path, ...] = setting((), "Refuse an engine not signed by this public key (repeatable).",

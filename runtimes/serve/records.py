@@ -87,6 +87,21 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """The attributes of a received instance the console searches and lists by, as the ledger keeps them (a
+    correction of the demographics replaces them)."""
+
+    patient_id: str = ""
+    patient_name: str = ""
+    accession: str = ""
+    study_date: str = ""
+
+    @classmethod
+    def of(cls, ds) -> Listing:
+        return cls(*(str(ds.get(k, "") or "") for k in ("PatientID", "PatientName", "AccessionNumber", "StudyDate")))
+
+
+@dataclass(frozen=True)
 class Instance:
     """A received instance's ledger row."""
 
@@ -110,9 +125,14 @@ class Instance:
     purged: float | None = None
     layout: int = 1  # 0: classified by a version that kept no SR (its SR is made as that version sent it)
     report_error: str | None = None  # why no SR can be made for it
+    patient_id: str | None = None  # what the console searches and lists (:class:`Listing`); None: not recorded
+    patient_name: str | None = None
+    accession: str | None = None
+    study_date: str | None = None  # DICOM DA, YYYYMMDD
 
     COLUMNS = ("uid, path, source, received, status, study, content, header, label, probs, decision, error, engine, "
-               "classified, batch, revision, report, purged, layout, report_error")
+               "classified, batch, revision, report, purged, layout, report_error, patient_id, patient_name, accession, "
+               "study_date")
 
     @classmethod
     def of(cls, row: tuple) -> Instance:

@@ -164,9 +164,10 @@ class Fixed:
     class Prediction:
         label, probs, error = "benign", {"benign": 0.9, "malignant": 0.1}, None
 
-    from dcube_edge.runtimes.decision import Decision
+    def __init__(self) -> None:
+        from dcube_edge.runtimes.decision import Decision
 
-    decision = Decision(classes=("benign", "malignant"))  # argmax at temperature 1
+        self.decision = Decision(classes=("benign", "malignant"))  # argmax: the batcher explains each result
 
     def classify(self, paths, batch_size=1, workers=1):
         return [self.Prediction() for _ in paths]
