@@ -57,8 +57,10 @@ def mahalanobis_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def distances(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """The Mahalanobis distance of each row of ``x`` from ``mean`` under ``precision``."""
     d = x - mean
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, precision, d), 0.0))
+    squared: np.ndarray = np.einsum("ij,jk,ik->i", d, precision, d)
+    return np.sqrt(np.maximum(squared, 0.0))
 
 
 def build(split: Split, spec: PreprocessSpec, logits: np.ndarray, decision: Decision, source_name: str) -> Reference:
@@ -75,7 +77,7 @@ def build(split: Split, spec: PreprocessSpec, logits: np.ndarray, decision: Deci
     ood = [float(np.median(ood_views[a:b])) for a, b in spans]
     truth = split.labels[starts[:-1]]
     called = decision.decide(rows)
-    confusion = {}
+    confusion: dict[str, tuple[int, ...]] = {}
     for k, c in enumerate(classes):
         t, p = truth == k, called == k
         confusion[c] = (int((t & p).sum()), int((t & ~p).sum()), int((~t & p).sum()), int((~t & ~p).sum()))

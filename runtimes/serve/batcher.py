@@ -50,6 +50,7 @@ class Batcher:
         with node.classified:
             node.classified.notify()
         node.metrics.classified.inc(len(written))
+        self.observe(rows, preds, written)
         for row, result in results:
             if row.uid not in written:
                 continue
@@ -57,6 +58,16 @@ class Batcher:
             if result["error"]:
                 log.warning("not classified: %s", result["error"], extra={"event": "classify-failed", "uid": row.uid})
         log.info("classified a batch of %d", len(rows), extra={"event": "batch"})
+
+    def observe(self, rows: list[Instance], preds: list, written: set[str]) -> None:
+        """The monitor's look at the batch; a fault in it is logged and never holds up classification."""
+        if self.node.monitor is None:
+            return
+        try:
+            self.node.monitor.after(rows, preds, written)
+        except Exception as e:  # noqa: BLE001 — the results are written; the monitor must not stop the node
+            log.error("the monitor failed on a batch (%s: %s)", type(e).__name__, e, exc_info=True,
+                      extra={"event": "monitor-failed"})
 
     def audit(self, results: list[tuple[Instance, dict]]) -> None:
         """"Result produced" for each result, naming the SR it will be kept as, written (and synced) before the

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .audit import AuditTrail
     from .ledger import Ledger
     from .metrics import Metrics
+    from .monitor.alerts import Monitor
     from .options import ServeOptions
     from .reports import Reports
 
@@ -57,6 +58,7 @@ class Node:
     destinations: tuple[str, ...] = ()  # where results are delivered (forwarder destination names)
     audit: AuditTrail | None = None
     reports: Reports | None = None
+    monitor: Monitor | None = None  # compares the stream with the engine's reference (docs/monitoring.md)
     ready: threading.Event = field(default_factory=threading.Event)  # the engine is loaded and warmed
     disk_low: threading.Event = field(default_factory=threading.Event)  # free space is under --min-free
     disk_full: threading.Event = field(default_factory=threading.Event)  # a write failed for lack of space

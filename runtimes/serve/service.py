@@ -31,6 +31,7 @@ from .forwarder import Forwarder, destinations
 from .http import HttpApi, build_server
 from .ledger import Ledger
 from .metrics import Metrics
+from .monitor.alerts import Monitor
 from .node import Node
 from .options import ServeOptions, preflight
 from .reporter import Reporter
@@ -72,6 +73,7 @@ class Service:
         ledger.meta("engine_sha256", engine_hash)
         self.node = Node(opts, clf, engine_hash, ledger, Metrics(), audit=AuditTrail(opts.audit_target(), opts.ae_title))
         self.node.reports = Reports(opts.spool / "results", ledger, clf.manifest, engine_hash)
+        self.node.monitor = Monitor(self.node)
         self.destinations = destinations(self.node)
         self.node.destinations = tuple(d.name for d in self.destinations)
         self.node.paused_by_disk(lambda: ledger.ensure_deliveries(self.node.destinations))

@@ -1,0 +1,108 @@
+"""The monitor as the node runs it: after each batch, each result's observation is kept in the ledger, the last
+``--monitor-window`` instances are compared (:mod:`.watch`), and an alert starts when a comparison falls under its
+threshold and ends when it is clearly back (:data:`.watch.ALPHA_END`). Each start and end is one log line
+(``monitor-alert`` / ``monitor-clear``), one audit record and a change of ``dcube_monitor_alert{check}`` in
+``/metrics``; ``/readyz`` does not look at them (an alert asks an operator to look, it does not stop the node)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ...predictions import Prediction
+from ..records import Instance
+from . import store, watch
+from .observation import Observation, metadata, observe
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+log = logging.getLogger("dcube_edge.serve")
+
+
+class Monitor:
+    """The node's monitor: observations in, alerts out."""
+
+    def __init__(self, node: Node):
+        from prometheus_client import Gauge
+
+        self.node = node
+        self.reference = node.clf.manifest.record.reference
+        store.prepare(node.ledger)
+        store.keep_reference(node.ledger, self.reference)
+        node.ledger.meta("monitor", json.dumps({"window": node.opts.monitor_window,
+                                                "baseline": node.opts.monitor_baseline}))
+        self.active = {a.name: a for a in store.alerts(node.ledger, active_only=True)}
+        registry = node.metrics.registry
+        self.alert_gauge = Gauge("dcube_monitor_alert", "1 while the monitor's alert on this check is active",
+                                 ["check"], registry=registry)
+        self.p_gauge = Gauge("dcube_monitor_p_value", "The p-value of the latest comparison of the rolling window "
+                             "(alert under dcube_monitor_threshold)", ["check"], registry=registry)
+        self.threshold_gauge = Gauge("dcube_monitor_threshold", "The p-value under which an alert starts", ["check"],
+                                     registry=registry)
+        self.ood_gauge = Gauge("dcube_monitor_ood_median", "Median out-of-distribution score of the rolling window",
+                               registry=registry)
+        for name in watch.CHECKS:
+            self.alert_gauge.labels(name).set(1 if name in self.active else 0)
+            self.threshold_gauge.labels(name).set(watch.ALPHA)
+        node.clf.observe = True
+        if self.reference is None:
+            log.warning("the engine records no reference (exported before monitoring): only the metadata mix is "
+                        "monitored; re-export it to monitor its decisions and inputs", extra={"event": "no-reference"})
+
+    def after(self, rows: Sequence[Instance], preds: Sequence[Prediction], written: set[str]) -> None:
+        """Keep what the batch's written results showed, then compare the window."""
+        observed = []
+        for row, pred in zip(rows, preds):
+            if row.uid in written and (o := observe(pred, self.reference, metadata(row.path))) is not None:
+                observed.append((row.uid, o))
+        if observed:
+            store.record(self.node.ledger, observed)
+            self.evaluate()
+
+    def window(self) -> tuple[list[Observation], list[Observation], list[Observation]]:
+        """(the last window, the site baseline, the window's instances after the baseline)."""
+        ledger, engine, opts = self.node.ledger, self.node.engine_hash, self.node.opts
+        window = store.observations(ledger, engine, newest=opts.monitor_window)
+        baseline = store.observations(ledger, engine, oldest=opts.monitor_baseline)
+        full = len(baseline) == opts.monitor_baseline
+        after = [o for t, o in window if full and t > baseline[-1][0]]
+        return [o for _, o in window], [o for _, o in baseline] if full else [], after
+
+    def evaluate(self) -> list[watch.Finding]:
+        window, baseline, after = self.window()
+        label = f"last {self.node.opts.monitor_window}"
+        findings = watch.evaluate(window, self.reference, baseline, label, after)
+        ood = watch.ood_summary(window, self.reference)
+        if "median" in ood:
+            self.ood_gauge.set(ood["median"])
+        for f in findings:
+            self.p_gauge.labels(f.name).set(f.statistic)
+            if f.alarming and f.name not in self.active:
+                self.start(f)
+            elif f.name in self.active and f.n >= watch.MIN_WINDOW and f.statistic >= watch.ALPHA_END:
+                self.end(f)
+        return findings
+
+    def start(self, f: watch.Finding) -> None:
+        alert = store.Alert(f.name, f.window, time.time(), None, f.statistic, f.threshold, f.detail,
+                            self.node.engine_hash)
+        store.started(self.node.ledger, alert)
+        self.active[f.name] = alert
+        self.alert_gauge.labels(f.name).set(1)
+        said = (f"monitor alert {f.name}: p = {f.statistic:.2g} under {f.threshold:.2g} over the {f.window} "
+                f"({f.test} {f.value:.3g}; {f.detail})")
+        log.warning("%s", said, extra={"event": "monitor-alert", "check": f.name})
+        if self.node.audit is not None:
+            self.node.audit.monitored(said, started=True)
+
+    def end(self, f: watch.Finding) -> None:
+        store.ended(self.node.ledger, f.name)
+        del self.active[f.name]
+        self.alert_gauge.labels(f.name).set(0)
+        said = f"monitor alert {f.name} ended: p = {f.statistic:.2g} over the {f.window}"
+        log.info("%s", said, extra={"event": "monitor-clear", "check": f.name})
+        if self.node.audit is not None:
+            self.node.audit.monitored(said, started=False)
