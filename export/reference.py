@@ -60,7 +60,8 @@ def distances(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndar
     """The Mahalanobis distance of each row of ``x`` from ``mean`` under ``precision``."""
     d = x - mean
     squared: np.ndarray = np.einsum("ij,jk,ik->i", d, precision, d)
-    return np.sqrt(np.maximum(squared, 0.0))
+    out: np.ndarray = np.sqrt(np.maximum(squared, 0.0))
+    return out
 
 
 def build(split: Split, spec: PreprocessSpec, logits: np.ndarray, decision: Decision, source_name: str) -> Reference:

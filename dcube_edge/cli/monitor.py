@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import app, emit_json, screen, to_stdout, writable
+from .serve import spool_app
 
 
 @app.command("monitor")
@@ -59,6 +60,70 @@ def render(found: dict):
         yield table
     if not found["alerts"]:
         yield "no active alert"
+    yield from performance_table(found["performance"])
     for a in found["alerts"]:
         yield (f"[bold red]ALERT[/] {a['name']} since {a['since']}: p = {a['statistic']:.2g} under {a['threshold']:.0e} "
                f"over the {a['window']} ({escape(a['detail'])})")
+
+
+@spool_app.command("label")
+def spool_label(spool: Annotated[Path, typer.Argument(help="The node's --spool folder.")],
+                csv_file: Annotated[Path, typer.Argument(help="CSV with a `label` column (a class name) and a "
+                                                         "`sop_instance_uid` or `accession_number` column.")],
+                json_out: Annotated[Path | None, typer.Option("--json", help="Write the import and the performance "
+                                                              "figures as JSON here ('-' = stdout).")] = None) -> None:
+    """Import truth that arrived later (pathology, the radiologist's read) for the node's results, by SOP Instance
+    UID or Accession Number, and show the site's figures at the operating point against the model card's (works
+    while the node serves: its monitor raises the performance alert at its next batch)."""
+    writable(json_out)
+    from dcube_edge.errors import UserError
+    from dcube_edge.runtimes.serve.monitor import labels, report
+    from dcube_edge.runtimes.serve.monitor.store import reference_of
+    from dcube_edge.runtimes.serve.spool import open_ledger
+
+    if not csv_file.is_file():
+        raise UserError(f"{csv_file} is not a file: give the CSV of labels")
+    rows = labels.read_csv(csv_file.read_text(encoding="utf-8-sig"), str(csv_file))
+    ledger = open_ledger(spool)
+    try:
+        reference = reference_of(ledger)
+        classes = list(reference.decision_rates) if reference else labels.classes_seen(ledger)
+        done = labels.add(ledger, rows, classes, f"file {csv_file.name}")
+        found = report.status(ledger)
+    finally:
+        ledger.close()
+    show = screen(json_out)
+    if not to_stdout(json_out):
+        show.print(f"labelled {done.labelled} result(s) from {len(rows)} row(s)"
+                   + (f"; {len(done.unmatched)} row(s) name no instance the node holds" if done.unmatched else "")
+                   + (f"; {len(done.unknown_class)} row(s) name no class of the engine ({', '.join(classes)}), e.g. "
+                      f"{escape(done.unknown_class[0])}" if done.unknown_class else ""))
+        yield_all(show, performance_table(found["performance"]))
+    emit_json({"labelled": done.labelled, "unmatched": done.unmatched, "unknown_class": done.unknown_class,
+               "performance": found["performance"]}, json_out)
+
+
+def yield_all(show, items) -> None:
+    for item in items:
+        show.print(item)
+
+
+def performance_table(perf: dict):
+    if not perf["classes"]:
+        return
+    table = Table(title=f"at the operating point: {perf['labelled']} labelled result(s) (95 % Wilson intervals); "
+                        f"estimated from the calibrated probabilities on the {perf['estimated_on']}")
+    for col in ("class", "figure", "site", "model card", "estimated without labels"):
+        table.add_column(col, overflow="fold")
+
+    def shown(f: dict | None) -> str:
+        if not f or f["value"] is None:
+            return "-"
+        return f"{f['value']:.3f}" + (f" ({f['low']:.3f}-{f['high']:.3f}, n {f['n']})" if f["low"] is not None else "")
+
+    for c in perf["classes"]:
+        for k in ("sensitivity", "specificity", "ppv", "npv"):
+            flag = "[bold red]WORSE[/] " if c["alarming"] and k in ("sensitivity", "specificity") else ""
+            table.add_row(c["name"], flag + k, shown(c["site"].get(k)), shown(c["card"].get(k)),
+                          shown(c["estimated"].get(k)))
+    yield table

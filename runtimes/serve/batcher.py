@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .records import Instance
 from .sr import sr_uids
 
 if TYPE_CHECKING:
+    from .monitor.alerts import Monitor
     from .node import Node
 
 log = logging.getLogger("dcube_edge.serve")
@@ -45,12 +47,13 @@ class Batcher:
             results.append((row, {"label": pred.label, "probs": pred.probs or None, "error": pred.error,
                                   "decision": explained}))
         self.audit(results)
+        self.monitor(lambda m: m.record(rows, preds))  # on the pending rows: there before the result is seen
         now = time.time()
         written = set(node.ledger.finish(results, node.engine_hash, now))
         with node.classified:
             node.classified.notify()
         node.metrics.classified.inc(len(written))
-        self.observe(rows, preds, written)
+        self.monitor(lambda m: m.evaluate())
         for row, result in results:
             if row.uid not in written:
                 continue
@@ -59,12 +62,12 @@ class Batcher:
                 log.warning("not classified: %s", result["error"], extra={"event": "classify-failed", "uid": row.uid})
         log.info("classified a batch of %d", len(rows), extra={"event": "batch"})
 
-    def observe(self, rows: list[Instance], preds: list, written: set[str]) -> None:
-        """The monitor's look at the batch; a fault in it is logged and never holds up classification."""
+    def monitor(self, step: Callable[[Monitor], object]) -> None:
+        """One step of the monitor's look at the batch; a fault in it is logged and never holds up classification."""
         if self.node.monitor is None:
             return
         try:
-            self.node.monitor.after(rows, preds, written)
+            step(self.node.monitor)
         except Exception as e:  # noqa: BLE001 — the results are written; the monitor must not stop the node
             log.error("the monitor failed on a batch (%s: %s)", type(e).__name__, e, exc_info=True,
                       extra={"event": "monitor-failed"})

@@ -25,6 +25,8 @@ from .audit import SR_STORAGE
 from .console import Console
 from .dicomweb import DicomWeb, Reply
 from .intake import UID
+from .monitor import api as monitor_api
+from .monitor.store import ood_of
 
 if TYPE_CHECKING:
     from .node import Node
@@ -36,7 +38,7 @@ HTTP_THREADS = 32
 TIMEOUT_S = 10
 MAX_HEADER = 64 << 10
 BACKLOG = 64  # connections the kernel queues while every worker is busy
-STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found",
+STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 403: "403 Forbidden", 404: "404 Not Found",
           413: "413 Payload Too Large", 415: "415 Unsupported Media Type", 422: "422 Unprocessable Entity",
           503: "503 Service Unavailable", 507: "507 Insufficient Storage"}
 REALM = 'Bearer realm="dcube-edge"'
@@ -90,6 +92,8 @@ class HttpApi:
             return self.result(path.rsplit("/", 1)[1])
         if path == "/v1/classify" and method == "POST":
             return self.classify(environ)
+        if path == "/v1/labels" and method == "POST":
+            return reply(*monitor_api.post(self.node, environ))
         return reply(404, {"error": f"no route {method} {path[:80]}"})
 
     def result(self, uid: str) -> Reply:
@@ -97,6 +101,7 @@ class HttpApi:
             return reply(404, {"error": f"no instance {uid[:70]!r}: a SOP Instance UID is digits and dots"}, read=[])
         found = self.node.ledger.get(uid)
         if found is not None:
+            found["ood_score"] = ood_of(self.node.ledger, uid)  # the monitor's (docs/monitoring.md); None: not seen
             read = [(found.get("study_instance_uid") or "", SR_STORAGE, found["result_sr"])] if found.get("result_sr") else []
             return reply(200, found, read=read)
         refused = self.refused(uid)

@@ -7,19 +7,36 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ...predictions import Prediction
 from ..records import Instance
-from . import store, watch
+from . import labels, performance, store, watch
 from .observation import Observation, metadata, observe
 
 if TYPE_CHECKING:
     from ..node import Node
 
 log = logging.getLogger("dcube_edge.serve")
+LABELLED_WINDOWS = 4  # the performance window: the newest labelled results, this many monitor windows' worth
+
+
+def performance_finding(ledger, engine: str, reference, newest: int) -> watch.Finding | None:
+    """The performance comparison as a finding: the class whose site figures are most clearly worse than the
+    card's (None: no labels yet)."""
+    labelled = labels.joined(ledger, engine, newest)
+    if not labelled:
+        return None
+    per = performance.evaluate(labelled, reference)
+    worst = min(per, key=lambda c: c.p_worse)
+    site, card = worst.site, worst.card
+    said = ", ".join(f"{k} {site[k].value} (card {card[k].value if k in card else '-'})"
+                     for k in ("sensitivity", "specificity")) if site else "no figures"
+    return watch.Finding("performance", f"last {len(labelled)} labelled", worst.p_worse, performance.PERF_ALPHA,
+                         "fisher", worst.p_worse, len(labelled), f"{worst.name}: {said}")
 
 
 class Monitor:
@@ -28,7 +45,7 @@ class Monitor:
     def __init__(self, node: Node):
         from prometheus_client import Gauge
 
-        self.node = node
+        self.node, self.lock = node, threading.Lock()
         self.reference = node.clf.manifest.record.reference
         store.prepare(node.ledger)
         store.keep_reference(node.ledger, self.reference)
@@ -44,7 +61,7 @@ class Monitor:
                                      registry=registry)
         self.ood_gauge = Gauge("dcube_monitor_ood_median", "Median out-of-distribution score of the rolling window",
                                registry=registry)
-        for name in watch.CHECKS:
+        for name in (*watch.CHECKS, "performance"):
             self.alert_gauge.labels(name).set(1 if name in self.active else 0)
             self.threshold_gauge.labels(name).set(watch.ALPHA)
         node.clf.observe = True
@@ -52,15 +69,13 @@ class Monitor:
             log.warning("the engine records no reference (exported before monitoring): only the metadata mix is "
                         "monitored; re-export it to monitor its decisions and inputs", extra={"event": "no-reference"})
 
-    def after(self, rows: Sequence[Instance], preds: Sequence[Prediction], written: set[str]) -> None:
-        """Keep what the batch's written results showed, then compare the window."""
-        observed = []
-        for row, pred in zip(rows, preds):
-            if row.uid in written and (o := observe(pred, self.reference, metadata(row.path))) is not None:
-                observed.append((row.uid, o))
+    def record(self, rows: Sequence[Instance], preds: Sequence[Prediction]) -> None:
+        """Keep what each instance of a batch showed, on its row before its result is written (so the result's
+        JSON and SR find it); a result that is then not written (a correction arrived) is observed again."""
+        observed = [(row.uid, o) for row, pred in zip(rows, preds)
+                    if (o := observe(pred, self.reference, metadata(row.path))) is not None]
         if observed:
             store.record(self.node.ledger, observed)
-            self.evaluate()
 
     def window(self) -> tuple[list[Observation], list[Observation], list[Observation]]:
         """(the last window, the site baseline, the window's instances after the baseline)."""
@@ -72,9 +87,17 @@ class Monitor:
         return [o for _, o in window], [o for _, o in baseline] if full else [], after
 
     def evaluate(self) -> list[watch.Finding]:
+        """Compare the window now (the batcher after each batch, a label import); one evaluation at a time."""
+        with self.lock:
+            return self._evaluate()
+
+    def _evaluate(self) -> list[watch.Finding]:
         window, baseline, after = self.window()
         label = f"last {self.node.opts.monitor_window}"
         findings = watch.evaluate(window, self.reference, baseline, label, after)
+        if (perf := performance_finding(self.node.ledger, self.node.engine_hash, self.reference,
+                                        LABELLED_WINDOWS * self.node.opts.monitor_window)) is not None:
+            findings.append(perf)
         ood = watch.ood_summary(window, self.reference)
         if "median" in ood:
             self.ood_gauge.set(ood["median"])

@@ -15,7 +15,8 @@ from ...observed import FEATURES
 from ...sections import Reference
 from ..ledger import Ledger
 from ..records import iso
-from . import store, watch
+from . import labels, performance, store, watch
+from .alerts import LABELLED_WINDOWS
 from .observation import Observation
 
 DAYS = 7  # daily windows shown
@@ -71,7 +72,12 @@ def status(ledger: Ledger, now: float | None = None) -> dict:
                             "findings": [f.to_dict() for f in watch.evaluate(rows, seen.reference, seen.baseline,
                                                                              day.isoformat())]})
     every = store.alerts(ledger)
-    return {"engine_sha256": engine, "reference": describe(seen.reference), "settings": seen.settings,
+    labelled = labels.joined(ledger, engine, LABELLED_WINDOWS * seen.settings["window"])
+    recent = [(o.label, o.scores) for o in seen.window]
+    perf = [c.to_dict() for c in performance.evaluate(labelled, seen.reference, recent)] if labelled or recent else []
+    return {"performance": {"labelled": len(labelled), "threshold": performance.PERF_ALPHA,
+                            "estimated_on": f"last {len(recent)} instances", "classes": perf},
+            "engine_sha256": engine, "reference": describe(seen.reference), "settings": seen.settings,
             "baseline_instances": len(seen.baseline),
             "alerts": [alert_dict(a) for a in every if a.ended is None],
             "history": [alert_dict(a) for a in every if a.ended is not None], "windows": windows}

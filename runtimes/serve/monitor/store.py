@@ -78,3 +78,9 @@ def started(ledger: Ledger, alert: Alert) -> None:
 
 def ended(ledger: Ledger, name: str, when: float | None = None) -> None:
     ledger.write("UPDATE monitor_alerts SET ended = ? WHERE name = ? AND ended IS NULL", when or time.time(), name)
+
+
+def ood_of(ledger: Ledger, uid: str) -> float | None:
+    """An instance's out-of-distribution score, where the monitor observed it."""
+    rows = ledger.query("SELECT observed FROM instances WHERE uid = ?", uid)
+    return Observation.from_json(rows[0][0]).ood if rows and rows[0][0] else None

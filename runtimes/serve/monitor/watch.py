@@ -82,15 +82,15 @@ def evaluate(window: Sequence[Observation], reference: Reference | None, baselin
     of ``site_window`` (the window's instances after the baseline; default all of it) against ``baseline``."""
     found: list[Finding] = []
 
-    def add(name: str, test: str, t: Test, _which: str = "") -> None:
+    def add(name: str, test: str, t: Test) -> None:
         found.append(Finding(name, label, t.p, ALPHA, test, round(t.statistic, 6), t.n, t.detail))
 
     if reference is not None and reference.instances:
         add("decision-rate", "chi-square", decision_rate(window, reference) if window else NONE)
-        add("score-distribution", "ks", *reversed(score_distribution(window, reference)))
-        add("input-statistics", "ks", *reversed(input_statistics(window, reference)))
+        add("score-distribution", "ks", score_distribution(window, reference)[1])
+        add("input-statistics", "ks", input_statistics(window, reference)[1])
     site = window if site_window is None else site_window
-    add("metadata-mix", "chi-square", *reversed(metadata_mix(site, baseline)))
+    add("metadata-mix", "chi-square", metadata_mix(site, baseline)[1])
     return found
 
 
