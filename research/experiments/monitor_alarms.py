@@ -86,7 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--offsets", default="0.05,0.1,0.2")
     ap.add_argument("--size", type=int, default=32, help="the phantoms' side (the engine was trained on)")
     ap.add_argument("--work", type=Path, default=Path("monitor-work"))
+    ap.add_argument("--trust-only", action="store_true", help="only the label-free estimate's error")
     a = ap.parse_args(argv)
+    if a.trust_only:
+        write_demo(a.work / "fresh", per_class=100, size=a.size, seed=7)
+        paths = sorted(str(p) for p in (a.work / "fresh").rglob("*.png"))
+        found = label_free_trust(a.engine, paths, shifted(paths, a.work / "shift0.1", 0.1), 200)
+        a.out.write_text(json.dumps(found, indent=1))
+        json.dump(found, sys.stdout)
+        return
     reference = runtimes.read(a.engine).record.reference
     write_demo(a.work / "fresh", per_class=100, size=a.size, seed=7)
     paths = sorted(str(p) for p in (a.work / "fresh").rglob("*.png"))
@@ -111,8 +119,33 @@ def main(argv: list[str] | None = None) -> None:
         v = found["metadata-mix"]
         delays.append(v - a.change if v is not None and v > a.change else None)
     rows["new-manufacturer-30%"] = summary(delays)
+    rows["label_free_trust"] = label_free_trust(a.engine, paths, shifted(paths, a.work / "shift0.1", 0.1), 200)
     a.out.write_text(json.dumps(rows, indent=1))
     json.dump(rows, sys.stdout)
+
+
+def label_free_trust(engine: Path, paths: list[str], moved: list[str], windows: int, size: int = 250) -> dict:
+    """How far the label-free estimate (runtimes/serve/monitor/performance.estimate) is from the figures the
+    labels give, over ``windows`` windows of ``size`` instances drawn from the engine's own distribution and from
+    the shifted one: the absolute error of each class's sensitivity and specificity, median and 95th percentile."""
+    from dcube_edge.runtimes.serve.monitor.performance import counts, estimate, figures
+
+    truth = [Path(p).parent.name for p in paths]
+    rng, out = np.random.default_rng(1), {}
+    for name, files in (("own", paths), ("shifted", moved)):
+        own = pool(engine, files)
+        errors: dict[str, list[float]] = {"sensitivity": [], "specificity": []}
+        for _ in range(windows):
+            pick = rng.integers(len(own), size=size)
+            called, probs, truths = [own[i].label for i in pick], [own[i].scores for i in pick], [truth[i] for i in pick]
+            for c in own[0].scores:
+                real, est = figures(*counts(truths, called, c)), estimate(called, probs, c)
+                for k in errors:
+                    if real[k].value is not None and est[k].value is not None:
+                        errors[k].append(abs(real[k].value - est[k].value))
+        out[name] = {k: {"median_abs_error": round(float(np.median(v)), 3),
+                         "p95_abs_error": round(float(np.quantile(v, 0.95)), 3)} for k, v in errors.items()}
+    return out
 
 
 def summary(delays: list[int | None]) -> dict:

@@ -8,6 +8,7 @@ import json
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdicom)")
@@ -24,6 +25,7 @@ def scans(demo_data, folder, n: int, maker: str, start: int) -> list:
     from pydicom.uid import generate_uid
 
     pngs = sorted((demo_data / "train").rglob("*.png"))
+    pngs = [pngs[i] for i in np.random.default_rng(0).permutation(len(pngs))]  # the classes mixed, as a site's are
     out = []
     for i in range(n):
         f = dicom_of(pngs[(start + i) % len(pngs)], folder / f"{maker}{i}.dcm")

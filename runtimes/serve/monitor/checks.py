@@ -50,7 +50,7 @@ def homogeneity(window: Iterable[str], expected: Counter[str] | dict[str, float]
     table = np.asarray([[seen.get(c, 0) for c in categories], [expected.get(c, 0) for c in categories]], float)
     r = chi2_contingency(table, correction=True)
     share = table[0] / n - table[1] / m
-    most = int(np.argmax(np.abs(share)))
+    most = int(np.argmax(share))  # the category that gained most (a new manufacturer, not the one it displaced)
     return Test(float(r.statistic), float(r.pvalue), n,
                 f"{name} {categories[most]!r} {table[0, most] / n:.0%} of the window vs {table[1, most] / m:.0%}")
 
