@@ -9,11 +9,10 @@ import pytest
 
 pytest.importorskip("scipy", reason="the monitor needs the `serve` extra (scipy)")
 
-from research.experiments.monitor_alarms import pool, shifted, stream  # noqa: E402
-
 from dcube_edge import runtimes  # noqa: E402
 from dcube_edge.phantoms import write_demo  # noqa: E402
 from dcube_edge.runtimes.serve.monitor.replay import first_alarms  # noqa: E402
+from research.experiments.monitor_alarms import pool, shifted, stream  # noqa: E402
 
 LENGTH = 2000  # instances of the in-distribution stream
 CHANGE = 500  # where the shift or the new manufacturer starts
