@@ -127,3 +127,56 @@ def performance_table(perf: dict):
             table.add_row(c["name"], flag + k, shown(c["site"].get(k)), shown(c["card"].get(k)),
                           shown(c["estimated"].get(k)))
     yield table
+
+
+engine_app = typer.Typer(help="Switch a running node's engine: promote its shadow, or roll back (the switch is made "
+                              "between two batches; nothing received is lost).", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
+NodeUrl = Annotated[str, typer.Option("--node", help="The node's HTTP address.")]
+TokenFile = Annotated[Path, typer.Option("--token-file", help="The file holding the node's bearer token "
+                                                             "(its --token-file).")]
+
+
+def ask_node(url: str, token_file: Path, action: str) -> dict:
+    """POST /v1/engine/ACTION to a running node; its answer (a refusal is a user error naming why)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from dcube_edge.errors import UserError
+
+    if not token_file.is_file():
+        raise UserError(f"--token-file {token_file} is not a file: give the node's token file")
+    request = urllib.request.Request(f"{url.rstrip('/')}/v1/engine/{action}", data=b"", method="POST", headers={
+        "Authorization": f"Bearer {token_file.read_text().strip()}"})
+    try:
+        with urllib.request.urlopen(request, timeout=180) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        body = e.read().decode(errors="replace")
+        try:
+            why = json.loads(body).get("error", body)
+        except ValueError:
+            why = body
+        raise UserError(f"the node refused the {action} ({e.code}): {why}") from None
+    except urllib.error.URLError as e:
+        raise UserError(f"no node answers at {url} ({e.reason}); give its address with --node") from None
+
+
+def switched(answer: dict) -> None:
+    out = screen(None)
+    out.print(f"active: {escape(answer['active']['path'])} ({answer['active']['sha256'][:12]}…, "
+              f"{escape(answer['active']['name'])})")
+    out.print(f"shadow: {escape(answer['shadow']['path'])} ({answer['shadow']['sha256'][:12]}…)")
+
+
+@engine_app.command("promote")
+def engine_promote(token_file: TokenFile, node: NodeUrl = "http://127.0.0.1:8080") -> None:
+    """Make the node's shadow engine active (verified again first); the active one becomes the shadow."""
+    switched(ask_node(node, token_file, "promote"))
+
+
+@engine_app.command("rollback")
+def engine_rollback(token_file: TokenFile, node: NodeUrl = "http://127.0.0.1:8080") -> None:
+    """Make the engine active before the last switch active again (verified again first)."""
+    switched(ask_node(node, token_file, "rollback"))

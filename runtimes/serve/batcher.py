@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import shadow
 from .records import Instance
 from .sr import sr_uids
 
@@ -27,6 +28,8 @@ class Batcher:
         """Pending instances (including those a previous run acknowledged but never classified) in batches."""
         node = self.node
         while not node.stopping.is_set():
+            if node.engines is not None:
+                node.engines.between_batches()  # a promote or rollback asked for: between two batches
             rows = node.ledger.pending(node.opts.max_batch)
             if len(rows) < node.opts.max_batch:
                 with node.arrived:
@@ -54,6 +57,7 @@ class Batcher:
             node.classified.notify()
         node.metrics.classified.inc(len(written))
         self.monitor(lambda m: m.evaluate())
+        self.shadow([row for row in rows if row.uid in written])
         for row, result in results:
             if row.uid not in written:
                 continue
@@ -71,6 +75,18 @@ class Batcher:
         except Exception as e:  # noqa: BLE001 — the results are written; the monitor must not stop the node
             log.error("the monitor failed on a batch (%s: %s)", type(e).__name__, e, exc_info=True,
                       extra={"event": "monitor-failed"})
+
+    def shadow(self, rows: list[Instance]) -> None:
+        """The shadow engine's results for what the active one just classified: recorded, never delivered; a fault
+        in it is logged and never holds up the active engine."""
+        engines = self.node.engines
+        if engines is None or engines.shadow is None or not rows:
+            return
+        try:
+            shadow.classify(self.node.ledger, engines.shadow, rows, self.node.opts.workers)
+        except Exception as e:  # noqa: BLE001 — the active engine's results stand whatever the shadow does
+            log.error("the shadow engine failed on a batch (%s: %s)", type(e).__name__, e,
+                      extra={"event": "shadow-failed"})
 
     def audit(self, results: list[tuple[Instance, dict]]) -> None:
         """"Result produced" for each result, naming the SR it will be kept as, written (and synced) before the

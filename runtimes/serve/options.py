@@ -171,6 +171,9 @@ class ServeOptions:
                                       "deliver the new results.", kind="bool")
     trusted_key: tuple[Path, ...] = setting((), "Refuse an engine not signed by this public key (repeatable).",
                                             kind="paths")
+    shadow: Path | None = setting(None, "Engine directory of a shadow engine: it classifies every instance too, its "
+                                        "results are recorded and never delivered (POST /v1/engine/promote makes it "
+                                        "active).", kind="path")
     monitor_window: int = setting(250, "Instances in the monitor's rolling window, compared with the engine's "
                                        "reference and the site baseline (docs/monitoring.md).", kind="int", low=50,
                                   high=100_000)

@@ -24,9 +24,10 @@ from pathlib import Path
 from dcube_edge.errors import UserError
 
 from ..files import sha256
-from . import housekeeping
+from . import engines, housekeeping, shadow
 from .audit import AuditTrail
 from .batcher import Batcher
+from .engines import Engines
 from .forwarder import Forwarder, destinations
 from .http import HttpApi, build_server
 from .ledger import Ledger
@@ -65,7 +66,11 @@ class Service:
         ledger = Ledger(opts.spool / "ledger.sqlite")
         self.reset = 0
         recorded = ledger.meta("engine_sha256")
-        if recorded and recorded != engine_hash:
+        if recorded and recorded != engine_hash and engines.known(ledger, engine_hash):
+            log.warning("the spool's last active engine was %s… (switched to while serving); starting with %s as "
+                        "configured: update the configuration to keep a switch", recorded[:12], opts.engine,
+                        extra={"event": "engine-configured"})
+        elif recorded and recorded != engine_hash:
             if not opts.reclassify:
                 raise UserError(f"{opts.spool} holds results of another engine (manifest sha256 {recorded[:12]}…); "
                                 "use a new --spool, or pass --reclassify to classify everything again with this one")
@@ -73,6 +78,10 @@ class Service:
         ledger.meta("engine_sha256", engine_hash)
         self.node = Node(opts, clf, engine_hash, ledger, Metrics(), audit=AuditTrail(opts.audit_target(), opts.ae_title))
         self.node.reports = Reports(opts.spool / "results", ledger, clf.manifest, engine_hash)
+        shadow.prepare(ledger)
+        self.node.engines = Engines(self.node, engines.Slot(Path(opts.engine), clf, engine_hash),
+                                    engines.verified(opts.shadow, opts.trusted_key, list(clf.classes))
+                                    if opts.shadow else None)
         self.node.monitor = Monitor(self.node)
         self.destinations = destinations(self.node)
         self.node.destinations = tuple(d.name for d in self.destinations)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ...predictions import Prediction
+from .. import shadow
 from ..records import Instance
 from . import labels, performance, store, watch
 from .observation import Observation, metadata, observe
@@ -59,6 +60,8 @@ class Monitor:
                              "(alert under dcube_monitor_threshold)", ["check"], registry=registry)
         self.threshold_gauge = Gauge("dcube_monitor_threshold", "The p-value under which an alert starts", ["check"],
                                      registry=registry)
+        self.agreement_gauge = Gauge("dcube_shadow_agreement", "Share of the rolling window's instances the shadow "
+                                     "engine called as the active one did", registry=registry)
         self.ood_gauge = Gauge("dcube_monitor_ood_median", "Median out-of-distribution score of the rolling window",
                                registry=registry)
         for name in (*watch.CHECKS, "performance"):
@@ -98,6 +101,12 @@ class Monitor:
         if (perf := performance_finding(self.node.ledger, self.node.engine_hash, self.reference,
                                         LABELLED_WINDOWS * self.node.opts.monitor_window)) is not None:
             findings.append(perf)
+        held = self.node.engines
+        if held is not None and held.shadow is not None:
+            agreed = shadow.agreement(self.node.ledger, self.node.engine_hash, held.shadow.sha256,
+                                      self.node.opts.monitor_window)
+            if agreed["compared"]:
+                self.agreement_gauge.set(agreed["agreement"])
         ood = watch.ood_summary(window, self.reference)
         if "median" in ood:
             self.ood_gauge.set(ood["median"])
@@ -108,6 +117,19 @@ class Monitor:
             elif f.name in self.active and f.n >= watch.MIN_WINDOW and f.statistic >= watch.ALPHA_END:
                 self.end(f)
         return findings
+
+    def engine_changed(self) -> None:
+        """Another engine is active: its own reference, windows of its own results; the outgoing engine's alerts
+        end (they were about its results)."""
+        with self.lock:
+            self.reference = self.node.clf.manifest.record.reference
+            store.keep_reference(self.node.ledger, self.reference)
+            for name in list(self.active):
+                store.ended(self.node.ledger, name)
+                del self.active[name]
+                self.alert_gauge.labels(name).set(0)
+                log.info("monitor alert %s ended: the engine it was about is no longer active", name,
+                         extra={"event": "monitor-clear", "check": name})
 
     def start(self, f: watch.Finding) -> None:
         alert = store.Alert(f.name, f.window, time.time(), None, f.statistic, f.threshold, f.detail,

@@ -55,3 +55,27 @@ def parse(body: bytes, kind: str) -> list[dict]:
             raise UserError("\"labels\" must be a list of objects; " + HINT)
         return found
     return labels.read_csv(text, "the body")
+
+
+def engine_switch(node: Node, action: str, environ) -> tuple[int, dict]:
+    """``POST /v1/engine/promote`` and ``/v1/engine/rollback``: the switch's outcome (409 where it was refused)."""
+    if not node.opts.token:
+        return 403, {"error": "switching the engine needs the node's bearer token: start it with --token-file"}
+    if node.engines is None:
+        return 409, {"error": "this node holds one engine"}
+    answer = node.engines.ask(action)
+    caller = environ.get("REMOTE_ADDR", "?")
+    log_caller = f"{action} asked by {caller}"
+    return (409 if "error" in answer else 200), {**answer, "asked_by": log_caller}
+
+
+def engine_state(node: Node) -> dict:
+    """``GET /v1/engine``: the active engine, the shadow, its agreement, the history of switches."""
+    from .. import engines, shadow
+
+    held = node.engines
+    state: dict = {"active": engines.named(node.ledger, node.engine_hash), "history": engines.history(node.ledger)}
+    if held is not None and held.shadow is not None:
+        state["shadow"] = engines.named(node.ledger, held.shadow.sha256)
+        state["agreement"] = shadow.agreement(node.ledger, node.engine_hash, held.shadow.sha256)
+    return state

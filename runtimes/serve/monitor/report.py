@@ -75,7 +75,8 @@ def status(ledger: Ledger, now: float | None = None) -> dict:
     labelled = labels.joined(ledger, engine, LABELLED_WINDOWS * seen.settings["window"])
     recent = [(o.label, o.scores) for o in seen.window]
     perf = [c.to_dict() for c in performance.evaluate(labelled, seen.reference, recent)] if labelled or recent else []
-    return {"performance": {"labelled": len(labelled), "threshold": performance.PERF_ALPHA,
+    return {"engines": engines_state(ledger, engine, seen.settings["window"]),
+            "performance": {"labelled": len(labelled), "threshold": performance.PERF_ALPHA,
                             "estimated_on": f"last {len(recent)} instances", "classes": perf},
             "engine_sha256": engine, "reference": describe(seen.reference), "settings": seen.settings,
             "baseline_instances": len(seen.baseline),
@@ -132,3 +133,14 @@ def plot(ledger: Ledger, out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def engines_state(ledger: Ledger, engine: str, window: int) -> dict:
+    """The history of engine switches and, where the node runs a shadow, how often it agrees with the active one."""
+    from .. import engines, shadow
+
+    history = engines.history(ledger)
+    latest = history[-1]["shadow"] if history else None
+    return {"active": engines.named(ledger, engine), "history": history,
+            "shadow": {**(engines.named(ledger, latest) or {}), **shadow.agreement(ledger, engine, latest, window)}
+            if latest else None}
