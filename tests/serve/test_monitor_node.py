@@ -64,6 +64,9 @@ def test_the_node_monitors_its_stream_and_alerts_where_operators_look(ort_engine
         assert metric(metrics, 'dcube_monitor_alert{check="metadata-mix"}') == 1
         assert metric(metrics, 'dcube_monitor_threshold{check="metadata-mix"}') == pytest.approx(1e-5)
         assert server.get("/readyz")["status"] == "ready"
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{server.http}/ui/", headers=auth),
+                                    timeout=10) as r:
+            assert "monitor: metadata-mix" in r.read().decode()  # the console's overview shows it
         lines = [line for line in log.read_text().splitlines() if "monitor-alert" in line]
         assert len(lines) == 1 and "metadata-mix" in lines[0] and "Initech" in lines[0], lines
         audit = [line for line in (spool / "audit.log").read_text().splitlines() if "monitor alert" in line]

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..records import Delivery, State
+from ...sections import encode
+from ..records import Delivery, State, iso
 from . import queries
 
 if TYPE_CHECKING:
@@ -30,12 +31,12 @@ class Alert:
 
 def engine_facts(manifest: Manifest, describe: str) -> dict:
     """What the console shows of an engine, from its manifest (``describe``: its operating point in words)."""
-    data = manifest.data
+    r = manifest.record  # the typed record (runtimes/record.py): Manifest has no raw dict since the merge
     return {"backend": manifest.backend, "precision": manifest.precision, "classes": manifest.classes,
             "computes_in": manifest.precision_parts(), "operating_point": describe,
-            "calibration": data.get("calibration") or {}, "model": data.get("model", "dcube"),
-            "preset": data.get("preset"), "created": data.get("created"), "intended_use": data.get("intended_use"),
-            "parity": data.get("parity") or {}, "modalities": (data.get("input") or {}).get("modalities") or [],
+            "calibration": encode(r.calibration) if r.calibration else {}, "model": r.graph.model,
+            "preset": r.graph.preset, "created": r.provenance.created, "intended_use": r.provenance.intended_use,
+            "parity": encode(r.parity) if r.parity else {}, "modalities": list(r.input.modalities),
             "directory": manifest.dir.name}
 
 
@@ -67,6 +68,9 @@ def alerts(node: Node, reasons: list[str], places: list[dict]) -> list[Alert]:
     dead = sum(d["counts"].get(Delivery.DEAD.value, 0) for d in places)
     if dead:
         found.append(Alert("warning", f"{dead} dead letter(s)", "deliveries given up: see Deliveries to retry them"))
+    if node.monitor is not None:  # docs/monitoring.md: what each means and what to do
+        found += [Alert("warning", f"monitor: {a.name}", f"since {iso(a.since)}, p = {a.statistic:.2g} under "
+                        f"{a.threshold:.0e} over the {a.window}: {a.detail}") for a in list(node.monitor.active.values())]
     return found
 
 
