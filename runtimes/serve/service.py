@@ -55,6 +55,7 @@ class Service:
 
         preflight(opts)
         clf = load(opts.engine, trusted_keys=list(opts.trusted_key) or None)
+        shadowing = shadow_engine(opts, list(clf.classes))
         self.lock = hold(opts.spool)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
             opts = dataclasses.replace(opts, accept_modality=tuple(clf.manifest.record.input.modalities or ()))
@@ -79,9 +80,7 @@ class Service:
         self.node = Node(opts, clf, engine_hash, ledger, Metrics(), audit=AuditTrail(opts.audit_target(), opts.ae_title))
         self.node.reports = Reports(opts.spool / "results", ledger, clf.manifest, engine_hash)
         shadow.prepare(ledger)
-        self.node.engines = Engines(self.node, engines.Slot(Path(opts.engine), clf, engine_hash),
-                                    engines.verified(opts.shadow, opts.trusted_key, list(clf.classes))
-                                    if opts.shadow else None)
+        self.node.engines = Engines(self.node, engines.Slot(Path(opts.engine), clf, engine_hash), shadowing)
         self.node.monitor = Monitor(self.node)
         self.destinations = destinations(self.node)
         self.node.destinations = tuple(d.name for d in self.destinations)
@@ -223,3 +222,13 @@ class Service:
                          "results and the token cross it in clear; pass --tls-cert and --tls-key")
             log.warning("reachable from the network without TLS", extra={"event": "insecure"})
         return "\n".join(lines)
+
+
+def shadow_engine(opts: ServeOptions, classes: list[str]) -> engines.Slot | None:
+    """The ``--shadow`` engine, checked as an engine to be made active would be (refused naming the option)."""
+    if opts.shadow is None:
+        return None
+    try:
+        return engines.verified(opts.shadow, opts.trusted_key, classes)
+    except UserError as e:
+        raise UserError(f"--shadow {opts.shadow}: {e}") from None

@@ -110,3 +110,12 @@ def test_shadow_promote_and_rollback_under_load(ort_engine, fp16_engine, demo_da
     finally:
         server.stop()
         pacs.stop()
+
+
+def test_a_shadow_that_fails_verification_stops_the_start_naming_it(ort_engine, tmp_path):
+    bad = shutil.copytree(ort_engine, tmp_path / "bad")
+    (bad / "model.onnx").write_bytes((bad / "model.onnx").read_bytes() + b"\0")
+    res = cli("serve", ort_engine, "--spool", tmp_path / "spool", "--shadow", bad, "--http-port", free_port(),
+              "--dicom-port", free_port(), check=2)
+    assert f"--shadow {bad}:" in res.stderr and "does not match its sha256" in res.stderr
+    assert not (tmp_path / "spool").exists()  # refused before anything was created
