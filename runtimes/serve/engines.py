@@ -110,7 +110,7 @@ class Engines:
 
     def ask(self, action: str, timeout: float = 120) -> dict:
         """Promote or roll back: the batcher makes the switch between two batches; its outcome."""
-        done, answer = threading.Event(), {}
+        done, answer = threading.Event(), dict[str, object]()
         with self.lock:
             if self.asked is not None:
                 return {"error": "another switch is in progress"}
@@ -163,6 +163,7 @@ class Engines:
         from .reports import Reports
 
         node = self.node
+        assert node.opts.spool is not None  # a serving node has its spool
         with node.engine_lock:
             if self.shadow is not None:
                 self.shadow.clf.__exit__(None, None, None)  # replaced: by the outgoing engine

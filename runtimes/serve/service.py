@@ -80,7 +80,7 @@ class Service:
         self.node = Node(opts, clf, engine_hash, ledger, Metrics(), audit=AuditTrail(opts.audit_target(), opts.ae_title))
         self.node.reports = Reports(opts.spool / "results", ledger, clf.manifest, engine_hash)
         shadow.prepare(ledger)
-        self.node.engines = Engines(self.node, engines.Slot(Path(opts.engine), clf, engine_hash), shadowing)
+        self.node.engines = Engines(self.node, engines.Slot(clf.manifest.dir, clf, engine_hash), shadowing)
         self.node.monitor = Monitor(self.node)
         self.destinations = destinations(self.node)
         self.node.destinations = tuple(d.name for d in self.destinations)
