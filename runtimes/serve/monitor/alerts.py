@@ -33,10 +33,11 @@ def performance_finding(ledger, engine: str, reference, newest: int) -> watch.Fi
         return None
     per = performance.evaluate(labelled, reference)
     worst = min(per, key=lambda c: c.p_worse)
+    p = min(1.0, worst.p_worse * len(per))  # Bonferroni over the classes, as within each (sensitivity, specificity)
     site, card = worst.site, worst.card
     said = ", ".join(f"{k} {site[k].value} (card {card[k].value if k in card else '-'})"
                      for k in ("sensitivity", "specificity")) if site else "no figures"
-    return watch.Finding("performance", f"last {len(labelled)} labelled", worst.p_worse, performance.PERF_ALPHA,
+    return watch.Finding("performance", f"last {len(labelled)} labelled", p, performance.PERF_ALPHA,
                          "fisher", worst.p_worse, len(labelled), f"{worst.name}: {said}")
 
 

@@ -35,7 +35,7 @@ def proportion(k: float, n: float) -> Figure:
         return Figure(None, None, None, 0)
     if float(k).is_integer() and float(n).is_integer():
         ci = binomtest(int(k), int(n)).proportion_ci(0.95, method="wilson")
-        return Figure(round(k / n, 4), round(ci.low, 4), round(ci.high, 4), int(n))
+        return Figure(round(k / n, 4), round(float(ci.low), 4), round(float(ci.high), 4), int(n))
     return Figure(round(k / n, 4), None, None, int(round(n)))
 
 

@@ -62,10 +62,12 @@ def status(ledger: Ledger, now: float | None = None) -> dict:
                 "findings": [f.to_dict() for f in watch.evaluate(seen.window, seen.reference, seen.baseline, label,
                                                                  seen.after)]}]
     today = dt.datetime.fromtimestamp(now or dt.datetime.now(dt.timezone.utc).timestamp(), dt.timezone.utc).date()
+    first = dt.datetime.combine(today - dt.timedelta(days=DAYS - 1), dt.time(), dt.timezone.utc).timestamp()
+    week = store.observations(ledger, engine, since=first)  # read once, split by day
     for back in range(DAYS):
         day = today - dt.timedelta(days=back)
         start = dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()
-        rows = [o for t, o in store.observations(ledger, engine, since=start) if t < start + 86400]
+        rows = [o for t, o in week if start <= t < start + 86400]
         if rows:
             windows.append({"window": day.isoformat(), "instances": len(rows),
                             "ood": watch.ood_summary(rows, seen.reference),
