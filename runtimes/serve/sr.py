@@ -172,6 +172,10 @@ def observer(manifest: Manifest, engine_hash: str):
         .replace("  ", " ")[:64]))
 
 
+OOD_TEXT = ("input out-of-distribution score {:.2f}: Mahalanobis distance of the image's intensity statistics from "
+            "those of the engine's reference images (docs/monitoring.md)")
+
+
 def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) -> list:
     """TID 1501 groups: the decision with its explanation, then one per class with its probabilities."""
     from highdicom.sr import (
@@ -210,6 +214,9 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
         QualitativeEvaluation(codes.SCT.Classification, class_code(manifest, result["label"]))])
     decision[0].ContentSequence.append(TextContentItem(codes.DCM.Comment, explained["explanation"],
                                                        RelationshipTypeValues.CONTAINS))
+    if result.get("ood") is not None:  # the node's monitor (docs/monitoring.md): how unlike the reference the input is
+        decision[0].ContentSequence.append(TextContentItem(codes.DCM.Comment, OOD_TEXT.format(result["ood"]),
+                                                           RelationshipTypeValues.CONTAINS))
     adjusted = explained["compared"] if rule.bias is not None and explained.get("threshold") is None else {}
     method = CodedConcept("OPPOINT", PRIVATE_SCHEME, "Prior-corrected at the operating point")
     return [decision] + [

@@ -15,7 +15,7 @@ pytest.importorskip("pynetdicom", reason="serve needs the `serve` extra (pynetdi
 pytest.importorskip("scipy", reason="the monitor needs the `serve` extra (scipy)")
 
 from commands import cli  # noqa: E402
-from serving import Server, dicom_of, send  # noqa: E402
+from serving import Server, dicom_of, groups_of, send  # noqa: E402
 
 TOKEN = "a-token-of-sixteen-chars-or-more"
 
@@ -56,6 +56,9 @@ def test_the_node_monitors_its_stream_and_alerts_where_operators_look(ort_engine
         uid = str(__import__("pydicom").dcmread(site[0]).SOPInstanceUID)
         first = server.result(uid, headers=auth)
         assert first["ood_score"] is not None and first["ood_score"] >= 0
+        sr = __import__("pydicom").dcmread(spool / "results" / f"{first['result_sr']}.dcm")
+        said = [i.TextValue for g in groups_of(sr) for i in g.ContentSequence if i.ValueType == "TEXT"]
+        assert f"input out-of-distribution score {first['ood_score']:.2f}" in " ".join(said)
         assert send(server.dicom, scans(demo_data, tmp_path, 50, "Initech", 60)) == [0] * 50
         deadline = time.time() + 60
         while time.time() < deadline and metric(server.get("/metrics", auth), 'dcube_monitor_alert{check="metadata-mix"}') != 1:
