@@ -35,6 +35,8 @@ class Batcher:
                 with node.arrived:
                     node.arrived.wait(node.opts.max_delay_ms / 1000 if rows else 0.5)
                 rows = node.ledger.pending(node.opts.max_batch)
+            if not rows:
+                self.monitor(lambda m: m.catch_up())
             if rows and not node.paused_by_disk(lambda rows=rows: self.classify_rows(rows)):
                 node.stopping.wait(5)
             node.metrics.queue.set(node.ledger.counts().get("pending", 0))

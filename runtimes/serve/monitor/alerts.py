@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..node import Node
 
 log = logging.getLogger("dcube_edge.serve")
+EVERY_S = 1.0  # the batcher's comparisons at most this often (one takes some tens of ms)
 LABELLED_WINDOWS = 4  # the performance window: the newest labelled results, this many monitor windows' worth
 
 
@@ -47,7 +48,7 @@ class Monitor:
     def __init__(self, node: Node):
         from prometheus_client import Gauge
 
-        self.node, self.lock = node, threading.Lock()
+        self.node, self.lock, self.last, self.stale = node, threading.Lock(), 0.0, False
         self.reference = node.clf.manifest.record.reference
         store.prepare(node.ledger)
         store.keep_reference(node.ledger, self.reference)
@@ -90,10 +91,20 @@ class Monitor:
         after = [o for t, o in window if full and t > baseline[-1][0]]
         return [o for _, o in window], [o for _, o in baseline] if full else [], after
 
-    def evaluate(self) -> list[watch.Finding]:
-        """Compare the window now (the batcher after each batch, a label import); one evaluation at a time."""
+    def evaluate(self, force: bool = False) -> list[watch.Finding]:
+        """Compare the window now (the batcher after a batch, at most once every :data:`EVERY_S` unless
+        ``force``d: a label import); one evaluation at a time."""
         with self.lock:
+            if not force and time.monotonic() - self.last < EVERY_S:
+                self.stale = True  # made up by catch_up when the batcher is idle
+                return []
+            self.last, self.stale = time.monotonic(), False
             return self._evaluate()
+
+    def catch_up(self) -> None:
+        """The comparison a busy second skipped, once the batcher has nothing to do."""
+        if self.stale:
+            self.evaluate(force=True)
 
     def _evaluate(self) -> list[watch.Finding]:
         window, baseline, after = self.window()

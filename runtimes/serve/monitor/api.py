@@ -37,7 +37,7 @@ def post(node: Node, environ) -> tuple[int, dict]:
     if node.audit is not None:
         node.audit.updated(caller, f"POST /v1/labels: {done.labelled} result(s) labelled", [])
     if node.monitor is not None:
-        node.monitor.evaluate()
+        node.monitor.evaluate(force=True)
     return 200, {"labelled": done.labelled, "unmatched": done.unmatched, "unknown_class": done.unknown_class}
 
 
