@@ -13,9 +13,8 @@ from dcube_edge.data import discover
 from dcube_edge.export.reference import distances
 from dcube_edge.runtimes import facts
 from dcube_edge.runtimes.files import sha256
-from dcube_edge.runtimes.record import EngineError
 from dcube_edge.runtimes.observed import FEATURES
-from dcube_edge.runtimes.record import facts_of
+from dcube_edge.runtimes.record import EngineError, facts_of
 
 
 def test_the_reference_is_what_the_engine_said_of_its_operating_split(ort_engine, demo_data):
