@@ -38,7 +38,6 @@ class _Pending:
         self.pred, self.rows, self.views = pred, [], []
         self.waiting, self.exhausted = 0, False
         self.inputs: dict = {}  # view key → its input statistics, where observed
-        self.logits: list = []  # per view in self.views' order, where observed
 
     def fail(self, message: str) -> None:
         self.pred.error = self.pred.error or message
@@ -55,7 +54,7 @@ class Classifier:
         self.spec = manifest.preprocess
         self.decision = Decision.of_record(manifest.record)
         self.max_frames = MAX_FRAMES
-        self.observe = False  # keep each view's input statistics and logits (runtimes.observed; the node's monitor)
+        self.observe = False  # keep each view's input statistics (runtimes.observed; the node's monitor)
         # Engine milliseconds per call by batch size (decoding excluded): every call counted, the latest
         # RECENT_CALLS kept, so a long-running server's memory does not grow with the calls it serves.
         self.engine_calls: Counter[int] = Counter()
@@ -161,18 +160,15 @@ class Classifier:
     def _run(self, batch: list[tuple[_Pending, View, np.ndarray]]) -> None:
         """Infer one batch of views and hand each its result."""
         try:
-            logits = self.logits(np.stack([x for _, _, x in batch]))
-            probs = self.decision.probabilities(logits)
+            probs = self.decision.probabilities(self.logits(np.stack([x for _, _, x in batch])))
         except NonFiniteOutput as e:
             for pending, _, _ in batch:
                 pending.fail(str(e))
                 pending.waiting -= 1
             return
-        for (pending, view, _), row, raw in zip(batch, probs, logits):
+        for (pending, view, _), row in zip(batch, probs):
             pending.views.append(view)
             pending.rows.append(row)
-            if self.observe:
-                pending.logits.append(tuple(float(v) for v in raw))
             pending.waiting -= 1
 
     def _ready(self, queue: deque[_Pending]) -> Iterator[Prediction]:
@@ -187,9 +183,8 @@ class Classifier:
             return pred
         rows = np.stack(pending.rows)
         decided = self.decision.decide(rows)
-        raw = pending.logits or [None] * len(rows)
         pred.frames = [ViewResult(v, self.classes[int(d)], self._probs(r), self.classes[int(r.argmax())],
-                                  pending.inputs.get(v.key), lg) for v, r, d, lg in zip(pending.views, rows, decided, raw)]
+                                  pending.inputs.get(v.key)) for v, r, d in zip(pending.views, rows, decided)]
         row = instance.combine(rows, self.spec.instance)
         pred.label = self.classes[int(self.decision.decide(row[None])[0])]
         pred.argmax, pred.probs = self.classes[int(row.argmax())], self._probs(row)

@@ -19,7 +19,6 @@ class ViewResult:
     probs: dict[str, float]
     argmax: str
     inputs: ViewInputs | None = None  # its input statistics, where the classifier observes them (the node does)
-    logits: tuple[float, ...] | None = None  # the engine's raw outputs, likewise
 
     @property
     def frame(self) -> int | None:
