@@ -61,6 +61,15 @@ def render(found: dict):
     if not found["alerts"]:
         yield "no active alert"
     yield from performance_table(found["performance"])
+    shadow = found["engines"]["shadow"]
+    if shadow and shadow.get("compared"):
+        yield (f"shadow {escape(str(shadow.get('path')))}: the same call on {shadow['agreement']:.1%} "
+               f"({shadow['low']:.1%}-{shadow['high']:.1%}) of {shadow['compared']} instance(s)"
+               + (f"; differs: {escape(', '.join(f'{k} {v}' for k, v in shadow['differences'].items()))}"
+                  if shadow["differences"] else ""))
+    switches = [h for h in found["engines"]["history"] if h["action"] != "start"]
+    if switches:
+        yield f"engine switches: {len(switches)}, the last a {switches[-1]['action']} ({escape(switches[-1]['outcome'])})"
     for a in found["alerts"]:
         yield (f"[bold red]ALERT[/] {a['name']} since {a['since']}: p = {a['statistic']:.2g} under {a['threshold']:.0e} "
                f"over the {a['window']} ({escape(a['detail'])})")
