@@ -70,7 +70,7 @@ def stream(before: list[Observation], rng: np.random.Generator, n: int, after: l
     for i in range(n):
         source = after if after is not None and change is not None and i >= change else before
         o = source[int(rng.integers(len(source)))]
-        drawn.append(Observation(o.label, o.scores, o.inputs, o.ood, meta[i]))
+        drawn.append(Observation(o.label, o.scores, o.inputs, o.ood, meta[i], o.form))
     return drawn
 
 

@@ -86,3 +86,13 @@ def test_observations_alerts_and_the_reference_are_kept_in_the_ledger(tmp_path):
     assert [a.name for a in store.alerts(ledger, active_only=True)] == ["decision-rate"]
     store.ended(ledger, "decision-rate", 9.0)
     assert store.alerts(ledger, active_only=True) == [] and store.alerts(ledger)[0].ended == 9.0
+
+
+def test_colour_files_where_the_reference_had_none_move_the_input_statistics():
+    ref = reference()
+    grey = drawn(250)
+    colour = [Observation(o.label, o.scores, o.inputs, o.ood, o.meta, {"colour": i % 2 == 0}) for i, o in
+              enumerate(grey)]
+    before = {f.name: f for f in watch.evaluate(grey, ref, [], "w")}["input-statistics"]
+    after = {f.name: f for f in watch.evaluate(colour, ref, [], "w")}["input-statistics"]
+    assert not before.alarming and after.alarming and "'yes' 50% of the window vs 0%" in after.detail

@@ -30,16 +30,17 @@ class Observation:
     inputs: tuple[tuple[float, ...], ...] = ()  # per view kept, :data:`FEATURES` in order
     ood: float | None = None  # median over its views of the Mahalanobis distance from the reference
     meta: dict[str, str] = field(default_factory=dict)
+    form: dict[str, bool] = field(default_factory=dict)  # colour, multi-frame, tissue regions: what the reader said
 
     def to_json(self) -> str:
         return json.dumps({"label": self.label, "scores": self.scores, "inputs": [list(v) for v in self.inputs],
-                           "ood": self.ood, "meta": self.meta}, separators=(",", ":"))
+                           "ood": self.ood, "meta": self.meta, "form": self.form}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Observation:
         d = json.loads(text)
         return cls(d["label"], d["scores"], tuple(tuple(v) for v in d.get("inputs") or ()), d.get("ood"),
-                   d.get("meta") or {})
+                   d.get("meta") or {}, d.get("form") or {})
 
     def feature(self, name: str) -> list[float]:
         """One input statistic of each kept view."""
@@ -86,8 +87,10 @@ def observe(pred: Prediction, reference: Reference | None, meta: dict[str, str])
     if pred.error or pred.label is None:
         return None
     inputs = [f.inputs for f in pred.frames if f.inputs is not None]
+    form = {"colour": inputs[0].colour, "multi-frame": inputs[0].frames > 1, "tissue regions": inputs[0].regions} \
+        if inputs else {}
     return Observation(pred.label, {k: round(float(v), 6) for k, v in (pred.probs or {}).items()},
-                       tuple(v.values for v in kept_views(inputs)), ood_score(inputs, reference), meta)
+                       tuple(v.values for v in kept_views(inputs)), ood_score(inputs, reference), meta, form)
 
 
 __all__ = ["INTENSITY", "METADATA", "Observation", "metadata", "observe", "ood_score"]

@@ -60,9 +60,17 @@ def score_distribution(window: Sequence[Observation], reference: Reference) -> t
 
 
 def input_statistics(window: Sequence[Observation], reference: Reference) -> tuple[str, Test]:
-    """Each input statistic of the window's views against the reference's views."""
-    return smallest({f: ks([v for o in window for v in o.feature(f)], reference.inputs[f], f)
-                     for f in FEATURES if f in reference.inputs})
+    """Each input statistic of the window's views against the reference's views, and the shares of colour,
+    multi-frame and tissue-region files against the reference's (where the window says)."""
+    tests = {f: ks([v for o in window for v in o.feature(f)], reference.inputs[f], f)
+             for f in FEATURES if f in reference.inputs}
+    said = [o.form for o in window if o.form]
+    for name, share in (("colour", reference.colour), ("multi-frame", reference.multiframe),
+                        ("tissue regions", reference.regions)):
+        if said:
+            expected = {"yes": share * reference.n, "no": (1 - share) * reference.n}
+            tests[name] = homogeneity(["yes" if f.get(name) else "no" for f in said], expected, name)
+    return smallest(tests)
 
 
 def metadata_mix(window: Sequence[Observation], baseline: Sequence[Observation]) -> tuple[str, Test]:
