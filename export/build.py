@@ -88,11 +88,12 @@ def export_plan(plan: Plan, context: ExportContext, run: rundir.Run | None = Non
         built = build(plan, job, graph)
         data = ParityData.load(plan.parity_split, PreprocessSpec(cfg.image_size), graph, cfg.seed, context)
         reached = reach_parity(plan, job, section, built, data)
-        point, calibration, said = operating.choose(plan, draft(plan, job, section, built.model_file, reached.choices),
-                                                    data, reached.logits)
-        context.log(said)
+        chosen = operating.choose(plan, draft(plan, job, section, built.model_file, reached.choices), data,
+                                  reached.logits)
+        context.log(chosen.said)
         record = compose(plan, job, section, built, reached)
-        record = publish(work, plan.out, replace(record, decision=point, calibration=calibration))
+        record = publish(work, plan.out, replace(record, decision=chosen.point, calibration=chosen.calibration,
+                                                 reference=chosen.reference))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if opts.triton_repo:

@@ -12,7 +12,7 @@ import numpy as np
 
 from dcube_edge.errors import DcubeError
 
-from . import instance
+from . import instance, observed
 from .base import Runner
 from .decision import Decision
 from .images import MAX_FRAMES
@@ -37,6 +37,7 @@ class _Pending:
     def __init__(self, pred: Prediction):
         self.pred, self.rows, self.views = pred, [], []
         self.waiting, self.exhausted = 0, False
+        self.inputs: dict = {}  # view key → its input statistics, where observed
 
     def fail(self, message: str) -> None:
         self.pred.error = self.pred.error or message
@@ -53,6 +54,7 @@ class Classifier:
         self.spec = manifest.preprocess
         self.decision = Decision.of_record(manifest.record)
         self.max_frames = MAX_FRAMES
+        self.observe = False  # keep each view's input statistics (runtimes.observed; the node's monitor)
         # Engine milliseconds per call by batch size (decoding excluded): every call counted, the latest
         # RECENT_CALLS kept, so a long-running server's memory does not grow with the calls it serves.
         self.engine_calls: Counter[int] = Counter()
@@ -126,7 +128,11 @@ class Classifier:
         def views() -> Iterator[tuple[View, np.ndarray]]:
             try:
                 for view, gray in src.read():
-                    yield view, preprocess(gray, self.spec)
+                    x = preprocess(gray, self.spec)
+                    if self.observe:
+                        pending.inputs[view.key] = observed.of_view(gray.shape, x, self.spec.range, src.colour,
+                                                                    src.number_of_frames, bool(src.regions.boxes))
+                    yield view, x
             except ImageError as e:
                 pending.fail(str(e))
 
@@ -177,8 +183,8 @@ class Classifier:
             return pred
         rows = np.stack(pending.rows)
         decided = self.decision.decide(rows)
-        pred.frames = [ViewResult(v, self.classes[int(d)], self._probs(r), self.classes[int(r.argmax())])
-                       for v, r, d in zip(pending.views, rows, decided)]
+        pred.frames = [ViewResult(v, self.classes[int(d)], self._probs(r), self.classes[int(r.argmax())],
+                                  pending.inputs.get(v.key)) for v, r, d in zip(pending.views, rows, decided)]
         row = instance.combine(rows, self.spec.instance)
         pred.label = self.classes[int(self.decision.decide(row[None])[0])]
         pred.argmax, pred.probs = self.classes[int(row.argmax())], self._probs(row)

@@ -36,8 +36,9 @@ def to_unit_gray(img: Image.Image, colour: str = COLOUR) -> np.ndarray:
     return luma(np.asarray(img.convert("RGB")), 255, colour)
 
 
-def read_picture(path: str | Path, colour: str = COLOUR) -> np.ndarray:
-    """Decode one picture file to float32 (H, W) in [0, 1]; raise :class:`ImageError` with a reason."""
+def read_picture(path: str | Path, colour: str = COLOUR) -> tuple[np.ndarray, bool]:
+    """Decode one picture file to (float32 (H, W) in [0, 1], whether the file is in colour); raise
+    :class:`ImageError` with a reason."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -49,7 +50,8 @@ def read_picture(path: str | Path, colour: str = COLOUR) -> np.ndarray:
             if getattr(img, "n_frames", 1) > 1:
                 raise ImageError(f"multi-frame image ({img.n_frames} frames): save frames as separate files")
             img.load()
-            return to_unit_gray(img, colour)
+            gray = to_unit_gray(img, colour)
+            return gray, img.mode not in GREY_MODES and not img.mode.startswith(("I", "F"))
     except ImageError:
         raise
     except Image.DecompressionBombError as e:

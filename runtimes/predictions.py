@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .observed import ViewInputs
 from .reader import View
 
 
@@ -17,6 +18,7 @@ class ViewResult:
     label: str
     probs: dict[str, float]
     argmax: str
+    inputs: ViewInputs | None = None  # its input statistics, where the classifier observes them (the node does)
 
     @property
     def frame(self) -> int | None:

@@ -52,6 +52,7 @@ class Source:
     regions: Regions = field(default_factory=Regions)
     warnings: list[str] = field(default_factory=list)
     colour_rule: str = COLOUR  # the colour rule its colour frames are read by
+    colour: bool = False  # its pixels are colour (RGB, YBR, palette), turned grey by the colour rule
     _frames: object = None  # () -> Iterator[np.ndarray]: the frames as decoded, one at a time
     _gray: object = None  # (a frame or a crop of it, as decoded; colour rule) -> float32 grey in [0, 1]; None: grey
 
@@ -110,8 +111,8 @@ def open_source(path: str | Path, colour: str = COLOUR, regions: str = TISSUE, m
                 return _dicom_source(path, colour, regions, max_frames, said)
             from .pictures import read_picture
 
-            picture = read_picture(path, colour)
-            return Source(path, warnings=said, colour_rule=colour, _frames=lambda: iter([picture]))
+            picture, in_colour = read_picture(path, colour)
+            return Source(path, warnings=said, colour_rule=colour, colour=in_colour, _frames=lambda: iter([picture]))
         except ImageError as e:
             raise type(e)(with_notes(str(e), said)) from None
 
@@ -122,7 +123,8 @@ def _dicom_source(path: Path, colour: str, regions: str, max_frames: int, said: 
     image = open_dicom(path, max_frames)
     found = tissue_regions(image.ds, image.rows, image.cols, regions)
     return Source(path, image.number_of_frames, image.multiframe, found, said, colour_rule=colour,
-                  _frames=image.stored_frames, _gray=image.to_gray)
+                  colour=image.samples > 1 or image.photometric == "PALETTE COLOR", _frames=image.stored_frames,
+                  _gray=image.to_gray)
 
 
 def with_notes(message: str, notes: list[str]) -> str:

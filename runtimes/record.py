@@ -31,6 +31,7 @@ from .sections import (
     Parity,
     Provenance,
     QDQRecipe,
+    Reference,
     RunRef,
     decode,
     encode,
@@ -42,7 +43,7 @@ FORMAT = "dcube-edge-engine"
 FORMAT_VERSION = 2  # 2: engine facts bound into the model file (runtimes/facts.py)
 # The manifest keys whose values decide what an output means; they are also bound into the model file (.facts).
 FACTS = ("classes", "class_codes", "preprocess", "timesteps", "graph", "backend", "precision", "decision",
-         "calibration")
+         "calibration", "reference")
 
 
 class EngineError(UserError):
@@ -95,6 +96,7 @@ class EngineRecord:
     parity: Parity | None = None
     decision: OperatingPoint | None = None
     calibration: Calibration | None = None
+    reference: Reference | None = None  # what it saw on its operating split (the node's monitor compares with it)
     input: InputSection = InputSection()
     provenance: Provenance = Provenance()
     files: dict[str, str] = field(default_factory=dict)  # file name → sha256, every engine file but the manifest
@@ -132,7 +134,8 @@ class EngineRecord:
             d[self.backend] = encode(self.choices)
         d["effective_precision"] = p.effective()
         d["files"] = dict(self.files)
-        for key, section in (("parity", self.parity), ("decision", self.decision), ("calibration", self.calibration)):
+        for key, section in (("parity", self.parity), ("decision", self.decision), ("calibration", self.calibration),
+                             ("reference", self.reference)):
             if section is not None:
                 d[key] = encode(section)
         written: JSONObject = encode(d)  # JSON's own types throughout (lists, not the spec's tuples)
@@ -164,6 +167,7 @@ class EngineRecord:
                    decode(OperatingPoint, d["decision"]) if d.get("decision") else None,
                    # before 2026-12-06 `calibration` held the int8 calibration set (no temperature): see precision_of
                    decode(Calibration, probability) if "temperature" in probability else None,
+                   decode(Reference, d["reference"]) if d.get("reference") else None,
                    decode(InputSection, d.get("input") or {}), provenance, dict(d.get("files") or {}))
 
 

@@ -176,6 +176,38 @@ class Calibration:
     n: int | None = None
 
 
+# -- what the engine saw ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reference:
+    """What the engine saw on its operating split, for the DICOM node's monitor to compare a site's stream with
+    (manifest key ``reference``; export/reference.py records it, runtimes/serve/monitor reads it). Every sample is
+    kept sorted, at most 512 values (evenly spaced quantiles of a larger one; ``n`` and ``instances`` are the true
+    counts). Per instance (its views combined by the instance policy): the calibrated probability of each class
+    (``scores``), the share called each class at the operating point (``decision_rates``) and, per class, the
+    counts (true positives, false negatives, false positives, true negatives) at that point (``confusion``). Per
+    view: the input statistics of runtimes/observed.py (``inputs``, by feature), the shares read from colour,
+    multi-frame and tissue-region files, and the out-of-distribution score's parameters (``ood_method``: a
+    Mahalanobis distance of ``ood_features`` from ``ood_mean`` under the precision matrix ``ood_precision``) with
+    the reference's own scores (``ood``)."""
+
+    chosen_on: str | None = None
+    n: int = 0  # views
+    instances: int = 0
+    scores: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    decision_rates: dict[str, float] = field(default_factory=dict)
+    confusion: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    inputs: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    colour: float = 0.0
+    multiframe: float = 0.0
+    regions: float = 0.0
+    ood_method: str = "mahalanobis"
+    ood_features: tuple[str, ...] = ()
+    ood_mean: tuple[float, ...] = ()
+    ood_precision: tuple[tuple[float, ...], ...] = ()
+    ood: tuple[float, ...] = ()
+
+
 # -- where it came from ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

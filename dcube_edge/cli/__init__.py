@@ -17,7 +17,7 @@ from dcube_edge.errors import UserError
 from .common import EXIT_INTERNAL, EXIT_USER, STATE, app, err
 
 # Each module registers its commands on `app`; --help lists them in this order (the order of the work).
-for _group in ("training", "engines", "serve", "inference", "bench"):
+for _group in ("training", "engines", "serve", "monitor", "inference", "bench"):
     importlib.import_module(f".{_group}", __name__)
 
 __all__ = ["app", "main"]

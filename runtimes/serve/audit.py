@@ -20,6 +20,8 @@ RFC 5426). What each event is, in the standard's terms (PS3.15 A.5.3); HTTP outc
 | QIDO-RS search: Study Root FIND SOP class, the request in ParticipantObjectQuery | Query (110112), execute | 0/4/8 |
 | `/v1/classify` of a DICOM instance: its patient, study, SOP class and instance | DICOM Instances Accessed (110103), read | 0/4 |
 | result delivered / dead-lettered | DICOM Instances Transferred (110104), read, to the destination | 0 / 8 |
+| monitor alert started / ended (docs/monitoring.md) | Application Activity (110100), no event type | 4 / 0 |
+| engine switched (promote, rollback) / switch refused | Application Activity (110100), no event type | 0 / 4 |
 
 ``runtimes/serve/audit.rng`` is the schema every record is checked against in the tests."""
 from __future__ import annotations
@@ -131,6 +133,16 @@ class AuditTrail:
         self.emit("transferred", "R", "serious" if error else "success",
                   [self.me("source"), participant(destination, destination, "destination")],
                   objects=[study_object(study, [(SR_STORAGE, uid)])], description=error)
+
+    def monitored(self, description: str, started: bool) -> None:
+        """A monitor alert started (outcome 4) or ended (0): the application reporting on its own operation."""
+        self.emit("application", "E", "minor" if started else "success", [self.me("application")],
+                  description=description)
+
+    def switched(self, description: str, refused: bool) -> None:
+        """The active engine switched (promote, rollback), or a switch refused (outcome 4)."""
+        self.emit("application", "E", "minor" if refused else "success", [self.me("application")],
+                  description=description)
 
     # -- writing -----------------------------------------------------------------------------------------
     def me(self, role: str) -> ET.Element:

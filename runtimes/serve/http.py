@@ -24,7 +24,10 @@ from . import wsgi
 from .audit import SR_STORAGE
 from .console import Console
 from .dicomweb import DicomWeb, Reply
+from .engines import named
 from .intake import UID
+from .monitor import api as monitor_api
+from .monitor.store import ood_of
 from .records import reading_of
 
 if TYPE_CHECKING:
@@ -39,7 +42,8 @@ TIMEOUT_S = 10
 HEADER_DEADLINE_S = 20  # from a request's first byte to its last header line, as Apache mod_reqtimeout's header=20
 MAX_HEADER = 64 << 10
 BACKLOG = 64  # connections the kernel queues while every worker is busy
-STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found",
+STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 403: "403 Forbidden", 404: "404 Not Found",
+          409: "409 Conflict",
           413: "413 Payload Too Large", 415: "415 Unsupported Media Type", 422: "422 Unprocessable Entity",
           503: "503 Service Unavailable", 507: "507 Insufficient Storage"}
 REALM = 'Bearer realm="dcube-edge"'
@@ -93,6 +97,12 @@ class HttpApi:
             return self.result(path.rsplit("/", 1)[1])
         if path == "/v1/classify" and method == "POST":
             return self.classify(environ)
+        if path == "/v1/labels" and method == "POST":
+            return reply(*monitor_api.post(self.node, environ))
+        if path in ("/v1/engine/promote", "/v1/engine/rollback") and method == "POST":
+            return reply(*monitor_api.engine_switch(self.node, path.rsplit("/", 1)[1], environ))
+        if path == "/v1/engine" and method == "GET":
+            return reply(200, monitor_api.engine_state(self.node))
         return reply(404, {"error": f"no route {method} {path[:80]}"})
 
     def result(self, uid: str) -> Reply:
@@ -100,6 +110,8 @@ class HttpApi:
             return reply(404, {"error": f"no instance {uid[:70]!r}: a SOP Instance UID is digits and dots"}, read=[])
         found = self.node.ledger.get(uid)
         if found is not None:
+            found["ood_score"] = ood_of(self.node.ledger, uid)  # the monitor's (docs/monitoring.md); None: not seen
+            found["engine"] = named(self.node.ledger, found.get("engine_sha256"))  # which engine gave it
             read = [(found.get("study_instance_uid") or "", SR_STORAGE, found["result_sr"])] if found.get("result_sr") else []
             return reply(200, found, read=read)
         refused = self.refused(uid)

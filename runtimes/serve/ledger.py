@@ -32,7 +32,8 @@ REPORTS = ("CREATE TABLE IF NOT EXISTS reports (uid TEXT PRIMARY KEY, source TEX
 ADDED = {"instances": (("content", "TEXT"), ("study", "TEXT"), ("purged", "REAL"), ("header", "TEXT"),
                        ("decision", "TEXT"), ("revision", "INTEGER DEFAULT 0"), ("report", "TEXT"),
                        ("report_error", "TEXT"), ("layout", "INTEGER DEFAULT 1"), ("patient_id", "TEXT"),
-                       ("patient_name", "TEXT"), ("accession", "TEXT"), ("study_date", "TEXT"), ("views", "TEXT")),
+                       ("patient_name", "TEXT"), ("accession", "TEXT"), ("study_date", "TEXT"), ("views", "TEXT"),
+                       ("observed", "TEXT")),  # observed: what the monitor saw of it (serve/monitor/observation.py)
          "deliveries": (("first_failed", "REAL"), ("given", "TEXT"))}  # columns later versions added
 # What the console searches by (each with the newest first), its throughput and its dead letters: name → columns.
 INDEXES = {"instances_received": "instances (received)", "instances_patient": "instances (patient_id, received)",

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-FIELDS = ("event", "uid", "destination", "calling", "address", "status")
+FIELDS = ("event", "uid", "destination", "calling", "address", "status", "check")
 
 
 class JsonFormatter(logging.Formatter):

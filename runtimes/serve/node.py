@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..classifier import Classifier
@@ -57,6 +57,10 @@ class Node:
     destinations: tuple[str, ...] = ()  # where results are delivered (forwarder destination names)
     audit: AuditTrail | None = None
     reports: Reports | None = None
+    # engines.Engines: the active engine and the shadow, switched between batches; monitor.alerts.Monitor: compares
+    # the stream with the engine's reference (docs/monitoring.md). Typed Any: both modules take a Node.
+    engines: Any = None
+    monitor: Any = None
     ready: threading.Event = field(default_factory=threading.Event)  # the engine is loaded and warmed
     disk_low: threading.Event = field(default_factory=threading.Event)  # free space is under --min-free
     disk_full: threading.Event = field(default_factory=threading.Event)  # a write failed for lack of space

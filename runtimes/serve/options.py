@@ -200,6 +200,15 @@ class ServeOptions:
                                       "deliver the new results.", kind="bool")
     trusted_key: tuple[Path, ...] = setting((), "Refuse an engine not signed by this public key (repeatable).",
                                             kind="paths")
+    shadow: Path | None = setting(None, "Engine directory of a shadow engine: it classifies every instance too, its "
+                                        "results are recorded and never delivered (POST /v1/engine/promote makes it "
+                                        "active).", kind="path")
+    monitor_window: int = setting(250, "Instances in the monitor's rolling window, compared with the engine's "
+                                       "reference and the site baseline (docs/monitoring.md).", kind="int", low=50,
+                                  high=100_000)
+    monitor_baseline: int = setting(200, "The site baseline: the first this many instances classified, whose "
+                                         "acquisition metadata mix later windows are compared with.", kind="int",
+                                    low=50, high=100_000)
     token: str | None = field(default=None, compare=False, repr=False)  # read from token_file, never given
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..files import atomic_path
 from .disk import is_disk_full
+from .monitor.store import ood_of
 from .records import Instance, Report
 from .sr import SERIES_NUMBER, Placement, series_uid, sr_uids, structured_report
 
@@ -55,7 +56,8 @@ class Reports:
         before = self.ledger.latest_report(row.uid, self.engine_hash) if row.revision else None
         predecessor = dcmread(before.path, stop_before_pixels=True) if before and Path(before.path).is_file() else None
         uid = sr_uids(row.uid, self.engine_hash, row.revision)[1]
-        sr = structured_report(src, row.result, self.manifest, self.engine_hash,
+        result = {**row.result, "ood": ood_of(self.ledger, row.uid)}  # the monitor's, where it observed the instance
+        sr = structured_report(src, result, self.manifest, self.engine_hash,
                                Placement(series, SERIES_NUMBER, uid, number), predecessor)
         return self.write(sr, row, number, before.uid if before and predecessor is not None else None)
 

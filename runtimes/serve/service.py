@@ -24,13 +24,15 @@ from pathlib import Path
 from dcube_edge.errors import UserError
 
 from ..files import sha256
-from . import housekeeping
+from . import engines, housekeeping, shadow
 from .audit import AuditTrail
 from .batcher import Batcher
+from .engines import Engines
 from .forwarder import Forwarder, destinations
 from .http import HttpApi, build_server
 from .ledger import Ledger
 from .metrics import Metrics
+from .monitor.alerts import Monitor
 from .node import Node
 from .options import ServeOptions, preflight, specs
 from .reporter import Reporter
@@ -54,6 +56,7 @@ class Service:
         preflight(opts)
         clf = load(opts.engine, trusted_keys=list(opts.trusted_key) or None)
         clf.max_frames = opts.max_frames  # the cap the intake, the batcher and POST /v1/classify read by
+        shadowing = shadow_engine(opts, list(clf.classes))
         self.lock = hold(opts.spool)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
             opts = dataclasses.replace(opts, accept_modality=tuple(clf.manifest.record.input.modalities or ()))
@@ -65,7 +68,11 @@ class Service:
         ledger = Ledger(opts.spool / "ledger.sqlite")
         self.reset = 0
         recorded = ledger.meta("engine_sha256")
-        if recorded and recorded != engine_hash:
+        if recorded and recorded != engine_hash and engines.known(ledger, engine_hash):
+            log.warning("the spool's last active engine was %s… (switched to while serving); starting with %s as "
+                        "configured: update the configuration to keep a switch", recorded[:12], opts.engine,
+                        extra={"event": "engine-configured"})
+        elif recorded and recorded != engine_hash:
             if not opts.reclassify:
                 raise UserError(f"{opts.spool} holds results of another engine (manifest sha256 {recorded[:12]}…); "
                                 "use a new --spool, or pass --reclassify to classify everything again with this one")
@@ -73,6 +80,9 @@ class Service:
         ledger.meta("engine_sha256", engine_hash)
         self.node = Node(opts, clf, engine_hash, ledger, Metrics(), audit=AuditTrail(opts.audit_target(), opts.ae_title))
         self.node.reports = Reports(opts.spool / "results", ledger, clf.manifest, engine_hash)
+        shadow.prepare(ledger)
+        self.node.engines = Engines(self.node, engines.Slot(clf.manifest.dir, clf, engine_hash), shadowing)
+        self.node.monitor = Monitor(self.node)
         self.destinations = destinations(self.node)
         self.node.destinations = tuple(d.name for d in self.destinations)
         self.node.paused_by_disk(lambda: ledger.ensure_deliveries(self.node.destinations))
@@ -216,3 +226,13 @@ class Service:
                          "results and the token cross it in clear; pass --tls-cert and --tls-key")
             log.warning("reachable from the network without TLS", extra={"event": "insecure"})
         return "\n".join(lines)
+
+
+def shadow_engine(opts: ServeOptions, classes: list[str]) -> engines.Slot | None:
+    """The ``--shadow`` engine, checked as an engine to be made active would be (refused naming the option)."""
+    if opts.shadow is None:
+        return None
+    try:
+        return engines.verified(opts.shadow, opts.trusted_key, classes)
+    except UserError as e:
+        raise UserError(f"--shadow {opts.shadow}: {e}") from None

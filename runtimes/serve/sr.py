@@ -207,6 +207,10 @@ def observer(manifest: Manifest, engine_hash: str):
         .replace("  ", " ")[:64]))
 
 
+OOD_TEXT = ("input out-of-distribution score {:.2f}: Mahalanobis distance of the image's intensity statistics from "
+            "those of the engine's reference images (docs/monitoring.md)")
+
+
 def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) -> list:
     """TID 1501 groups: the decision with its explanation (and, for an object of several views, what was read and
     combined), then one per class with its probabilities, then one per view where there are several
@@ -257,6 +261,9 @@ def measurement_groups(src, result: dict, manifest: Manifest, engine_hash: str) 
     for text in (explained["explanation"], summary(reading, result["label"], str(src.SOPInstanceUID))):
         if text:
             decision[0].ContentSequence.append(TextContentItem(codes.DCM.Comment, text, RelationshipTypeValues.CONTAINS))
+    if result.get("ood") is not None:  # the node's monitor (docs/monitoring.md): how unlike the reference the input is
+        decision[0].ContentSequence.append(TextContentItem(codes.DCM.Comment, OOD_TEXT.format(result["ood"]),
+                                                           RelationshipTypeValues.CONTAINS))
     adjusted = explained["compared"] if rule.bias is not None and explained.get("threshold") is None else {}
     method = CodedConcept("OPPOINT", PRIVATE_SCHEME, "Prior-corrected at the operating point")
     return [decision] + [

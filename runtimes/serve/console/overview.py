@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..records import Delivery, State
+from ..records import Delivery, State, iso
 from . import queries
 
 if TYPE_CHECKING:
@@ -69,6 +69,9 @@ def alerts(node: Node, reasons: list[str], places: list[dict]) -> list[Alert]:
     dead = sum(d["counts"].get(Delivery.DEAD.value, 0) for d in places)
     if dead:
         found.append(Alert("warning", f"{dead} dead letter(s)", "deliveries given up: see Deliveries to retry them"))
+    if node.monitor is not None:  # docs/monitoring.md: what each means and what to do
+        found += [Alert("warning", f"monitor: {a.name}", f"since {iso(a.since)}, p = {a.statistic:.2g} under "
+                        f"{a.threshold:.0e} over the {a.window}: {a.detail}") for a in list(node.monitor.active.values())]
     return found
 
 
