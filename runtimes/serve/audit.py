@@ -20,8 +20,8 @@ RFC 5426). What each event is, in the standard's terms (PS3.15 A.5.3); HTTP outc
 | QIDO-RS search: Study Root FIND SOP class, the request in ParticipantObjectQuery | Query (110112), execute | 0/4/8 |
 | `/v1/classify` of a DICOM instance: its patient, study, SOP class and instance | DICOM Instances Accessed (110103), read | 0/4 |
 | result delivered / dead-lettered | DICOM Instances Transferred (110104), read, to the destination | 0 / 8 |
-| monitor alert started / ended (docs/monitoring.md) | Application Activity (110100), no event type | 4 / 0 |
-| engine switched (promote, rollback) / switch refused | Application Activity (110100), no event type | 0 / 4 |
+| monitor alert started / ended (docs/monitoring.md) | Application Activity (110100), Alert Started / Ended (99DCUBE) | 4 / 0 |
+| engine switched (promote, rollback) / switch refused | Security Alert (110113), Software Configuration (110131) | 0 / 4 |
 
 ``runtimes/serve/audit.rng`` is the schema every record is checked against in the tests."""
 from __future__ import annotations
@@ -44,17 +44,22 @@ EVENTS = {  # event name → (EventID code, meaning)
     "query": ("110112", "Query"), "security": ("110113", "Security Alert"),
     "authentication": ("110114", "User Authentication")}
 TYPES = {"start": ("110120", "Application Start"), "stop": ("110121", "Application Stop"),
-         "login": ("110122", "Login"), "logout": ("110123", "Logout"), "node-auth": ("110126", "Node Authentication")}
+         "login": ("110122", "Login"), "logout": ("110123", "Logout"), "node-auth": ("110126", "Node Authentication"),
+         "software": ("110131", "Software Configuration"),
+         # PS3.15 A.5.3.1 wants an event type for Application Activity; none of the standard's fits a monitor alert
+         "alert-started": ("ALERT-STARTED", "Monitor Alert Started", "99DCUBE"),
+         "alert-ended": ("ALERT-ENDED", "Monitor Alert Ended", "99DCUBE")}
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR: the results
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # what a QIDO-RS search is the web form of (PS3.18 10.6)
 ROLES = {"application": ("110150", "Application"), "destination": ("110152", "Destination Role ID"),
          "source": ("110153", "Source Role ID")}
 
 
-def code(tag: str, value: tuple[str, str]) -> ET.Element:
+def code(tag: str, value: tuple[str, ...]) -> ET.Element:
+    """A coded value: (code, meaning) of DICOM's own scheme (DCM), or (code, meaning, scheme)."""
     element = ET.Element(tag)
     element.set("csd-code", value[0])
-    element.set("codeSystemName", "DCM")
+    element.set("codeSystemName", value[2] if len(value) > 2 else "DCM")
     element.set("originalText", value[1])
     return element
 
@@ -137,12 +142,13 @@ class AuditTrail:
     def monitored(self, description: str, started: bool) -> None:
         """A monitor alert started (outcome 4) or ended (0): the application reporting on its own operation."""
         self.emit("application", "E", "minor" if started else "success", [self.me("application")],
-                  description=description)
+                  type_="alert-started" if started else "alert-ended", description=description)
 
     def switched(self, description: str, refused: bool) -> None:
-        """The active engine switched (promote, rollback), or a switch refused (outcome 4)."""
-        self.emit("application", "E", "minor" if refused else "success", [self.me("application")],
-                  description=description)
+        """The active engine switched (promote, rollback), or a switch refused (outcome 4): a change of the
+        software's configuration, which PS3.15 A.5.3.11 audits as a Security Alert."""
+        self.emit("security", "E", "minor" if refused else "success", [self.me("application")],
+                  type_="software", description=description)
 
     # -- writing -----------------------------------------------------------------------------------------
     def me(self, role: str) -> ET.Element:

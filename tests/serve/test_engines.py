@@ -107,6 +107,8 @@ def test_shadow_promote_and_rollback_under_load(ort_engine, fp16_engine, demo_da
         assert server.get("/v1/engine", auth)["history"][-1]["outcome"].startswith("refused")
         audit = (spool / "audit.log").read_text()
         assert "engine promote:" in audit and "engine promote refused" in audit
+        switches = [line for line in audit.splitlines() if "engine promote" in line]
+        assert all('csd-code="110113"' in line and 'csd-code="110131"' in line for line in switches), switches
     finally:
         server.stop()
         pacs.stop()

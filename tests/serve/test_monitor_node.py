@@ -73,7 +73,7 @@ def test_the_node_monitors_its_stream_and_alerts_where_operators_look(ort_engine
         lines = [line for line in log.read_text().splitlines() if "monitor-alert" in line]
         assert len(lines) == 1 and "metadata-mix" in lines[0] and "Initech" in lines[0], lines
         audit = [line for line in (spool / "audit.log").read_text().splitlines() if "monitor alert" in line]
-        assert len(audit) == 1 and "110100" in audit[0]
+        assert len(audit) == 1 and "110100" in audit[0] and 'csd-code="ALERT-STARTED"' in audit[0]
 
         res = cli("monitor", spool, "--json", tmp_path / "m.json", "--plot", tmp_path / "plots", check=0)
         assert "ALERT" in res.stdout
