@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import app, emit_json, screen, to_stdout, writable
+from .common import EXIT_SOME_FAILED, app, emit_json, screen, to_stdout, writable
 from .serve import spool_app
 
 
@@ -92,7 +92,11 @@ def spool_label(spool: Annotated[Path, typer.Argument(help="The node's --spool f
 
     if not csv_file.is_file():
         raise UserError(f"{csv_file} is not a file: give the CSV of labels")
-    rows = labels.read_csv(csv_file.read_text(encoding="utf-8-sig"), str(csv_file))
+    try:
+        text = csv_file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{csv_file} is not UTF-8 text: save the labels as a UTF-8 CSV") from None
+    rows = labels.read_csv(text, str(csv_file))
     ledger = open_ledger(spool)
     try:
         reference = reference_of(ledger)
@@ -110,6 +114,8 @@ def spool_label(spool: Annotated[Path, typer.Argument(help="The node's --spool f
         yield_all(show, performance_table(found["performance"]))
     emit_json({"labelled": done.labelled, "unmatched": done.unmatched, "unknown_class": done.unknown_class,
                "performance": found["performance"]}, json_out)
+    if done.unmatched or done.unknown_class:
+        raise typer.Exit(EXIT_SOME_FAILED)  # some rows were not taken: exit 1, as for inputs that failed
 
 
 def yield_all(show, items) -> None:

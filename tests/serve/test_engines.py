@@ -86,6 +86,9 @@ def test_shadow_promote_and_rollback_under_load(ort_engine, fp16_engine, demo_da
         engines = {r["engine_sha256"] for r in results}
         assert len(engines) == 2  # both engines gave results, each result names its own
         assert all(r["engine"]["sha256"] == r["engine_sha256"] and r["engine"]["name"] for r in results)
+        # the promoted engine is watched as the first one was: its results carry their inputs' OOD score
+        assert all(r["ood_score"] is not None for r in results), [r["engine"]["name"] for r in results
+                                                                   if r["ood_score"] is None]
         wait_for(lambda: len(pacs.received) >= 60)
         time.sleep(1)
         # one SR per instance, the active engine's: the shadow's results never went anywhere
@@ -121,3 +124,9 @@ def test_a_shadow_that_fails_verification_stops_the_start_naming_it(ort_engine, 
               "--dicom-port", free_port(), check=2)
     assert f"--shadow {bad}:" in res.stderr and "does not match its sha256" in res.stderr
     assert not (tmp_path / "spool").exists()  # refused before anything was created
+
+
+def test_an_engine_is_not_its_own_shadow(ort_engine, tmp_path):
+    """`--shadow` naming the active engine was accepted: every instance classified twice to compare it with itself."""
+    res = cli("serve", ort_engine, "--spool", tmp_path / "spool", "--shadow", ort_engine, check=2)
+    assert "it is the active engine itself" in res.stderr and not (tmp_path / "spool").exists()

@@ -91,7 +91,9 @@ def test_the_node_monitors_its_stream_and_alerts_where_operators_look(ort_engine
         csv = tmp_path / "labels.csv"
         csv.write_text("accession_number,label\n" + "".join(f"ACC{a},{other[c]}\n" for a, c in calls.items())
                        + "ACC999,benign\nACC0,not-a-class\n")
-        res = cli("spool", "label", spool, csv, "--json", tmp_path / "l.json", check=0)
+        res = cli("spool", "label", spool, csv, "--json", tmp_path / "l.json", check=1)  # two rows not taken
+        (tmp_path / "utf16.csv").write_bytes("label,sop_instance_uid\n".encode("utf-16"))
+        assert "not UTF-8 text" in cli("spool", "label", spool, tmp_path / "utf16.csv", check=2).stderr
         imported = json.loads((tmp_path / "l.json").read_text())
         assert imported["labelled"] == 60 and imported["unmatched"] == ["ACC999"]
         assert imported["unknown_class"] == ["ACC0: 'not-a-class'"]

@@ -68,7 +68,7 @@ class Monitor:
                                registry=registry)
         for name in (*watch.CHECKS, "performance"):
             self.alert_gauge.labels(name).set(1 if name in self.active else 0)
-            self.threshold_gauge.labels(name).set(watch.ALPHA)
+            self.threshold_gauge.labels(name).set(performance.PERF_ALPHA if name == "performance" else watch.ALPHA)
         node.clf.observe = True
         if self.reference is None:
             log.warning("the engine records no reference (exported before monitoring): only the metadata mix is "
@@ -136,12 +136,10 @@ class Monitor:
         with self.lock:
             self.reference = self.node.clf.manifest.record.reference
             store.keep_reference(self.node.ledger, self.reference)
+            self.node.clf.observe = True  # the incoming engine keeps its views' inputs as the first one did
             for name in list(self.active):
-                store.ended(self.node.ledger, name)
-                del self.active[name]
-                self.alert_gauge.labels(name).set(0)
-                log.info("monitor alert %s ended: the engine it was about is no longer active", name,
-                         extra={"event": "monitor-clear", "check": name})
+                self.close(name, f"monitor alert {name} ended: the engine it was about is no longer active (a new "
+                                 "window starts with the incoming engine's results)")
 
     def start(self, f: watch.Finding) -> None:
         alert = store.Alert(f.name, f.window, time.time(), None, f.statistic, f.threshold, f.detail,
@@ -156,10 +154,13 @@ class Monitor:
             self.node.audit.monitored(said, started=True)
 
     def end(self, f: watch.Finding) -> None:
-        store.ended(self.node.ledger, f.name)
-        del self.active[f.name]
-        self.alert_gauge.labels(f.name).set(0)
-        said = f"monitor alert {f.name} ended: p = {f.statistic:.2g} over the {f.window}"
-        log.info("%s", said, extra={"event": "monitor-clear", "check": f.name})
+        self.close(f.name, f"monitor alert {f.name} ended: p = {f.statistic:.2g} over the {f.window}")
+
+    def close(self, name: str, said: str) -> None:
+        """An alert ends, however: in the ledger, the gauge, one log line and one audit record."""
+        store.ended(self.node.ledger, name)
+        del self.active[name]
+        self.alert_gauge.labels(name).set(0)
+        log.info("%s", said, extra={"event": "monitor-clear", "check": name})
         if self.node.audit is not None:
             self.node.audit.monitored(said, started=False)
