@@ -120,6 +120,26 @@ class DicomImage:
             raise TooManyFrames(f"DICOM object has {self.number_of_frames:,} frames, above the cap of {max_frames:,} "
                                 "per object: raise it with --max-frames, or export a shorter loop")
         self._check_photometric()
+        self._check_length()
+
+    def _check_length(self) -> None:
+        """Native (uncompressed) Pixel Data must hold every frame it declares (PS3.5 8.1.1): a truncated object or a
+        wrong NumberOfFrames said as such, not as a decoder's reshape error at the missing frame."""
+        meta = getattr(self.ds, "file_meta", None)
+        syntax = getattr(meta, "TransferSyntaxUID", None)
+        element = self.ds.get_item("PixelData", keep_deferred=True)  # its length, without reading a long loop
+        if syntax is None or syntax.is_encapsulated or element is None:
+            return
+        held = getattr(element, "length", None)
+        held = len(element.value) if held is None and element.value is not None else held
+        bits = _integer(self.ds, "BitsAllocated", 8)
+        per_pixel = (2 if self.photometric == "YBR_FULL_422" else self.samples) * bits  # 4:2:2 packs a pair in 4
+        frame_bytes = -(-self.rows * self.cols * per_pixel // 8)
+        if held is not None and held < frame_bytes * self.number_of_frames:
+            whole = held // frame_bytes if frame_bytes else 0
+            raise ImageError(f"DICOM Pixel Data holds {held:,} bytes, {whole} whole frame(s) of {self.cols}x{self.rows}, "
+                             f"where NumberOfFrames says {self.number_of_frames}: the object is truncated or "
+                             "NumberOfFrames is wrong")
 
     def _check_photometric(self) -> None:
         pi, n = self.photometric, self.samples

@@ -22,6 +22,7 @@ from dcube_edge.errors import UserError
 
 from ..files import sha256
 from .ledger import Ledger
+from .records import iso
 
 if TYPE_CHECKING:
     from ..classifier import Classifier
@@ -86,7 +87,7 @@ def named(ledger: Ledger, engine: str | None) -> dict | None:
 
 def history(ledger: Ledger) -> list[dict]:
     prepare(ledger)
-    return [{"at": at, "action": action, "active": active, "shadow": shadow, "outcome": outcome}
+    return [{"at": iso(at), "action": action, "active": active, "shadow": shadow, "outcome": outcome}
             for at, action, active, shadow, outcome in ledger.query(
                 "SELECT at, action, active, shadow, outcome FROM engine_history ORDER BY at")]
 

@@ -108,6 +108,23 @@ def test_undecodable_and_short_pixel_data_fail_in_one_line(tmp_path):
         list(source(short).read())
 
 
+def test_frames_the_pixel_data_does_not_hold_are_said_as_such(tmp_path):
+    """NumberOfFrames 4 over three frames of native pixel data failed as "cannot reshape array of size 0 into
+    shape ..." at the fourth frame: now one line saying what the object declares and what it holds, before any
+    frame is read."""
+    frames = loop_pixels(3)
+    for photometric, pixels in (("RGB", frames), ("MONOCHROME2", frames[..., 0])):
+        path = write_image(tmp_path / f"{photometric}.dcm", pixels, photometric, frames=True, sop_class=US_MULTIFRAME)
+        ds = pydicom.dcmread(path)
+        ds.NumberOfFrames = 4
+        ds.save_as(path, enforce_file_format=True)
+        with pytest.raises(ImageError) as e:
+            list(source(path).read())
+        said = str(e.value)
+        assert "3 whole frame(s)" in said and "NumberOfFrames says 4" in said and "reshape" not in said, said
+    assert len(list(source(write_image(tmp_path / "ok.dcm", frames, "RGB", frames=True)).read())) == 3
+
+
 def test_a_readable_file_keeps_the_warnings_it_caused(tmp_path, capfd):
     """A JPEG baseline object that says RGB while its codestream is JFIF (YCbCr): pydicom warns and decodes it as
     YBR; the warning is the file's, not printed."""
