@@ -141,6 +141,8 @@ def performance_table(perf: dict):
             flag = "[bold red]WORSE[/] " if c["alarming"] and k in ("sensitivity", "specificity") else ""
             table.add_row(c["name"], flag + k, shown(c["site"].get(k)), shown(c["card"].get(k)),
                           shown(c["estimated"].get(k)))
+        if c.get("ece") is not None:  # the engine's own figure is in its model card (docs/evaluation.md)
+            table.add_row(c["name"], "calibration error (ECE)", f"{c['ece']:.3f}", "-", "-")
     yield table
 
 

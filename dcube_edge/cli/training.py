@@ -38,8 +38,10 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write <cla
     from dcube_edge.phantoms import write_demo
     from dcube_edge.scanner import SCREENS, layout
 
-    if screen is not None and (not dicom or screen not in SCREENS):
-        fail(f"--screen {screen}: give --dicom and one of {', '.join(SCREENS)}")
+    if screen is not None and screen not in SCREENS:
+        fail(f"--screen {screen}: the demo writes {' or '.join(SCREENS)} screens")
+    if screen is not None and not dicom:
+        fail(f"--screen {screen}: screens are DICOM objects: add --dicom")
     if screen is None and (frames > 1 or views > 1):
         fail("--frames and --views describe --screen objects: add --dicom --screen rgb|jpeg")
     if screen is not None:

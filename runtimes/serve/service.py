@@ -206,7 +206,8 @@ class Service:
     def describe(self) -> str:
         o = self.opts
         scheme = "https" if o.tls else "http"
-        lines = [f"serving {o.engine} ({self.clf.manifest.backend} {self.clf.manifest.precision})",
+        lines = [f"serving {o.engine} ({self.clf.manifest.backend} {self.clf.manifest.precision})"
+                 + (f", shadow {o.shadow}: its results recorded, never delivered" if o.shadow else ""),
                  f"  DICOM  {o.ae_title}@{o.host}:{o.dicom_port}" + (" over TLS" if o.tls else "")
                  + (f", calling AE titles {', '.join(o.allow_ae)}" if o.allow_ae else ", any calling AE title")
                  + (", client certificates required" if o.tls_ca else ""),

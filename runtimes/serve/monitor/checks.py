@@ -46,7 +46,9 @@ def homogeneity(window: Iterable[str], expected: Counter[str] | dict[str, float]
     categories = sorted(set(seen) | {k for k, v in expected.items() if v > 0})
     n, m = sum(seen.values()), sum(expected.values())
     if len(categories) < 2 or n == 0 or m <= 0:
-        return Test(0.0, 1.0, n, "one category" if categories else "nothing to compare")
+        said = (f"{name or 'every instance'} {categories[0]!r} on both sides: nothing differs" if categories
+                else "nothing to compare")
+        return Test(0.0, 1.0, n, said)
     table = np.asarray([[seen.get(c, 0) for c in categories], [expected.get(c, 0) for c in categories]], float)
     r = chi2_contingency(table, correction=True)
     share = table[0] / n - table[1] / m
