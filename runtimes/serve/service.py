@@ -57,7 +57,7 @@ class Service:
         clf = load(opts.engine, trusted_keys=list(opts.trusted_key) or None)
         clf.max_frames = opts.max_frames  # the cap the intake, the batcher and POST /v1/classify read by
         shadowing = shadow_engine(opts, list(clf.classes))
-        if shadowing is not None and shadowing.sha256 == sha256(Path(opts.engine) / "manifest.json"):
+        if shadowing is not None and shadowing.sha256 == sha256(clf.manifest.path):
             raise UserError(f"--shadow {opts.shadow}: it is the active engine itself; give another engine to compare")
         self.lock = hold(opts.spool)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
