@@ -99,11 +99,14 @@ class Engines:
         self.node, self.active, self.shadow = node, active, shadow
         self.asked: tuple[str, threading.Event, dict] | None = None
         self.lock = threading.Lock()
-        prepare(node.ledger)
-        for slot in (active, shadow):
+        prepare(node.ledger)  # no write where the tables exist: a node starts on a full disk and says so
+        node.paused_by_disk(self.started)
+
+    def started(self) -> None:
+        for slot in (self.active, self.shadow):
             if slot is not None:
-                remember(node.ledger, slot)
-        self.record("start", "active" + (" with a shadow" if shadow else ""))
+                remember(self.node.ledger, slot)
+        self.record("start", "active" + (" with a shadow" if self.shadow else ""))
 
     def record(self, action: str, outcome: str) -> None:
         self.node.ledger.write("INSERT INTO engine_history VALUES (?, ?, ?, ?, ?)", time.time(), action,

@@ -51,9 +51,7 @@ class Monitor:
         self.node, self.lock, self.last, self.stale = node, threading.Lock(), 0.0, False
         self.reference = node.clf.manifest.record.reference
         store.prepare(node.ledger)
-        store.keep_reference(node.ledger, self.reference)
-        node.ledger.meta("monitor", json.dumps({"window": node.opts.monitor_window,
-                                                "baseline": node.opts.monitor_baseline}))
+        node.paused_by_disk(self.keep)  # written only when changed: a node starts on a full disk and says so
         self.active = {a.name: a for a in store.alerts(node.ledger, active_only=True)}
         registry = node.metrics.registry
         self.alert_gauge = Gauge("dcube_monitor_alert", "1 while the monitor's alert on this check is active",
@@ -73,6 +71,12 @@ class Monitor:
         if self.reference is None:
             log.warning("the engine records no reference (exported before monitoring): only the metadata mix is "
                         "monitored; re-export it to monitor its decisions and inputs", extra={"event": "no-reference"})
+
+    def keep(self) -> None:
+        """The reference and the settings the spool's observations are compared by (``monitor SPOOL`` reads them)."""
+        store.keep_reference(self.node.ledger, self.reference)
+        self.node.ledger.meta("monitor", json.dumps({"window": self.node.opts.monitor_window,
+                                                     "baseline": self.node.opts.monitor_baseline}))
 
     def record(self, rows: Sequence[Instance], preds: Sequence[Prediction]) -> None:
         """Keep what each instance of a batch showed, on its row before its result is written (so the result's
