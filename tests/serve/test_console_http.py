@@ -162,6 +162,8 @@ def test_the_session_cookie_and_the_security_headers(node):
 def test_retry_refused_without_the_csrf_token_or_from_another_origin(node):
     server, uid, _, spool = node
     base = f"http://127.0.0.1:{server.http}"
+    code, _, _ = call(f"{base}/ui/login", data={"token": "wrong-token-0123456789"}, headers={"Origin": base})
+    assert code == 401  # audited below (the module's tests may run on other workers, with their own node)
     cookie, csrf = login(base)
     form = {"uid": uid}
     deadline = time.time() + 60  # another test's retry is tried again and refused again
@@ -180,6 +182,8 @@ def test_retry_refused_without_the_csrf_token_or_from_another_origin(node):
     assert attempts is not None and dead(server, uid) == attempts  # none of the refused retries re-queued it
     code, headers, _ = call(f"{base}/ui/deliveries/retry", {"Cookie": cookie, "Origin": base}, {**form, "csrf": csrf})
     assert code == 303 and headers["Location"] == "/ui/deliveries?retried=1"
+    assert call(f"{base}/ui/results", {"Cookie": cookie})[0] == 200  # a search and a read, audited below
+    assert call(f"{base}/ui/instances/{uid}", {"Cookie": cookie})[0] == 200
     code, headers, _ = call(f"{base}/ui/logout", {"Cookie": cookie, "Origin": base}, {"csrf": csrf})
     assert code == 303 and "Max-Age=0" in headers["Set-Cookie"]
     code, _, _ = call(f"{base}/ui/", {"Cookie": cookie, "Accept": "application/json"})

@@ -33,7 +33,7 @@ def _unknown_photometric(ds) -> None:
 
 
 # Unusable three ways (colour and multi-frame objects are accepted: tests/serve/test_views.py).
-BAD = [(lambda ds: ds.__delattr__("PixelData"), "no pixel data"), (_frames_missing, "frame 2 of 3"),
+BAD = [(lambda ds: ds.__delattr__("PixelData"), "no pixel data"), (_frames_missing, "NumberOfFrames says 3"),
        (_unknown_photometric, "photometric interpretation 'YBR_PARTIAL_420' is not one this reader decodes")]
 
 

@@ -39,6 +39,8 @@ def test_scanner_objects_are_valid_and_hold_the_phantom_in_their_tissue_regions(
 
 def test_demo_data_refuses_screen_options_that_do_not_fit(tmp_path):
     res = cli("demo-data", tmp_path / "x", "--screen", "rgb", check=2)
-    assert "give --dicom" in res.stderr
+    assert "screens are DICOM objects: add --dicom" in res.stderr
+    res = cli("demo-data", tmp_path / "x", "--dicom", "--screen", "palette", check=2)
+    assert "the demo writes rgb or jpeg screens" in res.stderr
     res = cli("demo-data", tmp_path / "x", "--dicom", "--screen", "rgb", "--views", "2", "--size", "400", check=2)
     assert "do not fit" in res.stderr and "Traceback" not in res.stderr
