@@ -19,7 +19,6 @@ import os
 import signal
 import ssl
 from collections.abc import Callable
-from pathlib import Path
 
 from dcube_edge.errors import UserError
 
@@ -56,13 +55,11 @@ class Service:
         preflight(opts)
         clf = load(opts.engine, trusted_keys=list(opts.trusted_key) or None)
         clf.max_frames = opts.max_frames  # the cap the intake, the batcher and POST /v1/classify read by
-        shadowing = shadow_engine(opts, list(clf.classes))
-        if shadowing is not None and shadowing.sha256 == sha256(clf.manifest.path):
-            raise UserError(f"--shadow {opts.shadow}: it is the active engine itself; give another engine to compare")
+        engine_hash = sha256(clf.manifest.path)
+        shadowing = shadow_engine(opts, list(clf.classes), engine_hash)
         self.lock = hold(opts.spool)
         if not opts.accept_modality:  # what the engine was trained on, where its export recorded it
             opts = dataclasses.replace(opts, accept_modality=tuple(clf.manifest.record.input.modalities or ()))
-        engine_hash = sha256(Path(opts.engine) / "manifest.json")
         for sub in ("instances", "rejected", "results"):
             (opts.spool / sub).mkdir(exist_ok=True)
         for stale in (opts.spool / "instances").glob(".*.partial"):
@@ -231,11 +228,15 @@ class Service:
         return "\n".join(lines)
 
 
-def shadow_engine(opts: ServeOptions, classes: list[str]) -> engines.Slot | None:
-    """The ``--shadow`` engine, checked as an engine to be made active would be (refused naming the option)."""
+def shadow_engine(opts: ServeOptions, classes: list[str], active: str) -> engines.Slot | None:
+    """The ``--shadow`` engine, checked as an engine to be made active would be, and not the active engine
+    (manifest sha256 ``active``) itself (refused naming the option)."""
     if opts.shadow is None:
         return None
     try:
-        return engines.verified(opts.shadow, opts.trusted_key, classes)
+        slot = engines.verified(opts.shadow, opts.trusted_key, classes)
     except UserError as e:
         raise UserError(f"--shadow {opts.shadow}: {e}") from None
+    if slot.sha256 == active:
+        raise UserError(f"--shadow {opts.shadow}: it is the active engine itself; give another engine to compare")
+    return slot
